@@ -1,0 +1,8 @@
+//! testbed: Kubernetes service discovery rebuilt on one Linux machine out of real
+//! kernel parts. See the README and `shared/docs/design.md` for the whole picture.
+
+pub mod manifest;
+pub mod names;
+pub mod plan;
+pub mod scenario;
+pub mod yaml;

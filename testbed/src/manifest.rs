@@ -1,0 +1,89 @@
+//! Strict decoding of Kubernetes manifests.
+//!
+//! The `k8s-openapi` types skip fields they don't know, so a typo such as
+//! `metadata.lables` would be silently lost. Like `kubectl apply` with strict field
+//! validation, a manifest is decoded, encoded again, and every key of the input that
+//! did not survive the round trip is reported as an unknown field, at its line.
+
+use serde::{de::DeserializeOwned, Serialize};
+use serde_json::Value;
+
+use crate::scenario::{from_value, Located};
+use crate::yaml::{self, Spans};
+
+/// Decodes `value` (found at `path` of a document with `spans`) as a `T`, rejecting
+/// fields `T` does not have.
+pub fn decode_strict<T>(value: Value, spans: &Spans, path: &str) -> Result<T, Vec<Located>>
+where
+    T: DeserializeOwned + Serialize,
+{
+    let typed: T = from_value(value.clone(), spans, path).map_err(|p| vec![p])?;
+    let back = serde_json::to_value(&typed).unwrap_or(Value::Null);
+    let mut unknown = Vec::new();
+    unknown_fields(&value, &back, path, &mut unknown);
+    if unknown.is_empty() {
+        return Ok(typed);
+    }
+    Err(unknown
+        .into_iter()
+        .map(|p| Located {
+            pos: spans.key(&p),
+            message: format!("{p}: unknown field"),
+        })
+        .collect())
+}
+
+/// Paths present in `input` but absent from `decoded`. Null inputs are skipped: an
+/// optional field set to null decodes to "absent".
+fn unknown_fields(input: &Value, decoded: &Value, path: &str, out: &mut Vec<String>) {
+    match (input, decoded) {
+        (Value::Object(i), Value::Object(d)) => {
+            for (k, v) in i {
+                let p = yaml::child_key(path, k);
+                match d.get(k) {
+                    Some(dv) => unknown_fields(v, dv, &p, out),
+                    None if v.is_null() => {}
+                    None => out.push(p),
+                }
+            }
+        }
+        (Value::Array(i), Value::Array(d)) => {
+            for (n, (iv, dv)) in i.iter().zip(d).enumerate() {
+                unknown_fields(iv, dv, &yaml::child_index(path, n), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::Pod;
+
+    #[test]
+    fn typos_are_unknown_fields_at_their_line() {
+        let src = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: a\n  lables: {x: y}\nspec:\n  containers:\n  - name: c\n    imagee: busybox\n";
+        let (v, spans) = yaml::load(src).unwrap();
+        let errs = decode_strict::<Pod>(v, &spans, "").unwrap_err();
+        let msgs: Vec<_> = errs
+            .iter()
+            .map(|e| (e.pos.unwrap().line, e.message.clone()))
+            .collect();
+        assert_eq!(
+            msgs,
+            vec![
+                (5, "metadata.lables: unknown field".to_string()),
+                (9, "spec.containers[0].imagee: unknown field".to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn known_fields_and_nulls_pass() {
+        let src = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: a\n  labels: {}\n  annotations: null\nspec:\n  nodeName: node-1\n  volumes: []\n  containers:\n  - name: c\n    env: []\n    resources: {}\n    ports: [{containerPort: 80}]\n";
+        let (v, spans) = yaml::load(src).unwrap();
+        let pod = decode_strict::<Pod>(v, &spans, "").unwrap();
+        assert_eq!(pod.metadata.name.as_deref(), Some("a"));
+    }
+}

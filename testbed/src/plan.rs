@@ -1,0 +1,285 @@
+//! The address plan: which node each pod runs on and every address, route and name,
+//! as a pure function of the scenario. The same scenario gives the same plan on every
+//! run and every machine.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+use crate::names;
+use crate::scenario::{Cluster, PodDecl, Scenario};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    pub testbed: String,
+    pub fabric: FabricPlan,
+    pub nodes: Vec<NodePlan>,
+    pub pods: Vec<PodPlan>,
+    pub service_cidr: Ipv4Net,
+}
+
+/// The underlay: a bridge in a namespace of its own, the nodes' gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FabricPlan {
+    pub netns: String,
+    pub bridge: String,
+    pub network: Ipv4Net,
+    pub gateway: Ipv4Addr,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodePlan {
+    pub name: String,
+    pub netns: String,
+    /// The node's address on the underlay (its `eth0`).
+    pub ip: Ipv4Addr,
+    /// The node's port on the underlay bridge, in the fabric namespace.
+    pub fabric_port: String,
+    pub pod_cidr: Ipv4Net,
+    /// `cbr0`'s address: the first of the pod CIDR.
+    pub bridge_ip: Ipv4Addr,
+    /// Routes to the other nodes' pod CIDRs through their underlay addresses.
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    pub to: Ipv4Net,
+    pub via: Ipv4Addr,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodPlan {
+    pub namespace: String,
+    pub name: String,
+    pub node: String,
+    pub netns: String,
+    pub ip: Ipv4Addr,
+    pub prefix_len: u8,
+    pub gateway: Ipv4Addr,
+    /// The node-side end of the pod's veth, a port of `cbr0`.
+    pub host_veth: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Plan {
+    /// Plans a checked scenario as testbed `testbed`.
+    pub fn new(testbed: &str, scenario: &Scenario) -> Plan {
+        let c = &scenario.cluster;
+        let gateway = nth_host(c.node_network, 1);
+        let fabric = FabricPlan {
+            netns: names::fabric_netns(testbed),
+            bridge: names::UNDERLAY_BRIDGE.into(),
+            network: c.node_network,
+            gateway,
+        };
+        let mut nodes: Vec<NodePlan> = c
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let pod_cidr = node_pod_cidr(c, i);
+                NodePlan {
+                    name: name.clone(),
+                    netns: names::node_netns(testbed, name),
+                    ip: nth_host(c.node_network, i as u32 + 2),
+                    fabric_port: name.clone(),
+                    pod_cidr,
+                    bridge_ip: nth_host(pod_cidr, 1),
+                    routes: Vec::new(),
+                }
+            })
+            .collect();
+        let all: Vec<(Ipv4Net, Ipv4Addr)> = nodes.iter().map(|n| (n.pod_cidr, n.ip)).collect();
+        for node in &mut nodes {
+            node.routes = all
+                .iter()
+                .filter(|(cidr, _)| *cidr != node.pod_cidr)
+                .map(|(to, via)| Route { to: *to, via: *via })
+                .collect();
+        }
+        let placement = place(c, &scenario.pods);
+        let mut next = vec![2u32; nodes.len()];
+        let pods = scenario
+            .pods
+            .iter()
+            .zip(placement)
+            .map(|(pod, n)| {
+                let node = &nodes[n];
+                let ip = nth_host(node.pod_cidr, next[n]);
+                next[n] += 1;
+                PodPlan {
+                    namespace: pod.namespace.clone(),
+                    name: pod.name.clone(),
+                    node: node.name.clone(),
+                    netns: names::pod_netns(testbed, &pod.namespace, &pod.name),
+                    ip,
+                    prefix_len: node.pod_cidr.prefix_len(),
+                    gateway: node.bridge_ip,
+                    host_veth: names::pod_host_veth(&pod.namespace, &pod.name),
+                    labels: pod.labels.clone(),
+                }
+            })
+            .collect();
+        Plan {
+            testbed: testbed.into(),
+            fabric,
+            nodes,
+            pods,
+            service_cidr: c.service_cidr,
+        }
+    }
+
+    /// Every namespace of the testbed, fabric first, then nodes, then pods.
+    pub fn all_netns(&self) -> Vec<&str> {
+        std::iter::once(self.fabric.netns.as_str())
+            .chain(self.nodes.iter().map(|n| n.netns.as_str()))
+            .chain(self.pods.iter().map(|p| p.netns.as_str()))
+            .collect()
+    }
+
+    pub fn node(&self, name: &str) -> Option<&NodePlan> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// A pod by `name` or `namespace/name`.
+    pub fn pod(&self, name: &str) -> Option<&PodPlan> {
+        let (ns, name) = name.split_once('/').unwrap_or(("default", name));
+        self.pods.iter().find(|p| p.namespace == ns && p.name == name)
+    }
+}
+
+/// The node index each pod runs on: its `spec.nodeName`, or else the node with the
+/// fewest pods so far (the lowest index on a tie), in the order pods are declared.
+/// Pods naming an unknown node are put on node 0; `check` reports them.
+pub fn place(cluster: &Cluster, pods: &[PodDecl]) -> Vec<usize> {
+    let mut load = vec![0usize; cluster.nodes.len().max(1)];
+    for pod in pods {
+        if let Some(i) = pod
+            .node
+            .as_ref()
+            .and_then(|n| cluster.nodes.iter().position(|x| x == n))
+        {
+            load[i] += 1;
+        }
+    }
+    pods.iter()
+        .map(|pod| match &pod.node {
+            Some(n) => cluster.nodes.iter().position(|x| x == n).unwrap_or(0),
+            None => {
+                let (i, _) = load
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(i, l)| (**l, *i))
+                    .expect("at least one node");
+                load[i] += 1;
+                i
+            }
+        })
+        .collect()
+}
+
+/// How many pods fit on one node: the subnet's hosts minus the gateway.
+pub fn pods_per_node(cluster: &Cluster) -> u64 {
+    let bits = 32 - u32::from(cluster.node_cidr_mask_size.min(32));
+    ((1u64 << bits).saturating_sub(2)).saturating_sub(1)
+}
+
+/// Addresses of `net` that are neither its network nor its broadcast address.
+pub fn usable_hosts(net: Ipv4Net) -> u64 {
+    (1u64 << (32 - u32::from(net.prefix_len()))).saturating_sub(2)
+}
+
+fn node_pod_cidr(c: &Cluster, index: usize) -> Ipv4Net {
+    let size = 1u32 << (32 - u32::from(c.node_cidr_mask_size));
+    let base = u32::from(c.pod_cidr.network()) + (index as u32 + 1) * size;
+    Ipv4Net::new(Ipv4Addr::from(base), c.node_cidr_mask_size).expect("valid prefix")
+}
+
+fn nth_host(net: Ipv4Net, n: u32) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(net.network()) + n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scenario(nodes: usize, pods: Vec<PodDecl>) -> Scenario {
+        Scenario {
+            name: "t".into(),
+            description: String::new(),
+            cluster: Cluster::with_nodes(nodes),
+            pods,
+        }
+    }
+
+    fn pod(name: &str, node: Option<&str>) -> PodDecl {
+        PodDecl {
+            node: node.map(String::from),
+            ..PodDecl::new(name)
+        }
+    }
+
+    #[test]
+    fn node_addresses_follow_kind_and_kubenet() {
+        let plan = Plan::new("demo", &scenario(2, vec![]));
+        assert_eq!(plan.fabric.gateway, Ipv4Addr::new(172, 18, 0, 1));
+        let n1 = &plan.nodes[0];
+        assert_eq!(n1.netns, "tb.demo.node-1");
+        assert_eq!(n1.ip, Ipv4Addr::new(172, 18, 0, 2));
+        assert_eq!(n1.pod_cidr.to_string(), "10.244.1.0/24");
+        assert_eq!(n1.bridge_ip, Ipv4Addr::new(10, 244, 1, 1));
+        assert_eq!(
+            n1.routes,
+            vec![Route {
+                to: "10.244.2.0/24".parse().unwrap(),
+                via: Ipv4Addr::new(172, 18, 0, 3)
+            }]
+        );
+    }
+
+    #[test]
+    fn unplaced_pods_spread_to_the_least_loaded_node() {
+        let pods = vec![
+            pod("a", Some("node-1")),
+            pod("b", None),
+            pod("c", None),
+            pod("d", None),
+        ];
+        let s = scenario(2, pods);
+        // node-1 holds a; b goes to the emptier node-2; c breaks the 1-1 tie to node-1.
+        assert_eq!(place(&s.cluster, &s.pods), vec![0, 1, 0, 1]);
+        let plan = Plan::new("demo", &s);
+        let ips: Vec<String> = plan.pods.iter().map(|p| p.ip.to_string()).collect();
+        assert_eq!(ips, ["10.244.1.2", "10.244.2.2", "10.244.1.3", "10.244.2.3"]);
+        assert!(plan.pods.iter().all(|p| p.prefix_len == 24));
+    }
+
+    #[test]
+    fn the_plan_is_deterministic() {
+        let pods: Vec<_> = (0..50).map(|i| pod(&format!("p{i}"), None)).collect();
+        assert_eq!(
+            Plan::new("x", &scenario(3, pods.clone())),
+            Plan::new("x", &scenario(3, pods))
+        );
+    }
+
+    #[test]
+    fn capacity() {
+        let c = Cluster::with_nodes(1);
+        assert_eq!(pods_per_node(&c), 253);
+        assert_eq!(usable_hosts("172.18.0.0/24".parse().unwrap()), 254);
+    }
+
+    #[test]
+    fn lookups() {
+        let plan = Plan::new("demo", &scenario(1, vec![pod("a", None)]));
+        assert_eq!(plan.pod("a").unwrap().name, "a");
+        assert_eq!(plan.pod("default/a").unwrap().name, "a");
+        assert!(plan.pod("kube-system/a").is_none());
+        assert_eq!(plan.all_netns(), ["tb.demo", "tb.demo.node-1", "tb.demo.default.a"]);
+    }
+}

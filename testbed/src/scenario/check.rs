@@ -1,0 +1,187 @@
+//! The meaning of a scenario: names, address plan and placement, checked as a whole.
+//! Each problem names the path of the value at fault, which the loader turns into a line.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use ipnet::Ipv4Net;
+
+use super::Scenario;
+use crate::names;
+use crate::plan;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Where in the file, like `pods[2].spec.nodeName`.
+    pub path: String,
+    pub message: String,
+    /// Another place to point at when `path` is not written in the file (a default).
+    pub also: Option<String>,
+}
+
+fn problem(path: impl Into<String>, message: impl Into<String>) -> Problem {
+    let path = path.into();
+    Problem {
+        message: format!("{path}: {}", message.into()),
+        path,
+        also: None,
+    }
+}
+
+/// Everything that would stop this scenario from being built; empty when it can be.
+pub fn check(s: &Scenario) -> Vec<Problem> {
+    let mut out = Vec::new();
+    if let Err(why) = names::check_dns1123_label(&s.name, names::TESTBED_NAME_MAX) {
+        out.push(problem("name", format!("scenario name {:?} {why}", s.name)));
+    }
+    check_cluster(s, &mut out);
+    if out.is_empty() {
+        check_pods(s, &mut out);
+    }
+    out
+}
+
+fn check_cluster(s: &Scenario, out: &mut Vec<Problem>) {
+    let c = &s.cluster;
+    if c.nodes.is_empty() {
+        out.push(problem("cluster.nodes", "a cluster needs at least one node"));
+    }
+    let mut seen = HashSet::new();
+    for (i, node) in c.nodes.iter().enumerate() {
+        let path = format!("cluster.nodes[{i}]");
+        // A node's name is also the name of its port on the underlay bridge.
+        if let Err(why) = names::check_dns1123_label(node, names::IFNAME_MAX) {
+            let why = if node.len() > names::IFNAME_MAX {
+                format!("{why}: it names the node's interface on the underlay, and Linux interface names have at most 15")
+            } else {
+                why
+            };
+            out.push(problem(path.clone(), format!("node name {node:?} {why}")));
+        }
+        if !seen.insert(node) {
+            out.push(problem(path, format!("node {node:?} is listed twice")));
+        }
+    }
+    let nets = [
+        ("cluster.podCIDR", c.pod_cidr),
+        ("cluster.nodeNetwork", c.node_network),
+        ("cluster.serviceCIDR", c.service_cidr),
+    ];
+    let reserved: [(&str, Ipv4Net); 3] = [
+        ("the \"this network\" range", "0.0.0.0/8".parse().expect("valid")),
+        ("the loopback range", "127.0.0.0/8".parse().expect("valid")),
+        ("the multicast and reserved ranges", "224.0.0.0/3".parse().expect("valid")),
+    ];
+    for (i, (path, net)) in nets.iter().enumerate() {
+        for (other_path, other) in &nets[i + 1..] {
+            if overlaps(*net, *other) {
+                out.push(Problem {
+                    also: Some(path.to_string()),
+                    ..problem(
+                        *other_path,
+                        format!("{other} overlaps {path} {net}; the ranges must be disjoint"),
+                    )
+                });
+            }
+        }
+        for (what, r) in &reserved {
+            if overlaps(*net, *r) {
+                out.push(problem(*path, format!("{net} overlaps {what} {r}")));
+            }
+        }
+    }
+    let mask = c.node_cidr_mask_size;
+    let prefix = c.pod_cidr.prefix_len();
+    if mask <= prefix || mask > 30 {
+        out.push(problem(
+            "cluster.nodeCIDRMaskSize",
+            format!("{mask} must be longer than podCIDR's /{prefix} and at most 30"),
+        ));
+    } else {
+        // Node i (1-based) takes the i-th subnet, as node-1 takes 10.244.1.0/24.
+        let subnets = 1u64 << (mask - prefix).min(32);
+        if c.nodes.len() as u64 >= subnets {
+            out.push(problem(
+                "cluster.podCIDR",
+                format!(
+                    "{} has {subnets} subnets of /{mask}; {} nodes need {}",
+                    c.pod_cidr,
+                    c.nodes.len(),
+                    c.nodes.len() + 1
+                ),
+            ));
+        }
+    }
+    // The underlay's first address is its gateway, then one per node.
+    let hosts = plan::usable_hosts(c.node_network);
+    if (c.nodes.len() as u64) + 1 > hosts {
+        out.push(problem(
+            "cluster.nodeNetwork",
+            format!(
+                "{} has {hosts} usable addresses; a gateway and {} nodes need {}",
+                c.node_network,
+                c.nodes.len(),
+                c.nodes.len() + 1
+            ),
+        ));
+    }
+}
+
+fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
+fn check_pods(s: &Scenario, out: &mut Vec<Problem>) {
+    let nodes: HashMap<&str, usize> = s
+        .cluster
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.as_str(), i))
+        .collect();
+    let mut seen = HashSet::new();
+    let mut veths: BTreeMap<(usize, String), &str> = BTreeMap::new();
+    for (i, pod) in s.pods.iter().enumerate() {
+        if !seen.insert((&pod.namespace, &pod.name)) {
+            out.push(problem(
+                format!("pods[{i}].metadata.name"),
+                format!("pod {}/{} is declared twice", pod.namespace, pod.name),
+            ));
+        }
+        if let Some(node) = &pod.node {
+            if !nodes.contains_key(node.as_str()) {
+                out.push(problem(
+                    format!("pods[{i}].spec.nodeName"),
+                    format!(
+                        "node {node:?} is not in the cluster (nodes: {})",
+                        s.cluster.nodes.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    if !out.is_empty() {
+        return;
+    }
+    let placement = plan::place(&s.cluster, &s.pods);
+    let capacity = plan::pods_per_node(&s.cluster);
+    let mut count = vec![0u64; s.cluster.nodes.len()];
+    for (i, (pod, node)) in s.pods.iter().zip(&placement).enumerate() {
+        count[*node] += 1;
+        if count[*node] == capacity + 1 {
+            out.push(problem(
+                format!("pods[{i}]"),
+                format!(
+                    "node {} is full: its /{} pod subnet holds {capacity} pods",
+                    s.cluster.nodes[*node], s.cluster.node_cidr_mask_size
+                ),
+            ));
+        }
+        let veth = names::pod_host_veth(&pod.namespace, &pod.name);
+        if let Some(other) = veths.insert((*node, veth.clone()), &pod.name) {
+            out.push(problem(
+                format!("pods[{i}].metadata.name"),
+                format!("pod {} and pod {other} hash to the same interface name {veth} on one node; rename one", pod.name),
+            ));
+        }
+    }
+}

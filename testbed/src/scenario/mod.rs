@@ -1,0 +1,336 @@
+//! Scenario files: a cluster and the pods to start, checked whole before anything is made.
+//!
+//! ```yaml
+//! name: two-nodes
+//! description: Two nodes with two pods each.
+//! cluster:
+//!   nodes: 2                 # or a list of names: [node-a, node-b]
+//!   podCIDR: 10.244.0.0/16
+//!   nodeCIDRMaskSize: 24
+//!   nodeNetwork: 172.18.0.0/24
+//!   serviceCIDR: 10.96.0.0/12
+//! pods:                      # Kubernetes Pod manifests
+//!   - apiVersion: v1
+//!     kind: Pod
+//!     metadata: {name: client, labels: {app: client}}
+//!     spec: {nodeName: node-1, containers: [{name: main, image: agnhost}]}
+//! ```
+
+mod check;
+mod pods;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use ipnet::Ipv4Net;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::yaml::{self, Pos, Spans};
+
+pub use check::{check, Problem};
+
+/// A checked scenario.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scenario {
+    pub name: String,
+    pub description: String,
+    pub cluster: Cluster,
+    pub pods: Vec<PodDecl>,
+}
+
+/// The cluster's shape and address plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cluster {
+    pub nodes: Vec<String>,
+    pub pod_cidr: Ipv4Net,
+    pub node_cidr_mask_size: u8,
+    pub node_network: Ipv4Net,
+    pub service_cidr: Ipv4Net,
+}
+
+impl Default for Cluster {
+    fn default() -> Self {
+        Cluster::with_nodes(1)
+    }
+}
+
+impl Cluster {
+    /// The default address plan with `n` nodes named `node-1`..`node-n`.
+    pub fn with_nodes(n: usize) -> Self {
+        Cluster {
+            nodes: (1..=n).map(|i| format!("node-{i}")).collect(),
+            pod_cidr: "10.244.0.0/16".parse().expect("valid"),
+            node_cidr_mask_size: 24,
+            node_network: "172.18.0.0/24".parse().expect("valid"),
+            service_cidr: "10.96.0.0/12".parse().expect("valid"),
+        }
+    }
+}
+
+/// A pod to start: the fields of its manifest that the topology uses.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PodDecl {
+    pub namespace: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    /// `spec.nodeName`; `None` lets the planner spread it.
+    pub node: Option<String>,
+}
+
+impl PodDecl {
+    pub fn new(name: impl Into<String>) -> Self {
+        PodDecl {
+            namespace: "default".into(),
+            name: name.into(),
+            labels: BTreeMap::new(),
+            node: None,
+        }
+    }
+}
+
+/// Everything wrong with a scenario file, each with its file and line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScenarioError {
+    pub file: PathBuf,
+    pub problems: Vec<Located>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Located {
+    pub pos: Option<Pos>,
+    pub message: String,
+}
+
+impl fmt::Display for ScenarioError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            match p.pos {
+                Some(pos) => write!(
+                    f,
+                    "{}:{}:{}: {}",
+                    self.file.display(),
+                    pos.line,
+                    pos.col,
+                    p.message
+                )?,
+                None => write!(f, "{}: {}", self.file.display(), p.message)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ScenarioError {}
+
+/// The file as written: only the shape is checked here, meaning is checked by `check`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ScenarioFile {
+    name: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    cluster: ClusterFile,
+    #[serde(default)]
+    pods: Vec<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ClusterFile {
+    #[serde(default = "default_nodes")]
+    nodes: NodesFile,
+    #[serde(rename = "podCIDR", default = "default_pod_cidr")]
+    pod_cidr: String,
+    #[serde(rename = "nodeCIDRMaskSize", default = "default_node_mask")]
+    node_cidr_mask_size: u8,
+    #[serde(default = "default_node_network")]
+    node_network: String,
+    #[serde(rename = "serviceCIDR", default = "default_service_cidr")]
+    service_cidr: String,
+}
+
+impl Default for ClusterFile {
+    fn default() -> Self {
+        ClusterFile {
+            nodes: default_nodes(),
+            pod_cidr: default_pod_cidr(),
+            node_cidr_mask_size: default_node_mask(),
+            node_network: default_node_network(),
+            service_cidr: default_service_cidr(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged, expecting = "a node count (like 2) or a list of node names")]
+enum NodesFile {
+    Count(u32),
+    Names(Vec<String>),
+}
+
+fn default_nodes() -> NodesFile {
+    NodesFile::Count(1)
+}
+fn default_pod_cidr() -> String {
+    "10.244.0.0/16".into()
+}
+fn default_node_mask() -> u8 {
+    24
+}
+fn default_node_network() -> String {
+    "172.18.0.0/24".into()
+}
+fn default_service_cidr() -> String {
+    "10.96.0.0/12".into()
+}
+
+/// Reads and checks a scenario file.
+pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ScenarioError {
+        file: path.to_path_buf(),
+        problems: vec![Located {
+            pos: None,
+            message: format!("cannot read the file: {e}"),
+        }],
+    })?;
+    parse(path, &text)
+}
+
+/// Parses and checks scenario text; `file` names it in errors.
+pub fn parse(file: &Path, text: &str) -> Result<Scenario, ScenarioError> {
+    let fail = |problems: Vec<Located>| ScenarioError {
+        file: file.to_path_buf(),
+        problems,
+    };
+    let (value, spans) = yaml::load(text).map_err(|e| {
+        fail(vec![Located {
+            pos: Some(e.pos),
+            message: format!("invalid YAML: {}", e.message),
+        }])
+    })?;
+    let raw: ScenarioFile = from_value(value, &spans, "").map_err(|p| fail(vec![p]))?;
+
+    let mut problems = Vec::new();
+    let cluster = cluster_from(raw.cluster, &spans, &mut problems);
+    let mut decls = Vec::new();
+    for (i, pod) in raw.pods.into_iter().enumerate() {
+        let path = yaml::child_index("pods", i);
+        match pods::decl_from_manifest(pod, &spans, &path) {
+            Ok(decl) => decls.push(decl),
+            Err(mut p) => problems.append(&mut p),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(fail(problems));
+    }
+    let scenario = Scenario {
+        name: raw.name,
+        description: raw.description,
+        cluster,
+        pods: decls,
+    };
+    let problems: Vec<Located> = check(&scenario)
+        .into_iter()
+        .map(|p| Located {
+            pos: p
+                .also
+                .iter()
+                .chain(std::iter::once(&p.path))
+                .rev()
+                .find_map(|path| spans.exact(path))
+                .or_else(|| spans.find(&p.path)),
+            message: p.message,
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(scenario)
+    } else {
+        Err(fail(problems))
+    }
+}
+
+/// Deserializes `value` (found at `base`) and turns a failure into a located problem.
+pub(crate) fn from_value<T: serde::de::DeserializeOwned>(
+    value: Value,
+    spans: &Spans,
+    base: &str,
+) -> Result<T, Located> {
+    serde_path_to_error::deserialize(value).map_err(|err| {
+        let mut path = base.to_string();
+        for seg in err.path().iter() {
+            path = match seg {
+                serde_path_to_error::Segment::Seq { index } => yaml::child_index(&path, *index),
+                serde_path_to_error::Segment::Map { key } => yaml::child_key(&path, key),
+                serde_path_to_error::Segment::Enum { variant } => yaml::child_key(&path, variant),
+                serde_path_to_error::Segment::Unknown => path,
+            };
+        }
+        let inner = err.into_inner().to_string();
+        // serde names an unknown field in its message, not in the path: point at its key.
+        let pos = match inner.strip_prefix("unknown field `") {
+            Some(rest) => {
+                let field = rest.split('`').next().unwrap_or_default();
+                if !path.ends_with(field) {
+                    path = yaml::child_key(&path, field);
+                }
+                spans.key(&path)
+            }
+            None => spans.find(&path),
+        };
+        let shown = if path.is_empty() { "the file" } else { &path };
+        Located {
+            pos,
+            message: format!("{shown}: {inner}"),
+        }
+    })
+}
+
+fn cluster_from(raw: ClusterFile, spans: &Spans, problems: &mut Vec<Located>) -> Cluster {
+    let mut cidr = |text: &str, path: &str| -> Ipv4Net {
+        match text.parse::<Ipv4Net>() {
+            Ok(net) if net.trunc() == net => net,
+            Ok(net) => {
+                problems.push(Located {
+                    pos: spans.find(path),
+                    message: format!(
+                        "{path}: {text} has host bits set; did you mean {}?",
+                        net.trunc()
+                    ),
+                });
+                net.trunc()
+            }
+            Err(_) => {
+                problems.push(Located {
+                    pos: spans.find(path),
+                    message: format!(
+                        "{path}: {text:?} is not an IPv4 CIDR like 10.244.0.0/16"
+                    ),
+                });
+                Ipv4Net::default()
+            }
+        }
+    };
+    let pod_cidr = cidr(&raw.pod_cidr, "cluster.podCIDR");
+    let node_network = cidr(&raw.node_network, "cluster.nodeNetwork");
+    let service_cidr = cidr(&raw.service_cidr, "cluster.serviceCIDR");
+    let nodes = match raw.nodes {
+        NodesFile::Count(n) => (1..=n).map(|i| format!("node-{i}")).collect(),
+        NodesFile::Names(names) => names,
+    };
+    Cluster {
+        nodes,
+        pod_cidr,
+        node_cidr_mask_size: raw.node_cidr_mask_size,
+        node_network,
+        service_cidr,
+    }
+}
+
+#[cfg(test)]
+mod tests;

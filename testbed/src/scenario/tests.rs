@@ -1,0 +1,153 @@
+use super::*;
+
+fn parse_str(text: &str) -> Result<Scenario, ScenarioError> {
+    parse(Path::new("s.yaml"), text)
+}
+
+/// The error lines a user would see.
+fn errors(text: &str) -> Vec<String> {
+    parse_str(text)
+        .unwrap_err()
+        .to_string()
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+const POD: &str = "  - apiVersion: v1\n    kind: Pod\n    metadata: {name: a}\n    spec: {containers: [{name: c, image: x}]}\n";
+
+#[test]
+fn a_minimal_scenario_gets_the_defaults() {
+    let s = parse_str("name: demo\n").unwrap();
+    assert_eq!(s.cluster, Cluster::with_nodes(1));
+    assert!(s.pods.is_empty());
+}
+
+#[test]
+fn nodes_by_count_or_by_name() {
+    let s = parse_str("name: demo\ncluster:\n  nodes: 3\n").unwrap();
+    assert_eq!(s.cluster.nodes, ["node-1", "node-2", "node-3"]);
+    let s = parse_str("name: demo\ncluster:\n  nodes: [edge, core]\n").unwrap();
+    assert_eq!(s.cluster.nodes, ["edge", "core"]);
+}
+
+#[test]
+fn pods_are_pod_manifests() {
+    let s = parse_str(&format!("name: demo\npods:\n{POD}")).unwrap();
+    assert_eq!(s.pods, vec![PodDecl::new("a")]);
+}
+
+#[test]
+fn bad_yaml_names_the_line() {
+    let e = errors("name: demo\ncluster: [\n");
+    assert_eq!(e.len(), 1);
+    assert!(e[0].starts_with("s.yaml:"), "{e:?}");
+    assert!(e[0].contains("invalid YAML"), "{e:?}");
+}
+
+#[test]
+fn unknown_fields_name_the_line() {
+    assert_eq!(
+        errors("name: demo\ncluster:\n  nodes: 2\n  podCidr: 10.0.0.0/16\n"),
+        ["s.yaml:4:3: cluster.podCidr: unknown field `podCidr`, expected one of `nodes`, `podCIDR`, `nodeCIDRMaskSize`, `nodeNetwork`, `serviceCIDR`"]
+    );
+    assert_eq!(
+        errors("name: demo\nstpes: []\n"),
+        ["s.yaml:2:1: stpes: unknown field `stpes`, expected one of `name`, `description`, `cluster`, `pods`"]
+    );
+    let e = errors(&format!("name: demo\npods:\n{POD}    spek: {{}}\n"));
+    assert_eq!(e, ["s.yaml:7:5: pods[0].spek: unknown field"]);
+}
+
+#[test]
+fn overlapping_cidrs() {
+    assert_eq!(
+        errors("name: demo\ncluster:\n  podCIDR: 10.0.0.0/8\n"),
+        ["s.yaml:3:12: cluster.serviceCIDR: 10.96.0.0/12 overlaps cluster.podCIDR 10.0.0.0/8; the ranges must be disjoint"]
+    );
+}
+
+#[test]
+fn cidrs_must_parse_and_be_networks() {
+    let e = errors("name: demo\ncluster:\n  podCIDR: 10.244.1.0/16\n  nodeNetwork: banana\n");
+    assert_eq!(
+        e,
+        [
+            "s.yaml:3:12: cluster.podCIDR: 10.244.1.0/16 has host bits set; did you mean 10.244.0.0/16?",
+            "s.yaml:4:16: cluster.nodeNetwork: \"banana\" is not an IPv4 CIDR like 10.244.0.0/16",
+        ]
+    );
+}
+
+#[test]
+fn too_small_ranges() {
+    let e = errors("name: demo\ncluster:\n  nodes: 8\n  podCIDR: 10.244.0.0/22\n  nodeNetwork: 172.18.0.0/29\n");
+    assert_eq!(
+        e,
+        [
+            "s.yaml:4:12: cluster.podCIDR: 10.244.0.0/22 has 4 subnets of /24; 8 nodes need 9",
+            "s.yaml:5:16: cluster.nodeNetwork: 172.18.0.0/29 has 6 usable addresses; a gateway and 8 nodes need 9",
+        ]
+    );
+}
+
+#[test]
+fn a_node_name_too_long_for_an_interface() {
+    let e = errors("name: demo\ncluster:\n  nodes: [ok, a-very-long-node-name]\n");
+    assert_eq!(e.len(), 1);
+    assert!(e[0].starts_with("s.yaml:3:15: cluster.nodes[1]: node name \"a-very-long-node-name\" is 21 characters long, at most 15"), "{e:?}");
+    assert!(e[0].contains("interface"), "{e:?}");
+}
+
+#[test]
+fn pod_problems() {
+    let text = "name: demo\ncluster: {nodes: 1}\npods:\n\
+        - apiVersion: v1\n  kind: Pod\n  metadata: {name: Bad_Name}\n  spec: {containers: []}\n\
+        - apiVersion: v2\n  kind: Pod\n  metadata: {name: b}\n  spec: {containers: []}\n";
+    let e = errors(text);
+    assert_eq!(
+        e,
+        [
+            "s.yaml:6:20: pods[0].metadata.name: pod name \"Bad_Name\" contains 'B': only lowercase letters, digits and '-' are allowed (a DNS-1123 label)",
+            "s.yaml:8:15: pods[1].apiVersion: expected v1, found \"v2\"",
+        ]
+    );
+}
+
+#[test]
+fn unknown_nodes_and_duplicate_pods() {
+    let text = format!(
+        "name: demo\ncluster: {{nodes: 1}}\npods:\n{POD}{}",
+        POD.replace("{name: a}", "{name: a}").replace(
+            "spec: {",
+            "spec: {nodeName: node-9, "
+        )
+    );
+    let e = errors(&text);
+    assert_eq!(
+        e,
+        [
+            "s.yaml:10:22: pods[1].metadata.name: pod default/a is declared twice",
+            "s.yaml:11:22: pods[1].spec.nodeName: node \"node-9\" is not in the cluster (nodes: node-1)",
+        ]
+    );
+}
+
+#[test]
+fn full_nodes() {
+    let mut text = String::from("name: demo\ncluster: {nodeCIDRMaskSize: 30}\npods:\n");
+    for name in ["a", "b"] {
+        text.push_str(&POD.replace("{name: a}", &format!("{{name: {name}}}")));
+    }
+    let e = errors(&text);
+    assert_eq!(
+        e,
+        ["s.yaml:8:5: pods[1]: node node-1 is full: its /30 pod subnet holds 1 pods"]
+    );
+}
+
+#[test]
+fn an_unreadable_file() {
+    let e = load(Path::new("/nonexistent/x.yaml")).unwrap_err().to_string();
+    assert!(e.starts_with("/nonexistent/x.yaml: cannot read the file"), "{e}");
+}

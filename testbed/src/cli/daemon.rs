@@ -1,0 +1,70 @@
+//! The background process behind `testbed up`: builds the cluster, reports ready on
+//! stdout, then holds the testbed until SIGTERM, SIGINT or SIGHUP, and tears it down.
+//! A panic or an error tears it down too (the testbed is dropped).
+
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use tokio::signal::unix::{signal, SignalKind};
+
+use super::up::{Ready, READY};
+use crate::lifecycle::Testbed;
+use crate::scenario;
+use crate::state;
+
+pub(super) fn run(file: &Path, name: &str) -> Result<ExitCode> {
+    let scenario = scenario::load(file).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("start the runtime")?;
+    rt.block_on(async {
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        let tb = Testbed::up(name, &scenario, Some(file.to_path_buf())).await?;
+        let t = &tb.times;
+        let ready = Ready {
+            namespaces_ms: t.namespaces.as_secs_f64() * 1e3,
+            nodes_ms: t.fabric_and_nodes.as_secs_f64() * 1e3,
+            pods_ms: t.pods.as_secs_f64() * 1e3,
+            total_ms: t.total.as_secs_f64() * 1e3,
+        };
+        println!("{READY}{}", serde_json::to_string(&ready)?);
+        detach_output(name)?;
+        eprintln!(
+            "testbed {name} ready: {} nodes, {} pods in {:.1} ms",
+            tb.plan().nodes.len(),
+            tb.plan().pods.len(),
+            ready.total_ms
+        );
+        let why = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+            _ = hup.recv() => "SIGHUP",
+        };
+        let report = tb.down();
+        eprintln!(
+            "{why}: testbed {name} down, {} namespaces removed in {:.1} ms",
+            report.namespaces,
+            report.took.as_secs_f64() * 1e3
+        );
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Once `up` has its answer, stdout and stderr go to the testbed's log.
+fn detach_output(name: &str) -> Result<()> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(state::log_path(name))
+        .context("open the log")?;
+    for fd in [1, 2] {
+        nix::unistd::dup2(log.as_raw_fd(), fd).context("redirect output to the log")?;
+    }
+    Ok(())
+}

@@ -1,0 +1,146 @@
+//! The `testbed` command line.
+
+mod bench;
+mod daemon;
+mod ops;
+mod up;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "testbed",
+    version,
+    about = "Kubernetes service discovery on real network namespaces",
+    long_about = "Builds a cluster of real network namespaces (nodes with a cbr0 bridge, pods with \
+                  an eth0 on it, an underlay between nodes) from a YAML scenario, keeps it \
+                  running in the background, and lets you run real commands inside it."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build the cluster of a scenario and keep it running in the background
+    Up {
+        /// The scenario file (see scenarios/)
+        file: PathBuf,
+        /// Name of the testbed (default: the scenario's name)
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Stop a testbed and remove everything it made
+    Down {
+        /// The testbed (may be left out when only one runs)
+        name: Option<String>,
+    },
+    /// List testbeds
+    Ls,
+    /// Remove what killed testbeds left behind (running ones are not touched)
+    Clean,
+    /// Run a command inside a pod (POD or NAMESPACE/POD) or a node (node/NAME)
+    #[command(
+        override_usage = "testbed exec [--testbed NAME] POD|node/NODE -- COMMAND [ARGS...]"
+    )]
+    Exec {
+        /// The testbed (may be left out when only one runs)
+        #[arg(long, short = 't')]
+        testbed: Option<String>,
+        /// POD, NAMESPACE/POD or node/NODE
+        target: String,
+        /// The command and its arguments
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Check scenario files without building anything (no root needed)
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Print the address plan of a scenario (no root needed)
+    Plan {
+        file: PathBuf,
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Measure how fast clusters come up and go down
+    Bench {
+        #[command(subcommand)]
+        what: bench::BenchCommand,
+    },
+    /// (internal) the background process of `testbed up`
+    #[command(hide = true, name = "__daemon")]
+    Daemon {
+        file: PathBuf,
+        #[arg(long)]
+        name: String,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Up { file, name } => need_root("up").and_then(|_| up::up(&file, name)),
+        Command::Down { name } => need_root("down").and_then(|_| ops::down(name)),
+        Command::Ls => ops::ls(),
+        Command::Clean => need_root("clean").and_then(|_| ops::clean()),
+        Command::Exec {
+            testbed,
+            target,
+            command,
+        } => need_root("exec").and_then(|_| ops::exec(testbed, &target, &command)),
+        Command::Check { files } => ops::check(&files),
+        Command::Plan { file, name } => ops::plan(&file, name),
+        Command::Bench { what } => need_root("bench").and_then(|_| bench::run(what)),
+        Command::Daemon { file, name } => daemon::run(&file, &name),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn need_root(verb: &str) -> Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("`testbed {verb}` needs root to manage network namespaces: run it with sudo");
+    }
+    Ok(())
+}
+
+/// The testbed a command means: the one named, or the only one running.
+fn pick_testbed(name: Option<String>) -> Result<String> {
+    if let Some(n) = name {
+        return Ok(n);
+    }
+    let running: Vec<String> = crate::state::names()
+        .into_iter()
+        .filter(|n| crate::state::Record::load(n).is_ok_and(|r| r.alive()))
+        .collect();
+    match running.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => bail!("no testbed is running (start one with `testbed up FILE`)"),
+        many => bail!(
+            "{} testbeds are running ({}); name one with --testbed NAME",
+            many.len(),
+            many.join(", ")
+        ),
+    }
+}
+
+fn ms(d: std::time::Duration) -> String {
+    let ms = d.as_secs_f64() * 1000.0;
+    if ms >= 1000.0 {
+        format!("{:.2} s", ms / 1000.0)
+    } else {
+        format!("{ms:.0} ms")
+    }
+}

@@ -1,0 +1,216 @@
+//! `testbed down`, `ls`, `clean`, `exec`, `check` and `plan`.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::clean;
+use crate::exec;
+use crate::plan::Plan;
+use crate::scenario;
+use crate::state::{self, Record};
+
+pub(super) fn down(name: Option<String>) -> Result<ExitCode> {
+    let name = match name {
+        Some(n) => n,
+        None => super::pick_testbed(None)?,
+    };
+    let start = Instant::now();
+    let record = match Record::load(&name) {
+        Ok(r) => r,
+        Err(_) if state::dir(&name).exists() => {
+            let c = clean::clean_one(&name);
+            println!("testbed {name} had no readable record; removed {} namespaces", c.namespaces);
+            return Ok(ExitCode::SUCCESS);
+        }
+        Err(_) => bail!("no testbed named {name} (see `testbed ls`)"),
+    };
+    if !record.alive() {
+        let c = clean::clean_one(&name);
+        println!(
+            "testbed {name} was not running (killed?); removed its {} namespaces in {}",
+            c.namespaces,
+            super::ms(start.elapsed())
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    kill(Pid::from_raw(record.pid as i32), Signal::SIGTERM)
+        .with_context(|| format!("stop testbed {name} (pid {})", record.pid))?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while record.alive() {
+        if Instant::now() > deadline {
+            bail!("testbed {name} (pid {}) did not stop within 60 s; see {}", record.pid, state::log_path(&name).display());
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // The process removes its record last; if it died half-way, finish its work.
+    if state::dir(&name).exists() {
+        clean::clean_one(&name);
+    }
+    println!(
+        "testbed {name} down: {} nodes, {} pods removed in {}",
+        record.plan.nodes.len(),
+        record.plan.pods.len(),
+        super::ms(start.elapsed())
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn ls() -> Result<ExitCode> {
+    let names = state::names();
+    if names.is_empty() {
+        println!("no testbeds");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut rows = vec![[
+        "NAME".to_string(),
+        "STATE".into(),
+        "PID".into(),
+        "NODES".into(),
+        "PODS".into(),
+        "AGE".into(),
+        "SCENARIO".into(),
+    ]];
+    for name in names {
+        match Record::load(&name) {
+            Ok(r) => rows.push([
+                name,
+                if r.alive() { "running" } else { "dead (run `testbed clean`)" }.into(),
+                r.pid.to_string(),
+                r.plan.nodes.len().to_string(),
+                r.plan.pods.len().to_string(),
+                age(now.saturating_sub(r.created)),
+                r.scenario.map(|p| p.display().to_string()).unwrap_or_default(),
+            ]),
+            Err(_) => rows.push([name, "unreadable (run `testbed clean`)".into(), String::new(), String::new(), String::new(), String::new(), String::new()]),
+        }
+    }
+    print!("{}", table(&rows));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn age(secs: u64) -> String {
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s => format!("{}h", s / 3600),
+    }
+}
+
+fn table<const N: usize>(rows: &[[String; N]]) -> String {
+    let mut widths = [0; N];
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let mut out = String::new();
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        let _ = writeln!(out, "{}", line.join("  ").trim_end());
+    }
+    out
+}
+
+pub(super) fn clean() -> Result<ExitCode> {
+    let cleaned = clean::clean_dead();
+    if cleaned.is_empty() {
+        println!("nothing to clean");
+    }
+    for c in cleaned {
+        println!("removed testbed {}: {} network namespaces", c.name, c.namespaces);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn exec(testbed: Option<String>, target: &str, command: &[String]) -> Result<ExitCode> {
+    let name = super::pick_testbed(testbed)?;
+    let record = Record::load(&name).map_err(|_| anyhow!("no testbed named {name} (see `testbed ls`)"))?;
+    let plan = &record.plan;
+    let netns = match target.strip_prefix("node/") {
+        Some(node) => plan
+            .node(node)
+            .map(|n| n.netns.clone())
+            .ok_or_else(|| anyhow!("testbed {name} has no node {node:?} (nodes: {})", plan.nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", ")))?,
+        None => plan
+            .pod(target)
+            .map(|p| p.netns.clone())
+            .ok_or_else(|| anyhow!("testbed {name} has no pod {target:?} (pods: {})", plan.pods.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")))?,
+    };
+    match exec::exec_in(&netns, command) {
+        Ok(never) => match never {},
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            let not_found = e.to_string().contains("No such file");
+            Ok(ExitCode::from(if not_found { 127 } else { 126 }))
+        }
+    }
+}
+
+pub(super) fn check(files: &[PathBuf]) -> Result<ExitCode> {
+    let mut bad = 0;
+    for f in files {
+        match scenario::load(f) {
+            Ok(s) => println!("{}: ok ({} nodes, {} pods)", f.display(), s.cluster.nodes.len(), s.pods.len()),
+            Err(e) => {
+                eprintln!("{e}");
+                bad += 1;
+            }
+        }
+    }
+    if bad > 0 {
+        bail!("{bad} of {} scenario files are invalid", files.len());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn plan(file: &Path, name: Option<String>) -> Result<ExitCode> {
+    let s = scenario::load(file).map_err(|e| anyhow!("{e}"))?;
+    let plan = Plan::new(name.as_deref().unwrap_or(&s.name), &s);
+    print!("{}", render_plan(&plan, usize::MAX));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The plan as a reader wants it: nodes, their pods and addresses (at most
+/// `max_pods` pods listed per node).
+pub fn render_plan(plan: &Plan, max_pods: usize) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "underlay {} (netns {}, gateway {})",
+        plan.fabric.network, plan.fabric.netns, plan.fabric.gateway
+    );
+    for node in &plan.nodes {
+        let _ = writeln!(
+            out,
+            "  {:<10} {:<15} pods {:<18} netns {}",
+            node.name, node.ip, node.pod_cidr, node.netns
+        );
+        let pods: Vec<_> = plan.pods.iter().filter(|p| p.node == node.name).collect();
+        for pod in pods.iter().take(max_pods) {
+            let name = if pod.namespace == "default" {
+                pod.name.clone()
+            } else {
+                format!("{}/{}", pod.namespace, pod.name)
+            };
+            let _ = writeln!(out, "    {:<20} {:<15} {}", name, pod.ip, pod.host_veth);
+        }
+        if pods.len() > max_pods {
+            let _ = writeln!(out, "    ... and {} more", pods.len() - max_pods);
+        }
+    }
+    out
+}

@@ -1,0 +1,100 @@
+//! `testbed up`: check the scenario here, then start the background process that
+//! builds and hosts the cluster, and return once it reports the cluster ready.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::plan::Plan;
+use crate::scenario;
+use crate::state::{self, Record};
+
+/// What the background process reports on its stdout once the cluster is ready.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct Ready {
+    pub namespaces_ms: f64,
+    pub nodes_ms: f64,
+    pub pods_ms: f64,
+    pub total_ms: f64,
+}
+
+pub(super) const READY: &str = "READY ";
+
+pub(super) fn up(file: &Path, name: Option<String>) -> Result<ExitCode> {
+    let start = Instant::now();
+    let scenario = scenario::load(file).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let name = name.unwrap_or_else(|| scenario.name.clone());
+    if let Ok(r) = Record::load(&name) {
+        if r.alive() {
+            bail!("a testbed named {name} is already running (pid {}); stop it with `testbed down {name}` or pick another --name", r.pid);
+        }
+    }
+    let file = std::fs::canonicalize(file).with_context(|| format!("{}", file.display()))?;
+    let exe = std::env::current_exe().context("find the testbed executable")?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("__daemon")
+        .arg(&file)
+        .arg("--name")
+        .arg(&name)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    // The background process gets a session of its own, so the terminal's Ctrl-C and
+    // hang-up don't reach it. setsid is async-signal-safe, as pre_exec requires.
+    unsafe {
+        cmd.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from));
+    }
+    let mut child = cmd.spawn().context("start the testbed process")?;
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut ready = None;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.context("read from the testbed process")?;
+        if let Some(json) = line.strip_prefix(READY) {
+            ready = Some(serde_json::from_str::<Ready>(json).context("read the ready report")?);
+            break;
+        }
+        println!("{line}");
+    }
+    let Some(ready) = ready else {
+        let status = child.wait().context("wait for the testbed process")?;
+        bail!("testbed {name} did not come up ({status}); nothing was left behind");
+    };
+    let record = Record::load(&name).context("read the testbed's record")?;
+    print_ready(&record.plan, &ready, start.elapsed(), record.pid);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_ready(plan: &Plan, ready: &Ready, wall: Duration, pid: u32) {
+    println!(
+        "testbed {}: {} nodes, {} pods ready in {} (namespaces {:.0} ms, nodes {:.0} ms, pods {:.0} ms; {} with start-up)",
+        plan.testbed,
+        plan.nodes.len(),
+        plan.pods.len(),
+        super::ms(Duration::from_secs_f64(ready.total_ms / 1000.0)),
+        ready.namespaces_ms,
+        ready.nodes_ms,
+        ready.pods_ms,
+        super::ms(wall),
+    );
+    print!("{}", super::ops::render_plan(plan, 20));
+    let first = plan.pods.first().map_or("POD", |p| p.name.as_str());
+    let node = plan.nodes.first().map_or("node-1", |n| n.name.as_str());
+    println!(
+        "\nThe cluster runs in the background (pid {pid}, log {}).\n\
+         Try:\n  \
+         testbed exec {first} -- ip route\n  \
+         testbed exec node/{node} -- ip -br addr\n  \
+         ip netns exec {} ip -br link\n  \
+         testbed down {}",
+        state::log_path(&plan.testbed).display(),
+        plan.pods
+            .first()
+            .map_or(plan.nodes[0].netns.as_str(), |p| p.netns.as_str()),
+        plan.testbed
+    );
+}

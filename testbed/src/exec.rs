@@ -1,0 +1,71 @@
+//! `testbed exec`: run a real command inside a pod's or node's namespace.
+//!
+//! Does what `ip netns exec` does, in this process before it starts any thread:
+//! enter the network namespace, take a private mount namespace, mount a `/sys` that
+//! shows the namespace's interfaces, bind the namespace's `/etc/netns/<name>/*` files
+//! (the pod's `resolv.conf`) over `/etc`, then replace this process with the command,
+//! so stdin, stdout and the exit code are the command's own.
+
+use std::convert::Infallible;
+use std::ffi::CString;
+use std::fs::File;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::{setns, unshare, CloneFlags};
+
+use crate::netns;
+
+/// Enters `netns_name` and executes `argv`; returns only on failure.
+pub fn exec_in(netns_name: &str, argv: &[String]) -> Result<Infallible> {
+    let Some(program) = argv.first() else {
+        bail!("no command given: testbed exec POD -- COMMAND [ARGS...]");
+    };
+    let file = File::open(netns::netns_path(netns_name))
+        .with_context(|| format!("open network namespace {netns_name}"))?;
+    setns(&file, CloneFlags::CLONE_NEWNET)
+        .with_context(|| format!("enter network namespace {netns_name}"))?;
+    unshare(CloneFlags::CLONE_NEWNS).context("unshare the mount namespace")?;
+    // Keep our mounts from propagating back to the host.
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .context("make / a slave mount")?;
+    // /sys shows the interfaces of the namespace that mounted it.
+    if umount2("/sys", MntFlags::MNT_DETACH).is_ok() {
+        mount(
+            Some(netns_name),
+            "/sys",
+            Some("sysfs"),
+            MsFlags::empty(),
+            None::<&str>,
+        )
+        .context("mount /sys for the namespace")?;
+    }
+    let etc = Path::new(netns::ETC_NETNS_DIR).join(netns_name);
+    if let Ok(entries) = std::fs::read_dir(&etc) {
+        for entry in entries.flatten() {
+            let target = Path::new("/etc").join(entry.file_name());
+            mount(
+                Some(&entry.path()),
+                &target,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .with_context(|| format!("bind {} over {}", entry.path().display(), target.display()))?;
+        }
+    }
+    let args: Vec<CString> = argv
+        .iter()
+        .map(|a| CString::new(a.as_bytes()))
+        .collect::<Result<_, _>>()
+        .context("an argument contains a NUL byte")?;
+    let err = nix::unistd::execvp(&args[0], &args).unwrap_err();
+    bail!("cannot run {program:?}: {}", err.desc())
+}

@@ -48,7 +48,7 @@ pub fn sweep_prefix(name: &str) -> usize {
     }
     for ns in netns::list_etc() {
         if names::netns_belongs_to(&ns, name) {
-            let _ = std::fs::remove_dir_all(std::path::Path::new(netns::ETC_NETNS_DIR).join(ns));
+            netns::remove_etc(&ns);
         }
     }
     removed

@@ -58,7 +58,9 @@ pub fn exec_in(netns_name: &str, argv: &[String]) -> Result<Infallible> {
                 MsFlags::MS_BIND,
                 None::<&str>,
             )
-            .with_context(|| format!("bind {} over {}", entry.path().display(), target.display()))?;
+            .with_context(|| {
+                format!("bind {} over {}", entry.path().display(), target.display())
+            })?;
         }
     }
     let args: Vec<CString> = argv

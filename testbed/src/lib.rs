@@ -1,15 +1,15 @@
 //! testbed: Kubernetes service discovery rebuilt on one Linux machine out of real
 //! kernel parts. See the README and `shared/docs/design.md` for the whole picture.
 
-pub mod manifest;
-pub mod names;
-pub mod plan;
-pub mod scenario;
-pub mod yaml;
 pub mod clean;
 pub mod cli;
 pub mod exec;
 pub mod lifecycle;
+pub mod manifest;
+pub mod names;
 pub mod netns;
+pub mod plan;
+pub mod scenario;
 pub mod state;
 pub mod topology;
+pub mod yaml;

@@ -29,7 +29,7 @@ pub enum UpError {
     Build {
         name: String,
         #[source]
-        source: TopologyError,
+        source: Box<TopologyError>,
     },
 }
 
@@ -78,11 +78,11 @@ impl Testbed {
             times: BuildTimes::default(),
         };
         // From here on, dropping `tb` (an error below, or a panic) removes what was made.
-        tb.times = topology::build(tb.plan())
+        tb.times = topology::build(tb.plan(), &state::dir(name).join("etc"))
             .await
             .map_err(|source| UpError::Build {
                 name: name.into(),
-                source,
+                source: Box::new(source),
             })?;
         Ok(tb)
     }

@@ -107,7 +107,10 @@ mod tests {
     fn netns_names() {
         assert_eq!(fabric_netns("demo"), "tb.demo");
         assert_eq!(node_netns("demo", "node-1"), "tb.demo.node-1");
-        assert_eq!(pod_netns("demo", "default", "web-1"), "tb.demo.default.web-1");
+        assert_eq!(
+            pod_netns("demo", "default", "web-1"),
+            "tb.demo.default.web-1"
+        );
     }
 
     #[test]
@@ -123,7 +126,10 @@ mod tests {
     fn host_veth_is_pinned_and_short() {
         // A pinned value: changing the hash changes every node's interface names.
         assert_eq!(pod_host_veth("default", "web-1"), "veth96603d4d");
-        assert_ne!(pod_host_veth("default", "web-1"), pod_host_veth("other", "web-1"));
+        assert_ne!(
+            pod_host_veth("default", "web-1"),
+            pod_host_veth("other", "web-1")
+        );
         assert!(pod_host_veth("default", &"a".repeat(63)).len() <= IFNAME_MAX);
     }
 

@@ -10,8 +10,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use netns_rs::NetNs;
-use nix::mount::{umount2, MntFlags};
+use netns_rs::Env;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::{unshare, CloneFlags};
 
 /// Where `ip netns` and netns-rs keep named namespaces.
 pub const NETNS_DIR: &str = "/run/netns";
@@ -20,17 +21,18 @@ pub const ETC_NETNS_DIR: &str = "/etc/netns";
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetnsError {
-    #[error("create network namespace {name}")]
+    #[error("prepare {name}")]
     Create {
         name: String,
         #[source]
         source: netns_rs::Error,
     },
-    #[error("enter network namespace {name}")]
-    Enter {
+    #[error("create network namespace {name}: {what}")]
+    Io {
         name: String,
+        what: String,
         #[source]
-        source: netns_rs::Error,
+        source: io::Error,
     },
     #[error("set {key} in network namespace {name}")]
     Sysctl {
@@ -45,7 +47,9 @@ pub enum NetnsError {
         #[source]
         source: io::Error,
     },
-    #[error("network namespace {0} already exists: is a testbed of that name running? (`testbed ls`)")]
+    #[error(
+        "network namespace {0} already exists: is a testbed of that name running? (`testbed ls`)"
+    )]
     Exists(String),
 }
 
@@ -65,33 +69,106 @@ pub fn exists(name: &str) -> bool {
     netns_path(name).exists()
 }
 
-/// Creates the namespace `name`, sets `sysctls` (paths under `/proc/sys`) inside it and
-/// opens a netlink connection there, driven by the runtime `rt`. Runs on the calling
-/// thread, which must be a dedicated OS thread: it enters the namespace for a moment.
-pub fn create(
+/// Makes `/run/netns` exist and be a shared mount point, as `ip netns add` does.
+pub fn init() -> Result<(), NetnsError> {
+    netns_rs::DefaultEnv
+        .init()
+        .map_err(|source| NetnsError::Create {
+            name: NETNS_DIR.into(),
+            source,
+        })
+}
+
+/// Creates the namespace `name` (`ip netns add NAME`), sets `sysctls` (paths under
+/// `/proc/sys`) inside it and opens a netlink connection there, driven by the runtime
+/// `rt`. Call [`init`] once first.
+///
+/// The calling thread must be a dedicated OS thread that ends soon: it is left inside
+/// the new namespace. This is netns-rs's `NetNs::new` done by hand: that one spawns a
+/// thread per namespace and enters it twice more to run code there, which is a third
+/// of the time when a testbed makes a thousand namespaces.
+pub fn create_on_this_thread(
     name: &str,
     sysctls: &[(&str, &str)],
     rt: &tokio::runtime::Handle,
 ) -> Result<OpenNs, NetnsError> {
-    if exists(name) {
-        return Err(NetnsError::Exists(name.into()));
-    }
-    let ns = NetNs::new(name).map_err(|source| NetnsError::Create {
+    let path = netns_path(name);
+    let io_err = |what: &str, source: io::Error| NetnsError::Io {
         name: name.into(),
+        what: what.into(),
+        source,
+    };
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+    {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            return Err(NetnsError::Exists(name.into()))
+        }
+        Err(e) => return Err(io_err("create its mount point", e)),
+    }
+    let made = (|| {
+        unshare(CloneFlags::CLONE_NEWNET).map_err(|e| io_err("unshare", e.into()))?;
+        // The bind mount keeps the namespace alive when no process is inside.
+        mount(
+            Some("/proc/thread-self/ns/net"),
+            &path,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| io_err("bind-mount it", e.into()))?;
+        for (key, value) in sysctls {
+            // /proc/sys/net is resolved in the namespace of the thread that opens it.
+            std::fs::write(Path::new("/proc/sys").join(key), value).map_err(|source| {
+                NetnsError::Sysctl {
+                    name: name.into(),
+                    key: key.replace('/', "."),
+                    source,
+                }
+            })?;
+        }
+        let _guard = rt.enter();
+        let (conn, netlink, _) =
+            rtnetlink::new_connection().map_err(|source| NetnsError::Netlink {
+                name: name.into(),
+                source,
+            })?;
+        rt.spawn(conn);
+        let file = File::open(&path).map_err(|e| io_err("open it", e))?;
+        Ok(OpenNs {
+            name: name.into(),
+            file,
+            netlink,
+        })
+    })();
+    if made.is_err() {
+        remove(name);
+    }
+    made
+}
+
+/// Opens a netlink connection inside the existing namespace `name`, driven by `rt`.
+/// A short-lived thread enters the namespace, opens the socket and ends; the socket
+/// stays in the namespace.
+pub fn open_netlink(
+    name: &str,
+    rt: &tokio::runtime::Handle,
+) -> Result<rtnetlink::Handle, NetnsError> {
+    let file = File::open(netns_path(name)).map_err(|source| NetnsError::Io {
+        name: name.into(),
+        what: "open it".into(),
         source,
     })?;
-    let inside = ns
-        .run(|_| -> Result<rtnetlink::Handle, NetnsError> {
-            for (key, value) in sysctls {
-                // /proc/sys/net is resolved in the namespace of the thread that opens it.
-                std::fs::write(Path::new("/proc/sys").join(key), value).map_err(|source| {
-                    NetnsError::Sysctl {
-                        name: name.into(),
-                        key: key.replace('/', "."),
-                        source,
-                    }
-                })?;
-            }
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            nix::sched::setns(&file, CloneFlags::CLONE_NEWNET).map_err(|e| NetnsError::Io {
+                name: name.into(),
+                what: "enter it".into(),
+                source: e.into(),
+            })?;
             let _guard = rt.enter();
             let (conn, handle, _) =
                 rtnetlink::new_connection().map_err(|source| NetnsError::Netlink {
@@ -101,25 +178,8 @@ pub fn create(
             rt.spawn(conn);
             Ok(handle)
         })
-        .map_err(|source| NetnsError::Enter {
-            name: name.into(),
-            source,
-        });
-    let netlink = match inside {
-        Ok(Ok(h)) => h,
-        Ok(Err(e)) | Err(e) => {
-            remove(name);
-            return Err(e);
-        }
-    };
-    let file = ns.file().try_clone().map_err(|source| NetnsError::Netlink {
-        name: name.into(),
-        source,
-    })?;
-    Ok(OpenNs {
-        name: name.into(),
-        file,
-        netlink,
+        .join()
+        .expect("the netlink thread does not panic")
     })
 }
 
@@ -141,7 +201,11 @@ pub fn on_dedicated_threads<T: Sync, R: Send>(
         }
     });
     out.into_iter()
-        .map(|m| m.into_inner().expect("no poisoning").expect("every item ran"))
+        .map(|m| {
+            m.into_inner()
+                .expect("no poisoning")
+                .expect("every item ran")
+        })
         .collect()
 }
 
@@ -153,7 +217,7 @@ pub fn remove(name: &str) -> bool {
     // MNT_DETACH: a lazy unmount never fails because a process still uses the file.
     let mounted = umount2(&path, MntFlags::MNT_DETACH).is_ok();
     let existed = std::fs::remove_file(&path).is_ok();
-    let _ = std::fs::remove_dir_all(Path::new(ETC_NETNS_DIR).join(name));
+    remove_etc(name);
     mounted || existed
 }
 
@@ -180,9 +244,18 @@ pub fn list_etc() -> Vec<String> {
         .collect()
 }
 
-/// Writes `/etc/netns/<name>/<file>`, which `testbed exec` binds over `/etc/<file>`.
-pub fn write_etc(name: &str, file: &str, content: &str) -> io::Result<()> {
-    let dir = Path::new(ETC_NETNS_DIR).join(name);
-    std::fs::create_dir_all(&dir)?;
-    std::fs::write(dir.join(file), content)
+/// Points `/etc/netns/<name>` at `dir`, whose files `testbed exec` and `ip netns exec`
+/// bind over `/etc`. Pods of one Kubernetes namespace share one directory: a link is
+/// one inode where a directory and a file are two, and many pods are made at once.
+pub fn link_etc(name: &str, dir: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(ETC_NETNS_DIR)?;
+    std::os::unix::fs::symlink(dir, Path::new(ETC_NETNS_DIR).join(name))
+}
+
+/// Removes `/etc/netns/<name>`, a link or a directory.
+pub fn remove_etc(name: &str) {
+    let path = Path::new(ETC_NETNS_DIR).join(name);
+    if std::fs::remove_file(&path).is_err() {
+        let _ = std::fs::remove_dir_all(&path);
+    }
 }

@@ -148,7 +148,9 @@ impl Plan {
     /// A pod by `name` or `namespace/name`.
     pub fn pod(&self, name: &str) -> Option<&PodPlan> {
         let (ns, name) = name.split_once('/').unwrap_or(("default", name));
-        self.pods.iter().find(|p| p.namespace == ns && p.name == name)
+        self.pods
+            .iter()
+            .find(|p| p.namespace == ns && p.name == name)
     }
 }
 
@@ -254,7 +256,10 @@ mod tests {
         assert_eq!(place(&s.cluster, &s.pods), vec![0, 1, 0, 1]);
         let plan = Plan::new("demo", &s);
         let ips: Vec<String> = plan.pods.iter().map(|p| p.ip.to_string()).collect();
-        assert_eq!(ips, ["10.244.1.2", "10.244.2.2", "10.244.1.3", "10.244.2.3"]);
+        assert_eq!(
+            ips,
+            ["10.244.1.2", "10.244.2.2", "10.244.1.3", "10.244.2.3"]
+        );
         assert!(plan.pods.iter().all(|p| p.prefix_len == 24));
     }
 
@@ -280,6 +285,9 @@ mod tests {
         assert_eq!(plan.pod("a").unwrap().name, "a");
         assert_eq!(plan.pod("default/a").unwrap().name, "a");
         assert!(plan.pod("kube-system/a").is_none());
-        assert_eq!(plan.all_netns(), ["tb.demo", "tb.demo.node-1", "tb.demo.default.a"]);
+        assert_eq!(
+            plan.all_netns(),
+            ["tb.demo", "tb.demo.node-1", "tb.demo.default.a"]
+        );
     }
 }

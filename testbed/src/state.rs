@@ -127,12 +127,15 @@ mod tests {
         let me = std::process::id();
         let start = process_start(me).expect("own stat");
         assert!(start > 0);
-        let plan = Plan::new("x", &crate::scenario::Scenario {
-            name: "x".into(),
-            description: String::new(),
-            cluster: crate::scenario::Cluster::with_nodes(1),
-            pods: vec![],
-        });
+        let plan = Plan::new(
+            "x",
+            &crate::scenario::Scenario {
+                name: "x".into(),
+                description: String::new(),
+                cluster: crate::scenario::Cluster::with_nodes(1),
+                pods: vec![],
+            },
+        );
         let mut r = Record::for_this_process(plan, None);
         assert!(r.alive());
         r.pid_start += 1;

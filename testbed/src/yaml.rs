@@ -50,7 +50,10 @@ impl Spans {
 
     /// The position of the value or key at exactly `path`, if the document has it.
     pub fn exact(&self, path: &str) -> Option<Pos> {
-        self.values.get(path).or_else(|| self.keys.get(path)).copied()
+        self.values
+            .get(path)
+            .or_else(|| self.keys.get(path))
+            .copied()
     }
 
     /// The position of the key that names `path` (falls back like [`Spans::find`]).
@@ -337,7 +340,10 @@ mod tests {
         );
         assert_eq!(spans.find("pods[1]"), Some(Pos { line: 7, col: 5 }));
         // an unknown path falls back to its nearest known parent
-        assert_eq!(spans.find("pods[0].metadata.nope"), spans.find("pods[0].metadata"));
+        assert_eq!(
+            spans.find("pods[0].metadata.nope"),
+            spans.find("pods[0].metadata")
+        );
     }
 
     #[test]
@@ -373,6 +379,9 @@ mod tests {
     #[test]
     fn empty_and_multiple_documents() {
         assert!(load("").unwrap_err().message.contains("empty"));
-        assert!(load("a: 1\n---\nb: 2\n").unwrap_err().message.contains("found 2"));
+        assert!(load("a: 1\n---\nb: 2\n")
+            .unwrap_err()
+            .message
+            .contains("found 2"));
     }
 }

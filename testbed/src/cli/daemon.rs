@@ -28,8 +28,7 @@ pub(super) fn run(file: &Path, name: &str) -> Result<ExitCode> {
         let tb = Testbed::up(name, &scenario, Some(file.to_path_buf())).await?;
         let t = &tb.times;
         let ready = Ready {
-            namespaces_ms: t.namespaces.as_secs_f64() * 1e3,
-            nodes_ms: t.fabric_and_nodes.as_secs_f64() * 1e3,
+            nodes_ms: t.nodes.as_secs_f64() * 1e3,
             pods_ms: t.pods.as_secs_f64() * 1e3,
             total_ms: t.total.as_secs_f64() * 1e3,
         };

@@ -45,9 +45,7 @@ enum Command {
     /// Remove what killed testbeds left behind (running ones are not touched)
     Clean,
     /// Run a command inside a pod (POD or NAMESPACE/POD) or a node (node/NAME)
-    #[command(
-        override_usage = "testbed exec [--testbed NAME] POD|node/NODE -- COMMAND [ARGS...]"
-    )]
+    #[command(override_usage = "testbed exec [--testbed NAME] POD|node/NODE -- COMMAND [ARGS...]")]
     Exec {
         /// The testbed (may be left out when only one runs)
         #[arg(long, short = 't')]

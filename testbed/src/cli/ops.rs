@@ -25,7 +25,10 @@ pub(super) fn down(name: Option<String>) -> Result<ExitCode> {
         Ok(r) => r,
         Err(_) if state::dir(&name).exists() => {
             let c = clean::clean_one(&name);
-            println!("testbed {name} had no readable record; removed {} namespaces", c.namespaces);
+            println!(
+                "testbed {name} had no readable record; removed {} namespaces",
+                c.namespaces
+            );
             return Ok(ExitCode::SUCCESS);
         }
         Err(_) => bail!("no testbed named {name} (see `testbed ls`)"),
@@ -44,7 +47,11 @@ pub(super) fn down(name: Option<String>) -> Result<ExitCode> {
     let deadline = Instant::now() + Duration::from_secs(60);
     while record.alive() {
         if Instant::now() > deadline {
-            bail!("testbed {name} (pid {}) did not stop within 60 s; see {}", record.pid, state::log_path(&name).display());
+            bail!(
+                "testbed {name} (pid {}) did not stop within 60 s; see {}",
+                record.pid,
+                state::log_path(&name).display()
+            );
         }
         std::thread::sleep(Duration::from_millis(2));
     }
@@ -84,14 +91,29 @@ pub(super) fn ls() -> Result<ExitCode> {
         match Record::load(&name) {
             Ok(r) => rows.push([
                 name,
-                if r.alive() { "running" } else { "dead (run `testbed clean`)" }.into(),
+                if r.alive() {
+                    "running"
+                } else {
+                    "dead (run `testbed clean`)"
+                }
+                .into(),
                 r.pid.to_string(),
                 r.plan.nodes.len().to_string(),
                 r.plan.pods.len().to_string(),
                 age(now.saturating_sub(r.created)),
-                r.scenario.map(|p| p.display().to_string()).unwrap_or_default(),
+                r.scenario
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
             ]),
-            Err(_) => rows.push([name, "unreadable (run `testbed clean`)".into(), String::new(), String::new(), String::new(), String::new(), String::new()]),
+            Err(_) => rows.push([
+                name,
+                "unreadable (run `testbed clean`)".into(),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+            ]),
         }
     }
     print!("{}", table(&rows));
@@ -131,24 +153,40 @@ pub(super) fn clean() -> Result<ExitCode> {
         println!("nothing to clean");
     }
     for c in cleaned {
-        println!("removed testbed {}: {} network namespaces", c.name, c.namespaces);
+        println!(
+            "removed testbed {}: {} network namespaces",
+            c.name, c.namespaces
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
 
 pub(super) fn exec(testbed: Option<String>, target: &str, command: &[String]) -> Result<ExitCode> {
     let name = super::pick_testbed(testbed)?;
-    let record = Record::load(&name).map_err(|_| anyhow!("no testbed named {name} (see `testbed ls`)"))?;
+    let record =
+        Record::load(&name).map_err(|_| anyhow!("no testbed named {name} (see `testbed ls`)"))?;
     let plan = &record.plan;
     let netns = match target.strip_prefix("node/") {
-        Some(node) => plan
-            .node(node)
-            .map(|n| n.netns.clone())
-            .ok_or_else(|| anyhow!("testbed {name} has no node {node:?} (nodes: {})", plan.nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", ")))?,
-        None => plan
-            .pod(target)
-            .map(|p| p.netns.clone())
-            .ok_or_else(|| anyhow!("testbed {name} has no pod {target:?} (pods: {})", plan.pods.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")))?,
+        Some(node) => plan.node(node).map(|n| n.netns.clone()).ok_or_else(|| {
+            anyhow!(
+                "testbed {name} has no node {node:?} (nodes: {})",
+                plan.nodes
+                    .iter()
+                    .map(|n| n.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })?,
+        None => plan.pod(target).map(|p| p.netns.clone()).ok_or_else(|| {
+            anyhow!(
+                "testbed {name} has no pod {target:?} (pods: {})",
+                plan.pods
+                    .iter()
+                    .map(|p| p.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })?,
     };
     match exec::exec_in(&netns, command) {
         Ok(never) => match never {},
@@ -164,7 +202,12 @@ pub(super) fn check(files: &[PathBuf]) -> Result<ExitCode> {
     let mut bad = 0;
     for f in files {
         match scenario::load(f) {
-            Ok(s) => println!("{}: ok ({} nodes, {} pods)", f.display(), s.cluster.nodes.len(), s.pods.len()),
+            Ok(s) => println!(
+                "{}: ok ({} nodes, {} pods)",
+                f.display(),
+                s.cluster.nodes.len(),
+                s.pods.len()
+            ),
             Err(e) => {
                 eprintln!("{e}");
                 bad += 1;

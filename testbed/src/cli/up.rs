@@ -17,7 +17,6 @@ use crate::state::{self, Record};
 /// What the background process reports on its stdout once the cluster is ready.
 #[derive(Debug, Serialize, Deserialize)]
 pub(super) struct Ready {
-    pub namespaces_ms: f64,
     pub nodes_ms: f64,
     pub pods_ms: f64,
     pub total_ms: f64,
@@ -47,7 +46,11 @@ pub(super) fn up(file: &Path, name: Option<String>) -> Result<ExitCode> {
     // The background process gets a session of its own, so the terminal's Ctrl-C and
     // hang-up don't reach it. setsid is async-signal-safe, as pre_exec requires.
     unsafe {
-        cmd.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from));
+        cmd.pre_exec(|| {
+            nix::unistd::setsid()
+                .map(|_| ())
+                .map_err(std::io::Error::from)
+        });
     }
     let mut child = cmd.spawn().context("start the testbed process")?;
     let stdout = child.stdout.take().expect("piped stdout");
@@ -71,12 +74,11 @@ pub(super) fn up(file: &Path, name: Option<String>) -> Result<ExitCode> {
 
 fn print_ready(plan: &Plan, ready: &Ready, wall: Duration, pid: u32) {
     println!(
-        "testbed {}: {} nodes, {} pods ready in {} (namespaces {:.0} ms, nodes {:.0} ms, pods {:.0} ms; {} with start-up)",
+        "testbed {}: {} nodes, {} pods ready in {} (nodes {:.0} ms, then pods {:.0} ms; {} with start-up)",
         plan.testbed,
         plan.nodes.len(),
         plan.pods.len(),
         super::ms(Duration::from_secs_f64(ready.total_ms / 1000.0)),
-        ready.namespaces_ms,
         ready.nodes_ms,
         ready.pods_ms,
         super::ms(wall),

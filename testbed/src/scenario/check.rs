@@ -43,7 +43,10 @@ pub fn check(s: &Scenario) -> Vec<Problem> {
 fn check_cluster(s: &Scenario, out: &mut Vec<Problem>) {
     let c = &s.cluster;
     if c.nodes.is_empty() {
-        out.push(problem("cluster.nodes", "a cluster needs at least one node"));
+        out.push(problem(
+            "cluster.nodes",
+            "a cluster needs at least one node",
+        ));
     }
     let mut seen = HashSet::new();
     for (i, node) in c.nodes.iter().enumerate() {
@@ -67,9 +70,15 @@ fn check_cluster(s: &Scenario, out: &mut Vec<Problem>) {
         ("cluster.serviceCIDR", c.service_cidr),
     ];
     let reserved: [(&str, Ipv4Net); 3] = [
-        ("the \"this network\" range", "0.0.0.0/8".parse().expect("valid")),
+        (
+            "the \"this network\" range",
+            "0.0.0.0/8".parse().expect("valid"),
+        ),
         ("the loopback range", "127.0.0.0/8".parse().expect("valid")),
-        ("the multicast and reserved ranges", "224.0.0.0/3".parse().expect("valid")),
+        (
+            "the multicast and reserved ranges",
+            "224.0.0.0/3".parse().expect("valid"),
+        ),
     ];
     for (i, (path, net)) in nets.iter().enumerate() {
         for (other_path, other) in &nets[i + 1..] {

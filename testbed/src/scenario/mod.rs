@@ -308,9 +308,7 @@ fn cluster_from(raw: ClusterFile, spans: &Spans, problems: &mut Vec<Located>) ->
             Err(_) => {
                 problems.push(Located {
                     pos: spans.find(path),
-                    message: format!(
-                        "{path}: {text:?} is not an IPv4 CIDR like 10.244.0.0/16"
-                    ),
+                    message: format!("{path}: {text:?} is not an IPv4 CIDR like 10.244.0.0/16"),
                 });
                 Ipv4Net::default()
             }

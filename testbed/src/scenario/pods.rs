@@ -49,7 +49,10 @@ pub(super) fn decl_from_manifest(
     }
     let namespace = meta.namespace.unwrap_or_else(|| "default".into());
     if let Err(why) = names::check_dns1123_label(&namespace, 63) {
-        problems.push(at("metadata.namespace", format!("namespace {namespace:?} {why}")));
+        problems.push(at(
+            "metadata.namespace",
+            format!("namespace {namespace:?} {why}"),
+        ));
     }
     let labels = meta.labels.unwrap_or_default();
     for (k, v) in &labels {

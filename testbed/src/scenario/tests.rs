@@ -118,10 +118,8 @@ fn pod_problems() {
 fn unknown_nodes_and_duplicate_pods() {
     let text = format!(
         "name: demo\ncluster: {{nodes: 1}}\npods:\n{POD}{}",
-        POD.replace("{name: a}", "{name: a}").replace(
-            "spec: {",
-            "spec: {nodeName: node-9, "
-        )
+        POD.replace("{name: a}", "{name: a}")
+            .replace("spec: {", "spec: {nodeName: node-9, ")
     );
     let e = errors(&text);
     assert_eq!(
@@ -148,6 +146,11 @@ fn full_nodes() {
 
 #[test]
 fn an_unreadable_file() {
-    let e = load(Path::new("/nonexistent/x.yaml")).unwrap_err().to_string();
-    assert!(e.starts_with("/nonexistent/x.yaml: cannot read the file"), "{e}");
+    let e = load(Path::new("/nonexistent/x.yaml"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("/nonexistent/x.yaml: cannot read the file"),
+        "{e}"
+    );
 }

@@ -8,7 +8,9 @@ use futures::TryStreamExt;
 use ipnet::Ipv4Net;
 use rtnetlink::packet_route::link::{InfoData, InfoVeth};
 use rtnetlink::packet_route::route::RouteProtocol;
-use rtnetlink::{Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::{
+    Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
+};
 
 /// A failed netlink request and what it was for.
 #[derive(Debug, thiserror::Error)]
@@ -62,11 +64,10 @@ pub async fn add_veth_to_bridge(
         .controller(bridge)
         .up()
         .build();
-    nl.link()
-        .add(msg)
-        .execute()
-        .await
-        .map_err(err(format!("create veth pair {} / {}", host.name, peer.name)))
+    nl.link().add(msg).execute().await.map_err(err(format!(
+        "create veth pair {} / {}",
+        host.name, peer.name
+    )))
 }
 
 /// The index of the interface `name` (`ip link show NAME`).

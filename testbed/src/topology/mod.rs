@@ -9,11 +9,14 @@
 
 mod links;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 
 pub use links::LinkError;
 
@@ -78,23 +81,161 @@ pub enum TopologyError {
     },
 }
 
-/// How long each phase of a bring-up took.
+/// How long a bring-up took.
 #[derive(Debug, Clone, Default)]
 pub struct BuildTimes {
-    pub namespaces: Duration,
-    pub fabric_and_nodes: Duration,
+    /// Until the fabric and every node were wired (pods' namespaces were being made
+    /// meanwhile).
+    pub nodes: Duration,
+    /// From then until the last pod was wired.
     pub pods: Duration,
     pub total: Duration,
 }
 
-/// Builds everything `plan` describes. On failure some of it may exist: the caller
-/// removes it with [`teardown`], which tolerates what is missing.
-pub async fn build(plan: &Plan) -> Result<BuildTimes, TopologyError> {
-    let start = Instant::now();
-    let mut times = BuildTimes::default();
-    let ns = create_namespaces(plan).await?;
-    times.namespaces = start.elapsed();
+type Sysctls = &'static [(&'static str, &'static str)];
 
+/// Builds everything `plan` describes. Files that every pod of a Kubernetes namespace
+/// shares (its `resolv.conf`) go in `shared_etc/<namespace>/`, and each pod's
+/// `/etc/netns/<netns>` links there. On failure some of it may exist: the caller
+/// removes it with [`teardown`], which tolerates what is missing.
+pub async fn build(plan: &Plan, shared_etc: &Path) -> Result<BuildTimes, TopologyError> {
+    let start = Instant::now();
+    netns::init()?;
+    write_shared_etc(plan, shared_etc)?;
+
+    let mut specs: Vec<(String, Sysctls)> = vec![(plan.fabric.netns.clone(), FABRIC_SYSCTLS)];
+    specs.extend(plan.nodes.iter().map(|n| (n.netns.clone(), NODE_SYSCTLS)));
+    let ns = create_namespaces(specs).await?;
+
+    // Pods' namespaces are made on their own threads while the nodes are wired, and
+    // each pod is wired as soon as its namespace exists: the kernel's work for the
+    // two (filesystem and namespace set-up, and link set-up under the rtnl lock)
+    // overlaps instead of adding up.
+    let (pods_tx, pods_rx) = futures::channel::mpsc::unbounded();
+    let stop = Arc::new(AtomicBool::new(false));
+    let creator = spawn_pod_namespaces(plan, shared_etc, pods_tx, stop.clone());
+
+    let nodes = wire_fabric_and_nodes(plan, &ns).await;
+    let nodes_done = start.elapsed();
+    let wired = match nodes {
+        Ok(bridges) => {
+            let pods: HashMap<&str, &PodPlan> =
+                plan.pods.iter().map(|p| (p.netns.as_str(), p)).collect();
+            let bridge_of: HashMap<&str, u32> = plan
+                .nodes
+                .iter()
+                .map(|n| n.name.as_str())
+                .zip(bridges)
+                .collect();
+            pods_rx
+                .map(|made: Result<OpenNs, TopologyError>| {
+                    let (pods, bridge_of, ns) = (&pods, &bridge_of, &ns);
+                    async move {
+                        let me = made?;
+                        let pod = pods[me.name.as_str()];
+                        let node = &ns[&plan.node(&pod.node).expect("planned node").netns];
+                        build_pod(pod, node, &me, bridge_of[pod.node.as_str()]).await
+                    }
+                })
+                .buffer_unordered(PODS_IN_FLIGHT)
+                .try_for_each(|_| futures::future::ready(Ok(())))
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    if wired.is_err() {
+        stop.store(true, Ordering::Relaxed);
+    }
+    // Whatever happened, no namespace may appear after we return: teardown must see all.
+    tokio::task::spawn_blocking(move || creator.join())
+        .await
+        .expect("join the namespace threads")
+        .expect("namespace threads do not panic");
+    wired?;
+    let total = start.elapsed();
+    Ok(BuildTimes {
+        nodes: nodes_done,
+        pods: total - nodes_done,
+        total,
+    })
+}
+
+/// `shared_etc/<namespace>/resolv.conf` for every Kubernetes namespace with pods.
+fn write_shared_etc(plan: &Plan, shared_etc: &Path) -> Result<(), TopologyError> {
+    let namespaces: BTreeSet<&str> = plan.pods.iter().map(|p| p.namespace.as_str()).collect();
+    for k8s_ns in namespaces {
+        let dir = shared_etc.join(k8s_ns);
+        std::fs::create_dir_all(&dir)
+            .and_then(|_| std::fs::write(dir.join("resolv.conf"), resolv_conf(k8s_ns)))
+            .map_err(|source| TopologyError::Io {
+                path: dir.join("resolv.conf").display().to_string(),
+                source,
+            })?;
+    }
+    Ok(())
+}
+
+/// Makes the pods' namespaces on dedicated threads, sending each as it is ready.
+/// Stops early once `stop` is set or a namespace fails.
+fn spawn_pod_namespaces(
+    plan: &Plan,
+    shared_etc: &Path,
+    tx: futures::channel::mpsc::UnboundedSender<Result<OpenNs, TopologyError>>,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    let specs: Vec<(String, PathBuf)> = plan
+        .pods
+        .iter()
+        .map(|p| (p.netns.clone(), shared_etc.join(&p.namespace)))
+        .collect();
+    let rt = tokio::runtime::Handle::current();
+    std::thread::spawn(move || {
+        netns::on_dedicated_threads(&specs, NETNS_THREADS, |(name, etc)| {
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
+            let made = netns::create_on_this_thread(name, POD_SYSCTLS, &rt)
+                .map_err(TopologyError::from)
+                .and_then(|open| {
+                    netns::link_etc(name, etc).map_err(|source| TopologyError::Io {
+                        path: format!("{}/{name}", netns::ETC_NETNS_DIR),
+                        source,
+                    })?;
+                    Ok(open)
+                });
+            if made.is_err() {
+                stop.store(true, Ordering::Relaxed);
+            }
+            let _ = tx.unbounded_send(made);
+        });
+    })
+}
+
+/// Makes namespaces on dedicated threads and returns them by name.
+async fn create_namespaces(
+    specs: Vec<(String, Sysctls)>,
+) -> Result<HashMap<String, OpenNs>, TopologyError> {
+    let rt = tokio::runtime::Handle::current();
+    let results = tokio::task::spawn_blocking(move || {
+        netns::on_dedicated_threads(&specs, NETNS_THREADS, |(name, sysctls)| {
+            netns::create_on_this_thread(name, sysctls, &rt)
+        })
+    })
+    .await
+    .expect("namespace threads do not panic");
+    let mut out = HashMap::with_capacity(results.len());
+    for r in results {
+        let open = r?;
+        out.insert(open.name.clone(), open);
+    }
+    Ok(out)
+}
+
+/// The underlay bridge, then every node; returns each node's `cbr0` index.
+async fn wire_fabric_and_nodes(
+    plan: &Plan,
+    ns: &HashMap<String, OpenNs>,
+) -> Result<Vec<u32>, TopologyError> {
     let fabric = &ns[&plan.fabric.netns];
     let underlay = links::add_bridge(
         &fabric.netlink,
@@ -112,75 +253,12 @@ pub async fn build(plan: &Plan) -> Result<BuildTimes, TopologyError> {
     )
     .await
     .map_err(TopologyError::Fabric)?;
-
-    let bridges: Vec<u32> = futures::future::try_join_all(
+    futures::future::try_join_all(
         plan.nodes
             .iter()
-            .map(|node| build_node(plan, node, &ns, underlay)),
+            .map(|node| build_node(plan, node, ns, underlay)),
     )
-    .await?;
-    let bridge_of: HashMap<&str, u32> = plan
-        .nodes
-        .iter()
-        .map(|n| n.name.as_str())
-        .zip(bridges)
-        .collect();
-    times.fabric_and_nodes = start.elapsed() - times.namespaces;
-
-    futures::stream::iter(plan.pods.iter().map(Ok))
-        .try_for_each_concurrent(PODS_IN_FLIGHT, |pod| {
-            let node = &ns[&plan.node(&pod.node).expect("planned node").netns];
-            build_pod(pod, node, &ns[&pod.netns], bridge_of[pod.node.as_str()])
-        })
-        .await?;
-    times.total = start.elapsed();
-    times.pods = times.total - times.fabric_and_nodes - times.namespaces;
-    Ok(times)
-}
-
-/// Makes every namespace of the plan, each with a netlink socket inside it.
-async fn create_namespaces(plan: &Plan) -> Result<HashMap<String, OpenNs>, TopologyError> {
-    let mut specs: Vec<(String, &'static [(&'static str, &'static str)], Option<String>)> =
-        vec![(plan.fabric.netns.clone(), FABRIC_SYSCTLS, None)];
-    specs.extend(plan.nodes.iter().map(|n| (n.netns.clone(), NODE_SYSCTLS, None)));
-    specs.extend(
-        plan.pods
-            .iter()
-            .map(|p| (p.netns.clone(), POD_SYSCTLS, Some(p.namespace.clone()))),
-    );
-    let rt = tokio::runtime::Handle::current();
-    let results = tokio::task::spawn_blocking(move || {
-        netns::on_dedicated_threads(&specs, NETNS_THREADS, |(name, sysctls, pod_ns)| {
-            let open = netns::create(name, sysctls, &rt).map_err(TopologyError::from)?;
-            if let Some(k8s_ns) = pod_ns {
-                netns::write_etc(name, "resolv.conf", &resolv_conf(k8s_ns)).map_err(
-                    |source| TopologyError::Io {
-                        path: format!("{}/{name}/resolv.conf", netns::ETC_NETNS_DIR),
-                        source,
-                    },
-                )?;
-            }
-            Ok(open)
-        })
-    })
     .await
-    .expect("namespace threads do not panic");
-    let mut out = HashMap::with_capacity(results.len());
-    let mut first_err = None;
-    for r in results {
-        match r {
-            Ok(open) => {
-                out.insert(open.name.clone(), open);
-            }
-            Err(e) => {
-                first_err.get_or_insert(e);
-            }
-        }
-    }
-    match first_err {
-        Some(e) => Err(e),
-        None => Ok(out),
-    }
 }
 
 /// A node: its link to the underlay, `cbr0`, addresses and routes. Returns `cbr0`'s index.

@@ -118,8 +118,7 @@ fn pod_problems() {
 fn unknown_nodes_and_duplicate_pods() {
     let text = format!(
         "name: demo\ncluster: {{nodes: 1}}\npods:\n{POD}{}",
-        POD.replace("{name: a}", "{name: a}")
-            .replace("spec: {", "spec: {nodeName: node-9, ")
+        POD.replace("spec: {", "spec: {nodeName: node-9, ")
     );
     let e = errors(&text);
     assert_eq!(

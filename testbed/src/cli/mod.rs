@@ -5,6 +5,8 @@ mod daemon;
 mod ops;
 mod up;
 
+pub use ops::render_plan;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -1,0 +1,188 @@
+//! The `testbed` command as a user runs it. Needs root.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn two_nodes() -> String {
+    repo().join("scenarios/two-nodes.yaml").display().to_string()
+}
+
+fn up_named(name: &str) -> String {
+    run(testbed_bin().args(["up", &two_nodes(), "--name", name]))
+}
+
+fn exec(name: &str, target: &str, cmd: &[&str]) -> std::process::Output {
+    testbed_bin()
+        .args(["exec", "--testbed", name, target, "--"])
+        .args(cmd)
+        .output()
+        .unwrap()
+}
+
+fn pid_of(name: &str) -> u32 {
+    testbed::state::Record::load(name).unwrap().pid
+}
+
+#[test]
+fn up_exec_tcp_across_nodes_and_down() {
+    if !root() {
+        return;
+    }
+    let name = unique_name("cli");
+    let out = up_named(&name);
+    assert!(out.contains(&format!("testbed {name}: 2 nodes, 4 pods ready in")), "{out}");
+    assert!(out.contains("client-1             10.244.1.2"), "{out}");
+
+    let routes = exec(&name, "client-1", &["ip", "route"]);
+    assert!(routes.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&routes.stdout),
+        "default via 10.244.1.1 dev eth0 \n10.244.1.0/24 dev eth0 proto kernel scope link src 10.244.1.2 \n"
+    );
+    let node = exec(&name, "node/node-2", &["ip", "-br", "-4", "addr", "show", "cbr0"]);
+    assert!(String::from_utf8_lossy(&node.stdout).contains("10.244.2.1/24"));
+
+    // A real TCP connection between pods on different nodes, with nc on both ends.
+    let mut server = testbed_bin()
+        .args(["exec", "--testbed", &name, "web-2", "--", "nc", "-l", "8080"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut client = testbed_bin()
+            .args(["exec", "--testbed", &name, "client-1", "--", "nc", "-N", "-w", "2", "10.244.2.3", "8080"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        client.stdin.take().unwrap().write_all(b"hello across nodes\n").unwrap();
+        if client.wait().unwrap().success() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "nc never connected");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let got = server.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&got.stdout), "hello across nodes\n");
+
+    // Exit codes pass through; a missing program is 127.
+    assert_eq!(exec(&name, "web-1", &["sh", "-c", "exit 7"]).status.code(), Some(7));
+    assert_eq!(exec(&name, "web-1", &["no-such-program"]).status.code(), Some(127));
+    let unknown = exec(&name, "nobody", &["true"]);
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("has no pod \"nobody\""));
+
+    let ls = run(testbed_bin().arg("ls"));
+    assert!(ls.lines().any(|l| l.starts_with(&name) && l.contains("running")), "{ls}");
+    let down = run(testbed_bin().args(["down", &name]));
+    assert!(down.contains(&format!("testbed {name} down")), "{down}");
+    assert_eq!(traces(&name), Vec::<String>::new());
+}
+
+#[test]
+fn kill_9_then_clean_leaves_nothing() {
+    if !root() {
+        return;
+    }
+    let name = unique_name("kill");
+    up_named(&name);
+    let pid = pid_of(&name);
+    run(Command::new("kill").args(["-9", &pid.to_string()]));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while testbed::state::process_start(pid).is_some() {
+        assert!(Instant::now() < deadline, "pid {pid} outlived kill -9");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The killed process could not clean up.
+    assert_eq!(traces(&name).len(), 12, "{:?}", traces(&name));
+    let ls = run(testbed_bin().arg("ls"));
+    assert!(ls.lines().any(|l| l.starts_with(&name) && l.contains("dead")), "{ls}");
+    let out = run(testbed_bin().arg("clean"));
+    assert!(out.contains(&format!("removed testbed {name}: 7 network namespaces")), "{out}");
+    assert_eq!(traces(&name), Vec::<String>::new());
+}
+
+#[test]
+fn sigint_and_sighup_tear_down_too() {
+    if !root() {
+        return;
+    }
+    for signal in ["-INT", "-HUP"] {
+        let name = unique_name("sig");
+        up_named(&name);
+        let pid = pid_of(&name);
+        run(Command::new("kill").args([signal, &pid.to_string()]));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while testbed::state::process_start(pid).is_some() {
+            assert!(Instant::now() < deadline, "pid {pid} ignored {signal}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(traces(&name), Vec::<String>::new(), "after {signal}");
+    }
+}
+
+#[test]
+fn two_ups_of_one_scenario_with_different_names() {
+    if !root() {
+        return;
+    }
+    let (a, b) = (unique_name("one"), unique_name("two"));
+    up_named(&a);
+    up_named(&b);
+    for name in [&a, &b] {
+        let out = exec(name, "web-2", &["ip", "-4", "-br", "addr", "show", "eth0"]);
+        assert!(String::from_utf8_lossy(&out.stdout).contains("10.244.2.3/24"));
+    }
+    // The same name twice is refused, and the running one is untouched.
+    let again = testbed_bin().args(["up", &two_nodes(), "--name", &a]).output().unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already running"));
+    assert_eq!(traces(&a).len(), 12);
+    run(testbed_bin().args(["down", &a]));
+    run(testbed_bin().args(["down", &b]));
+    assert_eq!(traces(&a), Vec::<String>::new());
+    assert_eq!(traces(&b), Vec::<String>::new());
+}
+
+#[test]
+fn malformed_scenarios_get_a_file_and_line_and_create_nothing() {
+    if !root() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(unique_name("bad"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cases = [
+        ("yaml.yaml", "name: bad-yaml\ncluster: [1, 2\n", "yaml.yaml:3:1: invalid YAML"),
+        (
+            "field.yaml",
+            "name: bad-field\ncluster:\n  nodes: 2\n  podCidr: 10.0.0.0/16\n",
+            "field.yaml:4:3: cluster.podCidr: unknown field `podCidr`",
+        ),
+        (
+            "overlap.yaml",
+            "name: bad-overlap\ncluster:\n  podCIDR: 10.0.0.0/8\n  serviceCIDR: 10.96.0.0/12\n",
+            "overlap.yaml:4:16: cluster.serviceCIDR: 10.96.0.0/12 overlaps cluster.podCIDR 10.0.0.0/8",
+        ),
+        (
+            "long.yaml",
+            "name: bad-long\ncluster:\n  nodes: [node-1, node-with-a-long-name]\n",
+            "long.yaml:3:19: cluster.nodes[1]: node name \"node-with-a-long-name\" is 21 characters long, at most 15",
+        ),
+    ];
+    for (file, text, want) in cases {
+        let path = dir.join(file);
+        std::fs::write(&path, text).unwrap();
+        let out = testbed_bin().arg("up").arg(&path).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{file}: {stderr}");
+        assert!(stderr.contains(&format!("{}/{want}", dir.display())), "{file}: {stderr}");
+        let name = text.lines().next().unwrap().trim_start_matches("name: ");
+        assert_eq!(traces(name), Vec::<String>::new(), "{file} created something");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 use common::*;
 
 fn two_nodes() -> String {
-    repo().join("scenarios/two-nodes.yaml").display().to_string()
+    repo()
+        .join("scenarios/two-nodes.yaml")
+        .display()
+        .to_string()
 }
 
 fn up_named(name: &str) -> String {
@@ -35,7 +38,10 @@ fn up_exec_tcp_across_nodes_and_down() {
     }
     let name = unique_name("cli");
     let out = up_named(&name);
-    assert!(out.contains(&format!("testbed {name}: 2 nodes, 4 pods ready in")), "{out}");
+    assert!(
+        out.contains(&format!("testbed {name}: 2 nodes, 4 pods ready in")),
+        "{out}"
+    );
     assert!(out.contains("client-1             10.244.1.2"), "{out}");
 
     let routes = exec(&name, "client-1", &["ip", "route"]);
@@ -44,23 +50,53 @@ fn up_exec_tcp_across_nodes_and_down() {
         String::from_utf8_lossy(&routes.stdout),
         "default via 10.244.1.1 dev eth0 \n10.244.1.0/24 dev eth0 proto kernel scope link src 10.244.1.2 \n"
     );
-    let node = exec(&name, "node/node-2", &["ip", "-br", "-4", "addr", "show", "cbr0"]);
+    let node = exec(
+        &name,
+        "node/node-2",
+        &["ip", "-br", "-4", "addr", "show", "cbr0"],
+    );
     assert!(String::from_utf8_lossy(&node.stdout).contains("10.244.2.1/24"));
 
     // A real TCP connection between pods on different nodes, with nc on both ends.
     let mut server = testbed_bin()
-        .args(["exec", "--testbed", &name, "web-2", "--", "nc", "-l", "8080"])
+        .args([
+            "exec",
+            "--testbed",
+            &name,
+            "web-2",
+            "--",
+            "nc",
+            "-l",
+            "8080",
+        ])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let mut client = testbed_bin()
-            .args(["exec", "--testbed", &name, "client-1", "--", "nc", "-N", "-w", "2", "10.244.2.3", "8080"])
+            .args([
+                "exec",
+                "--testbed",
+                &name,
+                "client-1",
+                "--",
+                "nc",
+                "-N",
+                "-w",
+                "2",
+                "10.244.2.3",
+                "8080",
+            ])
             .stdin(Stdio::piped())
             .spawn()
             .unwrap();
-        client.stdin.take().unwrap().write_all(b"hello across nodes\n").unwrap();
+        client
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"hello across nodes\n")
+            .unwrap();
         if client.wait().unwrap().success() {
             break;
         }
@@ -71,14 +107,24 @@ fn up_exec_tcp_across_nodes_and_down() {
     assert_eq!(String::from_utf8_lossy(&got.stdout), "hello across nodes\n");
 
     // Exit codes pass through; a missing program is 127.
-    assert_eq!(exec(&name, "web-1", &["sh", "-c", "exit 7"]).status.code(), Some(7));
-    assert_eq!(exec(&name, "web-1", &["no-such-program"]).status.code(), Some(127));
+    assert_eq!(
+        exec(&name, "web-1", &["sh", "-c", "exit 7"]).status.code(),
+        Some(7)
+    );
+    assert_eq!(
+        exec(&name, "web-1", &["no-such-program"]).status.code(),
+        Some(127)
+    );
     let unknown = exec(&name, "nobody", &["true"]);
     assert!(!unknown.status.success());
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("has no pod \"nobody\""));
 
     let ls = run(testbed_bin().arg("ls"));
-    assert!(ls.lines().any(|l| l.starts_with(&name) && l.contains("running")), "{ls}");
+    assert!(
+        ls.lines()
+            .any(|l| l.starts_with(&name) && l.contains("running")),
+        "{ls}"
+    );
     let down = run(testbed_bin().args(["down", &name]));
     assert!(down.contains(&format!("testbed {name} down")), "{down}");
     assert_eq!(traces(&name), Vec::<String>::new());
@@ -101,9 +147,16 @@ fn kill_9_then_clean_leaves_nothing() {
     // The killed process could not clean up.
     assert_eq!(traces(&name).len(), 12, "{:?}", traces(&name));
     let ls = run(testbed_bin().arg("ls"));
-    assert!(ls.lines().any(|l| l.starts_with(&name) && l.contains("dead")), "{ls}");
+    assert!(
+        ls.lines()
+            .any(|l| l.starts_with(&name) && l.contains("dead")),
+        "{ls}"
+    );
     let out = run(testbed_bin().arg("clean"));
-    assert!(out.contains(&format!("removed testbed {name}: 7 network namespaces")), "{out}");
+    assert!(
+        out.contains(&format!("removed testbed {name}: 7 network namespaces")),
+        "{out}"
+    );
     assert_eq!(traces(&name), Vec::<String>::new());
 }
 
@@ -139,7 +192,10 @@ fn two_ups_of_one_scenario_with_different_names() {
         assert!(String::from_utf8_lossy(&out.stdout).contains("10.244.2.3/24"));
     }
     // The same name twice is refused, and the running one is untouched.
-    let again = testbed_bin().args(["up", &two_nodes(), "--name", &a]).output().unwrap();
+    let again = testbed_bin()
+        .args(["up", &two_nodes(), "--name", &a])
+        .output()
+        .unwrap();
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already running"));
     assert_eq!(traces(&a).len(), 12);
@@ -180,9 +236,16 @@ fn malformed_scenarios_get_a_file_and_line_and_create_nothing() {
         let out = testbed_bin().arg("up").arg(&path).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{file}: {stderr}");
-        assert!(stderr.contains(&format!("{}/{want}", dir.display())), "{file}: {stderr}");
+        assert!(
+            stderr.contains(&format!("{}/{want}", dir.display())),
+            "{file}: {stderr}"
+        );
         let name = text.lines().next().unwrap().trim_start_matches("name: ");
-        assert_eq!(traces(name), Vec::<String>::new(), "{file} created something");
+        assert_eq!(
+            traces(name),
+            Vec::<String>::new(),
+            "{file} created something"
+        );
     }
     std::fs::remove_dir_all(dir).unwrap();
 }

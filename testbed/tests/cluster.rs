@@ -79,27 +79,50 @@ fn every_pod_and_node_has_exactly_the_planned_routes_and_settings() {
         assert!(port.contains(&pod.host_veth), "{port}");
     }
     for node in &tb.plan().nodes {
-        let other = tb.plan().nodes.iter().find(|n| n.name != node.name).unwrap();
+        let other = tb
+            .plan()
+            .nodes
+            .iter()
+            .find(|n| n.name != node.name)
+            .unwrap();
         let mut routes: Vec<&str> = Vec::new();
         let have = ip_in(&node.netns, &["route"]);
         routes.extend(have.lines());
         routes.sort();
         let mut want = vec![
             "default via 172.18.0.1 dev eth0 ".to_string(),
-            format!("{} dev cbr0 proto kernel scope link src {} ", node.pod_cidr, node.bridge_ip),
+            format!(
+                "{} dev cbr0 proto kernel scope link src {} ",
+                node.pod_cidr, node.bridge_ip
+            ),
             format!("{} via {} dev eth0 ", other.pod_cidr, other.ip),
-            format!("172.18.0.0/24 dev eth0 proto kernel scope link src {} ", node.ip),
+            format!(
+                "172.18.0.0/24 dev eth0 proto kernel scope link src {} ",
+                node.ip
+            ),
         ];
         want.sort();
         assert_eq!(routes, want, "routes of {}", node.name);
-        let sysctls = run(Command::new("ip").args(["netns", "exec", &node.netns, "sysctl", "-n", "net.ipv4.ip_forward", "net.bridge.bridge-nf-call-iptables"]));
+        let sysctls = run(Command::new("ip").args([
+            "netns",
+            "exec",
+            &node.netns,
+            "sysctl",
+            "-n",
+            "net.ipv4.ip_forward",
+            "net.bridge.bridge-nf-call-iptables",
+        ]));
         assert_eq!(sysctls, "1\n1\n", "sysctls of {}", node.name);
     }
     // Each pod sees its own resolv.conf through `ip netns exec`.
     let pod = &tb.plan().pods[0];
-    let resolv = run(Command::new("ip").args(["netns", "exec", &pod.netns, "cat", "/etc/resolv.conf"]));
+    let resolv =
+        run(Command::new("ip").args(["netns", "exec", &pod.netns, "cat", "/etc/resolv.conf"]));
     assert!(resolv.contains("nameserver 10.96.0.10"), "{resolv}");
-    assert!(resolv.contains("search default.svc.cluster.local svc.cluster.local cluster.local"), "{resolv}");
+    assert!(
+        resolv.contains("search default.svc.cluster.local svc.cluster.local cluster.local"),
+        "{resolv}"
+    );
 }
 
 #[test]
@@ -112,7 +135,12 @@ fn teardown_leaves_nothing_and_never_touches_the_host() {
     let rt = runtime();
     let name = unique_name("teardown");
     let tb = up(&rt, &name, &scenario("two-nodes.yaml"));
-    assert_eq!(traces(&name).len(), 1 + 2 + 4 + 4 + 1, "{:?}", traces(&name));
+    assert_eq!(
+        traces(&name).len(),
+        1 + 2 + 4 + 4 + 1,
+        "{:?}",
+        traces(&name)
+    );
     assert_eq!(run(Command::new("ip").args(["-o", "link"])), host_links);
     let report = tb.down();
     assert_eq!(report.namespaces, 7);
@@ -174,7 +202,10 @@ fn a_name_in_use_is_refused() {
     let name = unique_name("dup");
     let s = scenario("two-nodes.yaml");
     let _first = up(&rt, &name, &s);
-    let err = rt.block_on(testbed::lifecycle::Testbed::up(&name, &s, None)).err().unwrap();
+    let err = rt
+        .block_on(testbed::lifecycle::Testbed::up(&name, &s, None))
+        .err()
+        .unwrap();
     assert!(err.to_string().contains("already running"), "{err}");
     // The running one is untouched.
     assert_eq!(traces(&name).len(), 12);

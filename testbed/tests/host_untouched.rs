@@ -9,13 +9,19 @@ use std::process::Command;
 use common::*;
 
 fn host() -> [String; 4] {
-    let ipt = Command::new("iptables-save").output().map(|o| String::from_utf8_lossy(&o.stdout).to_string());
+    let ipt = Command::new("iptables-save")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).to_string());
     [
         run(Command::new("ip").args(["netns", "list"])),
         run(Command::new("ip").args(["-d", "link"])),
         run(Command::new("ip").args(["route", "show", "table", "all"])),
         // iptables-save prints dates in comments; compare the rules.
-        ipt.unwrap_or_default().lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join("\n"),
+        ipt.unwrap_or_default()
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .collect::<Vec<_>>()
+            .join("\n"),
     ]
 }
 
@@ -26,10 +32,21 @@ fn up_then_down_leaves_the_host_exactly_as_it_was() {
     }
     let before = host();
     let name = unique_name("host");
-    let out = run(testbed_bin().args(["up", &repo().join("scenarios/two-nodes.yaml").display().to_string(), "--name", &name]));
+    let out = run(testbed_bin().args([
+        "up",
+        &repo()
+            .join("scenarios/two-nodes.yaml")
+            .display()
+            .to_string(),
+        "--name",
+        &name,
+    ]));
     assert!(out.contains("ready in"));
     let during = host();
-    assert_ne!(during[0], before[0], "the testbed's namespaces are listed while it runs");
+    assert_ne!(
+        during[0], before[0],
+        "the testbed's namespaces are listed while it runs"
+    );
     assert_eq!(during[1], before[1], "no link is made on the host");
     run(testbed_bin().args(["down", &name]));
     assert_eq!(host(), before);

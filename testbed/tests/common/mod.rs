@@ -29,11 +29,18 @@ pub fn root() -> bool {
 /// A testbed name no other test (or test run) uses at the same time.
 pub fn unique_name(what: &str) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
-    format!("t{}-{}-{what}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "t{}-{}-{what}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 pub fn scenario(file: &str) -> Scenario {
@@ -49,7 +56,8 @@ pub fn runtime() -> tokio::runtime::Runtime {
 }
 
 pub fn up(rt: &tokio::runtime::Runtime, name: &str, s: &Scenario) -> Testbed {
-    rt.block_on(Testbed::up(name, s, None)).expect("the testbed comes up")
+    rt.block_on(Testbed::up(name, s, None))
+        .expect("the testbed comes up")
 }
 
 /// Runs `f` on a thread inside the namespace `netns`: sockets it opens stay there.
@@ -68,7 +76,9 @@ pub fn in_netns<T: Send>(netns: &str, f: impl FnOnce() -> T + Send) -> T {
 /// A TCP server in `netns` that answers each connection with `reply` and the address
 /// it saw the client come from.
 pub fn serve(netns: &str, port: u16, reply: &str) -> SocketAddr {
-    let listener = in_netns(netns, || TcpListener::bind(("0.0.0.0", port)).expect("bind"));
+    let listener = in_netns(netns, || {
+        TcpListener::bind(("0.0.0.0", port)).expect("bind")
+    });
     let addr = listener.local_addr().unwrap();
     let reply = reply.to_string();
     std::thread::spawn(move || {
@@ -83,7 +93,9 @@ pub fn serve(netns: &str, port: u16, reply: &str) -> SocketAddr {
 
 /// Connects from `netns` to `to` and returns what the server said.
 pub fn ask(netns: &str, to: SocketAddr) -> std::io::Result<String> {
-    let mut stream = in_netns(netns, || TcpStream::connect_timeout(&to, Duration::from_secs(3)))?;
+    let mut stream = in_netns(netns, || {
+        TcpStream::connect_timeout(&to, Duration::from_secs(3))
+    })?;
     stream.set_read_timeout(Some(Duration::from_secs(3)))?;
     let mut out = String::new();
     stream.read_to_string(&mut out)?;

@@ -55,6 +55,16 @@ impl Testbed {
         scenario: &Scenario,
         source: Option<PathBuf>,
     ) -> Result<Testbed, UpError> {
+        Self::up_with_progress(name, scenario, source, &|_| {}).await
+    }
+
+    /// [`Testbed::up`], telling `progress` how many pods are ready as they become so.
+    pub async fn up_with_progress(
+        name: &str,
+        scenario: &Scenario,
+        source: Option<PathBuf>,
+        progress: &(dyn Fn(usize) + Sync),
+    ) -> Result<Testbed, UpError> {
         if let Err(why) = names::check_dns1123_label(name, names::TESTBED_NAME_MAX) {
             return Err(UpError::BadName {
                 name: name.into(),
@@ -78,7 +88,7 @@ impl Testbed {
             times: BuildTimes::default(),
         };
         // From here on, dropping `tb` (an error below, or a panic) removes what was made.
-        tb.times = topology::build(tb.plan(), &state::dir(name).join("etc"))
+        tb.times = topology::build(tb.plan(), &state::dir(name).join("etc"), progress)
             .await
             .map_err(|source| UpError::Build {
                 name: name.into(),

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use tokio::signal::unix::{signal, SignalKind};
 
-use super::up::{Ready, READY};
+use super::up::{Ready, PROGRESS, READY};
 use crate::lifecycle::Testbed;
 use crate::scenario;
 use crate::state;
@@ -25,7 +25,15 @@ pub(super) fn run(file: &Path, name: &str) -> Result<ExitCode> {
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let mut hup = signal(SignalKind::hangup())?;
-        let tb = Testbed::up(name, &scenario, Some(file.to_path_buf())).await?;
+        let pods = scenario.pods.len();
+        let step = (pods / 50).max(1);
+        let progress = move |wired: usize| {
+            if wired % step == 0 || wired == pods {
+                println!("{PROGRESS}{wired} {pods}");
+            }
+        };
+        let tb =
+            Testbed::up_with_progress(name, &scenario, Some(file.to_path_buf()), &progress).await?;
         let t = &tb.times;
         let ready = Ready {
             nodes_ms: t.nodes.as_secs_f64() * 1e3,

@@ -23,6 +23,8 @@ pub(super) struct Ready {
 }
 
 pub(super) const READY: &str = "READY ";
+/// `PROGRESS <pods wired> <pods>`, now and then during a bring-up.
+pub(super) const PROGRESS: &str = "PROGRESS ";
 
 pub(super) fn up(file: &Path, name: Option<String>) -> Result<ExitCode> {
     let start = Instant::now();
@@ -54,14 +56,41 @@ pub(super) fn up(file: &Path, name: Option<String>) -> Result<ExitCode> {
     }
     let mut child = cmd.spawn().context("start the testbed process")?;
     let stdout = child.stdout.take().expect("piped stdout");
+    forward_interrupts(child.id());
     let mut ready = None;
+    let bar = indicatif::ProgressBar::hidden();
     for line in BufReader::new(stdout).lines() {
         let line = line.context("read from the testbed process")?;
+        if let Some((done, total)) = line
+            .strip_prefix(PROGRESS)
+            .and_then(|p| p.split_once(' '))
+            .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)))
+        {
+            if bar.is_hidden() && total >= 100 {
+                bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{spinner} pods {pos}/{len} {wide_bar} {elapsed}",
+                    )
+                    .expect("valid template"),
+                );
+            }
+            bar.set_length(total);
+            bar.set_position(done);
+            continue;
+        }
         if let Some(json) = line.strip_prefix(READY) {
+            bar.finish_and_clear();
             ready = Some(serde_json::from_str::<Ready>(json).context("read the ready report")?);
             break;
         }
         println!("{line}");
+    }
+    if INTERRUPTED.load(std::sync::atomic::Ordering::Relaxed) {
+        bar.finish_and_clear();
+        child.wait().context("wait for the testbed process")?;
+        eprintln!("interrupted: testbed {name} was stopped and everything it made removed");
+        return Ok(ExitCode::from(130));
     }
     let Some(ready) = ready else {
         let status = child.wait().context("wait for the testbed process")?;
@@ -70,6 +99,36 @@ pub(super) fn up(file: &Path, name: Option<String>) -> Result<ExitCode> {
     let record = Record::load(&name).context("read the testbed's record")?;
     print_ready(&record.plan, &ready, start.elapsed(), record.pid);
     Ok(ExitCode::SUCCESS)
+}
+
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Ctrl-C (or a hang-up) while `up` waits stops the bring-up: the background process
+/// gets SIGTERM, removes what it made, and exits.
+fn forward_interrupts(child: u32) {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    use std::sync::atomic::{AtomicI32, Ordering};
+    static CHILD: AtomicI32 = AtomicI32::new(0);
+    extern "C" fn forward(_: libc::c_int) {
+        INTERRUPTED.store(true, Ordering::Relaxed);
+        let pid = CHILD.load(Ordering::Relaxed);
+        if pid > 0 {
+            // kill(2) is async-signal-safe.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+    }
+    CHILD.store(child as i32, Ordering::Relaxed);
+    let action = SigAction::new(
+        SigHandler::Handler(forward),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for sig in [Signal::SIGINT, Signal::SIGHUP, Signal::SIGTERM] {
+        // Safe: the handler only reads an atomic and calls kill(2).
+        unsafe {
+            let _ = sigaction(sig, &action);
+        }
+    }
 }
 
 fn print_ready(plan: &Plan, ready: &Ready, wall: Duration, pid: u32) {

@@ -98,7 +98,13 @@ type Sysctls = &'static [(&'static str, &'static str)];
 /// shares (its `resolv.conf`) go in `shared_etc/<namespace>/`, and each pod's
 /// `/etc/netns/<netns>` links there. On failure some of it may exist: the caller
 /// removes it with [`teardown`], which tolerates what is missing.
-pub async fn build(plan: &Plan, shared_etc: &Path) -> Result<BuildTimes, TopologyError> {
+///
+/// `progress` is told how many pods are wired each time one more is.
+pub async fn build(
+    plan: &Plan,
+    shared_etc: &Path,
+    progress: &(dyn Fn(usize) + Sync),
+) -> Result<BuildTimes, TopologyError> {
     let start = Instant::now();
     netns::init()?;
     write_shared_etc(plan, shared_etc)?;
@@ -138,8 +144,12 @@ pub async fn build(plan: &Plan, shared_etc: &Path) -> Result<BuildTimes, Topolog
                     }
                 })
                 .buffer_unordered(PODS_IN_FLIGHT)
-                .try_for_each(|_| futures::future::ready(Ok(())))
+                .try_fold(0, |wired, _| {
+                    progress(wired + 1);
+                    futures::future::ready(Ok(wired + 1))
+                })
                 .await
+                .map(|_| ())
         }
         Err(e) => Err(e),
     };

@@ -28,7 +28,7 @@ pub(super) fn run(file: &Path, name: &str) -> Result<ExitCode> {
         let pods = scenario.pods.len();
         let step = (pods / 50).max(1);
         let progress = move |wired: usize| {
-            if wired % step == 0 || wired == pods {
+            if wired.is_multiple_of(step) || wired == pods {
                 println!("{PROGRESS}{wired} {pods}");
             }
         };

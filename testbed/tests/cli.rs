@@ -58,7 +58,7 @@ fn up_exec_tcp_across_nodes_and_down() {
     assert!(String::from_utf8_lossy(&node.stdout).contains("10.244.2.1/24"));
 
     // A real TCP connection between pods on different nodes, with nc on both ends.
-    let mut server = testbed_bin()
+    let server = testbed_bin()
         .args([
             "exec",
             "--testbed",

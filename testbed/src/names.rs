@@ -36,6 +36,11 @@ pub fn node_netns(testbed: &str, node: &str) -> String {
     format!("{PREFIX}.{testbed}.{node}")
 }
 
+/// ```
+/// use testbed::names;
+/// assert_eq!(names::pod_netns("demo", "default", "web-1"), "tb.demo.default.web-1");
+/// assert!(names::netns_belongs_to("tb.demo.default.web-1", "demo"));
+/// ```
 pub fn pod_netns(testbed: &str, namespace: &str, pod: &str) -> String {
     format!("{PREFIX}.{testbed}.{namespace}.{pod}")
 }

@@ -67,6 +67,21 @@ pub struct PodPlan {
 
 impl Plan {
     /// Plans a checked scenario as testbed `testbed`.
+    ///
+    /// ```
+    /// use testbed::plan::Plan;
+    /// use testbed::scenario::{Cluster, PodDecl, Scenario};
+    ///
+    /// let s = Scenario {
+    ///     name: "demo".into(),
+    ///     description: String::new(),
+    ///     cluster: Cluster::with_nodes(2),
+    ///     pods: vec![PodDecl::new("a"), PodDecl::new("b")],
+    /// };
+    /// let plan = Plan::new("demo", &s);
+    /// assert_eq!(plan.pod("a").unwrap().ip.to_string(), "10.244.1.2");
+    /// assert_eq!(plan.pod("b").unwrap().node, "node-2");
+    /// ```
     pub fn new(testbed: &str, scenario: &Scenario) -> Plan {
         let c = &scenario.cluster;
         let gateway = nth_host(c.node_network, 1);

@@ -248,4 +248,12 @@ fn malformed_scenarios_get_a_file_and_line_and_create_nothing() {
         );
     }
     std::fs::remove_dir_all(dir).unwrap();
+
+    let bad_name = testbed_bin()
+        .args(["up", &two_nodes(), "--name", "Not_A_Label"])
+        .output()
+        .unwrap();
+    assert_eq!(bad_name.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad_name.stderr)
+        .contains("testbed name \"Not_A_Label\" contains 'N'"));
 }

@@ -30,6 +30,9 @@ pub(super) fn up(file: &Path, name: Option<String>) -> Result<ExitCode> {
     let start = Instant::now();
     let scenario = scenario::load(file).map_err(|e| anyhow::anyhow!("{e}"))?;
     let name = name.unwrap_or_else(|| scenario.name.clone());
+    if let Err(why) = crate::names::check_dns1123_label(&name, crate::names::TESTBED_NAME_MAX) {
+        bail!("testbed name {name:?} {why}");
+    }
     if let Ok(r) = Record::load(&name) {
         if r.alive() {
             bail!("a testbed named {name} is already running (pid {}); stop it with `testbed down {name}` or pick another --name", r.pid);

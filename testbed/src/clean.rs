@@ -17,6 +17,7 @@ pub struct Cleaned {
 
 /// Cleans every dead testbed; returns what was removed.
 pub fn clean_dead() -> Vec<Cleaned> {
+    state::remove_dead_asides();
     state::names()
         .into_iter()
         .filter(|name| !Record::load(name).is_ok_and(|r| r.alive()))

@@ -54,11 +54,26 @@ impl Record {
         }
     }
 
-    /// Claims the name: fails if a record for it exists already.
+    /// Claims the name: fails if a record for it exists already. The record appears
+    /// whole (written aside, then renamed into place), so `testbed clean` never sees a
+    /// half-written one.
     pub fn create(&self) -> io::Result<()> {
         std::fs::create_dir_all(STATE_DIR)?;
-        std::fs::create_dir(dir(&self.name))?;
-        self.save()
+        let aside = Path::new(STATE_DIR).join(format!(".new-{}-{}", self.name, self.pid));
+        let _ = std::fs::remove_dir_all(&aside);
+        std::fs::create_dir(&aside)?;
+        std::fs::write(aside.join(RECORD), serde_json::to_vec_pretty(self)?)?;
+        if dir(&self.name).exists() {
+            let _ = std::fs::remove_dir_all(&aside);
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} exists", dir(&self.name).display()),
+            ));
+        }
+        // rename(2) refuses to replace a non-empty directory: a record made meanwhile wins.
+        std::fs::rename(&aside, dir(&self.name)).inspect_err(|_| {
+            let _ = std::fs::remove_dir_all(&aside);
+        })
     }
 
     pub fn save(&self) -> io::Result<()> {
@@ -83,6 +98,27 @@ pub fn remove(name: &str) {
     let _ = std::fs::remove_dir_all(dir(name));
 }
 
+/// Removes records that a process began writing (`.new-<name>-<pid>`) and died
+/// before it could rename them into place.
+pub fn remove_dead_asides() {
+    let Ok(rd) = std::fs::read_dir(STATE_DIR) else {
+        return;
+    };
+    for entry in rd.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        let Some(pid) = name
+            .strip_prefix(".new-")
+            .and_then(|rest| rest.rsplit('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if process_start(pid).is_none() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 /// Names of every recorded testbed (running or not), sorted.
 pub fn names() -> Vec<String> {
     let Ok(rd) = std::fs::read_dir(STATE_DIR) else {
@@ -92,6 +128,7 @@ pub fn names() -> Vec<String> {
         .filter_map(|e| e.ok())
         .filter(|e| e.path().is_dir())
         .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| !n.starts_with('.'))
         .collect();
     v.sort();
     v

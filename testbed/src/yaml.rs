@@ -377,6 +377,15 @@ mod tests {
     }
 
     #[test]
+    fn each_document_has_its_own_positions() {
+        let docs = load_all("a: 1\n---\nb:\n  c: 2\n").unwrap();
+        assert_eq!(docs.len(), 2);
+        assert_eq!(docs[0].1.find("a"), Some(Pos { line: 1, col: 4 }));
+        assert_eq!(docs[1].1.find("b.c"), Some(Pos { line: 4, col: 6 }));
+        assert_eq!(docs[1].1.exact("a"), None);
+    }
+
+    #[test]
     fn empty_and_multiple_documents() {
         assert!(load("").unwrap_err().message.contains("empty"));
         assert!(load("a: 1\n---\nb: 2\n")

@@ -284,29 +284,17 @@ async fn build_node(
     };
     let fabric = &ns[&plan.fabric.netns];
     let me = &ns[&node.netns];
-    links::add_veth_to_bridge(
-        &fabric.netlink,
-        VethEnd {
-            name: &node.fabric_port,
-            mac: names::mac_for(MacKind::Port, node.ip),
-        },
-        underlay,
-        VethEnd {
-            name: names::ETH0,
-            mac: names::mac_for(MacKind::Owner, node.ip),
-        },
-        me.file.as_raw_fd(),
-    )
-    .await
-    .map_err(fail)?;
-    let nl = &me.netlink;
-    links::set_up(nl, 1, "lo").await.map_err(fail)?;
-    let eth0 = links::index_of(nl, names::ETH0).await.map_err(fail)?;
-    links::set_up(nl, eth0, "eth0").await.map_err(fail)?;
-    let prefix = plan.fabric.network.prefix_len();
-    links::add_address(nl, eth0, node.ip, prefix, "eth0")
+    let eth0 = Eth0 {
+        ip: node.ip,
+        prefix_len: plan.fabric.network.prefix_len(),
+        // The default route covers the service CIDR too, so traffic that starts in
+        // the node reaches netfilter instead of failing with "network unreachable".
+        gateway: plan.fabric.gateway,
+    };
+    plug(fabric, underlay, &node.fabric_port, me, &eth0)
         .await
         .map_err(fail)?;
+    let nl = &me.netlink;
     let cbr0 = links::add_bridge(
         nl,
         names::NODE_BRIDGE,
@@ -323,17 +311,53 @@ async fn build_node(
     )
     .await
     .map_err(fail)?;
-    // The default route covers the service CIDR too, so traffic that starts in the
-    // node reaches netfilter instead of failing with "network unreachable".
-    links::add_route(nl, None, plan.fabric.gateway)
-        .await
-        .map_err(fail)?;
     for r in &node.routes {
         links::add_route(nl, Some(r.to), r.via)
             .await
             .map_err(fail)?;
     }
     Ok(cbr0)
+}
+
+/// The address of a namespace's `eth0` and its default gateway.
+struct Eth0 {
+    ip: std::net::Ipv4Addr,
+    prefix_len: u8,
+    gateway: std::net::Ipv4Addr,
+}
+
+/// Plugs namespace `me` into `bridge` of namespace `upstream`: a veth pair with `port`
+/// on the bridge and `eth0` in `me`, then `lo` and `eth0` up, the address and the
+/// default route. Like `ip link add PORT master BRIDGE type veth peer name eth0 netns
+/// ME; ip -n ME link set lo up; ip -n ME link set eth0 up; ip -n ME addr add IP/LEN
+/// dev eth0; ip -n ME route add default via GATEWAY`.
+async fn plug(
+    upstream: &OpenNs,
+    bridge: u32,
+    port: &str,
+    me: &OpenNs,
+    eth0: &Eth0,
+) -> Result<(), LinkError> {
+    links::add_veth_to_bridge(
+        &upstream.netlink,
+        VethEnd {
+            name: port,
+            mac: names::mac_for(MacKind::Port, eth0.ip),
+        },
+        bridge,
+        VethEnd {
+            name: names::ETH0,
+            mac: names::mac_for(MacKind::Owner, eth0.ip),
+        },
+        me.file.as_raw_fd(),
+    )
+    .await?;
+    let nl = &me.netlink;
+    links::set_up(nl, 1, "lo").await?;
+    let index = links::index_of(nl, names::ETH0).await?;
+    links::set_up(nl, index, names::ETH0).await?;
+    links::add_address(nl, index, eth0.ip, eth0.prefix_len, names::ETH0).await?;
+    links::add_route(nl, None, eth0.gateway).await
 }
 
 /// A pod: a veth from its node's `cbr0` into its namespace, its address and default route.
@@ -347,29 +371,12 @@ async fn build_pod(
         pod: format!("{}/{}", pod.namespace, pod.name),
         source,
     };
-    links::add_veth_to_bridge(
-        &node.netlink,
-        VethEnd {
-            name: &pod.host_veth,
-            mac: names::mac_for(MacKind::Port, pod.ip),
-        },
-        cbr0,
-        VethEnd {
-            name: names::ETH0,
-            mac: names::mac_for(MacKind::Owner, pod.ip),
-        },
-        me.file.as_raw_fd(),
-    )
-    .await
-    .map_err(fail)?;
-    let nl = &me.netlink;
-    links::set_up(nl, 1, "lo").await.map_err(fail)?;
-    let eth0 = links::index_of(nl, names::ETH0).await.map_err(fail)?;
-    links::set_up(nl, eth0, "eth0").await.map_err(fail)?;
-    links::add_address(nl, eth0, pod.ip, pod.prefix_len, "eth0")
-        .await
-        .map_err(fail)?;
-    links::add_route(nl, None, pod.gateway)
+    let eth0 = Eth0 {
+        ip: pod.ip,
+        prefix_len: pod.prefix_len,
+        gateway: pod.gateway,
+    };
+    plug(node, cbr0, &pod.host_veth, me, &eth0)
         .await
         .map_err(fail)?;
     Ok(())

@@ -1,13 +1,14 @@
-//! `testbed clean`: removes what killed testbeds left, and only that.
+//! Removing a testbed: at `testbed down`, on any exit of the testbed's process, and
+//! by `testbed clean` for the ones whose process was killed.
 //!
-//! A testbed is dead when its record names a process that is gone. Its namespaces are
-//! found through the plan in its record and, for anything made outside the plan, by its
-//! prefix (`tb.<name>` and `tb.<name>.*`). Live testbeds are never touched.
+//! Everything a testbed makes carries its name: namespaces `tb.<name>` and
+//! `tb.<name>.*` with their `/etc/netns` entries, and the record `/run/testbed/<name>`.
+//! Removal goes by those names, so it finds what a killed process left as well as what
+//! a plan lists, and never touches another testbed's or anything else.
 
 use crate::names;
 use crate::netns;
 use crate::state::{self, Record};
-use crate::topology;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cleaned {
@@ -15,42 +16,32 @@ pub struct Cleaned {
     pub namespaces: usize,
 }
 
-/// Cleans every dead testbed; returns what was removed.
+/// Cleans every testbed whose process is gone; returns what was removed.
 pub fn clean_dead() -> Vec<Cleaned> {
     state::remove_dead_asides();
     state::names()
         .into_iter()
         .filter(|name| !Record::load(name).is_ok_and(|r| r.alive()))
-        .map(|name| clean_one(&name))
+        .map(|name| Cleaned {
+            namespaces: remove_testbed(&name),
+            name,
+        })
         .collect()
 }
 
-/// Removes everything of testbed `name`, whose process must be gone.
-pub fn clean_one(name: &str) -> Cleaned {
-    let mut namespaces = 0;
-    if let Ok(record) = Record::load(name) {
-        namespaces += topology::teardown(&record.plan);
+/// Removes every namespace, `/etc/netns` entry and the record of testbed `name`.
+/// Returns how many namespaces there were. Its process must be gone or be the caller.
+pub fn remove_testbed(name: &str) -> usize {
+    let mine: Vec<String> = netns::list()
+        .into_iter()
+        .filter(|ns| names::netns_belongs_to(ns, name))
+        .collect();
+    let removed = netns::remove_all(&mine);
+    for entry in netns::list_etc() {
+        if names::netns_belongs_to(&entry, name) {
+            netns::remove_etc(&entry);
+        }
     }
-    namespaces += sweep_prefix(name);
     state::remove(name);
-    Cleaned {
-        name: name.into(),
-        namespaces,
-    }
-}
-
-/// Removes the namespaces and `/etc/netns` entries named for testbed `name`.
-pub fn sweep_prefix(name: &str) -> usize {
-    let mut removed = 0;
-    for ns in netns::list() {
-        if names::netns_belongs_to(&ns, name) && netns::remove(&ns) {
-            removed += 1;
-        }
-    }
-    for ns in netns::list_etc() {
-        if names::netns_belongs_to(&ns, name) {
-            netns::remove_etc(&ns);
-        }
-    }
     removed
 }

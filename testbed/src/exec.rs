@@ -11,16 +11,44 @@ use std::ffi::CString;
 use std::fs::File;
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::Context;
+use nix::errno::Errno;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
 
 use crate::netns;
 
+/// Why `exec_in` returned.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// Entering the namespace or preparing its view failed.
+    #[error(transparent)]
+    Setup(#[from] anyhow::Error),
+    /// The command itself could not be started.
+    #[error("cannot run {program:?}: {}", errno.desc())]
+    Run { program: String, errno: Errno },
+}
+
+impl ExecError {
+    /// The shell's exit code for a command that could not run: 127 when it was not
+    /// found, 126 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ExecError::Run {
+                errno: Errno::ENOENT,
+                ..
+            } => 127,
+            _ => 126,
+        }
+    }
+}
+
 /// Enters `netns_name` and executes `argv`; returns only on failure.
-pub fn exec_in(netns_name: &str, argv: &[String]) -> Result<Infallible> {
+pub fn exec_in(netns_name: &str, argv: &[String]) -> Result<Infallible, ExecError> {
     let Some(program) = argv.first() else {
-        bail!("no command given: testbed exec POD -- COMMAND [ARGS...]");
+        return Err(
+            anyhow::anyhow!("no command given: testbed exec POD -- COMMAND [ARGS...]").into(),
+        );
     };
     let file = File::open(netns::netns_path(netns_name))
         .with_context(|| format!("open network namespace {netns_name}"))?;
@@ -68,6 +96,9 @@ pub fn exec_in(netns_name: &str, argv: &[String]) -> Result<Infallible> {
         .map(|a| CString::new(a.as_bytes()))
         .collect::<Result<_, _>>()
         .context("an argument contains a NUL byte")?;
-    let err = nix::unistd::execvp(&args[0], &args).unwrap_err();
-    bail!("cannot run {program:?}: {}", err.desc())
+    let errno = nix::unistd::execvp(&args[0], &args).unwrap_err();
+    Err(ExecError::Run {
+        program: program.clone(),
+        errno,
+    })
 }

@@ -5,7 +5,6 @@ use std::time::{Duration, Instant};
 
 use crate::clean;
 use crate::names;
-use crate::netns;
 use crate::plan::Plan;
 use crate::scenario::{self, Scenario};
 use crate::state::{self, Record};
@@ -65,12 +64,7 @@ impl Testbed {
         source: Option<PathBuf>,
         progress: &(dyn Fn(usize) + Sync),
     ) -> Result<Testbed, UpError> {
-        if let Err(why) = names::check_dns1123_label(name, names::TESTBED_NAME_MAX) {
-            return Err(UpError::BadName {
-                name: name.into(),
-                why,
-            });
-        }
+        check_name(name)?;
         let problems = scenario::check(scenario);
         if !problems.is_empty() {
             return Err(UpError::Invalid(problems));
@@ -113,10 +107,7 @@ impl Testbed {
     fn teardown(&mut self) -> Teardown {
         let start = Instant::now();
         self.torn_down = true;
-        let namespaces = topology::teardown(&self.record.plan);
-        // Anything else of this testbed found by its prefix (made outside the plan).
-        clean::sweep_prefix(&self.record.name);
-        state::remove(&self.record.name);
+        let namespaces = clean::remove_testbed(&self.record.name);
         Teardown {
             namespaces,
             took: start.elapsed(),
@@ -132,19 +123,28 @@ impl Drop for Testbed {
     }
 }
 
+/// Checks that `name` can name a testbed (it is part of every namespace's name).
+pub fn check_name(name: &str) -> Result<(), UpError> {
+    names::check_dns1123_label(name, names::TESTBED_NAME_MAX).map_err(|why| UpError::BadName {
+        name: name.into(),
+        why,
+    })
+}
+
+/// The process of the running testbed `name`, if one runs.
+pub fn running(name: &str) -> Option<u32> {
+    Record::load(name).ok().filter(|r| r.alive()).map(|r| r.pid)
+}
+
 /// Makes sure `name` is free: a running testbed keeps it, a dead one's leftovers are
 /// removed first.
 fn claim(name: &str) -> Result<(), UpError> {
-    if let Ok(record) = Record::load(name) {
-        if record.alive() {
-            return Err(UpError::Running {
-                name: name.into(),
-                pid: record.pid,
-            });
-        }
+    if let Some(pid) = running(name) {
+        return Err(UpError::Running {
+            name: name.into(),
+            pid,
+        });
     }
-    if state::dir(name).exists() || netns::exists(&names::fabric_netns(name)) {
-        clean::clean_one(name);
-    }
+    clean::remove_testbed(name);
     Ok(())
 }

@@ -65,10 +65,6 @@ pub fn netns_path(name: &str) -> PathBuf {
     Path::new(NETNS_DIR).join(name)
 }
 
-pub fn exists(name: &str) -> bool {
-    netns_path(name).exists()
-}
-
 /// Makes `/run/netns` exist and be a shared mount point, as `ip netns add` does.
 pub fn init() -> Result<(), NetnsError> {
     netns_rs::DefaultEnv
@@ -130,13 +126,7 @@ pub fn create_on_this_thread(
                 }
             })?;
         }
-        let _guard = rt.enter();
-        let (conn, netlink, _) =
-            rtnetlink::new_connection().map_err(|source| NetnsError::Netlink {
-                name: name.into(),
-                source,
-            })?;
-        rt.spawn(conn);
+        let netlink = connect_here(name, rt)?;
         let file = File::open(&path).map_err(|e| io_err("open it", e))?;
         Ok(OpenNs {
             name: name.into(),
@@ -169,18 +159,23 @@ pub fn open_netlink(
                 what: "enter it".into(),
                 source: e.into(),
             })?;
-            let _guard = rt.enter();
-            let (conn, handle, _) =
-                rtnetlink::new_connection().map_err(|source| NetnsError::Netlink {
-                    name: name.into(),
-                    source,
-                })?;
-            rt.spawn(conn);
-            Ok(handle)
+            connect_here(name, rt)
         })
         .join()
         .expect("the netlink thread does not panic")
     })
+}
+
+/// Opens a netlink connection in the namespace of the calling thread (`name`, for
+/// errors), registered with and driven by `rt`.
+fn connect_here(name: &str, rt: &tokio::runtime::Handle) -> Result<rtnetlink::Handle, NetnsError> {
+    let _guard = rt.enter();
+    let (conn, handle, _) = rtnetlink::new_connection().map_err(|source| NetnsError::Netlink {
+        name: name.into(),
+        source,
+    })?;
+    rt.spawn(conn);
+    Ok(handle)
 }
 
 /// Runs `f` on every item on `threads` dedicated OS threads, keeping the input order.
@@ -209,17 +204,33 @@ pub fn on_dedicated_threads<T: Sync, R: Send>(
         .collect()
 }
 
-/// Removes the namespace `name` and its `/etc/netns` files; true if it was there.
+/// Removes the namespace `name` and its `/etc/netns` entry; true if it was there.
 /// Equivalent to `ip netns delete NAME`. The kernel frees the namespace, and every
 /// interface in it, once no process is left inside.
 pub fn remove(name: &str) -> bool {
+    remove_etc(name);
+    unmount(name)
+}
+
+fn unmount(name: &str) -> bool {
     let path = netns_path(name);
     // MNT_DETACH: a lazy unmount never fails because a process still uses the file.
     let mounted = umount2(&path, MntFlags::MNT_DETACH).is_ok();
     let existed = std::fs::remove_file(&path).is_ok();
-    remove_etc(name);
     mounted || existed
 }
+
+/// Removes the namespaces `names` (not their `/etc/netns` entries) a few at a time;
+/// returns how many were there.
+pub fn remove_all(names: &[String]) -> usize {
+    on_dedicated_threads(names, REMOVE_THREADS, |name| unmount(name))
+        .into_iter()
+        .filter(|removed| *removed)
+        .count()
+}
+
+/// Unmounting is mostly serialised by the kernel; a few threads still help.
+const REMOVE_THREADS: usize = 4;
 
 /// Names of the namespaces in `/run/netns`.
 pub fn list() -> Vec<String> {

@@ -18,6 +18,9 @@ pub struct Plan {
     pub nodes: Vec<NodePlan>,
     pub pods: Vec<PodPlan>,
     pub service_cidr: Ipv4Net,
+    /// The cluster DNS Service's address, the 10th of the service CIDR (10.96.0.10 by
+    /// default), which every pod's resolv.conf names.
+    pub dns_ip: Ipv4Addr,
 }
 
 /// The underlay: a bridge in a namespace of its own, the nodes' gateway.
@@ -145,6 +148,7 @@ impl Plan {
             nodes,
             pods,
             service_cidr: c.service_cidr,
+            dns_ip: nth_host(c.service_cidr, DNS_HOST),
         }
     }
 
@@ -199,6 +203,9 @@ pub fn place(cluster: &Cluster, pods: &[PodDecl]) -> Vec<usize> {
         .collect()
 }
 
+/// The cluster DNS is the 10th address of the service CIDR, as kubeadm sets it up.
+pub const DNS_HOST: u32 = 10;
+
 /// How many pods fit on one node: the subnet's hosts minus the gateway.
 pub fn pods_per_node(cluster: &Cluster) -> u64 {
     let bits = 32 - u32::from(cluster.node_cidr_mask_size.min(32));
@@ -244,6 +251,7 @@ mod tests {
     fn node_addresses_follow_kind_and_kubenet() {
         let plan = Plan::new("demo", &scenario(2, vec![]));
         assert_eq!(plan.fabric.gateway, Ipv4Addr::new(172, 18, 0, 1));
+        assert_eq!(plan.dns_ip, Ipv4Addr::new(10, 96, 0, 10));
         let n1 = &plan.nodes[0];
         assert_eq!(n1.netns, "tb.demo.node-1");
         assert_eq!(n1.ip, Ipv4Addr::new(172, 18, 0, 2));

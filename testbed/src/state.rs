@@ -76,12 +76,6 @@ impl Record {
         })
     }
 
-    pub fn save(&self) -> io::Result<()> {
-        let tmp = dir(&self.name).join(".state.json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)?;
-        std::fs::rename(tmp, dir(&self.name).join(RECORD))
-    }
-
     pub fn load(name: &str) -> io::Result<Record> {
         let bytes = std::fs::read(dir(name).join(RECORD))?;
         serde_json::from_slice(&bytes).map_err(io::Error::other)

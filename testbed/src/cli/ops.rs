@@ -21,27 +21,20 @@ pub(super) fn down(name: Option<String>) -> Result<ExitCode> {
         None => super::pick_testbed(None)?,
     };
     let start = Instant::now();
+    if !state::dir(&name).exists() {
+        bail!("no testbed named {name} (see `testbed ls`)");
+    }
     let record = match Record::load(&name) {
-        Ok(r) => r,
-        Err(_) if state::dir(&name).exists() => {
-            let c = clean::clean_one(&name);
+        Ok(r) if r.alive() => r,
+        _ => {
+            let namespaces = clean::remove_testbed(&name);
             println!(
-                "testbed {name} had no readable record; removed {} namespaces",
-                c.namespaces
+                "testbed {name} was not running (killed?); removed its {namespaces} namespaces in {}",
+                super::ms(start.elapsed())
             );
             return Ok(ExitCode::SUCCESS);
         }
-        Err(_) => bail!("no testbed named {name} (see `testbed ls`)"),
     };
-    if !record.alive() {
-        let c = clean::clean_one(&name);
-        println!(
-            "testbed {name} was not running (killed?); removed its {} namespaces in {}",
-            c.namespaces,
-            super::ms(start.elapsed())
-        );
-        return Ok(ExitCode::SUCCESS);
-    }
     kill(Pid::from_raw(record.pid as i32), Signal::SIGTERM)
         .with_context(|| format!("stop testbed {name} (pid {})", record.pid))?;
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -57,7 +50,7 @@ pub(super) fn down(name: Option<String>) -> Result<ExitCode> {
     }
     // The process removes its record last; if it died half-way, finish its work.
     if state::dir(&name).exists() {
-        clean::clean_one(&name);
+        clean::remove_testbed(&name);
     }
     println!(
         "testbed {name} down: {} nodes, {} pods removed in {}",
@@ -168,32 +161,26 @@ pub(super) fn exec(testbed: Option<String>, target: &str, command: &[String]) ->
     let plan = &record.plan;
     let netns = match target.strip_prefix("node/") {
         Some(node) => plan.node(node).map(|n| n.netns.clone()).ok_or_else(|| {
+            let known: Vec<&str> = plan.nodes.iter().map(|n| n.name.as_str()).collect();
             anyhow!(
                 "testbed {name} has no node {node:?} (nodes: {})",
-                plan.nodes
-                    .iter()
-                    .map(|n| n.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                known.join(", ")
             )
         })?,
         None => plan.pod(target).map(|p| p.netns.clone()).ok_or_else(|| {
+            let known: Vec<&str> = plan.pods.iter().map(|p| p.name.as_str()).collect();
             anyhow!(
                 "testbed {name} has no pod {target:?} (pods: {})",
-                plan.pods
-                    .iter()
-                    .map(|p| p.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                known.join(", ")
             )
         })?,
     };
     match exec::exec_in(&netns, command) {
         Ok(never) => match never {},
+        Err(exec::ExecError::Setup(e)) => Err(e),
         Err(e) => {
-            eprintln!("error: {e:#}");
-            let not_found = e.to_string().contains("No such file");
-            Ok(ExitCode::from(if not_found { 127 } else { 126 }))
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(e.exit_code()))
         }
     }
 }

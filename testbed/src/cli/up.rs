@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::lifecycle;
 use crate::plan::Plan;
 use crate::scenario;
 use crate::state::{self, Record};
@@ -30,13 +31,10 @@ pub(super) fn up(file: &Path, name: Option<String>) -> Result<ExitCode> {
     let start = Instant::now();
     let scenario = scenario::load(file).map_err(|e| anyhow::anyhow!("{e}"))?;
     let name = name.unwrap_or_else(|| scenario.name.clone());
-    if let Err(why) = crate::names::check_dns1123_label(&name, crate::names::TESTBED_NAME_MAX) {
-        bail!("testbed name {name:?} {why}");
-    }
-    if let Ok(r) = Record::load(&name) {
-        if r.alive() {
-            bail!("a testbed named {name} is already running (pid {}); stop it with `testbed down {name}` or pick another --name", r.pid);
-        }
+    // Checked here too, so the answer comes before a process is started.
+    lifecycle::check_name(&name)?;
+    if let Some(pid) = lifecycle::running(&name) {
+        return Err(lifecycle::UpError::Running { name, pid }.into());
     }
     let file = std::fs::canonicalize(file).with_context(|| format!("{}", file.display()))?;
     let exe = std::env::current_exe().context("find the testbed executable")?;

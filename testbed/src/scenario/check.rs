@@ -98,6 +98,16 @@ fn check_cluster(s: &Scenario, out: &mut Vec<Problem>) {
             }
         }
     }
+    if c.service_cidr.prefix_len() > 28 {
+        out.push(problem(
+            "cluster.serviceCIDR",
+            format!(
+                "{} is too small: the cluster DNS takes its {}th address, so it needs at least /28",
+                c.service_cidr,
+                plan::DNS_HOST
+            ),
+        ));
+    }
     let mask = c.node_cidr_mask_size;
     let prefix = c.pod_cidr.prefix_len();
     if mask <= prefix || mask > 30 {

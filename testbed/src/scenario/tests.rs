@@ -92,6 +92,19 @@ fn too_small_ranges() {
 }
 
 #[test]
+fn a_service_cidr_too_small_for_the_dns_address() {
+    assert_eq!(
+        errors("name: demo\ncluster:\n  serviceCIDR: 10.96.0.0/29\n"),
+        ["s.yaml:3:16: cluster.serviceCIDR: 10.96.0.0/29 is too small: the cluster DNS takes its 10th address, so it needs at least /28"]
+    );
+    let s = parse_str("name: demo\ncluster:\n  serviceCIDR: 10.100.0.0/16\n").unwrap();
+    assert_eq!(
+        crate::plan::Plan::new("demo", &s).dns_ip.to_string(),
+        "10.100.0.10"
+    );
+}
+
+#[test]
 fn a_node_name_too_long_for_an_interface() {
     let e = errors("name: demo\ncluster:\n  nodes: [ok, a-very-long-node-name]\n");
     assert_eq!(e.len(), 1);

@@ -31,13 +31,14 @@ const NETNS_THREADS: usize = 4;
 /// How many pods are wired at once over the netlink sockets.
 const PODS_IN_FLIGHT: usize = 64;
 
-/// Pods ask the cluster DNS, as kubelet writes it for `dnsPolicy: ClusterFirst`.
-/// The server itself arrives with the DNS issue; until then queries go unanswered.
-pub fn resolv_conf(namespace: &str) -> String {
+/// Pods ask the cluster DNS at `dns`, as kubelet writes it for `dnsPolicy:
+/// ClusterFirst`. The server itself arrives with the DNS issue; until then queries go
+/// unanswered.
+pub fn resolv_conf(namespace: &str, dns: std::net::Ipv4Addr) -> String {
     format!(
         "# written by testbed for this pod, as kubelet does (dnsPolicy: ClusterFirst)\n\
          search {namespace}.svc.cluster.local svc.cluster.local cluster.local\n\
-         nameserver 10.96.0.10\n\
+         nameserver {dns}\n\
          options ndots:5\n"
     )
 }
@@ -176,7 +177,7 @@ fn write_shared_etc(plan: &Plan, shared_etc: &Path) -> Result<(), TopologyError>
     for k8s_ns in namespaces {
         let dir = shared_etc.join(k8s_ns);
         std::fs::create_dir_all(&dir)
-            .and_then(|_| std::fs::write(dir.join("resolv.conf"), resolv_conf(k8s_ns)))
+            .and_then(|_| std::fs::write(dir.join("resolv.conf"), resolv_conf(k8s_ns, plan.dns_ip)))
             .map_err(|source| TopologyError::Io {
                 path: dir.join("resolv.conf").display().to_string(),
                 source,
@@ -380,14 +381,4 @@ async fn build_pod(
         .await
         .map_err(fail)?;
     Ok(())
-}
-
-/// Removes every namespace of the plan (pods, then nodes, then the fabric) and their
-/// `/etc/netns` files, going on past errors. Returns how many namespaces were there.
-pub fn teardown(plan: &Plan) -> usize {
-    let all: Vec<&str> = plan.all_netns().into_iter().rev().collect();
-    netns::on_dedicated_threads(&all, NETNS_THREADS, |name| netns::remove(name))
-        .into_iter()
-        .filter(|removed| *removed)
-        .count()
 }

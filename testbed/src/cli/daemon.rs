@@ -29,7 +29,7 @@ pub(super) fn run(file: &Path, name: &str) -> Result<ExitCode> {
         let step = (pods / 50).max(1);
         let progress = move |wired: usize| {
             if wired.is_multiple_of(step) || wired == pods {
-                println!("{PROGRESS}{wired} {pods}");
+                report(&format!("{PROGRESS}{wired} {pods}"));
             }
         };
         let tb =
@@ -40,7 +40,7 @@ pub(super) fn run(file: &Path, name: &str) -> Result<ExitCode> {
             pods_ms: t.pods.as_secs_f64() * 1e3,
             total_ms: t.total.as_secs_f64() * 1e3,
         };
-        println!("{READY}{}", serde_json::to_string(&ready)?);
+        report(&format!("{READY}{}", serde_json::to_string(&ready)?));
         detach_output(name)?;
         eprintln!(
             "testbed {name} ready: {} nodes, {} pods in {:.1} ms",
@@ -61,6 +61,14 @@ pub(super) fn run(file: &Path, name: &str) -> Result<ExitCode> {
         );
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// A line for the waiting `up`. If it is gone (killed), the testbed carries on:
+/// `testbed ls` shows it.
+fn report(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|_| out.flush());
 }
 
 /// Once `up` has its answer, stdout and stderr go to the testbed's log.

@@ -95,6 +95,10 @@ pub(super) fn up(file: &Path, name: Option<String>) -> Result<ExitCode> {
     }
     let Some(ready) = ready else {
         let status = child.wait().context("wait for the testbed process")?;
+        // It removes what it made on any error; if it was killed, that is done here.
+        if state::dir(&name).exists() {
+            crate::clean::remove_testbed(&name);
+        }
         bail!("testbed {name} did not come up ({status}); nothing was left behind");
     };
     let record = Record::load(&name).context("read the testbed's record")?;

@@ -6,7 +6,7 @@ use std::os::fd::RawFd;
 
 use futures::TryStreamExt;
 use ipnet::Ipv4Net;
-use rtnetlink::packet_route::link::{InfoData, InfoVeth};
+use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkAttribute};
 use rtnetlink::packet_route::route::RouteProtocol;
 use rtnetlink::{
     Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
@@ -53,21 +53,33 @@ pub async fn add_veth_to_bridge(
     peer: VethEnd<'_>,
     peer_netns: RawFd,
 ) -> Result<(), LinkError> {
-    let peer_msg = LinkMessageBuilder::<LinkUnspec>::new()
-        .name(peer.name.to_string())
-        .address(peer.mac.to_vec())
-        .setns_by_fd(peer_netns)
-        .build();
-    let msg = LinkVeth::new(host.name, peer.name)
-        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)))
-        .address(host.mac.to_vec())
-        .controller(bridge)
-        .up()
-        .build();
+    let peer_msg = one_queue(
+        LinkMessageBuilder::<LinkUnspec>::new()
+            .name(peer.name.to_string())
+            .address(peer.mac.to_vec())
+            .setns_by_fd(peer_netns),
+    )
+    .build();
+    let msg = one_queue(
+        LinkVeth::new(host.name, peer.name)
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)))
+            .address(host.mac.to_vec())
+            .controller(bridge)
+            .up(),
+    )
+    .build();
     nl.link().add(msg).execute().await.map_err(err(format!(
         "create veth pair {} / {}",
         host.name, peer.name
     )))
+}
+
+/// One transmit and one receive queue. A veth otherwise gets one of each per possible
+/// CPU, each with its own sysfs directory made under the rtnl lock; nothing here
+/// spreads a pod's traffic over queues.
+fn one_queue<T>(link: LinkMessageBuilder<T>) -> LinkMessageBuilder<T> {
+    link.append_extra_attribute(LinkAttribute::NumTxQueues(1))
+        .append_extra_attribute(LinkAttribute::NumRxQueues(1))
 }
 
 /// The index of the interface `name` (`ip link show NAME`).

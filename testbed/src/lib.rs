@@ -9,6 +9,7 @@ pub mod manifest;
 pub mod names;
 pub mod netns;
 pub mod plan;
+pub mod proxy;
 pub mod scenario;
 pub mod state;
 pub mod topology;

@@ -1,0 +1,270 @@
+use std::net::SocketAddrV4;
+
+use super::render::{Config, Protocol, ServicePort};
+use super::sync::Proxier;
+use super::tracer::{self, Outcome, Packet, Tables, Verdict};
+
+fn cfg() -> Config {
+    Config {
+        cluster_cidr: Some("10.244.0.0/16".parse().unwrap()),
+    }
+}
+
+fn port(
+    name: &str,
+    port_name: &str,
+    proto: Protocol,
+    ip: &str,
+    port: u16,
+    eps: &[&str],
+) -> ServicePort {
+    ServicePort {
+        namespace: "default".into(),
+        name: name.into(),
+        port_name: port_name.into(),
+        protocol: proto,
+        cluster_ip: ip.parse().unwrap(),
+        port,
+        affinity_seconds: None,
+        endpoints: eps.iter().map(|e| e.parse().unwrap()).collect(),
+    }
+}
+
+/// web: 3 endpoints on two nodes; dns: UDP and TCP ports with names; sticky: ClientIP
+/// affinity; empty: no endpoints.
+fn services() -> Vec<ServicePort> {
+    let mut sticky = port(
+        "sticky",
+        "",
+        Protocol::Tcp,
+        "10.96.0.30",
+        80,
+        &["10.244.1.4:8080", "10.244.2.4:8080"],
+    );
+    sticky.affinity_seconds = Some(10800);
+    vec![
+        port(
+            "web",
+            "",
+            Protocol::Tcp,
+            "10.96.0.20",
+            80,
+            &["10.244.1.3:8080", "10.244.2.3:8080", "10.244.2.5:8080"],
+        ),
+        port(
+            "dns",
+            "dns",
+            Protocol::Udp,
+            "10.96.0.10",
+            53,
+            &["10.244.1.9:53"],
+        ),
+        port(
+            "dns",
+            "dns-tcp",
+            Protocol::Tcp,
+            "10.96.0.10",
+            53,
+            &["10.244.1.9:53"],
+        ),
+        sticky,
+        port("empty", "http", Protocol::Tcp, "10.96.0.40", 80, &[]),
+    ]
+}
+
+fn full_text(ports: &[ServicePort]) -> String {
+    Proxier::new(cfg()).prepare(ports).text
+}
+
+#[test]
+fn full_sync_golden() {
+    insta::with_settings!({snapshot_path => "../../../snapshots", prepend_module_to_snapshot => false}, {
+        insta::assert_snapshot!("proxy-full-sync", full_text(&services()));
+    });
+}
+
+#[test]
+fn one_endpoint_has_no_statistic_and_three_split_evenly() {
+    let text = full_text(&services());
+    assert!(text.contains("--probability 0.3333333333 -j"), "{text}");
+    assert!(text.contains("--probability 0.5000000000 -j"), "{text}");
+    let dns_svc = text
+        .lines()
+        .filter(|l| l.contains("\"default/dns:dns -> 10.244.1.9:53\""))
+        .collect::<Vec<_>>();
+    assert_eq!(dns_svc.len(), 1);
+    assert!(!dns_svc[0].contains("statistic"));
+}
+
+fn pkt(dst: &str, proto: Protocol, port: u16) -> Packet {
+    Packet {
+        src: "10.244.1.2".parse().unwrap(),
+        dst: dst.parse().unwrap(),
+        protocol: proto,
+        port,
+    }
+}
+
+fn forward(o: &Outcome) -> SocketAddrV4 {
+    match o.verdict {
+        Verdict::Forward(a) => a,
+        other => panic!("expected forwarding, got {other:?}"),
+    }
+}
+
+#[test]
+fn tracer_spreads_over_every_endpoint_evenly() {
+    let tables = Tables::parse(&full_text(&services())).unwrap();
+    let out = tracer::trace(&tables, pkt("10.96.0.20", Protocol::Tcp, 80)).unwrap();
+    let mut got: Vec<(String, f64)> = out
+        .iter()
+        .map(|o| (forward(o).to_string(), o.probability))
+        .collect();
+    got.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(got.len(), 3, "{got:?}");
+    for (ep, p) in &got {
+        assert!((p - 1.0 / 3.0).abs() < 1e-6, "{ep}: {p}");
+    }
+    assert_eq!(got[0].0, "10.244.1.3:8080");
+    assert!(
+        out.iter().all(|o| !o.masquerade),
+        "pod to pod inside the cluster CIDR is not masqueraded"
+    );
+}
+
+#[test]
+fn tracer_masquerades_hairpin_and_outside_sources() {
+    let tables = Tables::parse(&full_text(&services())).unwrap();
+    // The only DNS endpoint is the client itself: hairpin, so masqueraded.
+    let mut p = pkt("10.96.0.10", Protocol::Udp, 53);
+    p.src = "10.244.1.9".parse().unwrap();
+    let out = tracer::trace(&tables, p).unwrap();
+    assert_eq!(out.len(), 1);
+    assert_eq!(forward(&out[0]).to_string(), "10.244.1.9:53");
+    assert!(out[0].masquerade);
+    // From a node address (outside the cluster CIDR): masqueraded.
+    let mut p = pkt("10.96.0.20", Protocol::Tcp, 80);
+    p.src = "172.18.0.2".parse().unwrap();
+    assert!(tracer::trace(&tables, p)
+        .unwrap()
+        .iter()
+        .all(|o| o.masquerade));
+}
+
+#[test]
+fn tracer_rejects_a_service_without_endpoints_and_ignores_other_ports() {
+    let tables = Tables::parse(&full_text(&services())).unwrap();
+    let out = tracer::trace(&tables, pkt("10.96.0.40", Protocol::Tcp, 80)).unwrap();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].verdict, Verdict::Rejected);
+    // A port the service does not have, and the wrong protocol: untouched.
+    for p in [
+        pkt("10.96.0.20", Protocol::Tcp, 81),
+        pkt("10.96.0.20", Protocol::Udp, 80),
+    ] {
+        let out = tracer::trace(&tables, p).unwrap();
+        assert_eq!(out.len(), 1);
+        assert_eq!(forward(&out[0]), SocketAddrV4::new(p.dst, p.port));
+    }
+}
+
+#[test]
+fn tracer_sees_client_ip_affinity() {
+    let tables = Tables::parse(&full_text(&services())).unwrap();
+    let out = tracer::trace(&tables, pkt("10.96.0.30", Protocol::Tcp, 80)).unwrap();
+    assert_eq!(out.len(), 2);
+    assert!(out.iter().all(|o| o.affinity));
+    let sticky: Vec<&str> = full_text(&services())
+        .lines()
+        .filter(|l| l.contains("--set"))
+        .map(|_| "set")
+        .collect();
+    assert_eq!(sticky.len(), 2, "each endpoint records the client");
+}
+
+#[test]
+fn tracer_reads_iptables_save_order_and_reports_unknown_matches() {
+    let saved = "*nat\n:PREROUTING ACCEPT [0:0]\n:KUBE-SERVICES - [0:0]\n:KUBE-SVC-A - [0:0]\n\
+        -A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES\n\
+        -A KUBE-SERVICES -d 10.96.0.20/32 -p tcp -m comment --comment \"default/web cluster IP\" -m tcp --dport 80 -j KUBE-SVC-A\n\
+        -A KUBE-SVC-A -p tcp -j DNAT --to-destination 10.244.2.3:8080\nCOMMIT\n";
+    let tables = Tables::parse(saved).unwrap();
+    let out = tracer::trace(&tables, pkt("10.96.0.20", Protocol::Tcp, 80)).unwrap();
+    assert_eq!(forward(&out[0]).to_string(), "10.244.2.3:8080");
+    let odd =
+        "*nat\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -m owner --uid-owner 0 -j DROP\nCOMMIT\n";
+    let err = tracer::trace(
+        &Tables::parse(odd).unwrap(),
+        pkt("10.96.0.20", Protocol::Tcp, 80),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("does not know --uid-owner"),
+        "{err}"
+    );
+    assert!(Tables::parse("-A X -j Y\n").is_err());
+}
+
+#[test]
+fn partial_sync_writes_only_what_changed() {
+    let mut proxier = Proxier::new(cfg());
+    let mut ports = services();
+    let first = proxier.prepare(&ports);
+    assert!(first.full);
+    proxier.commit(first);
+    assert_eq!(
+        proxier.prepare(&ports).text,
+        "",
+        "nothing changed, nothing written"
+    );
+
+    // One endpoint of web goes: web's SVC chain is rewritten, one SEP chain deleted,
+    // KUBE-SERVICES untouched.
+    ports[0].endpoints.pop();
+    let up = proxier.prepare(&ports);
+    assert!(!up.full);
+    assert_eq!(up.services_changed, 1);
+    assert_eq!(up.chains_deleted, 1);
+    assert!(!up.text.contains(":KUBE-SERVICES"), "{}", up.text);
+    assert!(!up.text.contains("*filter"), "{}", up.text);
+    let svc = ports[0].service_chain();
+    assert!(up.text.contains(&format!(":{svc} - [0:0]")), "{}", up.text);
+    proxier.commit(up);
+
+    // The Service is deleted: its jump leaves KUBE-SERVICES, its chains are removed.
+    let gone = ports.remove(0);
+    let up = proxier.prepare(&ports);
+    assert!(up.text.contains(":KUBE-SERVICES - [0:0]"));
+    assert!(up.text.contains(&format!("-X {}", gone.service_chain())));
+    assert_eq!(up.chains_deleted, 3);
+    proxier.commit(up);
+
+    // After a failed restore the next sync is full, without repeating the jumps.
+    proxier.failed();
+    let up = proxier.prepare(&ports);
+    assert!(up.full);
+    assert!(!up.text.contains("-A PREROUTING"), "{}", up.text);
+}
+
+#[test]
+fn losing_every_endpoint_turns_into_a_reject() {
+    let mut proxier = Proxier::new(cfg());
+    let mut ports = services();
+    let first = proxier.prepare(&ports);
+    proxier.commit(first);
+    ports[0].endpoints.clear();
+    let up = proxier.prepare(&ports);
+    assert!(
+        up.text.contains("*filter\n:KUBE-SERVICES - [0:0]\n"),
+        "{}",
+        up.text
+    );
+    assert!(
+        up.text.contains("\"default/web has no endpoints\""),
+        "{}",
+        up.text
+    );
+    assert_eq!(up.chains_deleted, 4, "the SVC chain and its 3 SEP chains");
+    let tables = Tables::parse(&up.text).unwrap();
+    drop(tables);
+}

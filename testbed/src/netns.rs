@@ -270,3 +270,18 @@ pub fn remove_etc(name: &str) {
         let _ = std::fs::remove_dir_all(&path);
     }
 }
+
+/// Runs `f` on a short-lived thread inside the namespace `name` and returns what it
+/// returns: the way to open a socket there (a socket keeps the namespace it was made
+/// in, whichever thread uses it later). Never enters a namespace on a runtime worker.
+pub fn run_in<T: Send>(name: &str, f: impl FnOnce() -> io::Result<T> + Send) -> io::Result<T> {
+    let file = File::open(netns_path(name))?;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            nix::sched::setns(&file, CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
+            f()
+        })
+        .join()
+        .map_err(|_| io::Error::other("the namespace thread panicked"))?
+    })
+}

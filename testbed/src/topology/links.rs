@@ -6,10 +6,11 @@ use std::os::fd::RawFd;
 
 use futures::TryStreamExt;
 use ipnet::Ipv4Net;
-use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkAttribute};
+use rtnetlink::packet_route::link::{InfoData, InfoPortKind, InfoVeth, LinkAttribute};
 use rtnetlink::packet_route::route::RouteProtocol;
 use rtnetlink::{
-    Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
+    Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth,
+    RouteMessageBuilder,
 };
 
 /// A failed netlink request and what it was for.
@@ -140,4 +141,20 @@ pub async fn add_route(nl: &Handle, to: Option<Ipv4Net>, via: Ipv4Addr) -> Resul
         .execute()
         .await
         .map_err(err(format!("add route {shown} via {via}")))
+}
+
+/// `ip link set dev NAME type bridge_slave hairpin on`: the bridge may send a frame
+/// back out of the port it came in on, so a pod can reach itself through its Service
+/// (kubelet's `hairpin-veth` mode). Set by name: one request, no lookup.
+pub async fn set_hairpin(nl: &Handle, port: &str) -> Result<(), LinkError> {
+    let msg = LinkMessageBuilder::<LinkBridgePort>::default()
+        .name(port.to_string())
+        .set_port_kind(InfoPortKind::Bridge)
+        .hairpin(true)
+        .build();
+    nl.link()
+        .set(msg)
+        .execute()
+        .await
+        .map_err(err(format!("turn hairpin on for {port}")))
 }

@@ -141,7 +141,7 @@ pub async fn build(
                         let me = made?;
                         let pod = pods[me.name.as_str()];
                         let node = &ns[&plan.node(&pod.node).expect("planned node").netns];
-                        build_pod(pod, node, &me, bridge_of[pod.node.as_str()]).await
+                        build_pod(pod, &node.netlink, &me, bridge_of[pod.node.as_str()]).await
                     }
                 })
                 .buffer_unordered(PODS_IN_FLIGHT)
@@ -292,7 +292,7 @@ async fn build_node(
         // the node reaches netfilter instead of failing with "network unreachable".
         gateway: plan.fabric.gateway,
     };
-    plug(fabric, underlay, &node.fabric_port, me, &eth0)
+    plug(&fabric.netlink, underlay, &node.fabric_port, me, &eth0)
         .await
         .map_err(fail)?;
     let nl = &me.netlink;
@@ -333,14 +333,14 @@ struct Eth0 {
 /// ME; ip -n ME link set lo up; ip -n ME link set eth0 up; ip -n ME addr add IP/LEN
 /// dev eth0; ip -n ME route add default via GATEWAY`.
 async fn plug(
-    upstream: &OpenNs,
+    upstream: &rtnetlink::Handle,
     bridge: u32,
     port: &str,
     me: &OpenNs,
     eth0: &Eth0,
 ) -> Result<(), LinkError> {
     links::add_veth_to_bridge(
-        &upstream.netlink,
+        upstream,
         VethEnd {
             name: port,
             mac: names::mac_for(MacKind::Port, eth0.ip),
@@ -364,7 +364,7 @@ async fn plug(
 /// A pod: a veth from its node's `cbr0` into its namespace, its address and default route.
 async fn build_pod(
     pod: &PodPlan,
-    node: &OpenNs,
+    node: &rtnetlink::Handle,
     me: &OpenNs,
     cbr0: u32,
 ) -> Result<(), TopologyError> {
@@ -380,5 +380,65 @@ async fn build_pod(
     plug(node, cbr0, &pod.host_veth, me, &eth0)
         .await
         .map_err(fail)?;
-    Ok(())
+    links::set_hairpin(node, &pod.host_veth)
+        .await
+        .map_err(fail)
+}
+
+/// Adds one pod to a running testbed (a pod the API created): its namespace with
+/// `/etc/netns` entries, and its veth on `cbr0` of the node whose netlink handle is
+/// `node`. On failure the pod's namespace is removed again.
+pub async fn add_pod(
+    pod: &PodPlan,
+    node: &rtnetlink::Handle,
+    shared_etc: &Path,
+    dns: std::net::Ipv4Addr,
+) -> Result<(), TopologyError> {
+    let etc = shared_etc.join(&pod.namespace);
+    let resolv = etc.join("resolv.conf");
+    if !resolv.exists() {
+        std::fs::create_dir_all(&etc)
+            .and_then(|_| std::fs::write(&resolv, resolv_conf(&pod.namespace, dns)))
+            .map_err(|source| TopologyError::Io {
+                path: resolv.display().to_string(),
+                source,
+            })?;
+    }
+    let name = pod.netns.clone();
+    let rt = tokio::runtime::Handle::current();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    // A thread of its own: it is left inside the new namespace and then ends.
+    std::thread::spawn(move || {
+        let made = netns::create_on_this_thread(&name, POD_SYSCTLS, &rt)
+            .map_err(TopologyError::from)
+            .and_then(|open| {
+                netns::link_etc(&name, &etc).map_err(|source| TopologyError::Io {
+                    path: format!("{}/{name}", netns::ETC_NETNS_DIR),
+                    source,
+                })?;
+                Ok(open)
+            });
+        let _ = tx.send(made);
+    });
+    let me = rx.await.expect("the namespace thread answers")?;
+    let wired = async {
+        let cbr0 = links::index_of(node, names::NODE_BRIDGE)
+            .await
+            .map_err(|source| TopologyError::Pod {
+                pod: format!("{}/{}", pod.namespace, pod.name),
+                source,
+            })?;
+        build_pod(pod, node, &me, cbr0).await
+    }
+    .await;
+    if wired.is_err() {
+        remove_pod(pod);
+    }
+    wired
+}
+
+/// Removes one pod's namespace (its veth goes with it) and its `/etc/netns` entry.
+pub fn remove_pod(pod: &PodPlan) {
+    netns::remove(&pod.netns);
+    netns::remove_etc(&pod.netns);
 }

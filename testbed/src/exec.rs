@@ -43,8 +43,14 @@ impl ExecError {
     }
 }
 
-/// Enters `netns_name` and executes `argv`; returns only on failure.
-pub fn exec_in(netns_name: &str, argv: &[String]) -> Result<Infallible, ExecError> {
+/// Enters `netns_name` and executes `argv`; returns only on failure. `tmp`, when
+/// given, is bound over `/tmp`: a pod's own, shared by its containers and `exec`s
+/// (so `touch /tmp/x` in one pod is not seen in another, as with containers).
+pub fn exec_in(
+    netns_name: &str,
+    tmp: Option<&Path>,
+    argv: &[String],
+) -> Result<Infallible, ExecError> {
     let Some(program) = argv.first() else {
         return Err(
             anyhow::anyhow!("no command given: testbed exec POD -- COMMAND [ARGS...]").into(),
@@ -90,6 +96,16 @@ pub fn exec_in(netns_name: &str, argv: &[String]) -> Result<Infallible, ExecErro
                 format!("bind {} over {}", entry.path().display(), target.display())
             })?;
         }
+    }
+    if let Some(tmp) = tmp.filter(|t| t.is_dir()) {
+        mount(
+            Some(tmp),
+            "/tmp",
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .with_context(|| format!("bind {} over /tmp", tmp.display()))?;
     }
     let args: Vec<CString> = argv
         .iter()

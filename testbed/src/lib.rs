@@ -1,8 +1,10 @@
 //! testbed: Kubernetes service discovery rebuilt on one Linux machine out of real
 //! kernel parts. See the README and `shared/docs/design.md` for the whole picture.
 
+pub mod api;
 pub mod clean;
 pub mod cli;
+pub mod controllers;
 pub mod exec;
 pub mod lifecycle;
 pub mod manifest;

@@ -32,6 +32,11 @@ pub fn dir(name: &str) -> PathBuf {
     Path::new(STATE_DIR).join(name)
 }
 
+/// A pod's own files: `tmp/` (its `/tmp`).
+pub fn pod_dir(name: &str, namespace: &str, pod: &str) -> PathBuf {
+    dir(name).join("pods").join(namespace).join(pod)
+}
+
 pub fn log_path(name: &str) -> PathBuf {
     dir(name).join("log")
 }

@@ -11,6 +11,8 @@ use nix::unistd::Pid;
 
 use crate::clean;
 use crate::exec;
+use crate::names;
+use crate::netns;
 use crate::plan::Plan;
 use crate::scenario;
 use crate::state::{self, Record};
@@ -159,6 +161,7 @@ pub(super) fn exec(testbed: Option<String>, target: &str, command: &[String]) ->
     let record =
         Record::load(&name).map_err(|_| anyhow!("no testbed named {name} (see `testbed ls`)"))?;
     let plan = &record.plan;
+    let mut tmp = None;
     let netns = match target.strip_prefix("node/") {
         Some(node) => plan.node(node).map(|n| n.netns.clone()).ok_or_else(|| {
             let known: Vec<&str> = plan.nodes.iter().map(|n| n.name.as_str()).collect();
@@ -167,15 +170,29 @@ pub(super) fn exec(testbed: Option<String>, target: &str, command: &[String]) ->
                 known.join(", ")
             )
         })?,
-        None => plan.pod(target).map(|p| p.netns.clone()).ok_or_else(|| {
-            let known: Vec<&str> = plan.pods.iter().map(|p| p.name.as_str()).collect();
-            anyhow!(
-                "testbed {name} has no pod {target:?} (pods: {})",
-                known.join(", ")
-            )
-        })?,
+        None => {
+            let (ns, pod) = target.split_once('/').unwrap_or(("default", target));
+            let netns = names::pod_netns(&name, ns, pod);
+            if !netns::netns_path(&netns).exists() {
+                let prefix = format!("{}.", names::fabric_netns(&name));
+                let known: Vec<String> = netns::list()
+                    .into_iter()
+                    .filter_map(|n| {
+                        let rest = n.strip_prefix(&prefix)?;
+                        let (ns, pod) = rest.split_once('.')?;
+                        Some(format!("{ns}/{pod}"))
+                    })
+                    .collect();
+                return Err(anyhow!(
+                    "testbed {name} has no pod {ns}/{pod} (pods: {})",
+                    known.join(", ")
+                ));
+            }
+            tmp = Some(state::pod_dir(&name, ns, pod).join("tmp"));
+            netns
+        }
     };
-    match exec::exec_in(&netns, command) {
+    match exec::exec_in(&netns, tmp.as_deref(), command) {
         Ok(never) => match never {},
         Err(exec::ExecError::Setup(e)) => Err(e),
         Err(e) => {

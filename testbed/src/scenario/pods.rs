@@ -56,7 +56,7 @@ pub(super) fn decl_from_manifest(
     }
     let labels = meta.labels.unwrap_or_default();
     for (k, v) in &labels {
-        if let Err(why) = check_label(k, v) {
+        if let Err(why) = names::check_label(k, v) {
             problems.push(at(&format!("metadata.labels.{k}"), why));
         }
     }
@@ -69,37 +69,4 @@ pub(super) fn decl_from_manifest(
         labels,
         node: pod.spec.and_then(|s| s.node_name),
     })
-}
-
-/// Kubernetes label syntax: an optional DNS prefix and '/', a name of at most 63
-/// characters, and a value of at most 63 characters (both alphanumeric at the ends,
-/// with '-', '_' and '.' inside).
-fn check_label(key: &str, value: &str) -> Result<(), String> {
-    let part_ok = |s: &str| {
-        s.len() <= 63
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-            && s.chars().next().is_none_or(|c| c.is_ascii_alphanumeric())
-            && s.chars().last().is_none_or(|c| c.is_ascii_alphanumeric())
-    };
-    let name = key.rsplit_once('/').map_or(key, |(prefix, name)| {
-        if prefix.is_empty() || prefix.len() > 253 {
-            ""
-        } else {
-            name
-        }
-    });
-    if name.is_empty() || !part_ok(name) {
-        return Err(format!(
-            "label key {key:?} is invalid: at most 63 letters, digits, '-', '_' or '.', \
-             starting and ending with a letter or digit, with an optional DNS prefix and '/'"
-        ));
-    }
-    if !part_ok(value) {
-        return Err(format!(
-            "label value {value:?} of {key:?} is invalid: at most 63 letters, digits, '-', '_' or '.', \
-             starting and ending with a letter or digit"
-        ));
-    }
-    Ok(())
 }

@@ -380,9 +380,7 @@ async fn build_pod(
     plug(node, cbr0, &pod.host_veth, me, &eth0)
         .await
         .map_err(fail)?;
-    links::set_hairpin(node, &pod.host_veth)
-        .await
-        .map_err(fail)
+    links::set_hairpin(node, &pod.host_veth).await.map_err(fail)
 }
 
 /// Adds one pod to a running testbed (a pod the API created): its namespace with

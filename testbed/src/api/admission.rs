@@ -1,0 +1,597 @@
+//! Admission: what the API server checks and fills in before it stores an object.
+//! Validation follows Kubernetes' rules for the fields the testbed acts on; fields it
+//! does not emulate are accepted and reported as ignored, never silently misread.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, Probe, Service};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serde_json::Value;
+
+use super::object::Object;
+use crate::names;
+
+/// One thing wrong with an object, at a field path such as `spec.ports[1].name`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: String,
+    pub message: String,
+}
+
+fn problem(path: impl Into<String>, message: impl Into<String>) -> Problem {
+    Problem {
+        path: path.into(),
+        message: message.into(),
+    }
+}
+
+/// An object that passed, with its defaults filled in, and the fields it has that the
+/// testbed does not act on.
+#[derive(Debug, Clone)]
+pub struct Admitted {
+    pub object: Object,
+    pub ignored: Vec<String>,
+}
+
+pub const DEFAULT_AFFINITY_SECONDS: i32 = 10800;
+
+/// Validates `obj` (replacing `old`, if it exists) and fills in defaults. A Service's
+/// ClusterIP is checked for form here; its allocation is the caller's.
+pub fn admit(obj: Object, old: Option<&Object>) -> Result<Admitted, Vec<Problem>> {
+    let mut problems = Vec::new();
+    check_meta(&obj, &mut problems);
+    let ignored = ignored_fields(&obj);
+    let object = match obj {
+        Object::Service(s) => Object::Service(service(s, old, &mut problems)),
+        Object::Pod(p) => Object::Pod(pod(p, old, &mut problems)),
+        Object::Deployment(d) => Object::Deployment(deployment(d, &mut problems)),
+        other => {
+            problems.push(problem(
+                "kind",
+                format!(
+                    "{} objects are written by the control plane, not by users",
+                    other.kind()
+                ),
+            ));
+            other
+        }
+    };
+    if problems.is_empty() {
+        Ok(Admitted { object, ignored })
+    } else {
+        Err(problems)
+    }
+}
+
+fn check_meta(obj: &Object, problems: &mut Vec<Problem>) {
+    let meta = obj.meta();
+    match meta.name.as_deref() {
+        None | Some("") => problems.push(problem("metadata.name", "is required")),
+        Some(name) => {
+            if let Err(why) = names::check_dns1123_label(name, 63) {
+                problems.push(problem("metadata.name", format!("{name:?} {why}")));
+            } else if obj.kind() == super::Kind::Service
+                && !name.starts_with(|c: char| c.is_ascii_lowercase())
+            {
+                problems.push(problem(
+                    "metadata.name",
+                    format!(
+                        "{name:?} must start with a letter (a DNS-1035 label: it is a DNS name)"
+                    ),
+                ));
+            }
+        }
+    }
+    if let Some(ns) = meta.namespace.as_deref() {
+        if let Err(why) = names::check_dns1123_label(ns, 63) {
+            problems.push(problem("metadata.namespace", format!("{ns:?} {why}")));
+        }
+    }
+    for (k, v) in meta.labels.iter().flatten() {
+        if let Err(why) = names::check_label(k, v) {
+            problems.push(problem(format!("metadata.labels.{k}"), why));
+        }
+    }
+}
+
+/// IANA service names, which Kubernetes requires of port names: at most 15 lowercase
+/// letters, digits and '-', with a letter, no '-' at either end and no "--".
+fn check_port_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 15
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && name.chars().any(|c| c.is_ascii_lowercase())
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+        && !name.contains("--");
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?} is not a valid port name: at most 15 lowercase letters, digits and '-', \
+             with at least one letter, no '-' at either end and no \"--\" (an IANA service name)"
+        ))
+    }
+}
+
+fn check_port(path: &str, port: i32, problems: &mut Vec<Problem>) {
+    if !(1..=65535).contains(&port) {
+        problems.push(problem(
+            path,
+            format!("{port} is not a port number (1-65535)"),
+        ));
+    }
+}
+
+fn check_protocol(path: &str, proto: &mut Option<String>, problems: &mut Vec<Problem>) {
+    match proto.as_deref() {
+        None => *proto = Some("TCP".into()),
+        Some("TCP" | "UDP" | "SCTP") => {}
+        Some(other) => problems.push(problem(
+            path,
+            format!("{other:?} is not a protocol: TCP, UDP or SCTP"),
+        )),
+    }
+}
+
+fn check_selector(path: &str, sel: &BTreeMap<String, String>, problems: &mut Vec<Problem>) {
+    for (k, v) in sel {
+        if let Err(why) = names::check_label(k, v) {
+            problems.push(problem(format!("{path}.{k}"), why));
+        }
+    }
+}
+
+fn service(mut s: Service, old: Option<&Object>, problems: &mut Vec<Problem>) -> Service {
+    let old = match old {
+        Some(Object::Service(o)) => Some(o),
+        _ => None,
+    };
+    let spec = s.spec.get_or_insert_with(Default::default);
+    let ty = spec.type_.get_or_insert_with(|| "ClusterIP".into()).clone();
+    match ty.as_str() {
+        "ClusterIP" | "NodePort" | "LoadBalancer" | "ExternalName" => {}
+        other => problems.push(problem(
+            "spec.type",
+            format!("{other:?} is not a Service type: ClusterIP, NodePort, LoadBalancer or ExternalName"),
+        )),
+    }
+    let headless = spec.cluster_ip.as_deref() == Some("None");
+    if ty == "ExternalName" {
+        match spec.external_name.as_deref() {
+            None | Some("") => problems.push(problem(
+                "spec.externalName",
+                "is required for type ExternalName",
+            )),
+            Some(n) => {
+                let n = n.trim_end_matches('.');
+                if n.len() > 253
+                    || n.split('.')
+                        .any(|l| names::check_dns1123_label(&l.to_ascii_lowercase(), 63).is_err())
+                {
+                    problems.push(problem(
+                        "spec.externalName",
+                        format!("{n:?} is not a DNS name (DNS-1123 labels joined by '.')"),
+                    ));
+                }
+            }
+        }
+        if spec.cluster_ip.as_deref().is_some_and(|ip| !ip.is_empty()) {
+            problems.push(problem(
+                "spec.clusterIP",
+                "must be empty for type ExternalName",
+            ));
+        }
+    } else if let Some(ip) = spec.cluster_ip.as_deref() {
+        if !ip.is_empty() && ip != "None" && ip.parse::<std::net::Ipv4Addr>().is_err() {
+            problems.push(problem(
+                "spec.clusterIP",
+                format!(
+                    "{ip:?} is not an IPv4 address, \"None\" (headless) or empty (allocate one)"
+                ),
+            ));
+        }
+    }
+    // spec.clusterIP is immutable: an update keeps the old one, and may not change it.
+    if let Some(o) = old.and_then(|o| o.spec.as_ref()) {
+        let before = o.cluster_ip.clone();
+        match spec.cluster_ip.as_deref() {
+            None | Some("") => spec.cluster_ip = before,
+            Some(now) if Some(now) != before.as_deref() => problems.push(problem(
+                "spec.clusterIP",
+                format!(
+                    "field is immutable: it is {}, the update asks for {now}",
+                    before.as_deref().unwrap_or("unset")
+                ),
+            )),
+            _ => {}
+        }
+    }
+    let ports = spec.ports.get_or_insert_with(Vec::new);
+    if ports.is_empty() && ty != "ExternalName" && !headless {
+        problems.push(problem("spec.ports", "at least one port is required"));
+    }
+    let many = ports.len() > 1;
+    let mut names_seen = BTreeSet::new();
+    let mut seen = BTreeSet::new();
+    for (i, p) in ports.iter_mut().enumerate() {
+        let at = |f: &str| format!("spec.ports[{i}].{f}");
+        check_port(&at("port"), p.port, problems);
+        check_protocol(&at("protocol"), &mut p.protocol, problems);
+        match p.name.as_deref() {
+            None | Some("") if many => problems.push(problem(
+                at("name"),
+                "is required when a Service has more than one port",
+            )),
+            None | Some("") => {}
+            Some(n) => {
+                if let Err(why) = check_port_name(n) {
+                    problems.push(problem(at("name"), why));
+                }
+                if !names_seen.insert(n.to_string()) {
+                    problems.push(problem(
+                        at("name"),
+                        format!("{n:?} is used by another port"),
+                    ));
+                }
+            }
+        }
+        let proto = p.protocol.clone().unwrap_or_default();
+        if !seen.insert((p.port, proto.clone())) {
+            problems.push(problem(
+                at("port"),
+                format!("{}/{proto} is declared twice", p.port),
+            ));
+        }
+        match &p.target_port {
+            None => p.target_port = Some(IntOrString::Int(p.port)),
+            Some(IntOrString::Int(0)) => p.target_port = Some(IntOrString::Int(p.port)),
+            Some(IntOrString::Int(t)) => check_port(&at("targetPort"), *t, problems),
+            Some(IntOrString::String(n)) => {
+                if let Err(why) = check_port_name(n) {
+                    problems.push(problem(at("targetPort"), why));
+                }
+            }
+        }
+    }
+    if let Some(sel) = &spec.selector {
+        check_selector("spec.selector", sel, problems);
+    }
+    match spec
+        .session_affinity
+        .get_or_insert_with(|| "None".into())
+        .as_str()
+    {
+        "None" => {}
+        "ClientIP" => {
+            let cfg = spec
+                .session_affinity_config
+                .get_or_insert_with(Default::default);
+            let ip = cfg.client_ip.get_or_insert_with(Default::default);
+            let t = *ip.timeout_seconds.get_or_insert(DEFAULT_AFFINITY_SECONDS);
+            if !(1..=86400).contains(&t) {
+                problems.push(problem(
+                    "spec.sessionAffinityConfig.clientIP.timeoutSeconds",
+                    format!("{t} is out of range: 1 to 86400 seconds"),
+                ));
+            }
+        }
+        other => problems.push(problem(
+            "spec.sessionAffinity",
+            format!("{other:?} is not a session affinity: None or ClientIP"),
+        )),
+    }
+    if ty != "ExternalName" {
+        spec.internal_traffic_policy
+            .get_or_insert_with(|| "Cluster".into());
+        spec.ip_families.get_or_insert_with(|| vec!["IPv4".into()]);
+        spec.ip_family_policy
+            .get_or_insert_with(|| "SingleStack".into());
+    }
+    s
+}
+
+fn probe(path: &str, p: &mut Probe, ports: &BTreeSet<String>, problems: &mut Vec<Problem>) {
+    let handlers = [
+        p.exec.is_some(),
+        p.http_get.is_some(),
+        p.tcp_socket.is_some(),
+        p.grpc.is_some(),
+    ]
+    .iter()
+    .filter(|h| **h)
+    .count();
+    if handlers != 1 {
+        problems.push(problem(
+            path,
+            format!("must have exactly one handler (exec, httpGet, tcpSocket or grpc), it has {handlers}"),
+        ));
+    }
+    if p.grpc.is_some() {
+        problems.push(problem(
+            format!("{path}.grpc"),
+            "gRPC probes are not emulated: use exec, httpGet or tcpSocket",
+        ));
+    }
+    let check_target = |port: &IntOrString, f: &str, problems: &mut Vec<Problem>| match port {
+        IntOrString::Int(n) => check_port(&format!("{path}.{f}.port"), *n, problems),
+        IntOrString::String(n) if !ports.contains(n) => problems.push(problem(
+            format!("{path}.{f}.port"),
+            format!("{n:?} names no port of this container"),
+        )),
+        IntOrString::String(_) => {}
+    };
+    if let Some(h) = &mut p.http_get {
+        check_target(&h.port, "httpGet", problems);
+        h.path.get_or_insert_with(|| "/".into());
+        h.scheme.get_or_insert_with(|| "HTTP".into());
+        if h.scheme.as_deref() != Some("HTTP") {
+            problems.push(problem(
+                format!("{path}.httpGet.scheme"),
+                "only HTTP probes are emulated",
+            ));
+        }
+    }
+    if let Some(t) = &p.tcp_socket {
+        check_target(&t.port, "tcpSocket", problems);
+    }
+    if let Some(e) = &p.exec {
+        if e.command.as_ref().is_none_or(|c| c.is_empty()) {
+            problems.push(problem(format!("{path}.exec.command"), "is required"));
+        }
+    }
+    for (field, v, min, default) in [
+        ("periodSeconds", &mut p.period_seconds, 1, 10),
+        ("timeoutSeconds", &mut p.timeout_seconds, 1, 1),
+        ("successThreshold", &mut p.success_threshold, 1, 1),
+        ("failureThreshold", &mut p.failure_threshold, 1, 3),
+        ("initialDelaySeconds", &mut p.initial_delay_seconds, 0, 0),
+    ] {
+        let n = *v.get_or_insert(default);
+        if n < min {
+            problems.push(problem(
+                format!("{path}.{field}"),
+                format!("{n} is below the minimum, {min}"),
+            ));
+        }
+    }
+}
+
+fn container(path: &str, c: &mut Container, problems: &mut Vec<Problem>) {
+    if let Err(why) = names::check_dns1123_label(&c.name, 63) {
+        problems.push(problem(
+            format!("{path}.name"),
+            format!("{:?} {why}", c.name),
+        ));
+    }
+    let mut port_names = BTreeSet::new();
+    let mut seen = BTreeSet::new();
+    for (i, p) in c.ports.iter_mut().flatten().enumerate() {
+        let at = |f: &str| format!("{path}.ports[{i}].{f}");
+        check_port(&at("containerPort"), p.container_port, problems);
+        check_protocol(&at("protocol"), &mut p.protocol, problems);
+        if let Some(n) = &p.name {
+            if let Err(why) = check_port_name(n) {
+                problems.push(problem(at("name"), why));
+            }
+            port_names.insert(n.clone());
+        }
+        if !seen.insert((p.container_port, p.protocol.clone())) {
+            problems.push(problem(
+                at("containerPort"),
+                format!("{} is declared twice", p.container_port),
+            ));
+        }
+    }
+    if let Some(p) = &mut c.readiness_probe {
+        probe(&format!("{path}.readinessProbe"), p, &port_names, problems);
+    }
+}
+
+fn pod_spec(path: &str, spec: &mut PodSpec, problems: &mut Vec<Problem>) {
+    if spec.containers.is_empty() {
+        problems.push(problem(
+            format!("{path}.containers"),
+            "at least one container is required",
+        ));
+    }
+    let mut names_seen = BTreeSet::new();
+    for (i, c) in spec.containers.iter_mut().enumerate() {
+        if !names_seen.insert(c.name.clone()) {
+            problems.push(problem(
+                format!("{path}.containers[{i}].name"),
+                format!("{:?} is used by another container", c.name),
+            ));
+        }
+        container(&format!("{path}.containers[{i}]"), c, problems);
+    }
+    spec.restart_policy.get_or_insert_with(|| "Always".into());
+    spec.dns_policy.get_or_insert_with(|| "ClusterFirst".into());
+}
+
+fn pod(mut p: Pod, old: Option<&Object>, problems: &mut Vec<Problem>) -> Pod {
+    match &mut p.spec {
+        None => problems.push(problem("spec", "is required")),
+        Some(spec) => pod_spec("spec", spec, problems),
+    }
+    if let Some(Object::Pod(o)) = old {
+        // Like Kubernetes: a pod's spec does not change once it exists (labels may).
+        let mut want = p.spec.clone();
+        if let (Some(w), Some(prev)) = (&mut want, &o.spec) {
+            if w.node_name.is_none() {
+                w.node_name = prev.node_name.clone();
+            }
+        }
+        if want != o.spec {
+            problems.push(problem(
+                "spec",
+                "pod updates may not change the spec; delete the pod and create it again",
+            ));
+        }
+        p.spec = o.spec.clone();
+        p.status = o.status.clone();
+    } else {
+        p.status = None;
+    }
+    p
+}
+
+fn deployment(mut d: Deployment, problems: &mut Vec<Problem>) -> Deployment {
+    let Some(spec) = &mut d.spec else {
+        problems.push(problem("spec", "is required"));
+        return d;
+    };
+    let replicas = *spec.replicas.get_or_insert(1);
+    if replicas < 0 {
+        problems.push(problem("spec.replicas", format!("{replicas} is negative")));
+    }
+    let sel = spec.selector.match_labels.clone().unwrap_or_default();
+    if spec
+        .selector
+        .match_expressions
+        .as_ref()
+        .is_some_and(|e| !e.is_empty())
+    {
+        problems.push(problem(
+            "spec.selector.matchExpressions",
+            "are not emulated: use matchLabels",
+        ));
+    }
+    if sel.is_empty() {
+        problems.push(problem(
+            "spec.selector.matchLabels",
+            "is required and may not be empty",
+        ));
+    }
+    check_selector("spec.selector.matchLabels", &sel, problems);
+    let labels = spec
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
+    if !sel.iter().all(|(k, v)| labels.get(k) == Some(v)) {
+        problems.push(problem(
+            "spec.template.metadata.labels",
+            "`selector` does not match template `labels`",
+        ));
+    }
+    match &mut spec.template.spec {
+        None => problems.push(problem("spec.template.spec", "is required")),
+        Some(ps) => pod_spec("spec.template.spec", ps, problems),
+    }
+    d.status = None;
+    d
+}
+
+/// Fields the testbed accepts without acting on them, as paths.
+fn ignored_fields(obj: &Object) -> Vec<String> {
+    let v = obj.to_value();
+    let mut out = Vec::new();
+    let mut check = |at: &str, value: Option<&Value>, known: &[&str]| {
+        if let Some(Value::Object(m)) = value {
+            for (k, v) in m {
+                let empty = v.is_null() || v.as_array().is_some_and(|a| a.is_empty());
+                if !empty && !known.contains(&k.as_str()) {
+                    out.push(format!("{at}.{k}"));
+                }
+            }
+        }
+    };
+    let pod_known: &[&str] = &[
+        "containers",
+        "nodeName",
+        "hostname",
+        "subdomain",
+        "dnsPolicy",
+        "dnsConfig",
+        "restartPolicy",
+        "terminationGracePeriodSeconds",
+    ];
+    let container_known: &[&str] = &[
+        "name",
+        "image",
+        "command",
+        "args",
+        "ports",
+        "readinessProbe",
+        "env",
+        "imagePullPolicy",
+        "resources",
+    ];
+    match obj {
+        Object::Service(_) => check(
+            "spec",
+            v.get("spec"),
+            &[
+                "type",
+                "ports",
+                "selector",
+                "clusterIP",
+                "clusterIPs",
+                "externalName",
+                "sessionAffinity",
+                "sessionAffinityConfig",
+                "publishNotReadyAddresses",
+                "internalTrafficPolicy",
+                "ipFamilies",
+                "ipFamilyPolicy",
+            ],
+        ),
+        Object::Pod(_) => {
+            check("spec", v.get("spec"), pod_known);
+            for (i, c) in v
+                .pointer("/spec/containers")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
+                check(&format!("spec.containers[{i}]"), Some(c), container_known);
+            }
+        }
+        Object::Deployment(_) => {
+            check(
+                "spec",
+                v.get("spec"),
+                &[
+                    "replicas",
+                    "selector",
+                    "template",
+                    "strategy",
+                    "revisionHistoryLimit",
+                ],
+            );
+            check(
+                "spec.template.spec",
+                v.pointer("/spec/template/spec"),
+                pod_known,
+            );
+            for (i, c) in v
+                .pointer("/spec/template/spec/containers")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
+                check(
+                    &format!("spec.template.spec.containers[{i}]"),
+                    Some(c),
+                    container_known,
+                );
+            }
+        }
+        _ => {}
+    }
+    if let Object::Service(s) = obj {
+        if let Some(t) = s.spec.as_ref().and_then(|s| s.type_.as_deref()) {
+            if t == "NodePort" || t == "LoadBalancer" {
+                out.push(format!("spec.type {t} (node ports and load balancers are not emulated; it is handled as ClusterIP)"));
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,11 @@
+//! The API server's core: objects, the store with resource versions and watches, and
+//! admission (validation, defaulting, ClusterIP allocation).
+
+pub mod admission;
+pub mod ipalloc;
+pub mod object;
+pub mod server;
+pub mod store;
+
+pub use object::{Key, Kind, Object};
+pub use store::{Event, EventType, Store};

@@ -1,0 +1,284 @@
+//! The API server's verbs over the store: apply (create or update, all objects of a
+//! request or none), delete, scale; admission and ClusterIP allocation on the way in.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
+
+use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serde::{Deserialize, Serialize};
+
+use super::admission::{self, Problem};
+use super::ipalloc::{self, Allocator};
+use super::object::{Key, Kind, Object};
+use super::store::Store;
+
+/// Something wrong with one object of a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectProblem {
+    /// The object's place in the request (for file:line), when it came in one.
+    pub index: Option<usize>,
+    /// `Service default/web`.
+    pub object: String,
+    /// A field path, `spec.ports[0].port`; empty for the whole object.
+    pub path: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for ObjectProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}: {}", self.object, self.message)
+        } else {
+            write!(f, "{}: {}: {}", self.object, self.path, self.message)
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Created,
+    Configured,
+    Unchanged,
+}
+
+/// What apply did with one object.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Applied {
+    pub key: Key,
+    pub action: Action,
+    pub cluster_ip: Option<String>,
+    /// Fields accepted without being acted on.
+    pub ignored: Vec<String>,
+}
+
+pub struct Api {
+    pub store: Arc<Store>,
+    alloc: Mutex<Allocator>,
+}
+
+fn label(key: &Key) -> String {
+    format!("{} {}/{}", key.kind, key.namespace, key.name)
+}
+
+fn cluster_ip(s: &Service) -> Option<Ipv4Addr> {
+    s.spec.as_ref()?.cluster_ip.as_deref()?.parse().ok()
+}
+
+/// The object as it would be stored, without what the store and controllers set.
+fn comparable(o: &Object) -> serde_json::Value {
+    let mut v = o.to_value();
+    if let Some(m) = v.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+        for k in ["resourceVersion", "uid", "creationTimestamp", "generation"] {
+            m.remove(k);
+        }
+    }
+    if let Some(m) = v.as_object_mut() {
+        m.remove("status");
+    }
+    v
+}
+
+impl Api {
+    /// An API server over `store` giving ClusterIPs from `service_cidr`, with the
+    /// `default/kubernetes` Service in place, as every cluster has it.
+    pub fn new(store: Arc<Store>, service_cidr: ipnet::Ipv4Net) -> Api {
+        let api = Api {
+            store,
+            alloc: Mutex::new(Allocator::new(service_cidr)),
+        };
+        let first = Ipv4Addr::from(u32::from(service_cidr.network()) + 1);
+        let kubernetes = Service {
+            metadata: ObjectMeta {
+                name: Some(ipalloc::API_SERVICE.1.into()),
+                namespace: Some(ipalloc::API_SERVICE.0.into()),
+                labels: Some(BTreeMap::from([
+                    ("component".to_string(), "apiserver".to_string()),
+                    ("provider".to_string(), "kubernetes".to_string()),
+                ])),
+                ..Default::default()
+            },
+            spec: Some(ServiceSpec {
+                cluster_ip: Some(first.to_string()),
+                ports: Some(vec![ServicePort {
+                    name: Some("https".into()),
+                    port: 443,
+                    protocol: Some("TCP".into()),
+                    target_port: Some(IntOrString::Int(6443)),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            status: None,
+        };
+        api.apply(vec![Object::Service(kubernetes)])
+            .expect("the kubernetes Service is valid");
+        api
+    }
+
+    /// Creates or updates every object, or none: any problem with any of them and
+    /// nothing changes.
+    pub fn apply(&self, objects: Vec<Object>) -> Result<Vec<Applied>, Vec<ObjectProblem>> {
+        let mut alloc = self.alloc.lock().expect("allocator lock");
+        let mut next_alloc = alloc.clone();
+        let result = self.store.write(|tx| {
+            let mut problems = Vec::new();
+            let mut admitted: Vec<(Object, Action, Vec<String>)> = Vec::new();
+            let mut keys = BTreeMap::new();
+            for (i, mut obj) in objects.into_iter().enumerate() {
+                if obj.meta().namespace.is_none() {
+                    obj.meta_mut().namespace = Some("default".into());
+                }
+                let key = obj.key();
+                let at = |path: &str, message: String| ObjectProblem {
+                    index: Some(i),
+                    object: label(&key),
+                    path: path.into(),
+                    message,
+                };
+                if let Some(first) = keys.insert(key.clone(), i) {
+                    problems.push(at(
+                        "",
+                        format!("appears twice in the request (also object {})", first + 1),
+                    ));
+                    continue;
+                }
+                let old = tx.get(&key);
+                let mut a = match admission::admit(obj, old) {
+                    Ok(a) => a,
+                    Err(ps) => {
+                        problems.extend(
+                            ps.into_iter()
+                                .map(|Problem { path, message }| at(&path, message)),
+                        );
+                        continue;
+                    }
+                };
+                if let (Object::Service(s), old) = (&mut a.object, old) {
+                    let owner = (key.namespace.as_str(), key.name.as_str());
+                    let old_ip = match old {
+                        Some(Object::Service(o)) => cluster_ip(o),
+                        _ => None,
+                    };
+                    let spec = s.spec.as_mut().expect("admission fills the spec");
+                    let wants_ip = spec.type_.as_deref() != Some("ExternalName")
+                        && spec.cluster_ip.as_deref() != Some("None");
+                    if wants_ip && old_ip.is_none() {
+                        let got = match spec.cluster_ip.as_deref().filter(|s| !s.is_empty()) {
+                            Some(req) => {
+                                let ip: Ipv4Addr = req.parse().expect("admission checked the form");
+                                next_alloc.take(ip, owner).map(|_| ip)
+                            }
+                            None => next_alloc.allocate(owner),
+                        };
+                        match got {
+                            Ok(ip) => spec.cluster_ip = Some(ip.to_string()),
+                            Err(e) => {
+                                problems.push(at("spec.clusterIP", e.to_string()));
+                                continue;
+                            }
+                        }
+                    }
+                    if let Some(ip) = spec.cluster_ip.clone() {
+                        spec.cluster_ips = Some(vec![ip]);
+                    }
+                }
+                if let (Object::Deployment(d), Some(Object::Deployment(o))) = (&mut a.object, old) {
+                    d.status = o.status.clone();
+                }
+                let action = match old {
+                    None => Action::Created,
+                    Some(o) if comparable(o) == comparable(&a.object) => Action::Unchanged,
+                    Some(_) => Action::Configured,
+                };
+                admitted.push((a.object, action, a.ignored));
+            }
+            if !problems.is_empty() {
+                return Err(problems);
+            }
+            Ok(admitted
+                .into_iter()
+                .map(|(obj, action, ignored)| {
+                    let stored = if action == Action::Unchanged {
+                        obj
+                    } else {
+                        tx.put(obj)
+                    };
+                    Applied {
+                        key: stored.key(),
+                        cluster_ip: match &stored {
+                            Object::Service(s) => {
+                                s.spec.as_ref().and_then(|s| s.cluster_ip.clone())
+                            }
+                            _ => None,
+                        },
+                        action,
+                        ignored,
+                    }
+                })
+                .collect())
+        });
+        if result.is_ok() {
+            *alloc = next_alloc;
+        }
+        result
+    }
+
+    /// Deletes one object; a Service's ClusterIP is free again at once.
+    pub fn delete(&self, key: &Key) -> Result<Object, ObjectProblem> {
+        let refuse = |message: String| ObjectProblem {
+            index: None,
+            object: label(key),
+            path: String::new(),
+            message,
+        };
+        if !key.kind.user_writable() {
+            return Err(refuse(format!(
+                "{} objects are kept by the endpoints controller; delete the Service instead",
+                key.kind
+            )));
+        }
+        let mut alloc = self.alloc.lock().expect("allocator lock");
+        let gone = self
+            .store
+            .write(|tx| tx.delete(key))
+            .ok_or_else(|| refuse("not found".into()))?;
+        if let Object::Service(s) = &gone {
+            if let Some(ip) = cluster_ip(s) {
+                alloc.release(ip);
+            }
+        }
+        Ok(gone)
+    }
+
+    /// Sets a Deployment's replicas (`kubectl scale`).
+    pub fn scale(
+        &self,
+        namespace: &str,
+        name: &str,
+        replicas: i32,
+    ) -> Result<Applied, Vec<ObjectProblem>> {
+        let key = Key::new(Kind::Deployment, namespace, name);
+        let Some(Object::Deployment(mut d)) = self.store.get(&key) else {
+            return Err(vec![ObjectProblem {
+                index: None,
+                object: label(&key),
+                path: String::new(),
+                message: "not found".into(),
+            }]);
+        };
+        if let Some(spec) = &mut d.spec {
+            spec.replicas = Some(replicas);
+        }
+        let mut out = self.apply(vec![Object::Deployment(d)])?;
+        Ok(out.remove(0))
+    }
+
+    /// Whether `ip` is allocated to a Service now.
+    pub fn cluster_ip_in_use(&self, ip: Ipv4Addr) -> bool {
+        self.alloc.lock().expect("allocator lock").in_use(ip)
+    }
+}

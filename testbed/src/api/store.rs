@@ -1,0 +1,211 @@
+//! The cluster's data store: every object with a `resourceVersion` from one counter,
+//! and watchers that see every change, in order. Controllers that only need "something
+//! changed, look again" subscribe to the revision instead.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+
+use super::object::{Key, Kind, Object};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum EventType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+/// One change, as a Kubernetes watch reports it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Event {
+    #[serde(rename = "type")]
+    pub kind: EventType,
+    pub object: Object,
+}
+
+struct Watcher {
+    kind: Option<Kind>,
+    namespace: Option<String>,
+    tx: mpsc::UnboundedSender<Event>,
+}
+
+#[derive(Default)]
+struct Inner {
+    objects: BTreeMap<Key, Object>,
+    rv: u64,
+    uid: u64,
+    watchers: Vec<Watcher>,
+}
+
+pub struct Store {
+    inner: Mutex<Inner>,
+    revision: watch::Sender<u64>,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Store {
+            inner: Mutex::default(),
+            revision: watch::channel(0).0,
+        }
+    }
+}
+
+/// A batch of writes made under one lock: all are seen at once, in order.
+pub struct Tx<'a> {
+    inner: &'a mut Inner,
+    events: Vec<Event>,
+}
+
+impl Tx<'_> {
+    pub fn get(&self, key: &Key) -> Option<&Object> {
+        self.inner.objects.get(key)
+    }
+
+    pub fn list(&self, kind: Kind) -> impl Iterator<Item = &Object> {
+        let start = Key::new(kind, "", "");
+        self.inner
+            .objects
+            .range(start..)
+            .take_while(move |(k, _)| k.kind == kind)
+            .map(|(_, o)| o)
+    }
+
+    /// Creates or replaces `obj`, giving it the next resource version (and a uid and
+    /// creation time when it is new). Returns the stored object.
+    pub fn put(&mut self, mut obj: Object) -> Object {
+        let key = obj.key();
+        self.inner.rv += 1;
+        let rv = self.inner.rv;
+        let old = self.inner.objects.get(&key);
+        let kind = if old.is_some() {
+            EventType::Modified
+        } else {
+            EventType::Added
+        };
+        {
+            let meta = obj.meta_mut();
+            if let Some(old) = old {
+                meta.uid = old.meta().uid.clone();
+                meta.creation_timestamp = old.meta().creation_timestamp.clone();
+            } else {
+                self.inner.uid += 1;
+                meta.uid = Some(format!("00000000-0000-4000-8000-{:012x}", self.inner.uid));
+                meta.creation_timestamp = Some(now());
+            }
+            meta.namespace = Some(key.namespace.clone());
+            meta.resource_version = Some(rv.to_string());
+        }
+        self.inner.objects.insert(key, obj.clone());
+        self.events.push(Event {
+            kind,
+            object: obj.clone(),
+        });
+        obj
+    }
+
+    pub fn delete(&mut self, key: &Key) -> Option<Object> {
+        let mut obj = self.inner.objects.remove(key)?;
+        self.inner.rv += 1;
+        obj.meta_mut().resource_version = Some(self.inner.rv.to_string());
+        self.events.push(Event {
+            kind: EventType::Deleted,
+            object: obj.clone(),
+        });
+        Some(obj)
+    }
+}
+
+fn now() -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::from_second(secs).unwrap_or_default(),
+    )
+}
+
+impl Store {
+    /// Runs `f` with the store locked; its writes reach watchers together, in order.
+    pub fn write<R>(&self, f: impl FnOnce(&mut Tx) -> R) -> R {
+        let mut inner = self.inner.lock().expect("store lock");
+        let mut tx = Tx {
+            inner: &mut inner,
+            events: Vec::new(),
+        };
+        let out = f(&mut tx);
+        let events = std::mem::take(&mut tx.events);
+        if !events.is_empty() {
+            inner.watchers.retain(|w| {
+                events
+                    .iter()
+                    .filter(|e| {
+                        w.kind.is_none_or(|k| k == e.object.kind())
+                            && w.namespace
+                                .as_deref()
+                                .is_none_or(|n| n == e.object.namespace())
+                    })
+                    .all(|e| w.tx.send(e.clone()).is_ok())
+            });
+            let rv = inner.rv;
+            self.revision.send_replace(rv);
+        }
+        out
+    }
+
+    /// Runs `f` on the objects as they are now.
+    pub fn read<R>(&self, f: impl FnOnce(&Tx) -> R) -> R {
+        let mut inner = self.inner.lock().expect("store lock");
+        let tx = Tx {
+            inner: &mut inner,
+            events: Vec::new(),
+        };
+        f(&tx)
+    }
+
+    pub fn get(&self, key: &Key) -> Option<Object> {
+        self.read(|tx| tx.get(key).cloned())
+    }
+
+    pub fn list(&self, kind: Kind, namespace: Option<&str>) -> Vec<Object> {
+        self.read(|tx| {
+            tx.list(kind)
+                .filter(|o| namespace.is_none_or(|n| n == o.namespace()))
+                .cloned()
+                .collect()
+        })
+    }
+
+    /// The objects of `kind` (all kinds when `None`) as they are now, and every change
+    /// after them, in order.
+    pub fn watch(
+        &self,
+        kind: Option<Kind>,
+        namespace: Option<&str>,
+    ) -> (Vec<Object>, mpsc::UnboundedReceiver<Event>) {
+        let mut inner = self.inner.lock().expect("store lock");
+        let now = inner
+            .objects
+            .values()
+            .filter(|o| kind.is_none_or(|k| k == o.kind()))
+            .filter(|o| namespace.is_none_or(|n| n == o.namespace()))
+            .cloned()
+            .collect();
+        let (tx, rx) = mpsc::unbounded_channel();
+        inner.watchers.push(Watcher {
+            kind,
+            namespace: namespace.map(str::to_string),
+            tx,
+        });
+        (now, rx)
+    }
+
+    /// The latest resource version, changing whenever anything is written.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.revision.subscribe()
+    }
+}

@@ -1,0 +1,345 @@
+//! The endpoints controller: for each Service with a selector, the pods that match,
+//! split into ready and not-ready addresses with the Service's ports resolved against
+//! each pod's container ports (by name or number), written as an `Endpoints` object
+//! and an `EndpointSlice`, as the control plane does.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use k8s_openapi::api::core::v1::{
+    EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectReference, Pod, Service,
+};
+use k8s_openapi::api::discovery::v1::{self as discovery, EndpointConditions, EndpointSlice};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use sha2::{Digest, Sha256};
+
+use crate::api::{Key, Kind, Object, Store};
+
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+pub const MANAGED_BY_LABEL: &str = "endpointslice.kubernetes.io/managed-by";
+pub const MANAGED_BY: &str = "endpointslice-controller.k8s.io";
+
+/// A Service port resolved for one pod: name, number, protocol.
+type ResolvedPort = (String, i32, String);
+
+/// Whether `pod` is Ready: running, with an address, its Ready condition true, and
+/// not being deleted.
+pub fn pod_ready(pod: &Pod) -> bool {
+    let Some(st) = &pod.status else { return false };
+    st.phase.as_deref() == Some("Running")
+        && st.pod_ip.is_some()
+        && pod.metadata.deletion_timestamp.is_none()
+        && st
+            .conditions
+            .iter()
+            .flatten()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
+fn selects(sel: &BTreeMap<String, String>, pod: &Pod) -> bool {
+    let labels = pod.metadata.labels.as_ref();
+    !sel.is_empty()
+        && sel
+            .iter()
+            .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
+}
+
+/// The port a pod serves a Service port on: a number, or the container port that
+/// has the name. `None` when the pod has no port of that name.
+fn resolve(target: &IntOrString, proto: &str, pod: &Pod) -> Option<i32> {
+    match target {
+        IntOrString::Int(n) => Some(*n),
+        IntOrString::String(name) => pod
+            .spec
+            .as_ref()?
+            .containers
+            .iter()
+            .flat_map(|c| c.ports.iter().flatten())
+            .find(|p| {
+                p.name.as_deref() == Some(name) && p.protocol.as_deref().unwrap_or("TCP") == proto
+            })
+            .map(|p| p.container_port),
+    }
+}
+
+fn owner(svc: &Service) -> OwnerReference {
+    OwnerReference {
+        api_version: "v1".into(),
+        kind: "Service".into(),
+        name: svc.metadata.name.clone().unwrap_or_default(),
+        uid: svc.metadata.uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+/// The slice's name: the Service's, a dash and five characters that do not change
+/// (Kubernetes picks them at random).
+pub fn slice_name(service: &str) -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let h = Sha256::digest(service.as_bytes());
+    let tail: String = h[..5]
+        .iter()
+        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+        .collect();
+    format!("{service}-{tail}")
+}
+
+/// The `Endpoints` and `EndpointSlice` of `svc` given the pods of its namespace, or
+/// `None` when the controller leaves the Service alone (no selector, ExternalName).
+pub fn endpoints_for<'a>(
+    svc: &Service,
+    pods: impl IntoIterator<Item = &'a Pod>,
+) -> Option<(Endpoints, EndpointSlice)> {
+    let spec = svc.spec.as_ref()?;
+    if spec.type_.as_deref() == Some("ExternalName") {
+        return None;
+    }
+    let sel = spec.selector.as_ref().filter(|s| !s.is_empty())?;
+    let name = svc.metadata.name.clone()?;
+    let ns = svc
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let publish_all = spec.publish_not_ready_addresses == Some(true);
+    let ports = spec.ports.clone().unwrap_or_default();
+
+    let mut matched: Vec<&Pod> = pods
+        .into_iter()
+        .filter(|p| selects(sel, p))
+        .filter(|p| p.status.as_ref().and_then(|s| s.pod_ip.as_ref()).is_some())
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect();
+    matched.sort_by_key(|p| {
+        let ip: std::net::Ipv4Addr = p
+            .status
+            .as_ref()
+            .and_then(|s| s.pod_ip.as_deref())
+            .and_then(|ip| ip.parse().ok())
+            .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
+        (ip, p.metadata.name.clone())
+    });
+
+    // Endpoints: pods grouped by the ports they resolve to, one subset per group.
+    let mut subsets: BTreeMap<Vec<ResolvedPort>, (Vec<EndpointAddress>, Vec<EndpointAddress>)> =
+        BTreeMap::new();
+    let mut slice_ports: Option<Vec<ResolvedPort>> = None;
+    let mut slice_endpoints = Vec::new();
+    for pod in &matched {
+        let resolved: Vec<ResolvedPort> = ports
+            .iter()
+            .filter_map(|p| {
+                let proto = p.protocol.clone().unwrap_or_else(|| "TCP".into());
+                let target = p.target_port.clone().unwrap_or(IntOrString::Int(p.port));
+                resolve(&target, &proto, pod)
+                    .map(|n| (p.name.clone().unwrap_or_default(), n, proto))
+            })
+            .collect();
+        if resolved.is_empty() && !ports.is_empty() {
+            continue;
+        }
+        let ip = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.pod_ip.clone())
+            .unwrap_or_default();
+        let pod_spec = pod.spec.as_ref();
+        let node = pod_spec.and_then(|s| s.node_name.clone());
+        let hostname = pod_spec
+            .filter(|s| s.subdomain.as_deref() == Some(name.as_str()))
+            .and_then(|s| s.hostname.clone());
+        let target_ref = ObjectReference {
+            kind: Some("Pod".into()),
+            namespace: Some(ns.clone()),
+            name: pod.metadata.name.clone(),
+            uid: pod.metadata.uid.clone(),
+            ..Default::default()
+        };
+        let ready = pod_ready(pod);
+        let addr = EndpointAddress {
+            ip: ip.clone(),
+            hostname: hostname.clone(),
+            node_name: node.clone(),
+            target_ref: Some(target_ref.clone()),
+        };
+        let group = subsets.entry(resolved.clone()).or_default();
+        if ready || publish_all {
+            group.0.push(addr);
+        } else {
+            group.1.push(addr);
+        }
+        // One slice holds endpoints with the same ports; those of the first group.
+        if slice_ports.get_or_insert_with(|| resolved.clone()) == &resolved {
+            slice_endpoints.push(discovery::Endpoint {
+                addresses: vec![ip],
+                conditions: Some(EndpointConditions {
+                    ready: Some(ready || publish_all),
+                    serving: Some(ready),
+                    terminating: Some(false),
+                }),
+                hostname,
+                node_name: node,
+                target_ref: Some(target_ref),
+                ..Default::default()
+            });
+        }
+    }
+
+    let labels = |extra: bool| {
+        let mut l = svc.metadata.labels.clone().unwrap_or_default();
+        if extra {
+            l.insert(SERVICE_NAME_LABEL.into(), name.clone());
+            l.insert(MANAGED_BY_LABEL.into(), MANAGED_BY.into());
+        }
+        Some(l).filter(|l| !l.is_empty())
+    };
+    let endpoints = Endpoints {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(ns.clone()),
+            labels: labels(false),
+            ..Default::default()
+        },
+        subsets: Some(
+            subsets
+                .into_iter()
+                .map(|(ports, (ready, not_ready))| EndpointSubset {
+                    addresses: Some(ready).filter(|a| !a.is_empty()),
+                    not_ready_addresses: Some(not_ready).filter(|a| !a.is_empty()),
+                    ports: Some(
+                        ports
+                            .into_iter()
+                            .map(|(name, port, protocol)| EndpointPort {
+                                name: Some(name).filter(|n| !n.is_empty()),
+                                port,
+                                protocol: Some(protocol),
+                                app_protocol: None,
+                            })
+                            .collect(),
+                    )
+                    .filter(|p: &Vec<EndpointPort>| !p.is_empty()),
+                })
+                .collect(),
+        )
+        .filter(|s: &Vec<EndpointSubset>| !s.is_empty()),
+    };
+    let slice_ports = slice_ports.unwrap_or_else(|| {
+        // No endpoints: the slice still lists the Service's ports (numbers unknown).
+        Vec::new()
+    });
+    let slice = EndpointSlice {
+        metadata: ObjectMeta {
+            name: Some(slice_name(&name)),
+            namespace: Some(ns),
+            labels: labels(true),
+            owner_references: Some(vec![owner(svc)]),
+            ..Default::default()
+        },
+        address_type: "IPv4".into(),
+        endpoints: slice_endpoints,
+        ports: Some(
+            slice_ports
+                .into_iter()
+                .map(|(name, port, protocol)| discovery::EndpointPort {
+                    name: Some(name),
+                    port: Some(port),
+                    protocol: Some(protocol),
+                    app_protocol: None,
+                })
+                .collect(),
+        ),
+    };
+    Some((endpoints, slice))
+}
+
+/// Runs the controller until the store's watch ends: reacts to every Service and Pod
+/// change, and writes an object only when it differs from what it wrote before.
+pub async fn run(store: std::sync::Arc<Store>) {
+    let (initial, mut events) = store.watch(None, None);
+    let mut services: HashMap<(String, String), Service> = HashMap::new();
+    let mut pods: HashMap<String, BTreeMap<String, Pod>> = HashMap::new();
+    let mut written: HashMap<(String, String), (Endpoints, EndpointSlice)> = HashMap::new();
+    let mut dirty: HashSet<(String, String)> = HashSet::new();
+
+    let take = |obj: Object,
+                deleted: bool,
+                services: &mut HashMap<(String, String), Service>,
+                pods: &mut HashMap<String, BTreeMap<String, Pod>>,
+                dirty: &mut HashSet<(String, String)>| {
+        let ns = obj.namespace().to_string();
+        let name = obj.name().to_string();
+        match obj {
+            Object::Service(s) => {
+                dirty.insert((ns.clone(), name.clone()));
+                if deleted {
+                    services.remove(&(ns, name));
+                } else {
+                    services.insert((ns, name), s);
+                }
+            }
+            Object::Pod(p) => {
+                let in_ns = pods.entry(ns.clone()).or_default();
+                let old = if deleted {
+                    in_ns.remove(&name)
+                } else {
+                    in_ns.insert(name, p.clone())
+                };
+                for ((sns, sname), svc) in services.iter() {
+                    if *sns != ns {
+                        continue;
+                    }
+                    let sel = svc
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.selector.clone())
+                        .unwrap_or_default();
+                    if selects(&sel, &p) || old.as_ref().is_some_and(|o| selects(&sel, o)) {
+                        dirty.insert((sns.clone(), sname.clone()));
+                    }
+                }
+            }
+            _ => {}
+        }
+    };
+    for obj in initial {
+        take(obj, false, &mut services, &mut pods, &mut dirty);
+    }
+    loop {
+        // Take every change that is waiting, then write once for all of them.
+        while let Ok(ev) = events.try_recv() {
+            let deleted = ev.kind == crate::api::EventType::Deleted;
+            take(ev.object, deleted, &mut services, &mut pods, &mut dirty);
+        }
+        for key in dirty.drain() {
+            let want = services.get(&key).and_then(|svc| {
+                endpoints_for(svc, pods.get(&key.0).into_iter().flat_map(|m| m.values()))
+            });
+            match (want, written.get(&key)) {
+                (Some(w), Some(old)) if *old == w => {}
+                (Some(w), _) => {
+                    store.write(|tx| {
+                        tx.put(Object::Endpoints(w.0.clone()));
+                        tx.put(Object::EndpointSlice(w.1.clone()));
+                    });
+                    written.insert(key, w);
+                }
+                (None, _) => {
+                    if written.remove(&key).is_some() {
+                        store.write(|tx| {
+                            tx.delete(&Key::new(Kind::Endpoints, &key.0, &key.1));
+                            tx.delete(&Key::new(Kind::EndpointSlice, &key.0, &slice_name(&key.1)));
+                        });
+                    }
+                }
+            }
+        }
+        match events.recv().await {
+            Some(ev) => {
+                let deleted = ev.kind == crate::api::EventType::Deleted;
+                take(ev.object, deleted, &mut services, &mut pods, &mut dirty);
+            }
+            None => return,
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! The control plane's controllers: each watches the store and writes what follows
+//! from it.
+
+pub mod deployment;
+pub mod endpoints;
+
+#[cfg(test)]
+mod tests;

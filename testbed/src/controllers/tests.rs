@@ -1,0 +1,270 @@
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Pod, PodCondition, PodStatus};
+
+use super::deployment::{self, reconcile};
+use super::endpoints::endpoints_for;
+use crate::api::server::{Action, Api};
+use crate::api::{Key, Kind, Object, Store};
+
+fn api() -> Api {
+    Api::new(Arc::new(Store::default()), "10.96.0.0/12".parse().unwrap())
+}
+
+fn objects(yaml: &str) -> Vec<Object> {
+    let docs = crate::yaml::load_all(yaml).unwrap();
+    docs.into_iter()
+        .map(|(v, _)| serde_json::from_value(v).unwrap())
+        .collect()
+}
+
+fn pod(name: &str, ip: &str, labels: &str, ready: bool) -> Pod {
+    let mut p: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "namespace": "default", "labels": serde_json::from_str::<serde_json::Value>(labels).unwrap()},
+        "spec": {"nodeName": "node-1", "containers": [{"name": "main", "ports": [{"name": "http", "containerPort": 8080}]}]},
+    }))
+    .unwrap();
+    p.status = Some(PodStatus {
+        phase: Some("Running".into()),
+        pod_ip: Some(ip.into()),
+        conditions: Some(vec![PodCondition {
+            type_: "Ready".into(),
+            status: if ready { "True" } else { "False" }.into(),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    });
+    p
+}
+
+const WEB: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  selector: {app: web}\n  ports:\n  - {name: http, port: 80, targetPort: http}\n  - {name: alt, port: 81, targetPort: 9090, protocol: UDP}\n";
+
+#[test]
+fn admission_defaults_and_allocates_in_order() {
+    let api = api();
+    let got = api.apply(objects(WEB)).unwrap();
+    assert_eq!(got[0].action, Action::Created);
+    assert_eq!(got[0].cluster_ip.as_deref(), Some("10.96.0.2"));
+    let Some(Object::Service(s)) = api.store.get(&Key::new(Kind::Service, "default", "web")) else {
+        panic!()
+    };
+    let spec = s.spec.unwrap();
+    assert_eq!(spec.type_.as_deref(), Some("ClusterIP"));
+    assert_eq!(spec.session_affinity.as_deref(), Some("None"));
+    assert_eq!(
+        spec.ports.as_ref().unwrap()[0].protocol.as_deref(),
+        Some("TCP")
+    );
+    // Applying the same again changes nothing; the kubernetes Service has .1.
+    assert_eq!(
+        api.apply(objects(WEB)).unwrap()[0].action,
+        Action::Unchanged
+    );
+    let k = api
+        .store
+        .get(&Key::new(Kind::Service, "default", "kubernetes"))
+        .unwrap();
+    assert!(k
+        .to_value()
+        .to_string()
+        .contains("\"clusterIP\":\"10.96.0.1\""));
+}
+
+#[test]
+fn admission_refuses_with_field_paths_and_changes_nothing() {
+    let api = api();
+    let bad = "apiVersion: v1\nkind: Service\nmetadata: {name: ok}\nspec: {ports: [{port: 80}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: Bad_Name}\nspec:\n  ports:\n  - {port: 70000}\n  - {port: 80, name: x}\n";
+    let err = api.apply(objects(bad)).unwrap_err();
+    let text: Vec<String> = err.iter().map(|p| p.to_string()).collect();
+    assert!(
+        text.iter()
+            .any(|t| t.contains("metadata.name") && t.contains("Bad_Name")),
+        "{text:?}"
+    );
+    assert!(
+        text.iter()
+            .any(|t| t.contains("spec.ports[0].port: 70000 is not a port number")),
+        "{text:?}"
+    );
+    assert!(
+        text.iter()
+            .any(|t| t.contains("spec.ports[0].name: is required")),
+        "{text:?}"
+    );
+    assert!(err.iter().all(|p| p.index == Some(1)));
+    assert!(
+        api.store
+            .get(&Key::new(Kind::Service, "default", "ok"))
+            .is_none(),
+        "the valid one is not created either"
+    );
+    // The address the refused request would have had is still free.
+    assert_eq!(
+        api.apply(objects(WEB)).unwrap()[0].cluster_ip.as_deref(),
+        Some("10.96.0.2")
+    );
+}
+
+#[test]
+fn cluster_ip_requests_immutability_and_release() {
+    let api = api();
+    let with_ip = |name: &str, ip: &str| {
+        objects(&format!("apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec: {{clusterIP: {ip}, ports: [{{port: 80}}]}}\n"))
+    };
+    assert_eq!(
+        api.apply(with_ip("a", "10.96.0.50")).unwrap()[0]
+            .cluster_ip
+            .as_deref(),
+        Some("10.96.0.50")
+    );
+    let e = api.apply(with_ip("b", "10.96.0.50")).unwrap_err();
+    assert!(
+        e[0].to_string().contains("10.96.0.50 is already allocated"),
+        "{}",
+        e[0]
+    );
+    let e = api.apply(with_ip("b", "10.96.0.10")).unwrap_err();
+    assert!(
+        e[0].to_string()
+            .contains("reserved for the kube-system/kube-dns"),
+        "{}",
+        e[0]
+    );
+    let e = api.apply(with_ip("b", "192.168.0.1")).unwrap_err();
+    assert!(
+        e[0].to_string().contains("not in the service CIDR"),
+        "{}",
+        e[0]
+    );
+    let e = api.apply(with_ip("a", "10.96.0.51")).unwrap_err();
+    assert!(
+        e[0].to_string()
+            .contains("spec.clusterIP: field is immutable"),
+        "{}",
+        e[0]
+    );
+    api.delete(&Key::new(Kind::Service, "default", "a"))
+        .unwrap();
+    assert!(!api.cluster_ip_in_use("10.96.0.50".parse().unwrap()));
+    assert_eq!(
+        api.apply(with_ip("b", "10.96.0.50")).unwrap()[0]
+            .cluster_ip
+            .as_deref(),
+        Some("10.96.0.50")
+    );
+    let e = api
+        .delete(&Key::new(Kind::Endpoints, "default", "b"))
+        .unwrap_err();
+    assert!(e.message.contains("endpoints controller"));
+}
+
+#[test]
+fn endpoints_split_ready_and_resolve_named_ports() {
+    let api = api();
+    api.apply(objects(WEB)).unwrap();
+    let Some(Object::Service(svc)) = api.store.get(&Key::new(Kind::Service, "default", "web"))
+    else {
+        panic!()
+    };
+    let pods = [
+        pod("web-b", "10.244.1.3", r#"{"app":"web"}"#, true),
+        pod("web-a", "10.244.1.2", r#"{"app":"web"}"#, false),
+        pod("other", "10.244.1.4", r#"{"app":"db"}"#, true),
+    ];
+    let (ep, slice) = endpoints_for(&svc, &pods).unwrap();
+    let v = serde_json::to_value(&ep).unwrap();
+    let subset = &v["subsets"][0];
+    assert_eq!(subset["addresses"][0]["ip"], "10.244.1.3");
+    assert_eq!(subset["notReadyAddresses"][0]["ip"], "10.244.1.2");
+    assert_eq!(subset["addresses"].as_array().unwrap().len(), 1);
+    let ports: Vec<(String, i64)> = subset["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap().to_string(),
+                p["port"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ports,
+        [("http".to_string(), 8080), ("alt".to_string(), 9090)]
+    );
+    assert_eq!(slice.endpoints.len(), 2);
+    assert_eq!(slice.endpoints[0].addresses, ["10.244.1.2"]);
+    assert_eq!(
+        slice.endpoints[0].conditions.as_ref().unwrap().ready,
+        Some(false)
+    );
+    // publishNotReadyAddresses: every matching pod is an address.
+    let mut svc2 = svc.clone();
+    svc2.spec.as_mut().unwrap().publish_not_ready_addresses = Some(true);
+    let (ep, _) = endpoints_for(&svc2, &pods).unwrap();
+    assert_eq!(ep.subsets.unwrap()[0].addresses.as_ref().unwrap().len(), 2);
+}
+
+#[test]
+fn deployment_scales_with_stable_names_and_rolls_templates() {
+    let api = api();
+    let d = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 3\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec: {containers: [{name: main, image: agnhost}]}\n";
+    api.apply(objects(d)).unwrap();
+    let Some(Object::Deployment(dep)) =
+        api.store.get(&Key::new(Kind::Deployment, "default", "web"))
+    else {
+        panic!()
+    };
+    let step = reconcile(&dep, &[]);
+    let names: Vec<String> = step
+        .create
+        .iter()
+        .map(|p| p.metadata.name.clone().unwrap())
+        .collect();
+    assert_eq!(names.len(), 3);
+    let hash = deployment::template_hash(&dep);
+    assert_eq!(names[0], deployment::pod_name("web", &hash, 0));
+    assert!(names.iter().all(|n| n.starts_with(&format!("web-{hash}-"))));
+    assert_eq!(
+        reconcile(&dep, &[]).create,
+        step.create,
+        "the same names every time"
+    );
+    // Scale to 1: the two newest go.
+    let mut one = dep.clone();
+    one.spec.as_mut().unwrap().replicas = Some(1);
+    let owned: Vec<&Pod> = step.create.iter().collect();
+    let down = reconcile(&one, &owned);
+    assert_eq!(down.delete, [names[2].clone(), names[1].clone()]);
+    // A new template: new pods first, old ones stay until the new are Ready.
+    let mut rolled = dep.clone();
+    rolled
+        .spec
+        .as_mut()
+        .unwrap()
+        .template
+        .spec
+        .as_mut()
+        .unwrap()
+        .containers[0]
+        .image = Some("v2".into());
+    let roll = reconcile(&rolled, &owned);
+    assert_eq!(roll.create.len(), 3);
+    assert!(roll.delete.is_empty());
+}
+
+#[test]
+fn watchers_see_every_change_in_order() {
+    let api = api();
+    let (now, mut rx) = api.store.watch(Some(Kind::Service), None);
+    assert_eq!(now.len(), 1, "the kubernetes Service");
+    api.apply(objects(WEB)).unwrap();
+    api.delete(&Key::new(Kind::Service, "default", "web"))
+        .unwrap();
+    let a = rx.try_recv().unwrap();
+    let b = rx.try_recv().unwrap();
+    assert_eq!(a.kind, crate::api::EventType::Added);
+    assert_eq!(b.kind, crate::api::EventType::Deleted);
+    assert!(b.object.resource_version() > a.object.resource_version());
+    assert!(rx.try_recv().is_err());
+}

@@ -4,8 +4,10 @@
 pub mod api;
 pub mod clean;
 pub mod cli;
+pub mod control;
 pub mod controllers;
 pub mod exec;
+pub mod kubelet;
 pub mod lifecycle;
 pub mod manifest;
 pub mod names;

@@ -99,6 +99,11 @@ impl Testbed {
         &self.record.name
     }
 
+    /// The uid that may use the testbed besides root.
+    pub fn owner_uid(&self) -> u32 {
+        self.record.owner_uid
+    }
+
     /// Removes every namespace, link and file of the testbed, then its record.
     pub fn down(mut self) -> Teardown {
         self.teardown()

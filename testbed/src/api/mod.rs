@@ -5,6 +5,7 @@ pub mod admission;
 pub mod ipalloc;
 pub mod object;
 pub mod server;
+pub mod socket;
 pub mod store;
 
 pub use object::{Key, Kind, Object};

@@ -119,7 +119,8 @@ impl Tx<'_> {
     }
 }
 
-fn now() -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
+/// The time now, as Kubernetes objects carry it (whole seconds).
+pub fn now() -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)

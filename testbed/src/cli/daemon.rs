@@ -9,7 +9,11 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use tokio::signal::unix::{signal, SignalKind};
 
+use std::sync::Arc;
+
 use super::up::{Ready, PROGRESS, READY};
+use crate::api::socket;
+use crate::control::ControlPlane;
 use crate::lifecycle::Testbed;
 use crate::scenario;
 use crate::state;
@@ -34,6 +38,19 @@ pub(super) fn run(file: &Path, name: &str) -> Result<ExitCode> {
         };
         let tb =
             Testbed::up_with_progress(name, &scenario, Some(file.to_path_buf()), &progress).await?;
+        let cp = ControlPlane::start(tb.plan(), &scenario, state::dir(name).join("etc"))?;
+        let cp = Arc::new(cp);
+        let listener = socket::bind(&socket::socket_path(name)).context("bind the API socket")?;
+        let nodes: socket::NodesFn = {
+            let cp = cp.clone();
+            Arc::new(move || cp.node_status())
+        };
+        let server = tokio::spawn(socket::serve(
+            listener,
+            tb.owner_uid(),
+            cp.api.clone(),
+            nodes,
+        ));
         let t = &tb.times;
         let ready = Ready {
             nodes_ms: t.nodes.as_secs_f64() * 1e3,
@@ -53,6 +70,9 @@ pub(super) fn run(file: &Path, name: &str) -> Result<ExitCode> {
             _ = int.recv() => "SIGINT",
             _ = hup.recv() => "SIGHUP",
         };
+        server.abort();
+        let _ = server.await;
+        cp.stop().await;
         let report = tb.down();
         eprintln!(
             "{why}: testbed {name} down, {} namespaces removed in {:.1} ms",

@@ -1,7 +1,9 @@
 //! The `testbed` command line.
 
 mod bench;
+mod client;
 mod daemon;
+mod objects;
 mod ops;
 mod up;
 
@@ -58,6 +60,54 @@ enum Command {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// Create or update objects from a file of Kubernetes manifests (`-` for stdin)
+    Apply {
+        #[arg(long, short = 't')]
+        testbed: Option<String>,
+        /// The manifests (YAML, several documents allowed)
+        #[arg(short = 'f', long = "filename", required = true)]
+        file: PathBuf,
+    },
+    /// Show objects: pods, services, endpoints, endpointslices, deployments, nodes
+    Get {
+        #[arg(long, short = 't')]
+        testbed: Option<String>,
+        /// The kind (pods, svc, ep, ...), or KIND/NAME
+        kind: String,
+        /// One object's name
+        name: Option<String>,
+        /// The namespace (default: default)
+        #[arg(long, short = 'n')]
+        namespace: Option<String>,
+        /// Every namespace
+        #[arg(long, short = 'A')]
+        all_namespaces: bool,
+        /// Output format
+        #[arg(long, short = 'o', value_enum)]
+        output: Option<objects::Output>,
+        /// Keep printing changes as they happen
+        #[arg(long, short = 'w')]
+        watch: bool,
+    },
+    /// Delete an object (KIND/NAME or KIND NAME)
+    Delete {
+        #[arg(long, short = 't')]
+        testbed: Option<String>,
+        kind: String,
+        name: Option<String>,
+        #[arg(long, short = 'n', default_value = "default")]
+        namespace: String,
+    },
+    /// Set the replicas of a Deployment (deployment/NAME)
+    Scale {
+        #[arg(long, short = 't')]
+        testbed: Option<String>,
+        target: String,
+        #[arg(long)]
+        replicas: i32,
+        #[arg(long, short = 'n', default_value = "default")]
+        namespace: String,
+    },
     /// Check scenario files without building anything (no root needed)
     Check {
         #[arg(required = true)]
@@ -95,6 +145,39 @@ pub fn main() -> ExitCode {
             target,
             command,
         } => need_root("exec").and_then(|_| ops::exec(testbed, &target, &command)),
+        Command::Apply { testbed, file } => objects::apply(testbed, &file),
+        Command::Get {
+            testbed,
+            kind,
+            name,
+            namespace,
+            all_namespaces,
+            output,
+            watch,
+        } => objects::get(objects::GetArgs {
+            testbed,
+            what: kind,
+            name,
+            namespace: if all_namespaces {
+                Some("*".into())
+            } else {
+                namespace
+            },
+            output,
+            watch,
+        }),
+        Command::Delete {
+            testbed,
+            kind,
+            name,
+            namespace,
+        } => objects::delete(testbed, &kind, name.as_deref(), &namespace),
+        Command::Scale {
+            testbed,
+            target,
+            replicas,
+            namespace,
+        } => objects::scale(testbed, &target, replicas, &namespace),
         Command::Check { files } => ops::check(&files),
         Command::Plan { file, name } => ops::plan(&file, name),
         Command::Bench { what } => need_root("bench").and_then(|_| bench::run(what)),

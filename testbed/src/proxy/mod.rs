@@ -3,6 +3,7 @@
 //! that follows a packet through them without a kernel ([`tracer`]).
 
 pub mod hash;
+pub mod node;
 pub mod render;
 pub mod sync;
 pub mod tracer;

@@ -290,6 +290,15 @@ fn apply(
         "DROP" => done.push((p, s, End::Drop)),
         "REJECT" => done.push((p, s, End::Reject)),
         "MARK" => {
+            if let Some(v) = arg("--set-xmark") {
+                // iptables-save's form of both: (mark & ~mask) ^ value.
+                let (value, mask) = v.split_once('/').unwrap_or((v, "0xffffffff"));
+                let value = parse_mark(value).ok_or_else(|| unsupported("bad mark"))?;
+                let mask = parse_mark(mask).ok_or_else(|| unsupported("bad mark"))?;
+                s.mark = (s.mark & !mask) ^ value;
+                next.push((p, s));
+                return Ok(());
+            }
             let (op, val) = if let Some(v) = arg("--or-mark") {
                 ("or", v)
             } else if let Some(v) = arg("--xor-mark") {

@@ -77,6 +77,8 @@ pub struct PodDecl {
     pub labels: BTreeMap<String, String>,
     /// `spec.nodeName`; `None` lets the planner spread it.
     pub node: Option<String>,
+    /// The rest of the manifest's spec: containers, ports, probes.
+    pub spec: Option<k8s_openapi::api::core::v1::PodSpec>,
 }
 
 impl PodDecl {
@@ -86,6 +88,7 @@ impl PodDecl {
             name: name.into(),
             labels: BTreeMap::new(),
             node: None,
+            spec: None,
         }
     }
 }

@@ -67,6 +67,7 @@ pub(super) fn decl_from_manifest(
         namespace,
         name,
         labels,
-        node: pod.spec.and_then(|s| s.node_name),
+        node: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
+        spec: pod.spec,
     })
 }

@@ -1,0 +1,66 @@
+//! Talking to a running testbed's API server over its socket.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+
+use anyhow::{anyhow, Context, Result};
+
+use crate::api::socket::{self, Request, Response};
+
+pub struct Client {
+    testbed: String,
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+impl Client {
+    pub fn connect(testbed: &str) -> Result<Client> {
+        let path = socket::socket_path(testbed);
+        let conn = UnixStream::connect(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+                anyhow!(
+                    "testbed {testbed} is not running (no API server at {})",
+                    path.display()
+                )
+            }
+            std::io::ErrorKind::PermissionDenied => anyhow!(
+                "permission denied opening {}: only root and the testbed's owner may use it",
+                path.display()
+            ),
+            _ => anyhow!("connect to {}: {e}", path.display()),
+        })?;
+        Ok(Client {
+            testbed: testbed.into(),
+            reader: BufReader::new(conn.try_clone().context("clone the socket")?),
+            writer: conn,
+        })
+    }
+
+    pub fn send(&mut self, req: &Request) -> Result<()> {
+        let mut line = serde_json::to_vec(req)?;
+        line.push(b'\n');
+        self.writer
+            .write_all(&line)
+            .with_context(|| format!("send a request to testbed {}", self.testbed))
+    }
+
+    pub fn recv(&mut self) -> Result<Option<Response>> {
+        let mut line = String::new();
+        let n = self
+            .reader
+            .read_line(&mut line)
+            .with_context(|| format!("read from testbed {}", self.testbed))?;
+        if n == 0 {
+            return Ok(None);
+        }
+        Ok(Some(
+            serde_json::from_str(&line).context("a response from the API server")?,
+        ))
+    }
+
+    pub fn call(&mut self, req: &Request) -> Result<Response> {
+        self.send(req)?;
+        self.recv()?
+            .ok_or_else(|| anyhow!("testbed {} closed the connection", self.testbed))
+    }
+}

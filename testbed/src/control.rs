@@ -1,0 +1,173 @@
+//! The control plane of a running testbed, in its process: the store and API server,
+//! the endpoints and Deployment controllers, the kubelets, and one kube-proxy per node,
+//! each a task on the runtime. The scenario's pods enter the store as the kubelets'
+//! pods, already running in the namespaces the topology made for them.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Pod, PodStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::api::server::Api;
+use crate::api::socket::NodeStatus;
+use crate::api::{Object, Store};
+use crate::controllers;
+use crate::kubelet::{self, NodeInfo};
+use crate::plan::Plan;
+use crate::proxy::node::SyncState;
+use crate::proxy::{self, render};
+use crate::scenario::Scenario;
+
+pub struct ControlPlane {
+    pub api: Arc<Api>,
+    pub store: Arc<Store>,
+    /// Each node's name and its kube-proxy's state.
+    pub proxies: Vec<(String, watch::Receiver<SyncState>)>,
+    nodes: Vec<NodeInfo>,
+    tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl ControlPlane {
+    /// Starts everything for the testbed built from `plan` and `scenario`.
+    pub fn start(
+        plan: &Plan,
+        scenario: &Scenario,
+        shared_etc: PathBuf,
+    ) -> anyhow::Result<ControlPlane> {
+        let store = Arc::new(Store::default());
+        let api = Arc::new(Api::new(store.clone(), plan.service_cidr));
+        // The scenario's pods, as the kubelets will find them: placed, addressed.
+        let pods: Vec<Object> = scenario
+            .pods
+            .iter()
+            .zip(&plan.pods)
+            .map(|(decl, p)| {
+                let mut spec = decl.spec.clone().unwrap_or_default();
+                spec.node_name = Some(p.node.clone());
+                Object::Pod(Pod {
+                    metadata: ObjectMeta {
+                        name: Some(p.name.clone()),
+                        namespace: Some(p.namespace.clone()),
+                        labels: Some(p.labels.clone()).filter(|l: &BTreeMap<_, _>| !l.is_empty()),
+                        ..Default::default()
+                    },
+                    spec: Some(spec),
+                    status: Some(PodStatus {
+                        phase: Some("Pending".into()),
+                        pod_ip: Some(p.ip.to_string()),
+                        ..Default::default()
+                    }),
+                })
+            })
+            .collect();
+        if !pods.is_empty() {
+            // Straight into the store: the scenario's check already validated them.
+            store.write(|tx| {
+                for p in pods {
+                    tx.put(p);
+                }
+            });
+        }
+        let nodes: Vec<NodeInfo> = plan
+            .nodes
+            .iter()
+            .map(|n| NodeInfo {
+                name: n.name.clone(),
+                netns: n.netns.clone(),
+                ip: n.ip,
+                pod_cidr: n.pod_cidr,
+                bridge_ip: n.bridge_ip,
+            })
+            .collect();
+        let exe = std::env::current_exe()?;
+        let mut tasks = vec![
+            tokio::spawn(controllers::endpoints::run(store.clone())),
+            tokio::spawn(controllers::deployment::run(store.clone())),
+            tokio::spawn(kubelet::run(
+                Arc::new(kubelet::Config {
+                    testbed: plan.testbed.clone(),
+                    nodes: nodes.clone(),
+                    shared_etc,
+                    dns_ip: plan.dns_ip,
+                    exe,
+                }),
+                store.clone(),
+            )),
+        ];
+        let cfg = render::Config {
+            cluster_cidr: Some(scenario.cluster.pod_cidr),
+        };
+        let mut proxies = Vec::new();
+        for n in &plan.nodes {
+            let (tx, rx) = watch::channel(SyncState::default());
+            tasks.push(tokio::spawn(proxy::node::run(
+                store.clone(),
+                n.name.clone(),
+                n.netns.clone(),
+                cfg.clone(),
+                tx,
+            )));
+            proxies.push((n.name.clone(), rx));
+        }
+        Ok(ControlPlane {
+            api,
+            store,
+            proxies,
+            nodes,
+            tasks: std::sync::Mutex::new(tasks),
+        })
+    }
+
+    /// Each node with its kube-proxy's state.
+    pub fn node_status(&self) -> Vec<NodeStatus> {
+        let rev = *self.store.subscribe().borrow();
+        self.nodes
+            .iter()
+            .zip(&self.proxies)
+            .map(|(n, (_, rx))| {
+                let s = rx.borrow().clone();
+                NodeStatus {
+                    name: n.name.clone(),
+                    ip: n.ip.to_string(),
+                    pod_cidr: n.pod_cidr.to_string(),
+                    synced_revision: s.revision,
+                    store_revision: rev,
+                    syncs: s.syncs,
+                    last_sync_ms: s.last_took.as_secs_f64() * 1e3,
+                    service_ports: s.service_ports,
+                    last_error: s.last_error,
+                }
+            })
+            .collect()
+    }
+
+    /// Waits until every node's rules reflect the store at `revision` or later.
+    pub async fn wait_synced(&self, revision: u64, timeout: Duration) -> bool {
+        let all = async {
+            for (_, rx) in &self.proxies {
+                let mut rx = rx.clone();
+                if rx.wait_for(|s| s.revision >= revision).await.is_err() {
+                    return false;
+                }
+            }
+            true
+        };
+        tokio::time::timeout(timeout, all).await.unwrap_or(false)
+    }
+
+    /// Stops every task: pods' processes are killed, servers closed.
+    pub async fn stop(&self) {
+        let tasks = std::mem::take(&mut *self.tasks.lock().expect("tasks lock"));
+        for t in &tasks {
+            t.abort();
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+}

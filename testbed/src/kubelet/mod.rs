@@ -1,0 +1,479 @@
+//! The kubelets of all nodes, in one task: they schedule pods that name no node, give
+//! each pod an address from its node's pod CIDR, make its namespace and veth, run its
+//! containers (the [`netexec`] server on their ports, or their `command` as a real
+//! process inside the pod) and its readiness probes, and report its status.
+
+pub mod netexec;
+pub mod probe;
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ipnet::Ipv4Net;
+use k8s_openapi::api::core::v1::{Pod, PodCondition, PodStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::api::{EventType, Key, Kind, Object, Store};
+use crate::names;
+use crate::netns;
+use crate::plan::PodPlan;
+use crate::state;
+use crate::topology;
+
+/// What a kubelet knows of its node.
+#[derive(Debug, Clone)]
+pub struct NodeInfo {
+    pub name: String,
+    pub netns: String,
+    pub ip: Ipv4Addr,
+    pub pod_cidr: Ipv4Net,
+    pub bridge_ip: Ipv4Addr,
+}
+
+/// Everything the kubelets share.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub testbed: String,
+    pub nodes: Vec<NodeInfo>,
+    pub shared_etc: PathBuf,
+    pub dns_ip: Ipv4Addr,
+    /// This program, to run `exec` for container commands and exec probes.
+    pub exe: PathBuf,
+}
+
+type PodKey = (String, String);
+
+/// A pod's task, stopped with the kubelet (its processes are killed on drop).
+struct Task(JoinHandle<()>);
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+struct Running {
+    stop: oneshot::Sender<()>,
+    done: Task,
+    node: usize,
+    host: u32,
+}
+
+fn now() -> Time {
+    crate::api::store::now()
+}
+
+/// Changes the status of the pod as it is in the store now (if it still exists).
+fn set_status(store: &Store, key: &PodKey, f: impl FnOnce(&mut PodStatus)) {
+    store.write(|tx| {
+        let k = Key::new(Kind::Pod, &key.0, &key.1);
+        if let Some(Object::Pod(mut p)) = tx.get(&k).cloned() {
+            let before = p.status.clone();
+            f(p.status.get_or_insert_with(Default::default));
+            if p.status != before {
+                tx.put(Object::Pod(p));
+            }
+        }
+    });
+}
+
+fn condition(type_: &str, ok: bool) -> PodCondition {
+    PodCondition {
+        type_: type_.into(),
+        status: if ok { "True" } else { "False" }.into(),
+        last_transition_time: Some(now()),
+        ..Default::default()
+    }
+}
+
+/// Sets the Ready and ContainersReady conditions, keeping their transition times
+/// when they do not change.
+fn set_ready(st: &mut PodStatus, ready: bool) {
+    let conds = st.conditions.get_or_insert_with(Vec::new);
+    for t in ["ContainersReady", "Ready"] {
+        match conds.iter_mut().find(|c| c.type_ == t) {
+            Some(c) if (c.status == "True") == ready => {}
+            Some(c) => *c = condition(t, ready),
+            None => conds.push(condition(t, ready)),
+        }
+    }
+}
+
+pub async fn run(cfg: Arc<Config>, store: Arc<Store>) {
+    let rt = tokio::runtime::Handle::current();
+    let mut netlink = Vec::new();
+    for n in &cfg.nodes {
+        let name = n.netns.clone();
+        let rt2 = rt.clone();
+        match tokio::task::spawn_blocking(move || netns::open_netlink(&name, &rt2)).await {
+            Ok(Ok(h)) => netlink.push(h),
+            other => {
+                tracing::error!("kubelet: cannot open netlink in {}: {other:?}", n.netns);
+                return;
+            }
+        }
+    }
+    let (initial, mut events) = store.watch(Some(Kind::Pod), None);
+    let mut pods: HashMap<PodKey, Pod> = HashMap::new();
+    let mut running: HashMap<PodKey, Running> = HashMap::new();
+    let mut used: Vec<BTreeSet<u32>> = vec![BTreeSet::new(); cfg.nodes.len()];
+    let mut queue: Vec<(EventType, Pod)> = initial
+        .into_iter()
+        .filter_map(|o| match o {
+            Object::Pod(p) => Some((EventType::Added, p)),
+            _ => None,
+        })
+        .collect();
+    loop {
+        for (kind, pod) in queue.drain(..) {
+            let key = (
+                pod.metadata
+                    .namespace
+                    .clone()
+                    .unwrap_or_else(|| "default".into()),
+                pod.metadata.name.clone().unwrap_or_default(),
+            );
+            if kind == EventType::Deleted {
+                pods.remove(&key);
+                if let Some(r) = running.remove(&key) {
+                    used[r.node].remove(&r.host);
+                    let _ = r.stop.send(());
+                    // The namespace goes before a pod of the same name may return.
+                    let mut done = r.done;
+                    let _ = (&mut done.0).await;
+                }
+                continue;
+            }
+            pods.insert(key.clone(), pod.clone());
+            if running.contains_key(&key) {
+                continue;
+            }
+            let node_name = pod.spec.as_ref().and_then(|s| s.node_name.clone());
+            let Some(node_name) = node_name else {
+                if let Some(node) = schedule(&store, &cfg, &pods, &key) {
+                    // Counted at once, so the next pod of a batch sees it.
+                    if let Some(spec) = pods.get_mut(&key).and_then(|p| p.spec.as_mut()) {
+                        spec.node_name = Some(node);
+                    }
+                }
+                continue;
+            };
+            let Some(node) = cfg.nodes.iter().position(|n| n.name == node_name) else {
+                set_status(&store, &key, |st| {
+                    st.phase = Some("Failed".into());
+                    st.reason = Some("NodeNotFound".into());
+                    st.message = Some(format!("node {node_name:?} is not in this cluster"));
+                });
+                continue;
+            };
+            let info = &cfg.nodes[node];
+            // A pod made with the cluster keeps the address its plan gave it.
+            let adopted = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.pod_ip.as_deref())
+                .and_then(|ip| ip.parse::<Ipv4Addr>().ok())
+                .filter(|_| {
+                    netns::netns_path(&names::pod_netns(&cfg.testbed, &key.0, &key.1)).exists()
+                });
+            let host = match adopted {
+                Some(ip) => u32::from(ip) - u32::from(info.pod_cidr.network()),
+                None => {
+                    let last = u32::from(info.pod_cidr.broadcast())
+                        - u32::from(info.pod_cidr.network())
+                        - 1;
+                    match (2..=last).find(|h| !used[node].contains(h)) {
+                        Some(h) => h,
+                        None => {
+                            set_status(&store, &key, |st| {
+                                st.phase = Some("Pending".into());
+                                st.message = Some(format!(
+                                    "node {node_name} has no free pod address in {}",
+                                    info.pod_cidr
+                                ));
+                            });
+                            continue;
+                        }
+                    }
+                }
+            };
+            used[node].insert(host);
+            let ip = Ipv4Addr::from(u32::from(info.pod_cidr.network()) + host);
+            let (stop, stop_rx) = oneshot::channel();
+            let done = Task(tokio::spawn(pod_life(
+                cfg.clone(),
+                store.clone(),
+                netlink[node].clone(),
+                node,
+                pod,
+                ip,
+                adopted.is_some(),
+                stop_rx,
+            )));
+            running.insert(
+                key,
+                Running {
+                    stop,
+                    done,
+                    node,
+                    host,
+                },
+            );
+        }
+        match events.recv().await {
+            Some(ev) => {
+                let Object::Pod(p) = ev.object else { continue };
+                queue.push((ev.kind, p));
+                while let Ok(ev) = events.try_recv() {
+                    if let Object::Pod(p) = ev.object {
+                        queue.push((ev.kind, p));
+                    }
+                }
+            }
+            None => return,
+        }
+    }
+}
+
+/// The scheduler's part: the node with the fewest pods (the first of those).
+fn schedule(
+    store: &Store,
+    cfg: &Config,
+    pods: &HashMap<PodKey, Pod>,
+    key: &PodKey,
+) -> Option<String> {
+    let mut count = vec![0usize; cfg.nodes.len()];
+    for p in pods.values() {
+        if let Some(n) = p.spec.as_ref().and_then(|s| s.node_name.as_deref()) {
+            if let Some(i) = cfg.nodes.iter().position(|x| x.name == n) {
+                count[i] += 1;
+            }
+        }
+    }
+    let best = (0..cfg.nodes.len()).min_by_key(|i| (count[*i], *i))?;
+    let node = cfg.nodes[best].name.clone();
+    store.write(|tx| {
+        let k = Key::new(Kind::Pod, &key.0, &key.1);
+        if let Some(Object::Pod(mut p)) = tx.get(&k).cloned() {
+            if let Some(spec) = &mut p.spec {
+                if spec.node_name.is_none() {
+                    spec.node_name = Some(node.clone());
+                    let st = p.status.get_or_insert_with(Default::default);
+                    st.phase = Some("Pending".into());
+                    st.conditions = Some(vec![condition("PodScheduled", true)]);
+                    tx.put(Object::Pod(p));
+                }
+            }
+        }
+    });
+    Some(node)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn pod_life(
+    cfg: Arc<Config>,
+    store: Arc<Store>,
+    netlink: rtnetlink::Handle,
+    node: usize,
+    pod: Pod,
+    ip: Ipv4Addr,
+    adopted: bool,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let info = &cfg.nodes[node];
+    let ns = pod
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let key = (ns.clone(), name.clone());
+    let plan = PodPlan {
+        namespace: ns.clone(),
+        name: name.clone(),
+        node: info.name.clone(),
+        netns: names::pod_netns(&cfg.testbed, &ns, &name),
+        ip,
+        prefix_len: info.pod_cidr.prefix_len(),
+        gateway: info.bridge_ip,
+        host_veth: names::pod_host_veth(&ns, &name),
+        labels: pod.metadata.labels.clone().unwrap_or_default(),
+    };
+    if !adopted {
+        if let Err(e) = topology::add_pod(&plan, &netlink, &cfg.shared_etc, cfg.dns_ip).await {
+            let msg = format!("{:#}", anyhow::Error::from(e));
+            tracing::error!("kubelet: pod {ns}/{name}: {msg}");
+            set_status(&store, &key, |st| {
+                st.phase = Some("Failed".into());
+                st.message = Some(msg);
+            });
+            let _ = stop.await;
+            return;
+        }
+    }
+    let pod_dir = state::pod_dir(&cfg.testbed, &ns, &name);
+    let _ = std::fs::create_dir_all(pod_dir.join("tmp"));
+    let spec = pod.spec.clone().unwrap_or_default();
+    let mut servers: Vec<JoinHandle<()>> = Vec::new();
+    let mut children: Vec<tokio::process::Child> = Vec::new();
+    let mut problems = Vec::new();
+    for c in &spec.containers {
+        let argv: Vec<String> = c
+            .command
+            .iter()
+            .flatten()
+            .chain(c.args.iter().flatten())
+            .cloned()
+            .collect();
+        if c.command.as_ref().is_some_and(|c| !c.is_empty()) {
+            match tokio::process::Command::new(&cfg.exe)
+                .args(["exec", "-t", &cfg.testbed, &format!("{ns}/{name}"), "--"])
+                .args(&argv)
+                .stdin(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+            {
+                Ok(child) => children.push(child),
+                Err(e) => {
+                    problems.push(format!("container {}: cannot start {argv:?}: {e}", c.name))
+                }
+            }
+            continue;
+        }
+        for p in c.ports.iter().flatten() {
+            let Ok(port) = u16::try_from(p.container_port) else {
+                continue;
+            };
+            let (pod_name, netns_name) = (name.clone(), plan.netns.clone());
+            let udp = p.protocol.as_deref() == Some("UDP");
+            let what = format!(
+                "container {} port {port}/{}",
+                c.name,
+                if udp { "UDP" } else { "TCP" }
+            );
+            servers.push(tokio::spawn(async move {
+                let r = if udp {
+                    netexec::serve_udp(pod_name, netns_name, port).await
+                } else {
+                    netexec::serve_tcp(pod_name, netns_name, port).await
+                };
+                if let Err(e) = r {
+                    tracing::error!("{what}: {e}");
+                }
+            }));
+        }
+    }
+    let probes: Vec<probe::ProbeSpec> = spec
+        .containers
+        .iter()
+        .filter_map(probe::readiness)
+        .collect();
+    let started = now();
+    let node_ip = info.ip;
+    set_status(&store, &key, |st| {
+        st.phase = Some("Running".into());
+        st.pod_ip = Some(ip.to_string());
+        st.pod_ips = Some(vec![k8s_openapi::api::core::v1::PodIP {
+            ip: ip.to_string(),
+        }]);
+        st.host_ip = Some(node_ip.to_string());
+        st.start_time = Some(started.clone());
+        st.message = if problems.is_empty() {
+            None
+        } else {
+            Some(problems.join("; "))
+        };
+        st.conditions = Some(vec![
+            condition("PodScheduled", true),
+            condition("Initialized", true),
+        ]);
+        set_ready(st, probes.is_empty());
+    });
+    let target = probe::Target {
+        testbed: cfg.testbed.clone(),
+        node_netns: info.netns.clone(),
+        pod: name.clone(),
+        namespace: ns.clone(),
+        ip,
+        exe: cfg.exe.clone(),
+    };
+    if !probes.is_empty() {
+        let probing = probe_loop(&store, &key, &target, &probes);
+        tokio::select! {
+            _ = &mut stop => {}
+            _ = probing => {}
+        }
+    } else {
+        let _ = stop.await;
+    }
+    for s in &servers {
+        s.abort();
+    }
+    for mut c in children {
+        let _ = c.start_kill();
+        let _ = c.wait().await;
+    }
+    topology::remove_pod(&plan);
+    let _ = std::fs::remove_dir_all(&pod_dir);
+}
+
+/// Runs every readiness probe on its period and keeps the pod's Ready condition.
+async fn probe_loop(
+    store: &Store,
+    key: &PodKey,
+    target: &probe::Target,
+    probes: &[probe::ProbeSpec],
+) {
+    // Per probe: ready, consecutive successes, consecutive failures.
+    let mut st: Vec<(bool, u32, u32)> = vec![(false, 0, 0); probes.len()];
+    let mut next: Vec<tokio::time::Instant> = probes
+        .iter()
+        .map(|p| tokio::time::Instant::now() + p.initial_delay)
+        .collect();
+    let mut was_ready = false;
+    loop {
+        let at = *next.iter().min().expect("at least one probe");
+        tokio::time::sleep_until(at).await;
+        for (i, p) in probes.iter().enumerate() {
+            if next[i] > tokio::time::Instant::now() {
+                continue;
+            }
+            next[i] += p.period;
+            let ok = probe::run_once(target, p).await;
+            let s = &mut st[i];
+            match ok {
+                Ok(()) => {
+                    s.1 += 1;
+                    s.2 = 0;
+                    if s.1 >= p.success_threshold {
+                        s.0 = true;
+                    }
+                }
+                Err(e) => {
+                    s.2 += 1;
+                    s.1 = 0;
+                    if s.2 >= p.failure_threshold || !s.0 {
+                        if s.0 {
+                            tracing::info!(
+                                "pod {}/{}: readiness probe of {} failed: {e}",
+                                key.0,
+                                key.1,
+                                p.container
+                            );
+                        }
+                        s.0 = false;
+                    }
+                }
+            }
+        }
+        let ready = st.iter().all(|s| s.0);
+        if ready != was_ready {
+            set_status(store, key, |s| set_ready(s, ready));
+            was_ready = ready;
+        }
+    }
+}

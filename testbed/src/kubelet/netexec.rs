@@ -1,0 +1,183 @@
+//! The built-in server a container runs when it has no `command`: on each declared
+//! port it answers like Kubernetes' `agnhost netexec`, so tests can tell which pod
+//! served them and what client address it saw.
+//!
+//! - HTTP over TCP: `GET /` and `/hostname` give the pod's name, `/clientip` the
+//!   client's `ip:port`, `/echo?msg=X` gives `X`, `/healthz` gives `ok`.
+//! - Plain TCP or UDP: a line `hostname`, `clientip` or `echo X` is answered the same
+//!   way; anything else, or nothing within a moment, gets the pod's name.
+//!
+//! Written by hand: a few lines of request parsing, where an HTTP crate would bring
+//! far more than these answers need.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket};
+
+use crate::netns;
+
+/// The answer to a plain command (`hostname`, `clientip`, `echo X`).
+pub fn answer(pod: &str, client: SocketAddr, request: &str) -> String {
+    let req = request.trim();
+    if req == "clientip" {
+        client.to_string()
+    } else if let Some(msg) = req.strip_prefix("echo ") {
+        msg.to_string()
+    } else {
+        pod.to_string()
+    }
+}
+
+/// The status and body for an HTTP request line such as `GET /clientip HTTP/1.1`.
+pub fn http_answer(pod: &str, client: SocketAddr, request_line: &str) -> (u16, String) {
+    let mut parts = request_line.split_whitespace();
+    let _method = parts.next();
+    let target = parts.next().unwrap_or("/");
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    match path {
+        "/" | "/hostname" => (200, pod.to_string()),
+        "/clientip" => (200, client.to_string()),
+        "/healthz" => (200, "ok".to_string()),
+        "/echo" => {
+            let msg = query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("msg="))
+                .unwrap_or_default();
+            (200, percent_decode(msg))
+        }
+        _ => (404, format!("404 page not found: {path}")),
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => match u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                Ok(v) => {
+                    out.push(v);
+                    i += 3;
+                    continue;
+                }
+                Err(_) => out.push(b'%'),
+            },
+            b'+' => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+const METHODS: [&str; 6] = ["GET ", "HEAD ", "POST ", "PUT ", "DELETE ", "OPTIONS "];
+
+async fn serve_tcp_conn(pod: String, mut conn: tokio::net::TcpStream, client: SocketAddr) {
+    let mut buf = vec![0u8; 4096];
+    let mut got = 0;
+    // Read what the client sends first; a client that sends nothing gets the name.
+    loop {
+        match tokio::time::timeout(Duration::from_millis(200), conn.read(&mut buf[got..])).await {
+            Ok(Ok(0)) | Err(_) => break,
+            Ok(Ok(n)) => {
+                got += n;
+                let text = String::from_utf8_lossy(&buf[..got]);
+                let http = METHODS.iter().any(|m| text.starts_with(m));
+                if (http && text.contains("\r\n\r\n"))
+                    || (!http && text.contains('\n'))
+                    || got == buf.len()
+                {
+                    break;
+                }
+            }
+            Ok(Err(_)) => return,
+        }
+    }
+    let text = String::from_utf8_lossy(&buf[..got]).into_owned();
+    let reply = if METHODS.iter().any(|m| text.starts_with(m)) {
+        let line = text.lines().next().unwrap_or_default();
+        let (status, body) = http_answer(&pod, client, line);
+        let reason = if status == 200 { "OK" } else { "Not Found" };
+        let body = if text.starts_with("HEAD ") {
+            String::new()
+        } else {
+            body
+        };
+        format!(
+            "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    } else {
+        format!(
+            "{}\n",
+            answer(&pod, client, text.lines().next().unwrap_or_default())
+        )
+    };
+    let _ = conn.write_all(reply.as_bytes()).await;
+    let _ = conn.shutdown().await;
+}
+
+/// Binds `port` inside the pod's namespace and serves it until the task is dropped.
+pub async fn serve_tcp(pod: String, netns_name: String, port: u16) -> std::io::Result<()> {
+    let std_listener = netns::run_in(&netns_name, || {
+        let l = std::net::TcpListener::bind(("0.0.0.0", port))?;
+        l.set_nonblocking(true)?;
+        Ok(l)
+    })?;
+    let listener = TcpListener::from_std(std_listener)?;
+    loop {
+        let (conn, client) = listener.accept().await?;
+        tokio::spawn(serve_tcp_conn(pod.clone(), conn, client));
+    }
+}
+
+pub async fn serve_udp(pod: String, netns_name: String, port: u16) -> std::io::Result<()> {
+    let std_socket = netns::run_in(&netns_name, || {
+        let s = std::net::UdpSocket::bind(("0.0.0.0", port))?;
+        s.set_nonblocking(true)?;
+        Ok(s)
+    })?;
+    let socket = UdpSocket::from_std(std_socket)?;
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let (n, client) = socket.recv_from(&mut buf).await?;
+        let request = String::from_utf8_lossy(&buf[..n]);
+        let reply = answer(&pod, client, request.lines().next().unwrap_or_default());
+        let _ = socket
+            .send_to(format!("{reply}\n").as_bytes(), client)
+            .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_like_netexec() {
+        let c: SocketAddr = "10.244.1.2:40000".parse().unwrap();
+        assert_eq!(
+            http_answer("web-1", c, "GET /hostname HTTP/1.1"),
+            (200, "web-1".into())
+        );
+        assert_eq!(
+            http_answer("web-1", c, "GET / HTTP/1.1"),
+            (200, "web-1".into())
+        );
+        assert_eq!(
+            http_answer("web-1", c, "GET /clientip HTTP/1.1"),
+            (200, "10.244.1.2:40000".into())
+        );
+        assert_eq!(
+            http_answer("web-1", c, "GET /echo?msg=hi%20there HTTP/1.1"),
+            (200, "hi there".into())
+        );
+        assert_eq!(http_answer("web-1", c, "GET /nope HTTP/1.1").0, 404);
+        assert_eq!(answer("web-1", c, "clientip\n"), "10.244.1.2:40000");
+        assert_eq!(answer("web-1", c, "echo hello"), "hello");
+        assert_eq!(answer("web-1", c, ""), "web-1");
+    }
+}

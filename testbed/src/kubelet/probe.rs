@@ -1,0 +1,154 @@
+//! Readiness probes, run for real the way kubelet runs them: `tcpSocket` and
+//! `httpGet` connect to the pod's IP from its node's namespace (kubelet lives on the
+//! node), `exec` runs the command inside the pod.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Container, Probe};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::netns;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Check {
+    Tcp { port: u16 },
+    Http { port: u16, path: String },
+    Exec { command: Vec<String> },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeSpec {
+    pub container: String,
+    pub check: Check,
+    pub initial_delay: Duration,
+    pub period: Duration,
+    pub timeout: Duration,
+    pub success_threshold: u32,
+    pub failure_threshold: u32,
+}
+
+/// Where a probe runs.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub testbed: String,
+    pub node_netns: String,
+    pub pod: String,
+    pub namespace: String,
+    pub ip: Ipv4Addr,
+    pub exe: PathBuf,
+}
+
+fn port_of(port: &IntOrString, c: &Container) -> Option<u16> {
+    match port {
+        IntOrString::Int(n) => u16::try_from(*n).ok(),
+        IntOrString::String(name) => c
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref() == Some(name))
+            .and_then(|p| u16::try_from(p.container_port).ok()),
+    }
+}
+
+/// The readiness probe of `c`, if it has one admission accepted.
+pub fn readiness(c: &Container) -> Option<ProbeSpec> {
+    let p: &Probe = c.readiness_probe.as_ref()?;
+    let check = if let Some(t) = &p.tcp_socket {
+        Check::Tcp {
+            port: port_of(&t.port, c)?,
+        }
+    } else if let Some(h) = &p.http_get {
+        Check::Http {
+            port: port_of(&h.port, c)?,
+            path: h.path.clone().unwrap_or_else(|| "/".into()),
+        }
+    } else if let Some(e) = &p.exec {
+        Check::Exec {
+            command: e.command.clone().unwrap_or_default(),
+        }
+    } else {
+        return None;
+    };
+    let secs = |v: Option<i32>, d: i32| Duration::from_secs(v.unwrap_or(d).max(0) as u64);
+    Some(ProbeSpec {
+        container: c.name.clone(),
+        check,
+        initial_delay: secs(p.initial_delay_seconds, 0),
+        period: secs(p.period_seconds, 10).max(Duration::from_millis(100)),
+        timeout: secs(p.timeout_seconds, 1).max(Duration::from_millis(100)),
+        success_threshold: p.success_threshold.unwrap_or(1).max(1) as u32,
+        failure_threshold: p.failure_threshold.unwrap_or(3).max(1) as u32,
+    })
+}
+
+async fn connect(t: &Target, port: u16) -> std::io::Result<tokio::net::TcpStream> {
+    let socket = netns::run_in(&t.node_netns, tokio::net::TcpSocket::new_v4)?;
+    socket.connect(SocketAddrV4::new(t.ip, port).into()).await
+}
+
+async fn check(t: &Target, c: &Check) -> Result<(), String> {
+    match c {
+        Check::Tcp { port } => connect(t, *port)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+        Check::Http { port, path } => {
+            let mut s = connect(t, *port).await.map_err(|e| e.to_string())?;
+            let req = format!(
+                "GET {path} HTTP/1.1\r\nHost: {}:{port}\r\nUser-Agent: kube-probe/1.33\r\nConnection: close\r\n\r\n",
+                t.ip
+            );
+            s.write_all(req.as_bytes())
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut buf = vec![0u8; 256];
+            let n = s.read(&mut buf).await.map_err(|e| e.to_string())?;
+            let line = String::from_utf8_lossy(&buf[..n]);
+            let code: u16 = line
+                .split_whitespace()
+                .nth(1)
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0);
+            if (200..400).contains(&code) {
+                Ok(())
+            } else {
+                Err(format!("HTTP probe failed with statuscode: {code}"))
+            }
+        }
+        Check::Exec { command } => {
+            let status = tokio::process::Command::new(&t.exe)
+                .args([
+                    "exec",
+                    "-t",
+                    &t.testbed,
+                    &format!("{}/{}", t.namespace, t.pod),
+                    "--",
+                ])
+                .args(command)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .kill_on_drop(true)
+                .status()
+                .await
+                .map_err(|e| e.to_string())?;
+            if status.success() {
+                Ok(())
+            } else {
+                Err(format!("command {command:?} exited with {status}"))
+            }
+        }
+    }
+}
+
+/// Runs the probe once, within its timeout.
+pub async fn run_once(t: &Target, spec: &ProbeSpec) -> Result<(), String> {
+    match tokio::time::timeout(spec.timeout, check(t, &spec.check)).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("timed out after {:?}", spec.timeout)),
+    }
+}

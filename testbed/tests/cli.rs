@@ -57,7 +57,8 @@ fn up_exec_tcp_across_nodes_and_down() {
     );
     assert!(String::from_utf8_lossy(&node.stdout).contains("10.244.2.1/24"));
 
-    // A real TCP connection between pods on different nodes, with nc on both ends.
+    // A real TCP connection between pods on different nodes, with nc on both ends
+    // (on 9000: web-2's own server has 8080, the port its manifest declares).
     let server = testbed_bin()
         .args([
             "exec",
@@ -67,7 +68,7 @@ fn up_exec_tcp_across_nodes_and_down() {
             "--",
             "nc",
             "-l",
-            "8080",
+            "9000",
         ])
         .stdout(Stdio::piped())
         .spawn()
@@ -86,7 +87,7 @@ fn up_exec_tcp_across_nodes_and_down() {
                 "-w",
                 "2",
                 "10.244.2.3",
-                "8080",
+                "9000",
             ])
             .stdin(Stdio::piped())
             .spawn()

@@ -289,7 +289,7 @@ pub(super) fn get(a: GetArgs) -> Result<ExitCode> {
                 _ => {
                     let rows = table(
                         kind,
-                        &[event.object.clone()],
+                        std::slice::from_ref(&event.object),
                         a.output == Some(Output::Wide),
                     );
                     let mut rows: Vec<Vec<String>> = rows

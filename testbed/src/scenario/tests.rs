@@ -34,7 +34,15 @@ fn nodes_by_count_or_by_name() {
 #[test]
 fn pods_are_pod_manifests() {
     let s = parse_str(&format!("name: demo\npods:\n{POD}")).unwrap();
-    assert_eq!(s.pods, vec![PodDecl::new("a")]);
+    assert_eq!(s.pods.len(), 1);
+    assert!(s.pods[0].spec.is_some(), "the spec is kept for the kubelet");
+    assert_eq!(
+        PodDecl {
+            spec: None,
+            ..s.pods[0].clone()
+        },
+        PodDecl::new("a")
+    );
 }
 
 #[test]

@@ -152,8 +152,10 @@ pub async fn set_hairpin(nl: &Handle, port: &str) -> Result<(), LinkError> {
         .set_port_kind(InfoPortKind::Bridge)
         .hairpin(true)
         .build();
+    // RTM_NEWLINK without NLM_F_CREATE: the kernel ignores port settings in a
+    // RTM_SETLINK, silently.
     nl.link()
-        .set(msg)
+        .set_port(msg)
         .execute()
         .await
         .map_err(err(format!("turn hairpin on for {port}")))

@@ -1,0 +1,398 @@
+//! Services with real traffic: the API server, the endpoints controller, kubelets
+//! that run pods and probes, and kube-proxy's rules in every node. Needs root.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+use testbed::proxy::render::Protocol;
+use testbed::proxy::tracer::{self, Packet, Tables, Verdict};
+
+/// A testbed of `scenarios/two-nodes.yaml`, brought down when dropped.
+struct Running(String);
+
+impl Running {
+    fn up(what: &str) -> Running {
+        let name = unique_name(what);
+        let file = repo().join("scenarios/two-nodes.yaml");
+        run(testbed_bin().args(["up", &file.display().to_string(), "--name", &name]));
+        Running(name)
+    }
+
+    fn cli(&self, args: &[&str]) -> Output {
+        testbed_bin()
+            .args(args)
+            .args(["-t", &self.0])
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "testbed {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn apply(&self, manifest: &str) -> String {
+        let f = repo().join("scenarios/manifests").join(manifest);
+        self.ok(&["apply", "-f", &f.display().to_string()])
+    }
+
+    fn exec(&self, target: &str, cmd: &[&str]) -> Output {
+        testbed_bin()
+            .args(["exec", "-t", &self.0, target, "--"])
+            .args(cmd)
+            .output()
+            .unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.extend(["-o", "json"]);
+        serde_json::from_str(&self.ok(&a)).unwrap()
+    }
+
+    fn cluster_ip(&self, svc: &str) -> String {
+        self.json(&["get", "svc", svc])["spec"]["clusterIP"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// The ready addresses of a Service's endpoints.
+    fn ready(&self, svc: &str) -> Vec<String> {
+        let ep = self.json(&["get", "endpoints", svc]);
+        let mut out: Vec<String> = ep["subsets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|s| s["addresses"].as_array().cloned().unwrap_or_default())
+            .map(|a| a["ip"].as_str().unwrap().to_string())
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Waits until `svc` has `n` ready addresses and every node's rules are in sync.
+    fn wait_ready(&self, svc: &str, n: usize) -> Vec<String> {
+        let start = Instant::now();
+        loop {
+            let ready = self.ready(svc);
+            if ready.len() == n && self.in_sync() {
+                return ready;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{svc} has {ready:?}, waited for {n}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn in_sync(&self) -> bool {
+        let nodes = self.json(&["get", "nodes"]);
+        nodes.as_array().unwrap().iter().all(|n| {
+            n["last_error"].is_null()
+                && n["synced_revision"].as_u64() >= n["store_revision"].as_u64()
+        })
+    }
+
+    /// Pod name -> IP, for the pods of the Deployment `deployment`.
+    fn pods(&self, deployment: &str) -> BTreeMap<String, String> {
+        let list = self.json(&["get", "pods"]);
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["metadata"]["ownerReferences"][0]["name"] == deployment)
+            .map(|p| {
+                (
+                    p["metadata"]["name"].as_str().unwrap().to_string(),
+                    p["status"]["podIP"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// Who answers `GET /hostname` on `url` from `client`, `n` times.
+    fn answers(&self, client: &str, url: &str, n: usize) -> BTreeMap<String, usize> {
+        let mut seen = BTreeMap::new();
+        for _ in 0..n {
+            let out = self.exec(client, &["curl", "-sS", "-m", "3", url]);
+            assert!(
+                out.status.success(),
+                "curl {url}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            *seen
+                .entry(String::from_utf8_lossy(&out.stdout).trim().to_string())
+                .or_default() += 1;
+        }
+        seen
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = testbed_bin().args(["down", &self.0]).output();
+    }
+}
+
+#[test]
+fn deployment_service_probes_scaling_and_deletion() {
+    if !root() {
+        return;
+    }
+    let tb = Running::up("svc");
+    let applied = tb.apply("web.yaml");
+    assert!(applied.contains("deployment.apps/web created"), "{applied}");
+    assert!(
+        applied.contains("service/web created (clusterIP 10.96.0.2)"),
+        "{applied}"
+    );
+    let ready = tb.wait_ready("web", 3);
+    let pods = tb.pods("web");
+    assert_eq!(pods.len(), 3, "{pods:?}");
+    let mut ips: Vec<String> = pods.values().cloned().collect();
+    ips.sort();
+    assert_eq!(ips, ready);
+    // Spread over both nodes (the scheduler takes the emptiest).
+    assert!(
+        ready.iter().any(|ip| ip.starts_with("10.244.1."))
+            && ready.iter().any(|ip| ip.starts_with("10.244.2.")),
+        "{ready:?}"
+    );
+
+    // 30 requests from client-1 to the ClusterIP: every pod answers, nobody else.
+    let cip = tb.cluster_ip("web");
+    let url = format!("http://{cip}/hostname");
+    let seen = tb.answers("client-1", &url, 30);
+    assert_eq!(
+        seen.keys().cloned().collect::<Vec<_>>(),
+        pods.keys().cloned().collect::<Vec<_>>(),
+        "{seen:?}"
+    );
+
+    // kube-proxy's layout in node-1, and the tracer reads the kernel's own dump.
+    let nat = String::from_utf8(
+        tb.exec("node/node-1", &["iptables-save", "-t", "nat"])
+            .stdout,
+    )
+    .unwrap();
+    for want in ["-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES", "\"default/web:http cluster IP\"", "-m statistic --mode random --probability 0.33333333349", "-j KUBE-MARK-MASQ", "-A KUBE-POSTROUTING -m comment --comment \"kubernetes service traffic requiring SNAT\" -j MASQUERADE"] {
+        assert!(nat.contains(want), "missing {want:?} in\n{nat}");
+    }
+    let tables = Tables::parse(&nat).unwrap();
+    let out = tracer::trace(
+        &tables,
+        Packet {
+            src: "10.244.1.2".parse().unwrap(),
+            dst: cip.parse().unwrap(),
+            protocol: Protocol::Tcp,
+            port: 80,
+        },
+    )
+    .unwrap();
+    let mut traced: Vec<String> = out
+        .iter()
+        .map(|o| match o.verdict {
+            Verdict::Forward(a) => a.ip().to_string(),
+            v => panic!("{v:?}"),
+        })
+        .collect();
+    traced.sort();
+    assert_eq!(traced, ready);
+
+    // One pod's probe fails: it leaves the endpoints and gets no more requests.
+    let (sick, sick_ip) = pods
+        .iter()
+        .next()
+        .map(|(n, ip)| (n.clone(), ip.clone()))
+        .unwrap();
+    assert!(tb
+        .exec(&sick, &["touch", "/tmp/not-ready"])
+        .status
+        .success());
+    let ready = tb.wait_ready("web", 2);
+    assert!(!ready.contains(&sick_ip));
+    let ep = tb.json(&["get", "endpoints", "web"]);
+    assert_eq!(
+        ep["subsets"][0]["notReadyAddresses"][0]["ip"],
+        sick_ip.as_str(),
+        "{ep}"
+    );
+    let seen = tb.answers("client-1", &url, 20);
+    assert!(!seen.contains_key(&sick), "{seen:?}");
+    assert_eq!(seen.len(), 2, "{seen:?}");
+
+    // Scale to 1: only that pod answers; the others are gone, namespaces and all.
+    tb.ok(&["scale", "deployment/web", "--replicas", "1"]);
+    let ready = tb.wait_ready("web", 1);
+    let left = tb.pods("web");
+    let start = Instant::now();
+    while tb.pods("web").len() != 1 {
+        assert!(start.elapsed() < Duration::from_secs(20), "{left:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (only, only_ip) = tb.pods("web").into_iter().next().unwrap();
+    assert_eq!(ready, [only_ip]);
+    let seen = tb.answers("client-2", &url, 10);
+    assert_eq!(seen.keys().collect::<Vec<_>>(), [&only], "{seen:?}");
+    let gone: Vec<&String> = pods.keys().filter(|p| **p != only).collect();
+    for p in gone {
+        assert!(
+            !tb.exec(p, &["true"]).status.success(),
+            "{p} should be gone"
+        );
+    }
+
+    // Deleting the Service removes its rules and frees its ClusterIP.
+    tb.ok(&["delete", "svc/web"]);
+    let start = Instant::now();
+    loop {
+        let nat = String::from_utf8(
+            tb.exec("node/node-2", &["iptables-save", "-t", "nat"])
+                .stdout,
+        )
+        .unwrap();
+        if !nat.contains("default/web") {
+            assert!(!nat.contains("KUBE-SEP-"), "{nat}");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{nat}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let again = tb.apply("web.yaml");
+    assert!(
+        again.contains("service/web created (clusterIP 10.96.0.2)"),
+        "{again}"
+    );
+}
+
+#[test]
+fn hairpin_udp_affinity_and_a_service_without_endpoints() {
+    if !root() {
+        return;
+    }
+    let tb = Running::up("more");
+    tb.apply("more-services.yaml");
+    tb.wait_ready("echo-udp", 3);
+    tb.wait_ready("sticky", 3);
+    let pods = tb.pods("echo");
+
+    // Hairpin: the only pod of `solo` reaches itself through its Service; its own
+    // bridge port sends the packet back (hairpin mode), masqueraded to cbr0's address.
+    tb.wait_ready("solo", 1);
+    let (solo, solo_ip) = tb.pods("solo").into_iter().next().unwrap();
+    let cip = tb.cluster_ip("solo");
+    let out = tb.exec(
+        &solo,
+        &["curl", "-sS", "-m", "3", &format!("http://{cip}/hostname")],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        solo,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = tb.exec(
+        &solo,
+        &["curl", "-sS", "-m", "3", &format!("http://{cip}/clientip")],
+    );
+    let seen_from = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let gateway = format!("{}.1:", solo_ip.rsplit_once('.').unwrap().0);
+    assert!(
+        seen_from.starts_with(&gateway),
+        "the pod saw {seen_from}, expected {gateway}*"
+    );
+    let sticky = tb.cluster_ip("sticky");
+
+    // UDP through the ClusterIP, from the other node.
+    let udp = tb.cluster_ip("echo-udp");
+    let mut seen = BTreeMap::new();
+    for _ in 0..8 {
+        let out = tb.exec(
+            "client-2",
+            &["sh", "-c", &format!("echo hostname | nc -u -w 1 {udp} 53")],
+        );
+        *seen
+            .entry(String::from_utf8_lossy(&out.stdout).trim().to_string())
+            .or_insert(0) += 1;
+    }
+    assert!(seen.keys().all(|k| pods.contains_key(k)), "{seen:?}");
+    assert!(seen.len() >= 2, "UDP is spread too: {seen:?}");
+
+    // ClientIP affinity: one client, one backend.
+    let seen = tb.answers("client-1", &format!("http://{sticky}/hostname"), 10);
+    assert_eq!(seen.len(), 1, "{seen:?}");
+
+    // No endpoints: the node's REJECT answers with "port unreachable", which the
+    // client sees as "Connection refused" (a dropped packet would be a timeout).
+    let nobody = tb.cluster_ip("nobody");
+    let out = tb.exec("client-1", &["nc", "-v", "-z", "-w", "5", &nobody, "80"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("Connection refused"), "{err}");
+}
+
+#[test]
+fn strangers_are_refused_and_bad_manifests_change_nothing() {
+    if !root() {
+        return;
+    }
+    let tb = Running::up("auth");
+    // uid 65534 (nobody) is neither root nor the owner.
+    let out = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            env!("CARGO_BIN_EXE_testbed"),
+            "get",
+            "pods",
+            "-t",
+            &tb.0,
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("permission denied: uid 65534 is neither root nor the owner"),
+        "{err}"
+    );
+    let log = std::fs::read_to_string(testbed::state::log_path(&tb.0)).unwrap();
+    assert!(log.contains("refused a request from uid 65534"), "{log}");
+
+    let before = tb.ok(&["get", "svc", "-o", "name"]);
+    let dir = std::env::temp_dir().join(format!("{}-bad", tb.0));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.yaml");
+    std::fs::write(&bad, "apiVersion: v1\nkind: Service\nmetadata: {name: fine}\nspec: {ports: [{port: 80}]}\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: broken\nspec:\n  ports:\n    - port: 80\n      targetPort: 99999\n").unwrap();
+    let out = tb.cli(&["apply", "-f", &bad.display().to_string()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{}:13:19: Service default/broken: spec.ports[0].targetPort: 99999 is not a port number", bad.display())), "{err}");
+    assert!(err.contains("nothing was changed"), "{err}");
+    let typo = dir.join("typo.yaml");
+    std::fs::write(&typo, "apiVersion: v1\nkind: Service\nmetadata: {name: typo}\nspec:\n  selectr: {app: web}\n  ports: [{port: 80}]\n").unwrap();
+    let out = tb.cli(&["apply", "-f", &typo.display().to_string()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(":5:3: Service typo: spec.selectr: unknown field"),
+        "{err}"
+    );
+    assert_eq!(tb.ok(&["get", "svc", "-o", "name"]), before);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

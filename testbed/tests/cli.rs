@@ -118,7 +118,7 @@ fn up_exec_tcp_across_nodes_and_down() {
     );
     let unknown = exec(&name, "nobody", &["true"]);
     assert!(!unknown.status.success());
-    assert!(String::from_utf8_lossy(&unknown.stderr).contains("has no pod \"nobody\""));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("has no pod default/nobody"));
 
     let ls = run(testbed_bin().arg("ls"));
     assert!(

@@ -22,10 +22,30 @@ pub(super) enum BenchCommand {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// kube-proxy in a cluster with many Services: full and partial syncs, per node
+    Services {
+        #[arg(long, default_value_t = 2)]
+        nodes: usize,
+        #[arg(long, default_value_t = 10000)]
+        services: usize,
+        /// Endpoints (serving pods) behind every Service
+        #[arg(long, default_value_t = 3)]
+        endpoints: usize,
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
 }
 
 pub(super) fn run(cmd: BenchCommand) -> Result<ExitCode> {
-    let BenchCommand::Up { nodes, pods, runs } = cmd;
+    let (nodes, pods, runs) = match cmd {
+        BenchCommand::Up { nodes, pods, runs } => (nodes, pods, runs),
+        BenchCommand::Services {
+            nodes,
+            services,
+            endpoints,
+            runs,
+        } => return super::bench_services::run(nodes, services, endpoints, runs),
+    };
     let scenario = Scenario {
         name: "bench".into(),
         description: String::new(),

@@ -198,6 +198,13 @@ impl Proxier {
         self.in_sync = false;
     }
 
+    /// Takes the jumps from the built-in chains as written already (by another
+    /// proxier of the same node): a benchmark's full sync then writes what a resync
+    /// of kube-proxy writes.
+    pub fn assume_jumps(&mut self) {
+        self.jumps = true;
+    }
+
     /// Whether the first (full) sync has been committed.
     pub fn in_sync(&self) -> bool {
         self.in_sync

@@ -1,0 +1,330 @@
+//! `testbed bench services`: kube-proxy's costs in a cluster with many Services.
+//!
+//! Builds a cluster in this process with `endpoints` serving pods and its control
+//! plane, creates `services` Services that all select those pods, then measures per
+//! node: a full sync (rendering from scratch and one `iptables-restore`) next to a
+//! raw `iptables-restore` of the same text; the time from one endpoint's change in
+//! the API to the rules of every node; and the time from a Service's creation to its
+//! rules on every node.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use k8s_openapi::api::core::v1::{
+    Container, ContainerPort, PodSpec, Service, ServicePort, ServiceSpec,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use crate::api::{Key, Kind, Object};
+use crate::control::ControlPlane;
+use crate::lifecycle::Testbed;
+use crate::proxy::node::{run_in_netns, service_ports};
+use crate::proxy::render;
+use crate::proxy::sync::Proxier;
+use crate::scenario::{Cluster, PodDecl, Scenario};
+
+fn service(name: &str, app: &str) -> Object {
+    Object::Service(Service {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("default".into()),
+            ..Default::default()
+        },
+        spec: Some(ServiceSpec {
+            selector: Some(BTreeMap::from([("app".to_string(), app.to_string())])),
+            ports: Some(vec![ServicePort {
+                port: 80,
+                target_port: Some(IntOrString::Int(8080)),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        status: None,
+    })
+}
+
+fn median(v: &mut [Duration]) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1e3)
+}
+
+pub(super) fn run(
+    nodes: usize,
+    services: usize,
+    endpoints: usize,
+    runs: usize,
+) -> Result<ExitCode> {
+    if nodes == 0 || endpoints == 0 || runs == 0 {
+        bail!("--nodes, --endpoints and --runs must be at least 1");
+    }
+    let pod_spec = PodSpec {
+        containers: vec![Container {
+            name: "web".into(),
+            ports: Some(vec![ContainerPort {
+                container_port: 8080,
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let mut pods: Vec<PodDecl> = (0..endpoints)
+        .map(|i| PodDecl {
+            labels: BTreeMap::from([("app".to_string(), "bench".to_string())]),
+            spec: Some(pod_spec.clone()),
+            ..PodDecl::new(format!("bench-{i}"))
+        })
+        .collect();
+    // The pod whose readiness is flipped: the one endpoint of `target`.
+    pods.push(PodDecl {
+        labels: BTreeMap::from([("app".to_string(), "target".to_string())]),
+        spec: Some(pod_spec.clone()),
+        ..PodDecl::new("target-0")
+    });
+    let scenario = Scenario {
+        name: "bench-services".into(),
+        description: String::new(),
+        cluster: Cluster::with_nodes(nodes),
+        pods,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let name = format!("bench-svc-{}", std::process::id());
+    rt.block_on(async {
+        let tb = Testbed::up(&name, &scenario, None)
+            .await
+            .context("bring the cluster up")?;
+        let cp = Arc::new(ControlPlane::start(
+            tb.plan(),
+            &scenario,
+            crate::state::dir(&name).join("etc"),
+        )?);
+        let result = measure(&cp, &tb, services, endpoints, runs).await;
+        cp.stop().await;
+        drop(tb);
+        result
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn settle(cp: &ControlPlane) -> Result<()> {
+    // Quiet first: the controllers answer the last write, then the proxies catch up.
+    let mut last = u64::MAX;
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let rev = *cp.store.subscribe().borrow();
+        if rev == last {
+            break;
+        }
+        last = rev;
+    }
+    if !cp.wait_synced(last, Duration::from_secs(300)).await {
+        bail!(
+            "the nodes did not catch up with the store: {:?}",
+            cp.node_status()
+                .iter()
+                .map(|n| n.last_error.clone())
+                .collect::<Vec<_>>()
+        );
+    }
+    Ok(())
+}
+
+async fn measure(
+    cp: &ControlPlane,
+    tb: &Testbed,
+    services: usize,
+    endpoints: usize,
+    runs: usize,
+) -> Result<()> {
+    println!(
+        "bench services: {} nodes, {services} Services x {endpoints} endpoints, {runs} runs (testbed {})",
+        tb.plan().nodes.len(),
+        tb.name()
+    );
+    let start = Instant::now();
+    for chunk in (0..services).collect::<Vec<_>>().chunks(1000) {
+        let batch = chunk
+            .iter()
+            .map(|i| service(&format!("svc-{i}"), "bench"))
+            .collect();
+        cp.api
+            .apply(batch)
+            .map_err(|p| anyhow::anyhow!("{}", p[0]))?;
+    }
+    cp.api
+        .apply(vec![service("target", "target")])
+        .map_err(|p| anyhow::anyhow!("{}", p[0]))?;
+    settle(cp).await?;
+    println!("created and synced everywhere in {}", ms(start.elapsed()));
+
+    // 1. Full sync against a raw iptables-restore of the same text, per node.
+    let cfg = render::Config {
+        cluster_cidr: Some(Cluster::default().pod_cidr),
+    };
+    let all_ports = {
+        let svcs = cp.store.list(Kind::Service, None);
+        let slices = cp.store.list(Kind::EndpointSlice, None);
+        let mut out = Vec::new();
+        for s in &svcs {
+            let Object::Service(svc) = s else { continue };
+            let of: Vec<_> = slices
+                .iter()
+                .filter_map(|o| match o {
+                    Object::EndpointSlice(sl)
+                        if sl
+                            .metadata
+                            .labels
+                            .as_ref()
+                            .and_then(|l| l.get(crate::controllers::endpoints::SERVICE_NAME_LABEL))
+                            .map(String::as_str)
+                            == svc.metadata.name.as_deref() =>
+                    {
+                        Some(sl)
+                    }
+                    _ => None,
+                })
+                .collect();
+            out.extend(service_ports(svc, &of));
+        }
+        out
+    };
+    let lines = {
+        let mut p = Proxier::new(cfg.clone());
+        p.assume_jumps();
+        p.prepare(&all_ports).text.lines().count()
+    };
+    println!(
+        "full sync: {} service ports, {lines} lines of iptables-restore input",
+        all_ports.len()
+    );
+    for node in &tb.plan().nodes {
+        let ns: std::os::fd::OwnedFd =
+            std::fs::File::open(crate::netns::netns_path(&node.netns))?.into();
+        let (mut full, mut raw) = (Vec::new(), Vec::new());
+        for _ in 0..runs {
+            let t = Instant::now();
+            let mut p = Proxier::new(cfg.clone());
+            p.assume_jumps();
+            let text = p.prepare(&all_ports).text;
+            run_in_netns(&ns, "iptables-restore", &["-w", "--noflush"], Some(&text))
+                .await
+                .map_err(anyhow::Error::msg)?;
+            full.push(t.elapsed());
+            let t = Instant::now();
+            run_in_netns(&ns, "iptables-restore", &["-w", "--noflush"], Some(&text))
+                .await
+                .map_err(anyhow::Error::msg)?;
+            raw.push(t.elapsed());
+        }
+        let (f, r) = (median(&mut full), median(&mut raw));
+        println!(
+            "  {:<8} full sync {} (render + restore), raw iptables-restore {}: {:.2}x (median of {runs})",
+            node.name,
+            ms(f),
+            ms(r),
+            f.as_secs_f64() / r.as_secs_f64()
+        );
+    }
+
+    // 2. One endpoint changes (target-0 becomes not ready, then ready again, as its
+    // kubelet would report): from the write in the API to every node's rules.
+    let mut per_node: Vec<Vec<Duration>> = vec![Vec::new(); tb.plan().nodes.len()];
+    let target = Key::new(Kind::Pod, "default", "target-0");
+    for i in 0..runs * 2 {
+        let ready = i % 2 == 1;
+        let (_, mut events) = cp.store.watch(Some(Kind::EndpointSlice), None);
+        let t = Instant::now();
+        cp.store.write(|tx| {
+            if let Some(Object::Pod(mut p)) = tx.get(&target).cloned() {
+                for c in p
+                    .status
+                    .iter_mut()
+                    .flat_map(|s| s.conditions.iter_mut().flatten())
+                {
+                    if c.type_ == "Ready" {
+                        c.status = if ready { "True" } else { "False" }.into();
+                    }
+                }
+                tx.put(Object::Pod(p));
+            }
+        });
+        let rev = loop {
+            let ev = tokio::time::timeout(Duration::from_secs(10), events.recv())
+                .await?
+                .context("store closed")?;
+            if ev.object.name().starts_with("target-") {
+                break ev.object.resource_version();
+            }
+        };
+        wait_each(cp, rev, t, &mut per_node).await?;
+    }
+    println!(
+        "one endpoint change, API write to rules (median / max of {}):",
+        runs * 2
+    );
+    report(tb, &mut per_node);
+
+    // 3. A new Service: from the API's answer to its rules, with endpoints, everywhere.
+    let mut per_node: Vec<Vec<Duration>> = vec![Vec::new(); tb.plan().nodes.len()];
+    for i in 0..runs {
+        let name = format!("new-{i}");
+        let (_, mut events) = cp.store.watch(Some(Kind::EndpointSlice), None);
+        let t = Instant::now();
+        cp.api
+            .apply(vec![service(&name, "bench")])
+            .map_err(|p| anyhow::anyhow!("{}", p[0]))?;
+        let rev = loop {
+            let ev = tokio::time::timeout(Duration::from_secs(10), events.recv())
+                .await?
+                .context("store closed")?;
+            if ev.object.name().starts_with(&format!("{name}-")) {
+                break ev.object.resource_version();
+            }
+        };
+        wait_each(cp, rev, t, &mut per_node).await?;
+    }
+    println!("Service create to rules on every node (median / max of {runs}):");
+    report(tb, &mut per_node);
+    Ok(())
+}
+
+/// Waits for each node to reach `rev`, recording when it did.
+async fn wait_each(
+    cp: &ControlPlane,
+    rev: u64,
+    t: Instant,
+    per_node: &mut [Vec<Duration>],
+) -> Result<()> {
+    let waits = cp.proxies.iter().map(|(_, rx)| {
+        let mut rx = rx.clone();
+        async move {
+            rx.wait_for(|s| s.revision >= rev).await.ok();
+            t.elapsed()
+        }
+    });
+    let times = tokio::time::timeout(Duration::from_secs(30), futures::future::join_all(waits))
+        .await
+        .context("a node did not sync within 30 s")?;
+    for (i, d) in times.into_iter().enumerate() {
+        per_node[i].push(d);
+    }
+    Ok(())
+}
+
+fn report(tb: &Testbed, per_node: &mut [Vec<Duration>]) {
+    for (node, v) in tb.plan().nodes.iter().zip(per_node.iter_mut()) {
+        let max = *v.iter().max().unwrap_or(&Duration::ZERO);
+        println!("  {:<8} {} / {}", node.name, ms(median(v)), ms(max));
+    }
+}

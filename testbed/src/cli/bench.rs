@@ -31,8 +31,12 @@ pub(super) enum BenchCommand {
         /// Endpoints (serving pods) behind every Service
         #[arg(long, default_value_t = 3)]
         endpoints: usize,
+        /// Runs of the partial measures (an endpoint change, a Service created)
         #[arg(long, default_value_t = 5)]
         runs: usize,
+        /// Runs of the full sync (with iptables-nft, a minute each at 10,000 Services)
+        #[arg(long, default_value_t = 1)]
+        full_runs: usize,
     },
 }
 
@@ -44,7 +48,8 @@ pub(super) fn run(cmd: BenchCommand) -> Result<ExitCode> {
             services,
             endpoints,
             runs,
-        } => return super::bench_services::run(nodes, services, endpoints, runs),
+            full_runs,
+        } => return super::bench_services::run(nodes, services, endpoints, runs, full_runs),
     };
     let scenario = Scenario {
         name: "bench".into(),

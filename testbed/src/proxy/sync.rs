@@ -108,11 +108,12 @@ impl Proxier {
                         line(&mut out, rule);
                     }
                 }
-            } else {
+                lines(&mut out, &filter_services);
+            } else if !edit_in_place(&mut out, &self.filter_services, &filter_services, false) {
                 decl(&mut out, "KUBE-SERVICES");
                 chains_written += 1;
+                lines(&mut out, &filter_services);
             }
-            lines(&mut out, &filter_services);
             out.push_str("COMMIT\n");
         }
         // nat
@@ -140,7 +141,13 @@ impl Proxier {
                     decl(&mut out, c);
                 }
                 chains_written += render::NAT_CHAINS.len();
-            } else if services_changed {
+            }
+            // A few Services more or less: their jumps are inserted and deleted in
+            // place. Rewriting the whole chain costs a rule per Service in the kernel
+            // (a second with iptables-nft and 10,000 Services).
+            let rewrite = full
+                || (services_changed && !edit_possible(&self.nat_services, &nat_services, true));
+            if rewrite && !full {
                 decl(&mut out, "KUBE-SERVICES");
                 chains_written += 1;
             }
@@ -159,8 +166,10 @@ impl Proxier {
                     }
                 }
             }
-            if services_changed {
+            if rewrite {
                 lines(&mut out, &nat_services);
+            } else if services_changed {
+                edit_in_place(&mut out, &self.nat_services, &nat_services, true);
             }
             for c in &to_write {
                 lines(&mut out, &c.rules);
@@ -226,4 +235,42 @@ fn lines(out: &mut String, ls: &[String]) {
     for l in ls {
         line(out, l);
     }
+}
+
+/// Most changes to `KUBE-SERVICES` edited in place, rather than the chain rewritten.
+const MAX_EDITS: usize = 64;
+
+/// Whether `old` becomes `new` by at most [`MAX_EDITS`] insertions and deletions
+/// (the order of `KUBE-SERVICES`' rules does not matter, but the last one's does).
+fn edit_possible(old: &[String], new: &[String], keep_last: bool) -> bool {
+    let (o, n): (BTreeSet<&String>, BTreeSet<&String>) =
+        (old.iter().collect(), new.iter().collect());
+    o.len() == old.len()
+        && n.len() == new.len()
+        && o.symmetric_difference(&n).count() <= MAX_EDITS
+        && (!keep_last || old.last() == new.last())
+}
+
+/// Writes `-D`/`-I` lines that turn chain `old` into `new` in the kernel, if
+/// [`edit_possible`]; returns whether it did. New rules go first in the chain, so the
+/// last rule stays last.
+fn edit_in_place(out: &mut String, old: &[String], new: &[String], keep_last: bool) -> bool {
+    if !edit_possible(old, new, keep_last) || old.is_empty() {
+        return false;
+    }
+    let (o, n): (BTreeSet<&String>, BTreeSet<&String>) =
+        (old.iter().collect(), new.iter().collect());
+    for gone in o.difference(&n) {
+        if let Some(rest) = gone.strip_prefix("-A ") {
+            out.push_str("-D ");
+            out.push_str(rest);
+            out.push('\n');
+        }
+    }
+    for added in n.difference(&o) {
+        if let Some((chain, spec)) = added.strip_prefix("-A ").and_then(|r| r.split_once(' ')) {
+            out.push_str(&format!("-I {chain} 1 {spec}\n"));
+        }
+    }
+    true
 }

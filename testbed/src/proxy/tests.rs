@@ -234,8 +234,19 @@ fn partial_sync_writes_only_what_changed() {
     // The Service is deleted: its jump leaves KUBE-SERVICES, its chains are removed.
     let gone = ports.remove(0);
     let up = proxier.prepare(&ports);
-    assert!(up.text.contains(":KUBE-SERVICES - [0:0]"));
-    assert!(up.text.contains(&format!("-X {}", gone.service_chain())));
+    assert!(
+        !up.text.contains(":KUBE-SERVICES - [0:0]"),
+        "edited in place: {}",
+        up.text
+    );
+    let svc = gone.service_chain();
+    let delete = format!("-D KUBE-SERVICES -m comment --comment \"default/web cluster IP\" -m tcp -p tcp -d 10.96.0.20 --dport 80 -j {svc}\n");
+    let d = up.text.find(&delete).expect("the jump is deleted");
+    assert!(
+        d < up.text.find(&format!("-X {svc}")).unwrap(),
+        "{}",
+        up.text
+    );
     assert_eq!(up.chains_deleted, 3);
     proxier.commit(up);
 
@@ -255,16 +266,40 @@ fn losing_every_endpoint_turns_into_a_reject() {
     ports[0].endpoints.clear();
     let up = proxier.prepare(&ports);
     assert!(
-        up.text.contains("*filter\n:KUBE-SERVICES - [0:0]\n"),
+        up.text.contains(
+            "*filter\n-I KUBE-SERVICES 1 -m comment --comment \"default/web has no endpoints\""
+        ),
         "{}",
         up.text
     );
     assert!(
-        up.text.contains("\"default/web has no endpoints\""),
+        up.text
+            .contains("-D KUBE-SERVICES -m comment --comment \"default/web cluster IP\""),
         "{}",
         up.text
     );
     assert_eq!(up.chains_deleted, 4, "the SVC chain and its 3 SEP chains");
-    let tables = Tables::parse(&up.text).unwrap();
-    drop(tables);
+    proxier.commit(up);
+
+    // Many Services at once: the chain is rewritten instead.
+    let many: Vec<ServicePort> = (0..100)
+        .map(|i| {
+            port(
+                &format!("s{i}"),
+                "",
+                Protocol::Tcp,
+                &format!("10.96.1.{i}"),
+                80,
+                &["10.244.1.3:8080"],
+            )
+        })
+        .collect();
+    ports.extend(many);
+    let up = proxier.prepare(&ports);
+    assert!(
+        up.text.contains("*nat\n:KUBE-SERVICES - [0:0]\n"),
+        "{}",
+        up.text
+    );
+    assert!(!up.text.contains("-I KUBE-SERVICES"));
 }

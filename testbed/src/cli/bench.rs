@@ -34,7 +34,8 @@ pub(super) enum BenchCommand {
         /// Runs of the partial measures (an endpoint change, a Service created)
         #[arg(long, default_value_t = 5)]
         runs: usize,
-        /// Runs of the full sync (with iptables-nft, a minute each at 10,000 Services)
+        /// Runs of the full sync (0 to skip it: with iptables-nft 1.8.9 one takes minutes at
+        /// 10,000 Services)
         #[arg(long, default_value_t = 1)]
         full_runs: usize,
     },

@@ -211,8 +211,7 @@ async fn measure(
         all_ports.len()
     );
     for node in tb.plan().nodes.iter().filter(|_| full_runs > 0) {
-        let ns: std::os::fd::OwnedFd =
-            std::fs::File::open(crate::netns::netns_path(&node.netns))?.into();
+        let ns = crate::netns::netns_path(&node.netns);
         let (mut full, mut raw) = (Vec::new(), Vec::new());
         for _ in 0..full_runs {
             let t = Instant::now();

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -109,16 +109,20 @@ pub fn service_ports(svc: &Service, slices: &[&EndpointSlice]) -> Vec<ServicePor
         .collect()
 }
 
-/// Runs `program args` inside the namespace open at `ns`, feeding it `stdin`.
+/// Runs `program args` inside the namespace mounted at `ns`, feeding it `stdin`.
+/// `nsenter --net` enters it: a command without a `pre_exec` hook is started with
+/// posix_spawn, so this process (large with many Services) is not forked.
 pub async fn run_in_netns(
-    ns: &OwnedFd,
+    ns: &Path,
     program: &str,
     args: &[&str],
     stdin: Option<&str>,
 ) -> Result<String, String> {
-    let fd = ns.as_raw_fd();
-    let mut cmd = tokio::process::Command::new(program);
-    cmd.args(args)
+    let mut cmd = tokio::process::Command::new("nsenter");
+    cmd.arg(format!("--net={}", ns.display()))
+        .arg("--")
+        .arg(program)
+        .args(args)
         .stdin(if stdin.is_some() {
             Stdio::piped()
         } else {
@@ -127,15 +131,6 @@ pub async fn run_in_netns(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    // SAFETY: only setns(2) runs between fork and exec, which is async-signal-safe.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("cannot run {program}: {e}"))?;
@@ -171,14 +166,11 @@ pub async fn run(
     cfg: Config,
     state: watch::Sender<SyncState>,
 ) {
-    let ns: OwnedFd = match std::fs::File::open(netns::netns_path(&node_netns)) {
-        Ok(f) => f.into(),
-        Err(e) => {
-            state
-                .send_modify(|s| s.last_error = Some(format!("open the namespace of {node}: {e}")));
-            return;
-        }
-    };
+    let ns: PathBuf = netns::netns_path(&node_netns);
+    if let Err(e) = std::fs::metadata(&ns) {
+        state.send_modify(|s| s.last_error = Some(format!("the namespace of {node}: {e}")));
+        return;
+    }
     let (initial, mut events) = store.watch(None, None);
     let mut services: HashMap<SvcKey, Service> = HashMap::new();
     let mut slices: HashMap<SvcKey, BTreeMap<String, EndpointSlice>> = HashMap::new();

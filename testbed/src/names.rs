@@ -137,6 +137,17 @@ pub fn check_label(key: &str, value: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// `n` characters for a generated name from `bytes` (a hash), in the alphabet
+/// Kubernetes uses for name suffixes (no vowels, no look-alikes).
+pub fn k8s_suffix(bytes: &[u8], n: usize) -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    bytes
+        .iter()
+        .take(n)
+        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

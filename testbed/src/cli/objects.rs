@@ -450,6 +450,15 @@ fn print_table(rows: &[Vec<String>]) {
     }
 }
 
+/// The items joined by commas, or `empty` (`<none>`) as kubectl shows no items.
+fn joined(items: &[String], empty: &str) -> String {
+    if items.is_empty() {
+        empty.to_string()
+    } else {
+        items.join(",")
+    }
+}
+
 fn age(o: &Object) -> String {
     let Some(t) = &o.meta().creation_timestamp else {
         return "<unknown>".into();
@@ -538,11 +547,7 @@ fn table(kind: Kind, items: &[Object], wide: bool) -> Vec<Vec<String>> {
                         .flatten()
                         .map(|c| format!("{}={}", c.type_, c.status))
                         .collect();
-                    r.push(if conds.is_empty() {
-                        "<none>".into()
-                    } else {
-                        conds.join(",")
-                    });
+                    r.push(joined(&conds, "<none>"));
                 }
             }
             Object::Service(s) => {
@@ -560,11 +565,7 @@ fn table(kind: Kind, items: &[Object], wide: bool) -> Vec<Vec<String>> {
                     .flatten()
                     .map(|p| format!("{}/{}", p.port, p.protocol.as_deref().unwrap_or("TCP")))
                     .collect();
-                r.push(if ports.is_empty() {
-                    "<none>".into()
-                } else {
-                    ports.join(",")
-                });
+                r.push(joined(&ports, "<none>"));
                 r.push(age(o));
                 if wide {
                     let sel: Vec<String> = spec
@@ -573,11 +574,7 @@ fn table(kind: Kind, items: &[Object], wide: bool) -> Vec<Vec<String>> {
                         .flatten()
                         .map(|(k, v)| format!("{k}={v}"))
                         .collect();
-                    r.push(if sel.is_empty() {
-                        "<none>".into()
-                    } else {
-                        sel.join(",")
-                    });
+                    r.push(joined(&sel, "<none>"));
                 }
             }
             Object::Endpoints(e) => {
@@ -589,11 +586,7 @@ fn table(kind: Kind, items: &[Object], wide: bool) -> Vec<Vec<String>> {
                         }
                     }
                 }
-                r.push(if eps.is_empty() {
-                    "<none>".into()
-                } else {
-                    eps.join(",")
-                });
+                r.push(joined(&eps, "<none>"));
                 r.push(age(o));
             }
             Object::EndpointSlice(s) => {
@@ -604,21 +597,13 @@ fn table(kind: Kind, items: &[Object], wide: bool) -> Vec<Vec<String>> {
                     .flatten()
                     .filter_map(|p| p.port.map(|n| n.to_string()))
                     .collect();
-                r.push(if ports.is_empty() {
-                    "<unset>".into()
-                } else {
-                    ports.join(",")
-                });
+                r.push(joined(&ports, "<unset>"));
                 let eps: Vec<String> = s
                     .endpoints
                     .iter()
                     .flat_map(|e| e.addresses.clone())
                     .collect();
-                r.push(if eps.is_empty() {
-                    "<unset>".into()
-                } else {
-                    eps.join(",")
-                });
+                r.push(joined(&eps, "<unset>"));
                 r.push(age(o));
             }
             Object::Deployment(d) => {

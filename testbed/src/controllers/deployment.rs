@@ -17,29 +17,19 @@ use crate::api::{EventType, Key, Kind, Object, Store};
 
 pub const TEMPLATE_HASH_LABEL: &str = "pod-template-hash";
 pub const ORDINAL_ANNOTATION: &str = "testbed/ordinal";
-const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-
-fn encode(bytes: &[u8], n: usize) -> String {
-    bytes
-        .iter()
-        .take(n)
-        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
-        .collect()
-}
-
 /// A short hash of the pod template, as the `pod-template-hash` label.
 pub fn template_hash(d: &Deployment) -> String {
     let template = d
         .spec
         .as_ref()
         .map(|s| serde_json::to_string(&s.template).unwrap_or_default());
-    encode(&Sha256::digest(template.unwrap_or_default().as_bytes()), 10)
+    crate::names::k8s_suffix(&Sha256::digest(template.unwrap_or_default().as_bytes()), 10)
 }
 
 /// The name of the `ordinal`th pod of a template.
 pub fn pod_name(deployment: &str, hash: &str, ordinal: u32) -> String {
     let h = Sha256::digest(format!("{deployment}/{hash}/{ordinal}").as_bytes());
-    format!("{deployment}-{hash}-{}", encode(&h, 5))
+    format!("{deployment}-{hash}-{}", crate::names::k8s_suffix(&h, 5))
 }
 
 fn ordinal(p: &Pod) -> u32 {

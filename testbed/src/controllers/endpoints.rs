@@ -76,13 +76,8 @@ fn owner(svc: &Service) -> OwnerReference {
 /// The slice's name: the Service's, a dash and five characters that do not change
 /// (Kubernetes picks them at random).
 pub fn slice_name(service: &str) -> String {
-    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let h = Sha256::digest(service.as_bytes());
-    let tail: String = h[..5]
-        .iter()
-        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
-        .collect();
-    format!("{service}-{tail}")
+    format!("{service}-{}", crate::names::k8s_suffix(&h, 5))
 }
 
 /// The `Endpoints` and `EndpointSlice` of `svc` given the pods of its namespace, or

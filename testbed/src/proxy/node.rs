@@ -228,6 +228,7 @@ pub async fn run(
             let deleted = ev.kind == EventType::Deleted;
             take(ev.object, deleted, &mut services, &mut slices, &mut dirty);
         }
+        let dirty_was_empty = dirty.is_empty();
         let mut gone_udp: Vec<(Ipv4Addr, SocketAddrV4)> = Vec::new();
         for key in std::mem::take(&mut dirty) {
             let new = match services.get(&key) {
@@ -262,57 +263,10 @@ pub async fn run(
                 ports.insert(key, new);
             }
         }
-        let all: Vec<ServicePort> = ports.values().flatten().cloned().collect();
-        let start = Instant::now();
-        let update = proxier.prepare(&all);
-        let mut error = None;
-        if !update.text.is_empty() {
-            match run_in_netns(
-                &ns,
-                "iptables-restore",
-                &["-w", "--noflush"],
-                Some(&update.text),
-            )
-            .await
-            {
-                Ok(_) => proxier.commit(update),
-                Err(e) => {
-                    tracing::error!(node, "kube-proxy sync failed: {e}");
-                    error = Some(e);
-                    proxier.failed();
-                }
-            }
-        }
-        for (cip, ep) in gone_udp {
-            // `conntrack -D` exits 1 when there was nothing to delete.
-            let _ = run_in_netns(
-                &ns,
-                "conntrack",
-                &[
-                    "-D",
-                    "-p",
-                    "udp",
-                    "--orig-dst",
-                    &cip.to_string(),
-                    "--dst-nat",
-                    &ep.ip().to_string(),
-                ],
-                None,
-            )
-            .await;
-        }
-        let took = start.elapsed();
-        let n = all.len();
-        state.send_modify(|s| {
-            if error.is_none() {
-                s.revision = seen;
-            }
-            s.syncs += 1;
-            s.last_took = took;
-            s.last_error = error.clone();
-            s.service_ports = n;
-        });
-        if error.is_some() {
+        if dirty_was_empty && proxier.in_sync() {
+            // A write that touched no Service or slice: the rules are current.
+            state.send_modify(|s| s.revision = seen);
+        } else if !sync(&node, &ns, &mut proxier, &ports, gone_udp, seen, &state).await {
             // Try again soon with a full sync, as kube-proxy does.
             tokio::time::sleep(Duration::from_millis(500)).await;
             continue;
@@ -330,4 +284,67 @@ pub async fn run(
             changed = revision.changed() => if changed.is_err() { return },
         }
     }
+}
+
+/// One sync of the node's rules to `ports`; false when the restore failed.
+async fn sync(
+    node: &str,
+    ns: &Path,
+    proxier: &mut Proxier,
+    ports: &BTreeMap<SvcKey, Vec<ServicePort>>,
+    gone_udp: Vec<(Ipv4Addr, SocketAddrV4)>,
+    seen: u64,
+    state: &watch::Sender<SyncState>,
+) -> bool {
+    let all: Vec<ServicePort> = ports.values().flatten().cloned().collect();
+    let start = Instant::now();
+    let update = proxier.prepare(&all);
+    let mut error = None;
+    if !update.text.is_empty() {
+        match run_in_netns(
+            ns,
+            "iptables-restore",
+            &["-w", "--noflush"],
+            Some(&update.text),
+        )
+        .await
+        {
+            Ok(_) => proxier.commit(update),
+            Err(e) => {
+                tracing::error!(node, "kube-proxy sync failed: {e}");
+                error = Some(e);
+                proxier.failed();
+            }
+        }
+    }
+    for (cip, ep) in gone_udp {
+        // `conntrack -D` exits 1 when there was nothing to delete.
+        let _ = run_in_netns(
+            ns,
+            "conntrack",
+            &[
+                "-D",
+                "-p",
+                "udp",
+                "--orig-dst",
+                &cip.to_string(),
+                "--dst-nat",
+                &ep.ip().to_string(),
+            ],
+            None,
+        )
+        .await;
+    }
+    let took = start.elapsed();
+    let n = all.len();
+    state.send_modify(|s| {
+        if error.is_none() {
+            s.revision = seen;
+        }
+        s.syncs += 1;
+        s.last_took = took;
+        s.last_error = error.clone();
+        s.service_ports = n;
+    });
+    error.is_none()
 }

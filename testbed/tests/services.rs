@@ -333,6 +333,69 @@ fn hairpin_udp_affinity_and_a_service_without_endpoints() {
     assert!(seen.keys().all(|k| pods.contains_key(k)), "{seen:?}");
     assert!(seen.len() >= 2, "UDP is spread too: {seen:?}");
 
+    // A UDP endpoint that goes away has its conntrack entries deleted: the flow's
+    // next datagram (same source port) goes to a live pod, not to the old address.
+    // Scaling down removes the pod with the highest ordinal; find a source port whose
+    // flow that pod answers.
+    let newest = tb.json(&["get", "pods"])["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["metadata"]["ownerReferences"][0]["name"] == "echo")
+        .max_by_key(|p| {
+            p["metadata"]["annotations"]["testbed/ordinal"]
+                .as_str()
+                .unwrap()
+                .parse::<u32>()
+                .unwrap()
+        })
+        .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
+        .unwrap();
+    let ask = |sport: u16| {
+        let out = tb.exec(
+            "client-1",
+            &[
+                "sh",
+                "-c",
+                &format!("echo hostname | nc -u -p {sport} -w 1 {udp} 53"),
+            ],
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let sport = (41000..41040)
+        .find(|p| ask(*p) == newest)
+        .expect("one of 40 flows reaches the newest pod");
+    let gone_ip = pods[&newest].clone();
+    let tracked = || {
+        ["node-1", "node-2"].iter().any(|n| {
+            let out = tb.exec(
+                &format!("node/{n}"),
+                &[
+                    "conntrack",
+                    "-L",
+                    "-p",
+                    "udp",
+                    "--orig-port-src",
+                    &sport.to_string(),
+                ],
+            );
+            String::from_utf8_lossy(&out.stdout).contains(&format!("src={gone_ip} "))
+        })
+    };
+    assert!(tracked(), "the flow to {gone_ip} is in conntrack");
+    tb.ok(&["scale", "deployment/echo", "--replicas", "2"]);
+    let left = tb.wait_ready("echo-udp", 2);
+    assert!(!left.contains(&gone_ip), "{left:?}");
+    assert!(
+        !tracked(),
+        "the flow to {gone_ip} was deleted from conntrack"
+    );
+    let now = ask(sport);
+    assert!(
+        now != newest && pods.contains_key(&now),
+        "the same flow now reaches {now:?}"
+    );
+
     // ClientIP affinity: one client, one backend.
     let seen = tb.answers("client-1", &format!("http://{sticky}/hostname"), 10);
     assert_eq!(seen.len(), 1, "{seen:?}");

@@ -201,38 +201,42 @@ async fn measure(
         }
         out
     };
-    let lines = {
+    let full_text = {
         let mut p = Proxier::new(cfg.clone());
         p.assume_jumps();
-        p.prepare(&all_ports).text.lines().count()
+        p.prepare(&all_ports).text
     };
+    let lines = full_text.lines().count();
     println!(
         "full sync: {} service ports, {lines} lines of iptables-restore input",
         all_ports.len()
     );
     for node in tb.plan().nodes.iter().filter(|_| full_runs > 0) {
         let ns = crate::netns::netns_path(&node.netns);
-        let (mut full, mut raw) = (Vec::new(), Vec::new());
-        for _ in 0..full_runs {
-            let t = Instant::now();
-            let mut p = Proxier::new(cfg.clone());
-            p.assume_jumps();
-            let text = p.prepare(&all_ports).text;
-            run_in_netns(&ns, "iptables-restore", &["-w", "--noflush"], Some(&text))
-                .await
-                .map_err(anyhow::Error::msg)?;
-            full.push(t.elapsed());
-            let t = Instant::now();
-            run_in_netns(&ns, "iptables-restore", &["-w", "--noflush"], Some(&text))
-                .await
-                .map_err(anyhow::Error::msg)?;
-            raw.push(t.elapsed());
+        let (mut full, mut raw, mut render) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..full_runs {
+            // Alternate which goes first, so drift on a busy machine favours neither.
+            for which in [i % 2 == 0, i % 2 == 1] {
+                let t = Instant::now();
+                if which {
+                    let mut p = Proxier::new(cfg.clone());
+                    p.assume_jumps();
+                    let text = p.prepare(&all_ports).text;
+                    render.push(t.elapsed());
+                    restore(&ns, &text).await?;
+                    full.push(t.elapsed());
+                } else {
+                    restore(&ns, &full_text).await?;
+                    raw.push(t.elapsed());
+                }
+            }
         }
         let (f, r) = (median(&mut full), median(&mut raw));
         println!(
-            "  {:<8} full sync {} (render + restore), raw iptables-restore {}: {:.2}x (median of {full_runs})",
+            "  {:<8} full sync {} (render {} + restore), raw iptables-restore {}: {:.2}x (median of {full_runs})",
             node.name,
             ms(f),
+            ms(median(&mut render)),
             ms(r),
             f.as_secs_f64() / r.as_secs_f64()
         );
@@ -240,11 +244,15 @@ async fn measure(
 
     // 2. One endpoint changes (target-0 becomes not ready, then ready again, as its
     // kubelet would report): from the write in the API to every node's rules.
-    let mut per_node: Vec<Vec<Duration>> = vec![Vec::new(); tb.plan().nodes.len()];
+    let mut per_node: Vec<Vec<Sample>> = vec![Vec::new(); tb.plan().nodes.len()];
     let target = Key::new(Kind::Pod, "default", "target-0");
+    // One watch for every run: starting one copies every slice in the store, and
+    // freeing that copy would be timed in the next write.
+    let (initial, mut events) = cp.store.watch(Some(Kind::EndpointSlice), None);
+    drop(initial);
     for i in 0..runs * 2 {
         let ready = i % 2 == 1;
-        let (_, mut events) = cp.store.watch(Some(Kind::EndpointSlice), None);
+        while events.try_recv().is_ok() {}
         let t = Instant::now();
         cp.store.write(|tx| {
             if let Some(Object::Pod(mut p)) = tx.get(&target).cloned() {
@@ -268,7 +276,8 @@ async fn measure(
                 break ev.object.resource_version();
             }
         };
-        wait_each(cp, rev, t, &mut per_node).await?;
+        let slice = t.elapsed();
+        wait_each(cp, rev, t, slice, &mut per_node).await?;
     }
     println!(
         "one endpoint change, API write to rules (median / max of {}):",
@@ -277,10 +286,10 @@ async fn measure(
     report(tb, &mut per_node);
 
     // 3. A new Service: from the API's answer to its rules, with endpoints, everywhere.
-    let mut per_node: Vec<Vec<Duration>> = vec![Vec::new(); tb.plan().nodes.len()];
+    let mut per_node: Vec<Vec<Sample>> = vec![Vec::new(); tb.plan().nodes.len()];
     for i in 0..runs {
         let name = format!("new-{i}");
-        let (_, mut events) = cp.store.watch(Some(Kind::EndpointSlice), None);
+        while events.try_recv().is_ok() {}
         let t = Instant::now();
         cp.api
             .apply(vec![service(&name, "bench")])
@@ -293,11 +302,30 @@ async fn measure(
                 break ev.object.resource_version();
             }
         };
-        wait_each(cp, rev, t, &mut per_node).await?;
+        let slice = t.elapsed();
+        wait_each(cp, rev, t, slice, &mut per_node).await?;
     }
     println!("Service create to rules on every node (median / max of {runs}):");
     report(tb, &mut per_node);
     Ok(())
+}
+
+/// One node's time to reach a revision: in all, of it in its last sync, and of that
+/// in `iptables-restore`.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    total: Duration,
+    /// Until the endpoints controller wrote the slice.
+    slice: Duration,
+    sync: Duration,
+    restore: Duration,
+}
+
+async fn restore(ns: &std::path::Path, text: &str) -> Result<()> {
+    run_in_netns(ns, "iptables-restore", &["-w", "--noflush"], Some(text))
+        .await
+        .map(drop)
+        .map_err(anyhow::Error::msg)
 }
 
 /// Waits for each node to reach `rev`, recording when it did.
@@ -305,13 +333,22 @@ async fn wait_each(
     cp: &ControlPlane,
     rev: u64,
     t: Instant,
-    per_node: &mut [Vec<Duration>],
+    slice: Duration,
+    per_node: &mut [Vec<Sample>],
 ) -> Result<()> {
     let waits = cp.proxies.iter().map(|(_, rx)| {
         let mut rx = rx.clone();
         async move {
-            rx.wait_for(|s| s.revision >= rev).await.ok();
-            t.elapsed()
+            let (took, restore) = match rx.wait_for(|s| s.revision >= rev).await {
+                Ok(s) => (s.last_took, s.last_restore),
+                Err(_) => Default::default(),
+            };
+            Sample {
+                total: t.elapsed(),
+                slice,
+                sync: took,
+                restore,
+            }
         }
     });
     let times = tokio::time::timeout(Duration::from_secs(30), futures::future::join_all(waits))
@@ -323,9 +360,21 @@ async fn wait_each(
     Ok(())
 }
 
-fn report(tb: &Testbed, per_node: &mut [Vec<Duration>]) {
+fn report(tb: &Testbed, per_node: &mut [Vec<Sample>]) {
     for (node, v) in tb.plan().nodes.iter().zip(per_node.iter_mut()) {
-        let max = *v.iter().max().unwrap_or(&Duration::ZERO);
-        println!("  {:<8} {} / {}", node.name, ms(median(v)), ms(max));
+        let mut total: Vec<Duration> = v.iter().map(|s| s.total).collect();
+        let mut sync: Vec<Duration> = v.iter().map(|s| s.sync).collect();
+        let mut restore: Vec<Duration> = v.iter().map(|s| s.restore).collect();
+        let mut slice: Vec<Duration> = v.iter().map(|s| s.slice).collect();
+        let max = *total.iter().max().unwrap_or(&Duration::ZERO);
+        println!(
+            "  {:<8} {} / {}  (median: slice written after {}; sync {}, of it iptables-restore {})",
+            node.name,
+            ms(median(&mut total)),
+            ms(max),
+            ms(median(&mut slice)),
+            ms(median(&mut sync)),
+            ms(median(&mut restore))
+        );
     }
 }

@@ -284,12 +284,10 @@ pub async fn run(store: std::sync::Arc<Store>) {
                     if *sns != ns {
                         continue;
                     }
-                    let sel = svc
-                        .spec
-                        .as_ref()
-                        .and_then(|s| s.selector.clone())
-                        .unwrap_or_default();
-                    if selects(&sel, &p) || old.as_ref().is_some_and(|o| selects(&sel, o)) {
+                    let Some(sel) = svc.spec.as_ref().and_then(|s| s.selector.as_ref()) else {
+                        continue;
+                    };
+                    if selects(sel, &p) || old.as_ref().is_some_and(|o| selects(sel, o)) {
                         dirty.insert((sns.clone(), sname.clone()));
                     }
                 }

@@ -28,6 +28,8 @@ pub struct SyncState {
     pub revision: u64,
     pub syncs: u64,
     pub last_took: Duration,
+    /// Of `last_took`: the time in `iptables-restore`.
+    pub last_restore: Duration,
     pub last_error: Option<String>,
     pub service_ports: usize,
 }
@@ -230,6 +232,7 @@ pub async fn run(
         }
         let dirty_was_empty = dirty.is_empty();
         let mut gone_udp: Vec<(Ipv4Addr, SocketAddrV4)> = Vec::new();
+        let (mut upserts, mut removed) = (Vec::new(), Vec::new());
         for key in std::mem::take(&mut dirty) {
             let new = match services.get(&key) {
                 Some(svc) => {
@@ -257,16 +260,30 @@ pub async fn run(
                     );
                 }
             }
+            let keys: Vec<_> = new.iter().map(Proxier::key).collect();
+            for old in ports.get(&key).into_iter().flatten() {
+                let k = Proxier::key(old);
+                if !keys.contains(&k) {
+                    removed.push(k);
+                }
+            }
+            upserts.extend(new.iter().cloned());
             if new.is_empty() {
                 ports.remove(&key);
             } else {
                 ports.insert(key, new);
             }
         }
+        let changes = Changes {
+            upserts,
+            removed,
+            gone_udp,
+            service_ports: ports.values().map(Vec::len).sum(),
+        };
         if dirty_was_empty && proxier.in_sync() {
             // A write that touched no Service or slice: the rules are current.
             state.send_modify(|s| s.revision = seen);
-        } else if !sync(&node, &ns, &mut proxier, &ports, gone_udp, seen, &state).await {
+        } else if !sync(&node, &ns, &mut proxier, &ports, changes, seen, &state).await {
             // Try again soon with a full sync, as kube-proxy does.
             tokio::time::sleep(Duration::from_millis(500)).await;
             continue;
@@ -286,21 +303,41 @@ pub async fn run(
     }
 }
 
-/// One sync of the node's rules to `ports`; false when the restore failed.
+/// What changed since the last sync.
+struct Changes {
+    /// The service ports of the Services that changed, as they are now.
+    upserts: Vec<ServicePort>,
+    /// Service ports that are gone.
+    removed: Vec<super::sync::Key>,
+    /// UDP endpoints that are gone, with their ClusterIP.
+    gone_udp: Vec<(Ipv4Addr, SocketAddrV4)>,
+    /// How many service ports the node has now.
+    service_ports: usize,
+}
+
+/// One sync of the node's rules, from `changes` or (when the proxier is not in
+/// sync) from all of `ports`; false when the restore failed.
 async fn sync(
     node: &str,
     ns: &Path,
     proxier: &mut Proxier,
     ports: &BTreeMap<SvcKey, Vec<ServicePort>>,
-    gone_udp: Vec<(Ipv4Addr, SocketAddrV4)>,
+    changes: Changes,
     seen: u64,
     state: &watch::Sender<SyncState>,
 ) -> bool {
-    let all: Vec<ServicePort> = ports.values().flatten().cloned().collect();
     let start = Instant::now();
-    let update = proxier.prepare(&all);
+    let update = if proxier.in_sync() {
+        proxier.prepare_changes(changes.upserts, changes.removed)
+    } else {
+        // The first sync, or one after a failure: everything, from the whole state.
+        let all: Vec<ServicePort> = ports.values().flatten().cloned().collect();
+        proxier.prepare(&all)
+    };
     let mut error = None;
+    let mut restore = Duration::ZERO;
     if !update.text.is_empty() {
+        let t = Instant::now();
         match run_in_netns(
             ns,
             "iptables-restore",
@@ -309,7 +346,10 @@ async fn sync(
         )
         .await
         {
-            Ok(_) => proxier.commit(update),
+            Ok(_) => {
+                restore = t.elapsed();
+                proxier.commit(update)
+            }
             Err(e) => {
                 tracing::error!(node, "kube-proxy sync failed: {e}");
                 error = Some(e);
@@ -317,7 +357,7 @@ async fn sync(
             }
         }
     }
-    for (cip, ep) in gone_udp {
+    for (cip, ep) in changes.gone_udp {
         // `conntrack -D` exits 1 when there was nothing to delete.
         let _ = run_in_netns(
             ns,
@@ -336,13 +376,14 @@ async fn sync(
         .await;
     }
     let took = start.elapsed();
-    let n = all.len();
+    let n = changes.service_ports;
     state.send_modify(|s| {
         if error.is_none() {
             s.revision = seen;
         }
         s.syncs += 1;
         s.last_took = took;
+        s.last_restore = restore;
         s.last_error = error.clone();
         s.service_ports = n;
     });

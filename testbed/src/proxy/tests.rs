@@ -303,3 +303,66 @@ fn losing_every_endpoint_turns_into_a_reject() {
     );
     assert!(!up.text.contains("-I KUBE-SERVICES"));
 }
+
+/// `n` Services of one port and 3 endpoints each.
+fn many(n: usize) -> Vec<ServicePort> {
+    (0..n)
+        .map(|i| {
+            let ip = format!("10.96.{}.{}", 10 + i / 250, i % 250 + 1);
+            port(
+                &format!("svc-{i}"),
+                "",
+                Protocol::Tcp,
+                &ip,
+                80,
+                &["10.244.1.3:8080", "10.244.1.4:8080", "10.244.2.3:8080"],
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_change_writes_only_its_own_chains_among_thousands() {
+    let mut proxier = Proxier::new(cfg());
+    let ports = many(2000);
+    let first = proxier.prepare(&ports);
+    assert_eq!(first.chains_written, 8 + 2000 * 4);
+    assert!(
+        first.text.starts_with("*filter\n") && first.text.contains("*nat\n-Z\n"),
+        "more than 6,000 chains: the nat part starts with -Z"
+    );
+    proxier.commit(first);
+
+    // One endpoint of svc-7 goes: only svc-7 is rendered and written.
+    let mut sp = ports[7].clone();
+    sp.endpoints.pop();
+    let up = proxier.prepare_changes(vec![sp.clone()], Vec::new());
+    assert_eq!(
+        (up.services_changed, up.chains_written, up.chains_deleted),
+        (1, 1, 1)
+    );
+    assert!(!up.text.contains("\n-Z\n"), "{}", up.text);
+    assert_eq!(up.text.lines().count(), 8, "{}", up.text);
+    proxier.commit(up);
+
+    // Unchanged upserts are skipped; a removed key takes its jump and chains away.
+    let up = proxier.prepare_changes(vec![sp.clone(), ports[8].clone()], Vec::new());
+    assert!(up.text.is_empty(), "{}", up.text);
+    let up = proxier.prepare_changes(Vec::new(), vec![Proxier::key(&ports[9])]);
+    let svc9 = ports[9].service_chain();
+    assert!(up.text.contains(&format!("-D KUBE-SERVICES -m comment --comment \"default/svc-9 cluster IP\" -m tcp -p tcp -d 10.96.10.10 --dport 80 -j {svc9}\n")), "{}", up.text);
+    assert_eq!(up.chains_deleted, 4);
+    assert!(!up.text.contains(":KUBE-SERVICES"), "{}", up.text);
+
+    // The same state through prepare() gives the same text.
+    let mut now: Vec<ServicePort> = ports.clone();
+    now[7] = sp;
+    now.remove(9);
+    assert_eq!(proxier.prepare(&now).text, up.text);
+
+    // A small cluster's full sync keeps its counters: no -Z.
+    assert!(!Proxier::new(cfg())
+        .prepare(&many(100))
+        .text
+        .contains("\n-Z\n"));
+}

@@ -6,6 +6,7 @@ pub mod clean;
 pub mod cli;
 pub mod control;
 pub mod controllers;
+pub mod dns;
 pub mod exec;
 pub mod kubelet;
 pub mod lifecycle;

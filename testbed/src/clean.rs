@@ -19,8 +19,15 @@ pub struct Cleaned {
 /// Cleans every testbed whose process is gone; returns what was removed.
 pub fn clean_dead() -> Vec<Cleaned> {
     state::remove_dead_asides();
-    state::names()
-        .into_iter()
+    // Testbeds with a record, and namespaces whose record is gone already (a process
+    // killed in the middle of its teardown).
+    let mut all: std::collections::BTreeSet<String> = state::names().into_iter().collect();
+    for ns in netns::list().into_iter().chain(netns::list_etc()) {
+        if let Some(name) = names::testbed_of_netns(&ns) {
+            all.insert(name.to_string());
+        }
+    }
+    all.into_iter()
         .filter(|name| !Record::load(name).is_ok_and(|r| r.alive()))
         .map(|name| Cleaned {
             namespaces: remove_testbed(&name),
@@ -32,6 +39,8 @@ pub fn clean_dead() -> Vec<Cleaned> {
 /// Removes every namespace, `/etc/netns` entry and the record of testbed `name`.
 /// Returns how many namespaces there were. Its process must be gone or be the caller.
 pub fn remove_testbed(name: &str) -> usize {
+    // Namespaces the kubelet is making now finish first; no new ones start.
+    netns::close_gate(name);
     let mine: Vec<String> = netns::list()
         .into_iter()
         .filter(|ns| names::netns_belongs_to(ns, name))

@@ -17,11 +17,15 @@ use crate::api::server::Api;
 use crate::api::socket::NodeStatus;
 use crate::api::{Object, Store};
 use crate::controllers;
+use crate::dns::{self, Dns};
 use crate::kubelet::{self, NodeInfo};
 use crate::plan::Plan;
 use crate::proxy::node::SyncState;
 use crate::proxy::{self, render};
 use crate::scenario::Scenario;
+
+/// The coredns pods, as kubeadm makes them.
+const DNS_REPLICAS: i32 = 2;
 
 pub struct ControlPlane {
     pub api: Arc<Api>,
@@ -41,6 +45,13 @@ impl ControlPlane {
     ) -> anyhow::Result<ControlPlane> {
         let store = Arc::new(Store::default());
         let api = Arc::new(Api::new(store.clone(), plan.service_cidr));
+        // The cluster DNS, as kubeadm installs it.
+        api.apply(dns::addon::objects(plan.dns_ip, DNS_REPLICAS))
+            .map_err(|p| anyhow::anyhow!("the cluster DNS objects: {}", p[0]))?;
+        let dns = Dns::new(
+            &dns::Config::new(plan.dns_ip, plan.service_cidr, scenario.cluster.pod_cidr),
+            None,
+        );
         // The scenario's pods, as the kubelets will find them: placed, addressed.
         let pods: Vec<Object> = scenario
             .pods
@@ -88,12 +99,14 @@ impl ControlPlane {
         let mut tasks = vec![
             tokio::spawn(controllers::endpoints::run(store.clone())),
             tokio::spawn(controllers::deployment::run(store.clone())),
+            tokio::spawn(dns::run(store.clone(), dns.clone())),
             tokio::spawn(kubelet::run(
                 Arc::new(kubelet::Config {
                     testbed: plan.testbed.clone(),
                     nodes: nodes.clone(),
                     shared_etc,
                     dns_ip: plan.dns_ip,
+                    dns: Some(dns),
                     exe,
                 }),
                 store.clone(),
@@ -144,6 +157,44 @@ impl ControlPlane {
                 }
             })
             .collect()
+    }
+
+    /// Waits until the cluster DNS serves: every coredns pod is a ready endpoint of
+    /// kube-dns, and every node's rules lead there.
+    pub async fn wait_dns(&self, timeout: Duration) -> anyhow::Result<()> {
+        let key = crate::api::Key::new(
+            crate::api::Kind::Endpoints,
+            dns::addon::NAMESPACE,
+            "kube-dns",
+        );
+        let ready = |store: &Store| match store.get(&key) {
+            Some(Object::Endpoints(e)) => e
+                .subsets
+                .iter()
+                .flatten()
+                .flat_map(|s| s.addresses.iter().flatten())
+                .count(),
+            _ => 0,
+        };
+        let mut rev = self.store.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        while ready(&self.store) < DNS_REPLICAS as usize {
+            if tokio::time::timeout_at(deadline, rev.changed())
+                .await
+                .is_err()
+            {
+                anyhow::bail!(
+                    "the cluster DNS did not come up in {timeout:?}: kube-system/kube-dns has {} of {DNS_REPLICAS} ready endpoints",
+                    ready(&self.store)
+                );
+            }
+        }
+        let now = *self.store.subscribe().borrow();
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if !self.wait_synced(now, left).await {
+            anyhow::bail!("the nodes' kube-proxy did not sync the cluster DNS in {timeout:?}");
+        }
+        Ok(())
     }
 
     /// Waits until every node's rules reflect the store at `revision` or later.

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::clean;
 use crate::names;
+use crate::netns;
 use crate::plan::Plan;
 use crate::scenario::{self, Scenario};
 use crate::state::{self, Record};
@@ -70,6 +71,7 @@ impl Testbed {
             return Err(UpError::Invalid(problems));
         }
         claim(name)?;
+        netns::open_gate(name);
         let plan = Plan::new(name, scenario);
         let record = Record::for_this_process(plan, source);
         record.create().map_err(|source| UpError::State {

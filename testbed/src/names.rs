@@ -45,6 +45,13 @@ pub fn pod_netns(testbed: &str, namespace: &str, pod: &str) -> String {
     format!("{PREFIX}.{testbed}.{namespace}.{pod}")
 }
 
+/// The testbed a namespace made by the testbed belongs to (`tb.<testbed>[.…]`).
+pub fn testbed_of_netns(netns: &str) -> Option<&str> {
+    let rest = netns.strip_prefix(PREFIX)?.strip_prefix('.')?;
+    let name = rest.split('.').next()?;
+    (!name.is_empty()).then_some(name)
+}
+
 /// True when `netns` belongs to testbed `testbed` (its fabric, a node or a pod).
 pub fn netns_belongs_to(netns: &str, testbed: &str) -> bool {
     let fabric = fabric_netns(testbed);
@@ -187,6 +194,19 @@ mod tests {
         let ip = Ipv4Addr::new(10, 244, 1, 2);
         assert_eq!(mac_for(MacKind::Owner, ip), [0x02, 0x42, 10, 244, 1, 2]);
         assert_ne!(mac_for(MacKind::Port, ip), mac_for(MacKind::Owner, ip));
+    }
+
+    #[test]
+    fn the_testbed_of_a_namespace() {
+        assert_eq!(testbed_of_netns("tb.demo"), Some("demo"));
+        assert_eq!(testbed_of_netns("tb.demo.node-1"), Some("demo"));
+        assert_eq!(
+            testbed_of_netns("tb.demo.kube-system.coredns-x"),
+            Some("demo")
+        );
+        assert_eq!(testbed_of_netns("tbx.demo"), None);
+        assert_eq!(testbed_of_netns("tb."), None);
+        assert_eq!(testbed_of_netns("other"), None);
     }
 
     #[test]

@@ -4,11 +4,12 @@
 //! thread opens a netlink socket inside it and writes its sysctls, and the socket stays
 //! bound to that namespace while the runtime drives it from anywhere.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, RwLock};
 
 use netns_rs::Env;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -284,4 +285,43 @@ pub fn run_in<T: Send>(name: &str, f: impl FnOnce() -> io::Result<T> + Send) -> 
         .join()
         .map_err(|_| io::Error::other("the namespace thread panicked"))?
     })
+}
+
+/// Per testbed: whether it is coming down, behind a lock that every namespace made at
+/// runtime holds while it is made. Teardown closes the gate (waiting for the ones in
+/// flight) before it lists what to remove, so no namespace appears after the list.
+static GATES: std::sync::Mutex<BTreeMap<String, Arc<RwLock<bool>>>> =
+    std::sync::Mutex::new(BTreeMap::new());
+
+fn gate(testbed: &str) -> Arc<RwLock<bool>> {
+    GATES
+        .lock()
+        .expect("gates lock")
+        .entry(testbed.to_string())
+        .or_default()
+        .clone()
+}
+
+/// Lets runtime namespaces of `testbed` be made again (a new testbed of that name).
+pub fn open_gate(testbed: &str) {
+    *gate(testbed).write().expect("gate lock") = false;
+}
+
+/// Waits for the namespaces of `testbed` being made to be done, and refuses new ones.
+pub fn close_gate(testbed: &str) {
+    *gate(testbed).write().expect("gate lock") = true;
+}
+
+/// Runs `make` (which makes the namespace `netns`) unless its testbed is coming down;
+/// teardown waits for it to finish.
+pub fn through_gate<T>(netns: &str, make: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+    let testbed = crate::names::testbed_of_netns(netns).unwrap_or_default();
+    let gate = gate(testbed);
+    let closed = gate.read().expect("gate lock");
+    if *closed {
+        return Err(io::Error::other(format!(
+            "testbed {testbed} is coming down: no new namespace {netns}"
+        )));
+    }
+    make()
 }

@@ -146,7 +146,8 @@ fn kill_9_then_clean_leaves_nothing() {
         std::thread::sleep(Duration::from_millis(10));
     }
     // The killed process could not clean up.
-    assert_eq!(traces(&name).len(), 12, "{:?}", traces(&name));
+    // 2 nodes, 4 pods and 2 coredns pods (up waits for the cluster DNS).
+    assert_eq!(traces(&name).len(), 16, "{:?}", traces(&name));
     let ls = run(testbed_bin().arg("ls"));
     assert!(
         ls.lines()
@@ -155,7 +156,7 @@ fn kill_9_then_clean_leaves_nothing() {
     );
     let out = run(testbed_bin().arg("clean"));
     assert!(
-        out.contains(&format!("removed testbed {name}: 7 network namespaces")),
+        out.contains(&format!("removed testbed {name}: 9 network namespaces")),
         "{out}"
     );
     assert_eq!(traces(&name), Vec::<String>::new());
@@ -199,7 +200,8 @@ fn two_ups_of_one_scenario_with_different_names() {
         .unwrap();
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already running"));
-    assert_eq!(traces(&a).len(), 12);
+    // 2 nodes, 4 pods and the 2 coredns pods: a namespace and an /etc/netns entry each.
+    assert_eq!(traces(&a).len(), 16);
     run(testbed_bin().args(["down", &a]));
     run(testbed_bin().args(["down", &b]));
     assert_eq!(traces(&a), Vec::<String>::new());

@@ -5,6 +5,7 @@
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use tokio::signal::unix::{signal, SignalKind};
@@ -40,6 +41,10 @@ pub(super) fn run(file: &Path, name: &str) -> Result<ExitCode> {
             Testbed::up_with_progress(name, &scenario, Some(file.to_path_buf()), &progress).await?;
         let cp = ControlPlane::start(tb.plan(), &scenario, state::dir(name).join("etc"))?;
         let cp = Arc::new(cp);
+        if let Err(e) = cp.wait_dns(Duration::from_secs(20)).await {
+            cp.stop().await;
+            return Err(e);
+        }
         let listener = socket::bind(&socket::socket_path(name)).context("bind the API socket")?;
         let nodes: socket::NodesFn = {
             let cp = cp.clone();

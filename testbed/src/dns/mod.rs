@@ -2,6 +2,7 @@
 //! handler answering from the latest snapshot ([`handler`]), and the server of each
 //! kube-dns pod ([`serve`]). [`run`] keeps the snapshot current.
 
+pub mod addon;
 pub mod handler;
 pub mod records;
 pub mod serve;
@@ -26,7 +27,7 @@ pub fn is_dns_image(image: &str) -> bool {
 }
 
 /// The DNS state every kube-dns pod serves from.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Dns {
     pub zone: Arc<ArcSwap<Zone>>,
     pub upstream: Option<SocketAddr>,

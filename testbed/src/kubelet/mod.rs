@@ -41,6 +41,8 @@ pub struct Config {
     pub nodes: Vec<NodeInfo>,
     pub shared_etc: PathBuf,
     pub dns_ip: Ipv4Addr,
+    /// The cluster DNS that containers of a DNS image (coredns) serve.
+    pub dns: Option<crate::dns::Dns>,
     /// This program, to run `exec` for container commands and exec probes.
     pub exe: PathBuf,
 }
@@ -320,6 +322,7 @@ async fn pod_life(
     let spec = pod.spec.clone().unwrap_or_default();
     let mut servers: Vec<JoinHandle<()>> = Vec::new();
     let mut children: Vec<tokio::process::Child> = Vec::new();
+    let mut dns_servers = Vec::new();
     let mut problems = Vec::new();
     for c in &spec.containers {
         let argv: Vec<String> = c
@@ -341,6 +344,20 @@ async fn pod_life(
                 Err(e) => {
                     problems.push(format!("container {}: cannot start {argv:?}: {e}", c.name))
                 }
+            }
+            continue;
+        }
+        if let (Some(dns), true) = (
+            &cfg.dns,
+            c.image.as_deref().is_some_and(crate::dns::is_dns_image),
+        ) {
+            // The cluster DNS server, on the container's port 53 (UDP and TCP).
+            let ports = c.ports.iter().flatten().filter(|p| p.container_port == 53);
+            let udp = ports.clone().any(|p| p.protocol.as_deref() == Some("UDP"));
+            let tcp = ports.clone().any(|p| p.protocol.as_deref() != Some("UDP"));
+            match crate::dns::serve::serve(&plan.netns, 53, udp, tcp, dns.handler()).await {
+                Ok(server) => dns_servers.push(server),
+                Err(e) => problems.push(format!("container {}: DNS server: {e}", c.name)),
             }
             continue;
         }
@@ -413,6 +430,7 @@ async fn pod_life(
     for s in &servers {
         s.abort();
     }
+    drop(dns_servers);
     for mut c in children {
         let _ = c.start_kill();
         let _ = c.wait().await;

@@ -407,15 +407,22 @@ pub async fn add_pod(
     let (tx, rx) = tokio::sync::oneshot::channel();
     // A thread of its own: it is left inside the new namespace and then ends.
     std::thread::spawn(move || {
-        let made = netns::create_on_this_thread(&name, POD_SYSCTLS, &rt)
-            .map_err(TopologyError::from)
-            .and_then(|open| {
-                netns::link_etc(&name, &etc).map_err(|source| TopologyError::Io {
-                    path: format!("{}/{name}", netns::ETC_NETNS_DIR),
-                    source,
-                })?;
-                Ok(open)
-            });
+        let made = netns::through_gate(&name, || {
+            Ok(netns::create_on_this_thread(&name, POD_SYSCTLS, &rt)
+                .map_err(TopologyError::from)
+                .and_then(|open| {
+                    netns::link_etc(&name, &etc).map_err(|source| TopologyError::Io {
+                        path: format!("{}/{name}", netns::ETC_NETNS_DIR),
+                        source,
+                    })?;
+                    Ok(open)
+                }))
+        })
+        .map_err(|source| TopologyError::Io {
+            path: format!("the namespace {name}"),
+            source,
+        })
+        .and_then(|made| made);
         let _ = tx.send(made);
     });
     let me = rx.await.expect("the namespace thread answers")?;

@@ -1,6 +1,8 @@
 //! Helpers shared by the privileged tests.
 #![allow(dead_code)]
 
+pub mod running;
+
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -1,0 +1,149 @@
+//! A testbed of `scenarios/two-nodes.yaml` driven through the CLI, as a user would.
+
+use std::collections::BTreeMap;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::*;
+
+/// A testbed of `scenarios/two-nodes.yaml`, brought down when dropped.
+pub struct Running(pub String);
+
+impl Running {
+    pub fn up(what: &str) -> Running {
+        let name = unique_name(what);
+        let file = repo().join("scenarios/two-nodes.yaml");
+        run(testbed_bin().args(["up", &file.display().to_string(), "--name", &name]));
+        Running(name)
+    }
+
+    pub fn cli(&self, args: &[&str]) -> Output {
+        testbed_bin()
+            .args(args)
+            .args(["-t", &self.0])
+            .output()
+            .unwrap()
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "testbed {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn apply(&self, manifest: &str) -> String {
+        let f = repo().join("scenarios/manifests").join(manifest);
+        self.ok(&["apply", "-f", &f.display().to_string()])
+    }
+
+    pub fn exec(&self, target: &str, cmd: &[&str]) -> Output {
+        testbed_bin()
+            .args(["exec", "-t", &self.0, target, "--"])
+            .args(cmd)
+            .output()
+            .unwrap()
+    }
+
+    pub fn json(&self, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.extend(["-o", "json"]);
+        serde_json::from_str(&self.ok(&a)).unwrap()
+    }
+
+    pub fn cluster_ip(&self, svc: &str) -> String {
+        self.json(&["get", "svc", svc])["spec"]["clusterIP"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// The ready addresses of a Service's endpoints (`NAME` or `NAMESPACE/NAME`).
+    pub fn ready(&self, svc: &str) -> Vec<String> {
+        let ep = match svc.split_once('/') {
+            Some((ns, name)) => self.json(&["get", "endpoints", name, "-n", ns]),
+            None => self.json(&["get", "endpoints", svc]),
+        };
+        let mut out: Vec<String> = ep["subsets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|s| s["addresses"].as_array().cloned().unwrap_or_default())
+            .map(|a| a["ip"].as_str().unwrap().to_string())
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Waits until `svc` has `n` ready addresses and every node's rules are in sync.
+    pub fn wait_ready(&self, svc: &str, n: usize) -> Vec<String> {
+        let start = Instant::now();
+        loop {
+            let ready = self.ready(svc);
+            if ready.len() == n && self.in_sync() {
+                return ready;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{svc} has {ready:?}, waited for {n}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn in_sync(&self) -> bool {
+        let nodes = self.json(&["get", "nodes"]);
+        nodes.as_array().unwrap().iter().all(|n| {
+            n["last_error"].is_null()
+                && n["synced_revision"].as_u64() >= n["store_revision"].as_u64()
+        })
+    }
+
+    /// Pod name -> IP, for the pods of the Deployment `deployment`.
+    pub fn pods(&self, deployment: &str) -> BTreeMap<String, String> {
+        let list = self.json(&["get", "pods"]);
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["metadata"]["ownerReferences"][0]["name"] == deployment)
+            .map(|p| {
+                (
+                    p["metadata"]["name"].as_str().unwrap().to_string(),
+                    p["status"]["podIP"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// Who answers `GET /hostname` on `url` from `client`, `n` times.
+    pub fn answers(&self, client: &str, url: &str, n: usize) -> BTreeMap<String, usize> {
+        let mut seen = BTreeMap::new();
+        for _ in 0..n {
+            let out = self.exec(client, &["curl", "-sS", "-m", "3", url]);
+            assert!(
+                out.status.success(),
+                "curl {url}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            *seen
+                .entry(String::from_utf8_lossy(&out.stdout).trim().to_string())
+                .or_default() += 1;
+        }
+        seen
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = testbed_bin().args(["down", &self.0]).output();
+    }
+}

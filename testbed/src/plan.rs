@@ -66,6 +66,9 @@ pub struct PodPlan {
     pub host_veth: String,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// What its resolv.conf and hosts file are made from.
+    #[serde(skip)]
+    pub dns: crate::dns::pod_files::PodDns,
 }
 
 impl Plan {
@@ -139,6 +142,7 @@ impl Plan {
                     gateway: node.bridge_ip,
                     host_veth: names::pod_host_veth(&pod.namespace, &pod.name),
                     labels: pod.labels.clone(),
+                    dns: crate::dns::pod_files::PodDns::of(pod.spec.as_ref()),
                 }
             })
             .collect();

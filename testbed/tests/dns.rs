@@ -115,6 +115,28 @@ fn pods_find_services_by_name() {
         "db-0.db.default.svc.cluster.local."
     );
 
+    // The files kubelet writes: hosts with the pod's own names, resolv.conf from
+    // dnsPolicy and dnsConfig.
+    let hosts = tb.exec("db-0", &["cat", "/etc/hosts"]);
+    let hosts = String::from_utf8_lossy(&hosts.stdout);
+    assert!(
+        hosts.ends_with(&format!(
+            "\n{db0}\tdb-0.db.default.svc.cluster.local\tdb-0\n"
+        )),
+        "{hosts}"
+    );
+    let resolv = tb.exec("custom-dns", &["cat", "/etc/resolv.conf"]);
+    assert_eq!(
+        String::from_utf8_lossy(&resolv.stdout),
+        "search svc.cluster.local\nnameserver 10.96.0.10\noptions ndots:1\n"
+    );
+    let out = tb.exec("custom-dns", &["getent", "hosts", "web.default"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with(&format!("{web} ")),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
     // ExternalName: a CNAME.
     assert_eq!(
         dig(&tb, &["+short", "ext.default.svc.cluster.local"]),

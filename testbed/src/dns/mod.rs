@@ -4,6 +4,7 @@
 
 pub mod addon;
 pub mod handler;
+pub mod pod_files;
 pub mod records;
 pub mod serve;
 #[cfg(test)]

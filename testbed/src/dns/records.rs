@@ -17,6 +17,9 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use crate::controllers::endpoints::SERVICE_NAME_LABEL;
 
+/// The cluster domain unless configured otherwise.
+pub const DEFAULT_DOMAIN: &str = "cluster.local";
+
 /// The schema version of the specification these records follow.
 pub const SCHEMA_VERSION: &str = "1.1.0";
 
@@ -38,7 +41,7 @@ impl Config {
     /// The defaults: `cluster.local`, TTL 5 s as CoreDNS's `kubernetes` plugin.
     pub fn new(dns_ip: Ipv4Addr, service_cidr: Ipv4Net, pod_cidr: Ipv4Net) -> Self {
         Config {
-            domain: Name::from_ascii("cluster.local.").expect("valid name"),
+            domain: Name::from_ascii(format!("{DEFAULT_DOMAIN}.")).expect("valid name"),
             ttl: 5,
             dns_ip,
             service_cidr,

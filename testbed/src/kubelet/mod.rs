@@ -304,6 +304,7 @@ async fn pod_life(
         gateway: info.bridge_ip,
         host_veth: names::pod_host_veth(&ns, &name),
         labels: pod.metadata.labels.clone().unwrap_or_default(),
+        dns: crate::dns::pod_files::PodDns::of(pod.spec.as_ref()),
     };
     if !adopted {
         if let Err(e) = topology::add_pod(&plan, &netlink, &cfg.shared_etc, cfg.dns_ip).await {
@@ -437,6 +438,7 @@ async fn pod_life(
     }
     topology::remove_pod(&plan);
     let _ = std::fs::remove_dir_all(&pod_dir);
+    let _ = std::fs::remove_dir_all(cfg.shared_etc.join(&ns).join(&name));
 }
 
 /// Runs every readiness probe on its period and keeps the pod's Ready condition.

@@ -9,7 +9,7 @@
 
 mod links;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,18 +30,6 @@ use links::VethEnd;
 const NETNS_THREADS: usize = 4;
 /// How many pods are wired at once over the netlink sockets.
 const PODS_IN_FLIGHT: usize = 64;
-
-/// Pods ask the cluster DNS at `dns`, as kubelet writes it for `dnsPolicy:
-/// ClusterFirst`. The server itself arrives with the DNS issue; until then queries go
-/// unanswered.
-pub fn resolv_conf(namespace: &str, dns: std::net::Ipv4Addr) -> String {
-    format!(
-        "# written by testbed for this pod, as kubelet does (dnsPolicy: ClusterFirst)\n\
-         search {namespace}.svc.cluster.local svc.cluster.local cluster.local\n\
-         nameserver {dns}\n\
-         options ndots:5\n"
-    )
-}
 
 // IPv6 is off on the interfaces the testbed makes (the cluster is IPv4): no router
 // solicitations or duplicate address detection on thousands of links. `lo` keeps ::1.
@@ -95,9 +83,8 @@ pub struct BuildTimes {
 
 type Sysctls = &'static [(&'static str, &'static str)];
 
-/// Builds everything `plan` describes. Files that every pod of a Kubernetes namespace
-/// shares (its `resolv.conf`) go in `shared_etc/<namespace>/`, and each pod's
-/// `/etc/netns/<netns>` links there. On failure some of it may exist: the caller
+/// Builds everything `plan` describes. Each pod's `resolv.conf` and `hosts` go in
+/// `shared_etc/<namespace>/<pod>/`, and its `/etc/netns/<netns>` links there. On failure some of it may exist: the caller
 /// removes it with [`teardown`], which tolerates what is missing.
 ///
 /// `progress` is told how many pods are wired each time one more is.
@@ -108,7 +95,6 @@ pub async fn build(
 ) -> Result<BuildTimes, TopologyError> {
     let start = Instant::now();
     netns::init()?;
-    write_shared_etc(plan, shared_etc)?;
 
     let mut specs: Vec<(String, Sysctls)> = vec![(plan.fabric.netns.clone(), FABRIC_SYSCTLS)];
     specs.extend(plan.nodes.iter().map(|n| (n.netns.clone(), NODE_SYSCTLS)));
@@ -171,19 +157,37 @@ pub async fn build(
     })
 }
 
-/// `shared_etc/<namespace>/resolv.conf` for every Kubernetes namespace with pods.
-fn write_shared_etc(plan: &Plan, shared_etc: &Path) -> Result<(), TopologyError> {
-    let namespaces: BTreeSet<&str> = plan.pods.iter().map(|p| p.namespace.as_str()).collect();
-    for k8s_ns in namespaces {
-        let dir = shared_etc.join(k8s_ns);
-        std::fs::create_dir_all(&dir)
-            .and_then(|_| std::fs::write(dir.join("resolv.conf"), resolv_conf(k8s_ns, plan.dns_ip)))
-            .map_err(|source| TopologyError::Io {
-                path: dir.join("resolv.conf").display().to_string(),
-                source,
-            })?;
+/// A pod's `/etc` files, as kubelet writes them, in `dir`.
+struct PodEtc {
+    dir: PathBuf,
+    resolv: String,
+    hosts: String,
+}
+
+impl PodEtc {
+    fn new(pod: &PodPlan, shared_etc: &Path, dns: std::net::Ipv4Addr) -> Self {
+        let (resolv, hosts) = crate::dns::pod_files::files(pod, dns);
+        PodEtc {
+            dir: shared_etc.join(&pod.namespace).join(&pod.name),
+            resolv,
+            hosts,
+        }
     }
-    Ok(())
+
+    /// Writes the files and links `/etc/netns/<netns>` to them.
+    fn install(&self, netns_name: &str) -> Result<(), TopologyError> {
+        let io = |path: &Path| {
+            let path = path.display().to_string();
+            move |source| TopologyError::Io { path, source }
+        };
+        std::fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
+        for (file, text) in [("resolv.conf", &self.resolv), ("hosts", &self.hosts)] {
+            let path = self.dir.join(file);
+            std::fs::write(&path, text).map_err(io(&path))?;
+        }
+        netns::link_etc(netns_name, &self.dir)
+            .map_err(io(&Path::new(netns::ETC_NETNS_DIR).join(netns_name)))
+    }
 }
 
 /// Makes the pods' namespaces on dedicated threads, sending each as it is ready.
@@ -194,10 +198,10 @@ fn spawn_pod_namespaces(
     tx: futures::channel::mpsc::UnboundedSender<Result<OpenNs, TopologyError>>,
     stop: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<()> {
-    let specs: Vec<(String, PathBuf)> = plan
+    let specs: Vec<(String, PodEtc)> = plan
         .pods
         .iter()
-        .map(|p| (p.netns.clone(), shared_etc.join(&p.namespace)))
+        .map(|p| (p.netns.clone(), PodEtc::new(p, shared_etc, plan.dns_ip)))
         .collect();
     let rt = tokio::runtime::Handle::current();
     std::thread::spawn(move || {
@@ -208,10 +212,7 @@ fn spawn_pod_namespaces(
             let made = netns::create_on_this_thread(name, POD_SYSCTLS, &rt)
                 .map_err(TopologyError::from)
                 .and_then(|open| {
-                    netns::link_etc(name, etc).map_err(|source| TopologyError::Io {
-                        path: format!("{}/{name}", netns::ETC_NETNS_DIR),
-                        source,
-                    })?;
+                    etc.install(name)?;
                     Ok(open)
                 });
             if made.is_err() {
@@ -392,16 +393,7 @@ pub async fn add_pod(
     shared_etc: &Path,
     dns: std::net::Ipv4Addr,
 ) -> Result<(), TopologyError> {
-    let etc = shared_etc.join(&pod.namespace);
-    let resolv = etc.join("resolv.conf");
-    if !resolv.exists() {
-        std::fs::create_dir_all(&etc)
-            .and_then(|_| std::fs::write(&resolv, resolv_conf(&pod.namespace, dns)))
-            .map_err(|source| TopologyError::Io {
-                path: resolv.display().to_string(),
-                source,
-            })?;
-    }
+    let etc = PodEtc::new(pod, shared_etc, dns);
     let name = pod.netns.clone();
     let rt = tokio::runtime::Handle::current();
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -411,10 +403,7 @@ pub async fn add_pod(
             Ok(netns::create_on_this_thread(&name, POD_SYSCTLS, &rt)
                 .map_err(TopologyError::from)
                 .and_then(|open| {
-                    netns::link_etc(&name, &etc).map_err(|source| TopologyError::Io {
-                        path: format!("{}/{name}", netns::ETC_NETNS_DIR),
-                        source,
-                    })?;
+                    etc.install(&name)?;
                     Ok(open)
                 }))
         })

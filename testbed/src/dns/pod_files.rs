@@ -1,0 +1,243 @@
+//! The `/etc/resolv.conf` and `/etc/hosts` kubelet writes for a pod: from its
+//! `dnsPolicy`, `dnsConfig`, `hostname` and `subdomain`.
+
+use std::net::Ipv4Addr;
+
+use k8s_openapi::api::core::v1::{PodDNSConfig, PodSpec};
+
+/// What of a pod's spec its two files depend on.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PodDns {
+    pub policy: Option<String>,
+    pub config: Option<PodDNSConfig>,
+    pub hostname: Option<String>,
+    pub subdomain: Option<String>,
+}
+
+// Plans compare pods; the DNS config compares as data.
+impl Eq for PodDns {}
+
+impl PodDns {
+    pub fn of(spec: Option<&PodSpec>) -> Self {
+        spec.map(|s| PodDns {
+            policy: s.dns_policy.clone(),
+            config: s.dns_config.clone(),
+            hostname: s.hostname.clone(),
+            subdomain: s.subdomain.clone(),
+        })
+        .unwrap_or_default()
+    }
+}
+
+/// The two files of a pod: `(resolv.conf, hosts)`, with the default cluster domain
+/// and the node's (this machine's) resolv.conf.
+pub fn files(pod: &crate::plan::PodPlan, cluster_dns: Ipv4Addr) -> (String, String) {
+    static NODE_RESOLV: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let node =
+        NODE_RESOLV.get_or_init(|| std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default());
+    let domain = super::records::DEFAULT_DOMAIN;
+    (
+        resolv_conf(&pod.dns, &pod.namespace, cluster_dns, domain, node),
+        hosts(&pod.dns, &pod.name, &pod.namespace, pod.ip, domain),
+    )
+}
+
+/// Kubelet's limits (`validation.MaxDNSNameservers`, `MaxDNSSearchPaths`).
+const MAX_NAMESERVERS: usize = 3;
+const MAX_SEARCHES: usize = 32;
+
+/// The pod's resolv.conf. `cluster_dns` and `domain` serve `ClusterFirst` (the
+/// default); `node_resolv` (the node's own file) serves `Default`; `None` uses only
+/// `dnsConfig`. `dnsConfig` is merged into the others as kubelet does.
+pub fn resolv_conf(
+    pod: &PodDns,
+    namespace: &str,
+    cluster_dns: Ipv4Addr,
+    domain: &str,
+    node_resolv: &str,
+) -> String {
+    let domain = domain.trim_end_matches('.');
+    let (mut servers, mut searches, mut options): (Vec<String>, Vec<String>, Vec<String>) =
+        match pod.policy.as_deref().unwrap_or("ClusterFirst") {
+            "None" => Default::default(),
+            "Default" => {
+                let mut s = (Vec::new(), Vec::new(), Vec::new());
+                for line in node_resolv.lines() {
+                    let mut words = line.split_whitespace();
+                    match words.next() {
+                        Some("nameserver") => s.0.extend(words.map(str::to_string)),
+                        Some("search") | Some("domain") => {
+                            s.1 = words.map(str::to_string).collect()
+                        }
+                        Some("options") => s.2.extend(words.map(str::to_string)),
+                        _ => {}
+                    }
+                }
+                s
+            }
+            // ClusterFirst, and ClusterFirstWithHostNet for a pod on the pod network.
+            _ => (
+                vec![cluster_dns.to_string()],
+                vec![
+                    format!("{namespace}.svc.{domain}"),
+                    format!("svc.{domain}"),
+                    domain.to_string(),
+                ],
+                vec!["ndots:5".to_string()],
+            ),
+        };
+    if let Some(c) = &pod.config {
+        servers.extend(c.nameservers.iter().flatten().cloned());
+        for s in c.searches.iter().flatten() {
+            if !searches.contains(s) {
+                searches.push(s.clone());
+            }
+        }
+        for o in c.options.iter().flatten() {
+            let Some(name) = o.name.as_deref() else {
+                continue;
+            };
+            let value = match &o.value {
+                Some(v) => format!("{name}:{v}"),
+                None => name.to_string(),
+            };
+            options.retain(|have| have.split(':').next() != Some(name));
+            options.push(value);
+        }
+    }
+    servers.dedup();
+    servers.truncate(MAX_NAMESERVERS);
+    searches.truncate(MAX_SEARCHES);
+    let mut out = String::new();
+    if !searches.is_empty() {
+        out.push_str(&format!("search {}\n", searches.join(" ")));
+    }
+    for s in &servers {
+        out.push_str(&format!("nameserver {s}\n"));
+    }
+    if !options.is_empty() {
+        out.push_str(&format!("options {}\n", options.join(" ")));
+    }
+    out
+}
+
+/// The pod's /etc/hosts, as kubelet's `managedHostsFileContent`: localhost, then the
+/// pod's IP with its hostname (its fully qualified name first when it has a
+/// subdomain).
+pub fn hosts(pod: &PodDns, name: &str, namespace: &str, ip: Ipv4Addr, domain: &str) -> String {
+    let domain = domain.trim_end_matches('.');
+    let host = pod.hostname.as_deref().unwrap_or(name);
+    let own = match pod.subdomain.as_deref() {
+        Some(sub) => format!("{ip}\t{host}.{sub}.{namespace}.svc.{domain}\t{host}"),
+        None => format!("{ip}\t{host}"),
+    };
+    format!(
+        "# Kubernetes-managed hosts file.\n\
+         127.0.0.1\tlocalhost\n\
+         ::1\tlocalhost ip6-localhost ip6-loopback\n\
+         fe00::0\tip6-localnet\n\
+         fe00::0\tip6-mcastprefix\n\
+         fe00::1\tip6-allnodes\n\
+         fe00::2\tip6-allrouters\n\
+         {own}\n"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::PodDNSConfigOption;
+
+    const DNS: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
+    const NODE: &str = "# the host's\nnameserver 192.0.2.53\nsearch corp.example\noptions edns0\n";
+
+    #[test]
+    fn cluster_first_is_the_default() {
+        assert_eq!(
+            resolv_conf(&PodDns::default(), "shop", DNS, "cluster.local", NODE),
+            "search shop.svc.cluster.local svc.cluster.local cluster.local\nnameserver 10.96.0.10\noptions ndots:5\n"
+        );
+    }
+
+    #[test]
+    fn default_takes_the_nodes_and_none_only_its_own() {
+        let pod = PodDns {
+            policy: Some("Default".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            resolv_conf(&pod, "shop", DNS, "cluster.local", NODE),
+            "search corp.example\nnameserver 192.0.2.53\noptions edns0\n"
+        );
+        let pod = PodDns {
+            policy: Some("None".into()),
+            config: Some(PodDNSConfig {
+                nameservers: Some(vec!["1.2.3.4".into()]),
+                searches: Some(vec!["ns1.svc.cluster-domain.example".into()]),
+                options: Some(vec![PodDNSConfigOption {
+                    name: Some("ndots".into()),
+                    value: Some("2".into()),
+                }]),
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            resolv_conf(&pod, "shop", DNS, "cluster.local", NODE),
+            "search ns1.svc.cluster-domain.example\nnameserver 1.2.3.4\noptions ndots:2\n"
+        );
+    }
+
+    #[test]
+    fn dns_config_merges_into_cluster_first() {
+        let pod = PodDns {
+            config: Some(PodDNSConfig {
+                nameservers: Some(vec!["1.2.3.4".into()]),
+                searches: Some(vec!["extra.example".into(), "svc.cluster.local".into()]),
+                options: Some(vec![
+                    PodDNSConfigOption {
+                        name: Some("ndots".into()),
+                        value: Some("1".into()),
+                    },
+                    PodDNSConfigOption {
+                        name: Some("edns0".into()),
+                        value: None,
+                    },
+                ]),
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            resolv_conf(&pod, "default", DNS, "cluster.local.", NODE),
+            "search default.svc.cluster.local svc.cluster.local cluster.local extra.example\nnameserver 10.96.0.10\nnameserver 1.2.3.4\noptions ndots:1 edns0\n"
+        );
+    }
+
+    #[test]
+    fn hosts_has_the_pod_and_its_subdomain_name() {
+        let plain = hosts(
+            &PodDns::default(),
+            "web-1",
+            "default",
+            Ipv4Addr::new(10, 244, 1, 3),
+            "cluster.local",
+        );
+        assert!(plain.starts_with("# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n"));
+        assert!(plain.ends_with("\n10.244.1.3\tweb-1\n"), "{plain}");
+        let pod = PodDns {
+            hostname: Some("db-0".into()),
+            subdomain: Some("db".into()),
+            ..Default::default()
+        };
+        let named = hosts(
+            &pod,
+            "db-0-pod",
+            "prod",
+            Ipv4Addr::new(10, 244, 2, 6),
+            "cluster.local",
+        );
+        assert!(
+            named.ends_with("\n10.244.2.6\tdb-0.db.prod.svc.cluster.local\tdb-0\n"),
+            "{named}"
+        );
+    }
+}

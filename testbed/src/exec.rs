@@ -106,6 +106,12 @@ pub fn exec_in(
             None::<&str>,
         )
         .with_context(|| format!("bind {} over /tmp", tmp.display()))?;
+        // A working directory under /tmp is hidden now: tools that go back to $PWD by
+        // name would fail, so start from / as a container does.
+        if std::env::current_dir().is_ok_and(|d| d.starts_with("/tmp")) {
+            std::env::set_current_dir("/").context("change to /")?;
+            std::env::set_var("PWD", "/");
+        }
     }
     let args: Vec<CString> = argv
         .iter()

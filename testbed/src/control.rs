@@ -29,6 +29,8 @@ const DNS_REPLICAS: i32 = 2;
 
 pub struct ControlPlane {
     pub api: Arc<Api>,
+    /// The records the cluster DNS serves.
+    pub dns: Dns,
     pub store: Arc<Store>,
     /// Each node's name and its kube-proxy's state.
     pub proxies: Vec<(String, watch::Receiver<SyncState>)>,
@@ -106,7 +108,7 @@ impl ControlPlane {
                     nodes: nodes.clone(),
                     shared_etc,
                     dns_ip: plan.dns_ip,
-                    dns: Some(dns),
+                    dns: Some(dns.clone()),
                     exe,
                 }),
                 store.clone(),
@@ -129,6 +131,7 @@ impl ControlPlane {
         }
         Ok(ControlPlane {
             api,
+            dns,
             store,
             proxies,
             nodes,

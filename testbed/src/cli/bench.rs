@@ -22,6 +22,18 @@ pub(super) enum BenchCommand {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// The cluster DNS under dnsperf, beside NSD serving the same names
+    Dns {
+        /// Services (one A record each) in the zone and in the query file
+        #[arg(long, default_value_t = 1000)]
+        services: usize,
+        /// How long each dnsperf run lasts, in seconds
+        #[arg(long, default_value_t = 10)]
+        seconds: u32,
+        /// Queries dnsperf keeps in flight
+        #[arg(long, default_value_t = 100)]
+        outstanding: u32,
+    },
     /// kube-proxy in a cluster with many Services: full and partial syncs, per node
     Services {
         #[arg(long, default_value_t = 2)]
@@ -51,6 +63,11 @@ pub(super) fn run(cmd: BenchCommand) -> Result<ExitCode> {
             runs,
             full_runs,
         } => return super::bench_services::run(nodes, services, endpoints, runs, full_runs),
+        BenchCommand::Dns {
+            services,
+            seconds,
+            outstanding,
+        } => return super::bench_dns::run(services, seconds, outstanding),
     };
     let scenario = Scenario {
         name: "bench".into(),

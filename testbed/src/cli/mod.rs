@@ -1,6 +1,7 @@
 //! The `testbed` command line.
 
 mod bench;
+mod bench_dns;
 mod bench_services;
 mod client;
 mod daemon;

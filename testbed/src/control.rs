@@ -46,14 +46,22 @@ impl ControlPlane {
         shared_etc: PathBuf,
     ) -> anyhow::Result<ControlPlane> {
         let store = Arc::new(Store::default());
-        let api = Arc::new(Api::new(store.clone(), plan.service_cidr));
+        let api = Arc::new(Api::with_dns_ip(
+            store.clone(),
+            plan.service_cidr,
+            plan.dns_ip,
+        ));
         // The cluster DNS, as kubeadm installs it.
         api.apply(dns::addon::objects(plan.dns_ip, DNS_REPLICAS))
             .map_err(|p| anyhow::anyhow!("the cluster DNS objects: {}", p[0]))?;
-        let dns = Dns::new(
-            &dns::Config::new(plan.dns_ip, plan.service_cidr, scenario.cluster.pod_cidr),
-            None,
-        );
+        let settings = &scenario.cluster.dns;
+        let cfg = dns::Config {
+            ttl: settings.ttl,
+            ..dns::Config::new(plan.dns_ip, plan.service_cidr, scenario.cluster.pod_cidr)
+        }
+        .with_domain(&settings.domain)
+        .map_err(|e| anyhow::anyhow!("cluster.dns.domain: {e}"))?;
+        let dns = Dns::new(&cfg, settings.upstream.clone());
         // The scenario's pods, as the kubelets will find them: placed, addressed.
         let pods: Vec<Object> = scenario
             .pods
@@ -107,7 +115,7 @@ impl ControlPlane {
                     testbed: plan.testbed.clone(),
                     nodes: nodes.clone(),
                     shared_etc,
-                    dns_ip: plan.dns_ip,
+                    cluster_dns: plan.cluster_dns(),
                     dns: Some(dns.clone()),
                     exe,
                 }),

@@ -21,6 +21,13 @@ pub struct Plan {
     /// The cluster DNS Service's address, the 10th of the service CIDR (10.96.0.10 by
     /// default), which every pod's resolv.conf names.
     pub dns_ip: Ipv4Addr,
+    /// The cluster domain (`cluster.local`), the root of pods' search paths.
+    #[serde(default = "default_domain")]
+    pub cluster_domain: String,
+}
+
+fn default_domain() -> String {
+    crate::dns::records::DEFAULT_DOMAIN.into()
 }
 
 /// The underlay: a bridge in a namespace of its own, the nodes' gateway.
@@ -152,7 +159,19 @@ impl Plan {
             nodes,
             pods,
             service_cidr: c.service_cidr,
-            dns_ip: nth_host(c.service_cidr, DNS_HOST),
+            dns_ip: c
+                .dns
+                .service_ip
+                .unwrap_or_else(|| nth_host(c.service_cidr, DNS_HOST)),
+            cluster_domain: c.dns.domain.clone(),
+        }
+    }
+
+    /// The cluster DNS as kubelets are told of it.
+    pub fn cluster_dns(&self) -> crate::dns::pod_files::ClusterDns {
+        crate::dns::pod_files::ClusterDns {
+            ip: self.dns_ip,
+            domain: self.cluster_domain.clone(),
         }
     }
 
@@ -227,7 +246,7 @@ fn node_pod_cidr(c: &Cluster, index: usize) -> Ipv4Net {
     Ipv4Net::new(Ipv4Addr::from(base), c.node_cidr_mask_size).expect("valid prefix")
 }
 
-fn nth_host(net: Ipv4Net, n: u32) -> Ipv4Addr {
+pub(crate) fn nth_host(net: Ipv4Net, n: u32) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(net.network()) + n)
 }
 

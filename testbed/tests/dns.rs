@@ -250,3 +250,68 @@ print(send(b"\x12\x35\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x03web\x07def"))
         "still serving"
     );
 }
+
+#[test]
+fn domain_address_ttl_and_upstream_come_from_the_scenario() {
+    if !root() {
+        return;
+    }
+    // scenarios/custom-dns.yaml: corp.example, kube-dns 10.96.0.20, TTL 30, upstream 10.96.0.53.
+    let tb = Running::up_scenario("dns-custom", "custom-dns.yaml");
+    assert_eq!(
+        tb.json(&["get", "svc", "kube-dns", "-n", "kube-system"])["spec"]["clusterIP"],
+        "10.96.0.20"
+    );
+    tb.wait_ready("kube-system/kube-dns", 2);
+    let resolv = tb.exec("client-1", &["cat", "/etc/resolv.conf"]);
+    assert_eq!(
+        String::from_utf8_lossy(&resolv.stdout),
+        "search default.svc.corp.example svc.corp.example corp.example\nnameserver 10.96.0.20\noptions ndots:5\n"
+    );
+    let words = |s: String| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert_eq!(
+        words(dig(
+            &tb,
+            &["+noall", "+answer", "kubernetes.default.svc.corp.example"]
+        )),
+        "kubernetes.default.svc.corp.example. 30 IN A 10.96.0.1"
+    );
+    let nx = dig(&tb, &["nope.default.svc.corp.example"]);
+    assert!(nx.contains("status: NXDOMAIN"), "{nx}");
+    assert!(
+        words(nx.clone())
+            .contains("corp.example. 30 IN SOA ns.dns.corp.example. hostmaster.corp.example."),
+        "{nx}"
+    );
+    // The upstream Service has no endpoints yet: REJECTed, so SERVFAIL at once.
+    tb.apply("upstream-dns.yaml");
+    let early = dig(&tb, &["www.example.com"]);
+    assert!(
+        early.contains("status: SERVFAIL") || early.contains("192.0.2.7"),
+        "{early}"
+    );
+    tb.wait_ready("upstream-dns", 1);
+    // Names outside the domain go to the upstream server (a pod on node-2), over
+    // UDP and TCP, asked from the coredns pod through its node's DNAT.
+    assert_eq!(dig(&tb, &["+short", "www.example.com"]), "192.0.2.7");
+    assert_eq!(
+        dig(&tb, &["+tcp", "+short", "www.example.com"]),
+        "192.0.2.7"
+    );
+    // The default domain is not this cluster's: it goes upstream like any outside name.
+    assert_eq!(
+        dig(&tb, &["+short", "web.default.svc.cluster.local"]),
+        "192.0.2.7"
+    );
+    // libc through the search path: each cluster suffix is NXDOMAIN, then the name itself.
+    let out = tb.exec("client-1", &["getent", "hosts", "www.example.com"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next(),
+        Some("192.0.2.7")
+    );
+    // An upstream answer is not authoritative here: no AA flag, and RA set.
+    let full = dig(&tb, &["www.example.com"]);
+    assert!(full.contains("flags: qr rd ra;"), "{full}");
+}

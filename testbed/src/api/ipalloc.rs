@@ -1,5 +1,6 @@
 //! ClusterIP allocation from the service CIDR, as the API server does it: the first
-//! address is the `kubernetes` Service's, the tenth is kept for `kube-system/kube-dns`,
+//! address is the `kubernetes` Service's, the tenth (or the configured one) is kept for
+//! `kube-system/kube-dns`,
 //! a requested address is honoured when it is in range and free. Unlike Kubernetes
 //! (which picks at random) the lowest free address is given, so runs repeat exactly.
 
@@ -31,6 +32,8 @@ pub struct Allocator {
     used: BTreeSet<u32>,
     /// No free address below this one (a hint; kept exact).
     low: u32,
+    /// The address kept for kube-dns.
+    dns: u32,
 }
 
 impl Allocator {
@@ -39,6 +42,15 @@ impl Allocator {
             cidr,
             used: BTreeSet::new(),
             low: u32::from(cidr.network()) + 1,
+            dns: u32::from(cidr.network()) + 10,
+        }
+    }
+
+    /// Keeps `ip` (in the range) for kube-dns instead of the tenth address.
+    pub fn with_dns_ip(self, ip: Ipv4Addr) -> Self {
+        Allocator {
+            dns: u32::from(ip),
+            ..self
         }
     }
 
@@ -58,7 +70,7 @@ impl Allocator {
     fn reserved(&self, ip: u32) -> Option<(&'static str, &'static str)> {
         if ip == self.first() {
             Some(API_SERVICE)
-        } else if ip == self.first() + 9 {
+        } else if ip == self.dns {
             Some(DNS_SERVICE)
         } else {
             None
@@ -168,6 +180,21 @@ mod tests {
                 u32::from(ip("10.96.0.0")) + i + u32::from(i >= 10)
             );
         }
+    }
+
+    #[test]
+    fn the_dns_address_can_be_another() {
+        let a = Allocator::new("10.96.0.0/12".parse().unwrap()).with_dns_ip(ip("10.96.0.3"));
+        assert_eq!(
+            a.check(ip("10.96.0.3"), ("default", "web")),
+            Err(AllocError::Reserved {
+                ip: ip("10.96.0.3"),
+                owner: "kube-system/kube-dns".into()
+            })
+        );
+        assert_eq!(a.check(ip("10.96.0.3"), DNS_SERVICE), Ok(()));
+        assert_eq!(a.check(ip("10.96.0.10"), ("default", "web")), Ok(()));
+        assert_eq!(a.next(("default", "web")).unwrap(), ip("10.96.0.2"));
     }
 
     #[test]

@@ -86,9 +86,19 @@ impl Api {
     /// An API server over `store` giving ClusterIPs from `service_cidr`, with the
     /// `default/kubernetes` Service in place, as every cluster has it.
     pub fn new(store: Arc<Store>, service_cidr: ipnet::Ipv4Net) -> Api {
+        Api::with_allocator(store, Allocator::new(service_cidr))
+    }
+
+    /// The same, keeping `dns_ip` for `kube-system/kube-dns`.
+    pub fn with_dns_ip(store: Arc<Store>, service_cidr: ipnet::Ipv4Net, dns_ip: Ipv4Addr) -> Api {
+        Api::with_allocator(store, Allocator::new(service_cidr).with_dns_ip(dns_ip))
+    }
+
+    fn with_allocator(store: Arc<Store>, alloc: Allocator) -> Api {
+        let service_cidr = alloc.cidr();
         let api = Api {
             store,
-            alloc: Mutex::new(Allocator::new(service_cidr)),
+            alloc: Mutex::new(alloc),
         };
         let first = Ipv4Addr::from(u32::from(service_cidr.network()) + 1);
         let kubernetes = Service {

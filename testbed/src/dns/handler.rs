@@ -11,6 +11,7 @@ use arc_swap::ArcSwap;
 use hickory_proto::op::{Edns, Header, HeaderCounts, Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::{DNSClass, Record};
 use hickory_server::net::runtime::Time;
+use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
 
@@ -26,30 +27,94 @@ const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Clone)]
 pub struct Handler {
     zone: Arc<ArcSwap<Zone>>,
-    upstream: Option<SocketAddr>,
+    upstream: Arc<[SocketAddr]>,
+    /// The namespace the upstream servers are asked from (the DNS pod's); `None` is
+    /// the calling thread's own.
+    netns: Option<Arc<str>>,
 }
 
 impl Handler {
-    pub fn new(zone: Arc<ArcSwap<Zone>>, upstream: Option<SocketAddr>) -> Self {
-        Handler { zone, upstream }
+    pub fn new(zone: Arc<ArcSwap<Zone>>, upstream: Vec<SocketAddr>) -> Self {
+        Handler {
+            zone,
+            upstream: upstream.into(),
+            netns: None,
+        }
     }
 
-    /// Asks the upstream server the same question (the client's own bytes, over
-    /// UDP); `None` when it does not answer in time.
-    async fn forward(&self, upstream: SocketAddr, raw: &[u8]) -> Option<Message> {
-        let bind: SocketAddr = if upstream.is_ipv4() {
-            "0.0.0.0:0".parse().ok()?
-        } else {
-            "[::]:0".parse().ok()?
-        };
-        let socket = tokio::net::UdpSocket::bind(bind).await.ok()?;
-        socket.send_to(raw, upstream).await.ok()?;
+    /// The same handler, asking upstream servers from inside namespace `name`.
+    pub fn in_netns(self, name: &str) -> Self {
+        Handler {
+            netns: Some(name.into()),
+            ..self
+        }
+    }
+
+    /// Asks the upstream servers, in order, the same question (the client's own
+    /// bytes, over the client's protocol); `None` when none answers in time.
+    async fn forward(&self, raw: &[u8], tcp: bool) -> Option<Message> {
+        let id = Message::from_vec(raw).ok()?.metadata.id;
+        for &up in self.upstream.iter() {
+            let asked = if tcp {
+                self.ask_tcp(up, raw).await
+            } else {
+                self.ask_udp(up, raw).await
+            };
+            match asked {
+                Ok(m)
+                    if m.metadata.id == id && m.metadata.message_type == MessageType::Response =>
+                {
+                    return Some(m)
+                }
+                Ok(_) => tracing::debug!("dns: upstream {up} answered another question"),
+                Err(e) => tracing::debug!("dns: upstream {up}: {e}"),
+            }
+        }
+        None
+    }
+
+    /// Runs `f` in the handler's namespace (to make a socket there).
+    fn socket<T: Send>(&self, f: impl FnOnce() -> std::io::Result<T> + Send) -> std::io::Result<T> {
+        match &self.netns {
+            Some(name) => crate::netns::run_in(name, f),
+            None => f(),
+        }
+    }
+
+    async fn ask_udp(&self, up: SocketAddr, raw: &[u8]) -> std::io::Result<Message> {
+        let std_socket = self.socket(|| {
+            let s = std::net::UdpSocket::bind(SocketAddr::from(([0, 0, 0, 0], 0)))?;
+            s.set_nonblocking(true)?;
+            Ok(s)
+        })?;
+        let socket = tokio::net::UdpSocket::from_std(std_socket)?;
+        socket.connect(up).await?;
+        socket.send(raw).await?;
         let mut buf = vec![0u8; 65535];
         let n = tokio::time::timeout(UPSTREAM_TIMEOUT, socket.recv(&mut buf))
             .await
-            .ok()?
-            .ok()?;
-        Message::from_vec(&buf[..n]).ok()
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer"))??;
+        Message::from_vec(&buf[..n]).map_err(std::io::Error::other)
+    }
+
+    async fn ask_tcp(&self, up: SocketAddr, raw: &[u8]) -> std::io::Result<Message> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let socket = self.socket(tokio::net::TcpSocket::new_v4)?;
+        let talk = async {
+            let mut stream = socket.connect(up).await?;
+            let len = u16::try_from(raw.len()).map_err(std::io::Error::other)?;
+            let mut out = Vec::with_capacity(raw.len() + 2);
+            out.extend_from_slice(&len.to_be_bytes());
+            out.extend_from_slice(raw);
+            stream.write_all(&out).await?;
+            let n = stream.read_u16().await?;
+            let mut buf = vec![0u8; n as usize];
+            stream.read_exact(&mut buf).await?;
+            Message::from_vec(&buf).map_err(std::io::Error::other)
+        };
+        tokio::time::timeout(UPSTREAM_TIMEOUT, talk)
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer"))?
     }
 }
 
@@ -79,7 +144,7 @@ impl RequestHandler for Handler {
             builder.edns(e);
         }
         let mut metadata = hickory_proto::op::Metadata::response_from_request(&request.metadata);
-        metadata.recursion_available = self.upstream.is_some();
+        metadata.recursion_available = !self.upstream.is_empty();
         let refuse = |code: ResponseCode| {
             let mut m = metadata;
             m.response_code = code;
@@ -123,17 +188,22 @@ impl RequestHandler for Handler {
                     let b = builder.build(metadata, none, none, [&soa], none);
                     response.send_response(b).await
                 }
-                Outcome::NotOurs => match self.upstream {
-                    None => {
-                        // No upstream (these machines have no internet): say so at once.
-                        let b = builder.build_no_records(refuse(ResponseCode::Refused));
-                        response.send_response(b).await
-                    }
-                    Some(up) => match self.forward(up, request.as_slice()).await {
+                Outcome::NotOurs if self.upstream.is_empty() => {
+                    // No upstream (these machines have no internet): say so at once.
+                    let b = builder.build_no_records(refuse(ResponseCode::Refused));
+                    response.send_response(b).await
+                }
+                Outcome::NotOurs => {
+                    let tcp = request.protocol() == Protocol::Tcp;
+                    match self.forward(request.as_slice(), tcp).await {
                         Some(m) => {
                             let mut meta = metadata;
                             meta.response_code = m.metadata.response_code;
                             meta.recursion_available = m.metadata.recursion_available;
+                            meta.authentic_data = m.metadata.authentic_data;
+                            // Over UDP the builder truncates to the client's size itself;
+                            // an upstream that truncated is passed on as truncated.
+                            meta.truncation = m.metadata.truncation;
                             let b = builder.build(
                                 meta,
                                 m.answers.iter(),
@@ -147,8 +217,8 @@ impl RequestHandler for Handler {
                             let b = builder.build_no_records(refuse(ResponseCode::ServFail));
                             response.send_response(b).await
                         }
-                    },
-                },
+                    }
+                }
             }
         };
         sent.unwrap_or_else(|e| {

@@ -31,11 +31,12 @@ pub fn is_dns_image(image: &str) -> bool {
 #[derive(Clone, Debug)]
 pub struct Dns {
     pub zone: Arc<ArcSwap<Zone>>,
-    pub upstream: Option<SocketAddr>,
+    /// Where names outside the cluster domain are asked, in order.
+    pub upstream: Vec<SocketAddr>,
 }
 
 impl Dns {
-    pub fn new(cfg: &Config, upstream: Option<SocketAddr>) -> Self {
+    pub fn new(cfg: &Config, upstream: Vec<SocketAddr>) -> Self {
         let empty: [&Service; 0] = [];
         let none: [&EndpointSlice; 0] = [];
         Dns {
@@ -50,7 +51,7 @@ impl Dns {
     }
 
     pub fn handler(&self) -> handler::Handler {
-        handler::Handler::new(self.zone.clone(), self.upstream)
+        handler::Handler::new(self.zone.clone(), self.upstream.clone())
     }
 }
 

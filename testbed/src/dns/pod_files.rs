@@ -29,16 +29,22 @@ impl PodDns {
     }
 }
 
-/// The two files of a pod: `(resolv.conf, hosts)`, with the default cluster domain
-/// and the node's (this machine's) resolv.conf.
-pub fn files(pod: &crate::plan::PodPlan, cluster_dns: Ipv4Addr) -> (String, String) {
+/// What kubelet's `--cluster-dns` and `--cluster-domain` say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterDns {
+    pub ip: Ipv4Addr,
+    pub domain: String,
+}
+
+/// The two files of a pod: `(resolv.conf, hosts)`, with the node's (this machine's)
+/// resolv.conf for `dnsPolicy: Default`.
+pub fn files(pod: &crate::plan::PodPlan, cluster: &ClusterDns) -> (String, String) {
     static NODE_RESOLV: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let node =
         NODE_RESOLV.get_or_init(|| std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default());
-    let domain = super::records::DEFAULT_DOMAIN;
     (
-        resolv_conf(&pod.dns, &pod.namespace, cluster_dns, domain, node),
-        hosts(&pod.dns, &pod.name, &pod.namespace, pod.ip, domain),
+        resolv_conf(&pod.dns, &pod.namespace, cluster.ip, &cluster.domain, node),
+        hosts(&pod.dns, &pod.name, &pod.namespace, pod.ip, &cluster.domain),
     )
 }
 

@@ -20,6 +20,9 @@ use crate::controllers::endpoints::SERVICE_NAME_LABEL;
 /// The cluster domain unless configured otherwise.
 pub const DEFAULT_DOMAIN: &str = "cluster.local";
 
+/// The TTL of answers unless configured otherwise, as CoreDNS's `kubernetes` plugin.
+pub const DEFAULT_TTL: u32 = 5;
+
 /// The schema version of the specification these records follow.
 pub const SCHEMA_VERSION: &str = "1.1.0";
 
@@ -42,11 +45,23 @@ impl Config {
     pub fn new(dns_ip: Ipv4Addr, service_cidr: Ipv4Net, pod_cidr: Ipv4Net) -> Self {
         Config {
             domain: Name::from_ascii(format!("{DEFAULT_DOMAIN}.")).expect("valid name"),
-            ttl: 5,
+            ttl: DEFAULT_TTL,
             dns_ip,
             service_cidr,
             pod_cidr,
         }
+    }
+}
+
+impl Config {
+    /// The same, for the cluster domain `domain` (`example.org`, final dot optional).
+    pub fn with_domain(self, domain: &str) -> Result<Self, String> {
+        let name = Name::from_ascii(format!("{}.", domain.trim_end_matches('.')))
+            .map_err(|e| format!("{domain:?} is not a domain name: {e}"))?;
+        Ok(Config {
+            domain: name.to_lowercase(),
+            ..self
+        })
     }
 }
 

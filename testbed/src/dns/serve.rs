@@ -39,7 +39,7 @@ pub async fn serve(
         };
         Ok((u, t))
     })?;
-    let mut server = Server::new(handler);
+    let mut server = Server::new(handler.in_netns(netns_name));
     if let Some(s) = udp_socket {
         server.register_socket(tokio::net::UdpSocket::from_std(s)?);
     }

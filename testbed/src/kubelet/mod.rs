@@ -40,7 +40,8 @@ pub struct Config {
     pub testbed: String,
     pub nodes: Vec<NodeInfo>,
     pub shared_etc: PathBuf,
-    pub dns_ip: Ipv4Addr,
+    /// The cluster DNS's address and domain, for pods' resolv.conf.
+    pub cluster_dns: crate::dns::pod_files::ClusterDns,
     /// The cluster DNS that containers of a DNS image (coredns) serve.
     pub dns: Option<crate::dns::Dns>,
     /// This program, to run `exec` for container commands and exec probes.
@@ -307,7 +308,8 @@ async fn pod_life(
         dns: crate::dns::pod_files::PodDns::of(pod.spec.as_ref()),
     };
     if !adopted {
-        if let Err(e) = topology::add_pod(&plan, &netlink, &cfg.shared_etc, cfg.dns_ip).await {
+        if let Err(e) = topology::add_pod(&plan, &netlink, &cfg.shared_etc, &cfg.cluster_dns).await
+        {
             let msg = format!("{:#}", anyhow::Error::from(e));
             tracing::error!("kubelet: pod {ns}/{name}: {msg}");
             set_status(&store, &key, |st| {

@@ -130,6 +130,7 @@ fn check_cluster(s: &Scenario, out: &mut Vec<Problem>) {
             ));
         }
     }
+    check_dns(c, out);
     // The underlay's first address is its gateway, then one per node.
     let hosts = plan::usable_hosts(c.node_network);
     if (c.nodes.len() as u64) + 1 > hosts {
@@ -142,6 +143,77 @@ fn check_cluster(s: &Scenario, out: &mut Vec<Problem>) {
                 c.nodes.len() + 1
             ),
         ));
+    }
+}
+
+/// CoreDNS's `kubernetes` plugin takes a TTL of at most an hour.
+const MAX_TTL: u32 = 3600;
+
+fn check_dns(c: &super::Cluster, out: &mut Vec<Problem>) {
+    let d = &c.dns;
+    if d.domain.is_empty() {
+        out.push(problem("cluster.dns.domain", "the cluster domain is empty"));
+    } else if d.domain.len() > 200 {
+        out.push(problem(
+            "cluster.dns.domain",
+            format!(
+                "{:?} is {} characters; a cluster domain leaves room for Service names (at most 200)",
+                d.domain,
+                d.domain.len()
+            ),
+        ));
+    } else if let Some(why) = d
+        .domain
+        .split('.')
+        .find_map(|l| names::check_dns1123_label(l, 63).err().map(|e| (l, e)))
+    {
+        out.push(problem(
+            "cluster.dns.domain",
+            format!(
+                "{:?} is not a domain name: label {:?} {}",
+                d.domain, why.0, why.1
+            ),
+        ));
+    }
+    if let Some(ip) = d.service_ip {
+        let first = plan::nth_host(c.service_cidr, 1);
+        if !c.service_cidr.contains(&ip)
+            || ip == c.service_cidr.network()
+            || ip == c.service_cidr.broadcast()
+        {
+            out.push(problem(
+                "cluster.dns.serviceIP",
+                format!(
+                    "{ip} is not a usable address of serviceCIDR {}",
+                    c.service_cidr
+                ),
+            ));
+        } else if ip == first {
+            out.push(problem(
+                "cluster.dns.serviceIP",
+                format!("{ip} is the kubernetes Service's address (the first of serviceCIDR)"),
+            ));
+        }
+    }
+    if d.ttl > MAX_TTL {
+        out.push(problem(
+            "cluster.dns.ttl",
+            format!("{} s is more than the {MAX_TTL} s CoreDNS allows", d.ttl),
+        ));
+    }
+    let dns_ip = d
+        .service_ip
+        .unwrap_or_else(|| plan::nth_host(c.service_cidr, plan::DNS_HOST));
+    for (i, up) in d.upstream.iter().enumerate() {
+        let path = format!("cluster.dns.upstream[{i}]");
+        if up.port() == 0 {
+            out.push(problem(path, format!("{up}: port 0 cannot be asked")));
+        } else if up.ip() == std::net::IpAddr::V4(dns_ip) && up.port() == 53 {
+            out.push(problem(
+                path,
+                format!("{up} is the cluster DNS itself; its answers would loop"),
+            ));
+        }
     }
 }
 

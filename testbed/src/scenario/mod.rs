@@ -9,6 +9,12 @@
 //!   nodeCIDRMaskSize: 24
 //!   nodeNetwork: 172.18.0.0/24
 //!   serviceCIDR: 10.96.0.0/12
+//!   dns:                     # the cluster DNS (all optional)
+//!     domain: cluster.local
+//!     serviceIP: 10.96.0.10  # kube-dns's ClusterIP; the 10th of serviceCIDR by default
+//!     ttl: 5                 # seconds, for answers and negative caching
+//!     upstream: [10.96.0.53] # where names outside the domain go (ip or ip:port);
+//!                            # without one they are REFUSED
 //! pods:                      # Kubernetes Pod manifests
 //!   - apiVersion: v1
 //!     kind: Pod
@@ -21,6 +27,7 @@ mod pods;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use ipnet::Ipv4Net;
@@ -48,6 +55,31 @@ pub struct Cluster {
     pub node_cidr_mask_size: u8,
     pub node_network: Ipv4Net,
     pub service_cidr: Ipv4Net,
+    pub dns: DnsSettings,
+}
+
+/// How the cluster DNS is set up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsSettings {
+    /// The cluster domain, without the final dot: `cluster.local`.
+    pub domain: String,
+    /// kube-dns's ClusterIP; `None` is the 10th address of the service CIDR.
+    pub service_ip: Option<Ipv4Addr>,
+    /// The TTL of answers, and of negative answers (the SOA's minimum).
+    pub ttl: u32,
+    /// Servers asked, in order, for names outside the cluster domain.
+    pub upstream: Vec<SocketAddr>,
+}
+
+impl Default for DnsSettings {
+    fn default() -> Self {
+        DnsSettings {
+            domain: crate::dns::records::DEFAULT_DOMAIN.into(),
+            service_ip: None,
+            ttl: crate::dns::records::DEFAULT_TTL,
+            upstream: Vec::new(),
+        }
+    }
 }
 
 impl Default for Cluster {
@@ -65,6 +97,7 @@ impl Cluster {
             node_cidr_mask_size: 24,
             node_network: "172.18.0.0/24".parse().expect("valid"),
             service_cidr: "10.96.0.0/12".parse().expect("valid"),
+            dns: DnsSettings::default(),
         }
     }
 }
@@ -156,6 +189,19 @@ struct ClusterFile {
     node_network: String,
     #[serde(rename = "serviceCIDR", default = "default_service_cidr")]
     service_cidr: String,
+    #[serde(default)]
+    dns: DnsFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct DnsFile {
+    domain: Option<String>,
+    #[serde(rename = "serviceIP")]
+    service_ip: Option<String>,
+    ttl: Option<u32>,
+    #[serde(default)]
+    upstream: Vec<String>,
 }
 
 impl Default for ClusterFile {
@@ -166,6 +212,7 @@ impl Default for ClusterFile {
             node_cidr_mask_size: default_node_mask(),
             node_network: default_node_network(),
             service_cidr: default_service_cidr(),
+            dns: DnsFile::default(),
         }
     }
 }
@@ -324,13 +371,53 @@ fn cluster_from(raw: ClusterFile, spans: &Spans, problems: &mut Vec<Located>) ->
         NodesFile::Count(n) => (1..=n).map(|i| format!("node-{i}")).collect(),
         NodesFile::Names(names) => names,
     };
+    let dns = dns_from(raw.dns, spans, problems);
     Cluster {
         nodes,
         pod_cidr,
         node_cidr_mask_size: raw.node_cidr_mask_size,
         node_network,
         service_cidr,
+        dns,
     }
+}
+
+fn dns_from(raw: DnsFile, spans: &Spans, problems: &mut Vec<Located>) -> DnsSettings {
+    let mut out = DnsSettings::default();
+    let mut fail = |path: String, message: String| {
+        problems.push(Located {
+            pos: spans.find(&path),
+            message: format!("{path}: {message}"),
+        })
+    };
+    if let Some(domain) = raw.domain {
+        out.domain = domain.trim_end_matches('.').to_ascii_lowercase();
+    }
+    if let Some(ip) = raw.service_ip {
+        match ip.parse() {
+            Ok(ip) => out.service_ip = Some(ip),
+            Err(_) => fail(
+                "cluster.dns.serviceIP".into(),
+                format!("{ip:?} is not an IPv4 address like 10.96.0.10"),
+            ),
+        }
+    }
+    if let Some(ttl) = raw.ttl {
+        out.ttl = ttl;
+    }
+    for (i, up) in raw.upstream.iter().enumerate() {
+        let parsed = up
+            .parse::<SocketAddr>()
+            .or_else(|_| up.parse::<Ipv4Addr>().map(|ip| SocketAddr::from((ip, 53))));
+        match parsed {
+            Ok(addr) if addr.is_ipv4() => out.upstream.push(addr),
+            _ => fail(
+                yaml::child_index("cluster.dns.upstream", i),
+                format!("{up:?} is not an IPv4 address, or address:port, like 10.96.0.53 or 10.96.0.53:5353"),
+            ),
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -57,7 +57,7 @@ fn bad_yaml_names_the_line() {
 fn unknown_fields_name_the_line() {
     assert_eq!(
         errors("name: demo\ncluster:\n  nodes: 2\n  podCidr: 10.0.0.0/16\n"),
-        ["s.yaml:4:3: cluster.podCidr: unknown field `podCidr`, expected one of `nodes`, `podCIDR`, `nodeCIDRMaskSize`, `nodeNetwork`, `serviceCIDR`"]
+        ["s.yaml:4:3: cluster.podCidr: unknown field `podCidr`, expected one of `nodes`, `podCIDR`, `nodeCIDRMaskSize`, `nodeNetwork`, `serviceCIDR`, `dns`"]
     );
     assert_eq!(
         errors("name: demo\nstpes: []\n"),
@@ -172,5 +172,59 @@ fn an_unreadable_file() {
     assert!(
         e.starts_with("/nonexistent/x.yaml: cannot read the file"),
         "{e}"
+    );
+}
+
+#[test]
+fn dns_settings_have_defaults_and_can_be_set() {
+    let s = parse_str("name: demo\n").unwrap();
+    assert_eq!(s.cluster.dns, DnsSettings::default());
+    assert_eq!(s.cluster.dns.domain, "cluster.local");
+    assert_eq!(s.cluster.dns.ttl, 5);
+    let s = parse_str(
+        "name: demo\ncluster:\n  dns:\n    domain: Corp.Example.\n    serviceIP: 10.96.0.20\n    ttl: 30\n    upstream: [10.96.0.53, \"192.0.2.1:5353\"]\n",
+    )
+    .unwrap();
+    assert_eq!(
+        s.cluster.dns,
+        DnsSettings {
+            domain: "corp.example".into(),
+            service_ip: Some("10.96.0.20".parse().unwrap()),
+            ttl: 30,
+            upstream: vec![
+                "10.96.0.53:53".parse().unwrap(),
+                "192.0.2.1:5353".parse().unwrap()
+            ],
+        }
+    );
+    let plan = crate::plan::Plan::new("demo", &s);
+    assert_eq!(plan.dns_ip.to_string(), "10.96.0.20");
+    assert_eq!(plan.cluster_domain, "corp.example");
+}
+
+#[test]
+fn bad_dns_settings_name_their_lines() {
+    assert_eq!(
+        errors("name: demo\ncluster:\n  dns:\n    upstream: [10.96.0.53, nope]\n"),
+        ["s.yaml:4:28: cluster.dns.upstream[1]: \"nope\" is not an IPv4 address, or address:port, like 10.96.0.53 or 10.96.0.53:5353"]
+    );
+    assert_eq!(
+        errors("name: demo\ncluster:\n  dns:\n    domain: corp..example\n    serviceIP: 10.200.0.10\n    ttl: 7200\n    upstream: [10.96.0.10]\n"),
+        [
+            "s.yaml:4:13: cluster.dns.domain: \"corp..example\" is not a domain name: label \"\" must not be empty",
+            "s.yaml:5:16: cluster.dns.serviceIP: 10.200.0.10 is not a usable address of serviceCIDR 10.96.0.0/12",
+            "s.yaml:6:10: cluster.dns.ttl: 7200 s is more than the 3600 s CoreDNS allows",
+        ]
+    );
+    assert_eq!(
+        errors("name: demo\ncluster:\n  dns:\n    serviceIP: 10.96.0.1\n    upstream: [\"10.96.0.1:53\"]\n"),
+        [
+            "s.yaml:4:16: cluster.dns.serviceIP: 10.96.0.1 is the kubernetes Service's address (the first of serviceCIDR)",
+            "s.yaml:5:16: cluster.dns.upstream[0]: 10.96.0.1:53 is the cluster DNS itself; its answers would loop",
+        ]
+    );
+    assert_eq!(
+        errors("name: demo\ncluster:\n  dns:\n    domian: x\n"),
+        ["s.yaml:4:5: cluster.dns.domian: unknown field `domian`, expected one of `domain`, `serviceIP`, `ttl`, `upstream`"]
     );
 }

@@ -165,7 +165,7 @@ struct PodEtc {
 }
 
 impl PodEtc {
-    fn new(pod: &PodPlan, shared_etc: &Path, dns: std::net::Ipv4Addr) -> Self {
+    fn new(pod: &PodPlan, shared_etc: &Path, dns: &crate::dns::pod_files::ClusterDns) -> Self {
         let (resolv, hosts) = crate::dns::pod_files::files(pod, dns);
         PodEtc {
             dir: shared_etc.join(&pod.namespace).join(&pod.name),
@@ -198,10 +198,11 @@ fn spawn_pod_namespaces(
     tx: futures::channel::mpsc::UnboundedSender<Result<OpenNs, TopologyError>>,
     stop: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<()> {
+    let cluster_dns = plan.cluster_dns();
     let specs: Vec<(String, PodEtc)> = plan
         .pods
         .iter()
-        .map(|p| (p.netns.clone(), PodEtc::new(p, shared_etc, plan.dns_ip)))
+        .map(|p| (p.netns.clone(), PodEtc::new(p, shared_etc, &cluster_dns)))
         .collect();
     let rt = tokio::runtime::Handle::current();
     std::thread::spawn(move || {
@@ -391,7 +392,7 @@ pub async fn add_pod(
     pod: &PodPlan,
     node: &rtnetlink::Handle,
     shared_etc: &Path,
-    dns: std::net::Ipv4Addr,
+    dns: &crate::dns::pod_files::ClusterDns,
 ) -> Result<(), TopologyError> {
     let etc = PodEtc::new(pod, shared_etc, dns);
     let name = pod.netns.clone();

@@ -13,8 +13,13 @@ pub struct Running(pub String);
 
 impl Running {
     pub fn up(what: &str) -> Running {
+        Running::up_scenario(what, "two-nodes.yaml")
+    }
+
+    /// A testbed of `scenarios/<scenario>`.
+    pub fn up_scenario(what: &str, scenario: &str) -> Running {
         let name = unique_name(what);
-        let file = repo().join("scenarios/two-nodes.yaml");
+        let file = repo().join("scenarios").join(scenario);
         run(testbed_bin().args(["up", &file.display().to_string(), "--name", &name]));
         Running(name)
     }

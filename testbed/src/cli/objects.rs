@@ -349,12 +349,20 @@ pub(super) fn get(a: GetArgs) -> Result<ExitCode> {
         }
         _ => {
             if items.is_empty() {
-                eprintln!(
-                    "No resources found in {} namespace.",
-                    namespace.as_deref().unwrap_or("any")
-                );
+                match namespace.as_deref() {
+                    None => eprintln!("No resources found"),
+                    Some(ns) => eprintln!("No resources found in {ns} namespace."),
+                }
             } else {
-                print_table(&table(kind, &items, a.output == Some(Output::Wide)));
+                let mut rows = table(kind, &items, a.output == Some(Output::Wide));
+                if namespace.is_none() {
+                    // As `kubectl get -A`: a NAMESPACE column first.
+                    rows[0].insert(0, "NAMESPACE".into());
+                    for (row, o) in rows[1..].iter_mut().zip(&items) {
+                        row.insert(0, o.namespace().to_string());
+                    }
+                }
+                print_table(&rows);
             }
         }
     }

@@ -32,6 +32,8 @@ pub struct ControlPlane {
     /// The records the cluster DNS serves.
     pub dns: Dns,
     pub store: Arc<Store>,
+    /// Faults a scenario injects into the kubelets.
+    pub faults: Arc<kubelet::faults::Faults>,
     /// Each node's name and its kube-proxy's state.
     pub proxies: Vec<(String, watch::Receiver<SyncState>)>,
     nodes: Vec<NodeInfo>,
@@ -44,6 +46,17 @@ impl ControlPlane {
         plan: &Plan,
         scenario: &Scenario,
         shared_etc: PathBuf,
+    ) -> anyhow::Result<ControlPlane> {
+        Self::start_with(plan, scenario, shared_etc, std::env::current_exe()?)
+    }
+
+    /// [`ControlPlane::start`], with `exe` the `testbed` program that kubelets run for
+    /// container commands and exec probes (a test binary is not one).
+    pub fn start_with(
+        plan: &Plan,
+        scenario: &Scenario,
+        shared_etc: PathBuf,
+        exe: PathBuf,
     ) -> anyhow::Result<ControlPlane> {
         let store = Arc::new(Store::default());
         let api = Arc::new(Api::with_dns_ip(
@@ -105,7 +118,7 @@ impl ControlPlane {
                 bridge_ip: n.bridge_ip,
             })
             .collect();
-        let exe = std::env::current_exe()?;
+        let faults = Arc::new(kubelet::faults::Faults::default());
         let mut tasks = vec![
             tokio::spawn(controllers::endpoints::run(store.clone())),
             tokio::spawn(controllers::deployment::run(store.clone())),
@@ -118,6 +131,7 @@ impl ControlPlane {
                     cluster_dns: plan.cluster_dns(),
                     dns: Some(dns.clone()),
                     exe,
+                    faults: faults.clone(),
                 }),
                 store.clone(),
             )),
@@ -141,6 +155,7 @@ impl ControlPlane {
             api,
             dns,
             store,
+            faults,
             proxies,
             nodes,
             tasks: std::sync::Mutex::new(tasks),

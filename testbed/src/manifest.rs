@@ -5,11 +5,91 @@
 //! validation, a manifest is decoded, encoded again, and every key of the input that
 //! did not survive the round trip is reported as an unknown field, at its line.
 
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::Value;
 
+use crate::api::Kind;
 use crate::scenario::{from_value, Located};
 use crate::yaml::{self, Spans};
+
+/// `Service web`: how problems name a manifest.
+pub fn label(value: &Value) -> String {
+    let kind = value
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or("object");
+    let name = value
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("?");
+    format!("{kind} {name}")
+}
+
+/// Checks a manifest (found at `base` of a document with `spans`) the way `kubectl
+/// apply` does before it sends anything: a kind the testbed serves, the right
+/// apiVersion, and no field its Kubernetes type lacks.
+pub fn check(value: &Value, spans: &Spans, base: &str) -> Vec<Located> {
+    let at = |field: &str, message: String| Located {
+        file: None,
+        pos: spans.find(&yaml::child_key(base, field)),
+        message: format!("{}: {message}", label(value)),
+    };
+    if !value.is_object() {
+        return vec![Located {
+            file: None,
+            pos: spans.find(base),
+            message: "expected a Kubernetes manifest (a map with apiVersion, kind, metadata)"
+                .into(),
+        }];
+    }
+    let kind = value
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let checked = match Kind::parse(kind).filter(|_| !kind.is_empty()) {
+        Some(k @ (Kind::Pod | Kind::Service | Kind::Deployment)) => {
+            let version = value
+                .get("apiVersion")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            if version != k.api_version() {
+                return vec![at(
+                    "apiVersion",
+                    format!("{k} is served as {}, not {version:?}", k.api_version()),
+                )];
+            }
+            match k {
+                Kind::Pod => decode_strict::<Pod>(value.clone(), spans, base).map(|_| ()),
+                Kind::Service => decode_strict::<Service>(value.clone(), spans, base).map(|_| ()),
+                _ => decode_strict::<Deployment>(value.clone(), spans, base).map(|_| ()),
+            }
+        }
+        Some(k) => {
+            return vec![at(
+                "kind",
+                format!("{k} objects are written by the control plane, not applied"),
+            )]
+        }
+        None => {
+            return vec![at(
+                "kind",
+                format!("kind {kind:?} is not one the testbed knows (Pod, Service, Deployment)"),
+            )]
+        }
+    };
+    match checked {
+        Ok(()) => Vec::new(),
+        Err(located) => located
+            .into_iter()
+            .map(|l| Located {
+                message: format!("{}: {}", label(value), l.message),
+                ..l
+            })
+            .collect(),
+    }
+}
 
 /// Decodes `value` (found at `path` of a document with `spans`) as a `T`, rejecting
 /// fields `T` does not have.
@@ -27,6 +107,7 @@ where
     Err(unknown
         .into_iter()
         .map(|p| Located {
+            file: None,
             pos: spans.key(&p),
             message: format!("{p}: unknown field"),
         })

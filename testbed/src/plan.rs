@@ -90,6 +90,7 @@ impl Plan {
     ///     description: String::new(),
     ///     cluster: Cluster::with_nodes(2),
     ///     pods: vec![PodDecl::new("a"), PodDecl::new("b")],
+    ///     ..Default::default()
     /// };
     /// let plan = Plan::new("demo", &s);
     /// assert_eq!(plan.pod("a").unwrap().ip.to_string(), "10.244.1.2");
@@ -260,6 +261,7 @@ mod tests {
             description: String::new(),
             cluster: Cluster::with_nodes(nodes),
             pods,
+            ..Default::default()
         }
     }
 

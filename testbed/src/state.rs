@@ -170,6 +170,7 @@ mod tests {
                 description: String::new(),
                 cluster: crate::scenario::Cluster::with_nodes(1),
                 pods: vec![],
+                ..Default::default()
             },
         );
         let mut r = Record::for_this_process(plan, None);

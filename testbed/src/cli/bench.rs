@@ -76,6 +76,7 @@ pub(super) fn run(cmd: BenchCommand) -> Result<ExitCode> {
         pods: (0..pods)
             .map(|i| PodDecl::new(format!("pod-{i}")))
             .collect(),
+        ..Default::default()
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

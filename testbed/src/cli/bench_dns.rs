@@ -111,6 +111,7 @@ pub(super) fn run(services: usize, seconds: u32, outstanding: u32) -> Result<Exi
         description: String::new(),
         cluster: Cluster::with_nodes(2),
         pods,
+        ..Default::default()
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -98,6 +98,7 @@ pub(super) fn run(
         description: String::new(),
         cluster: Cluster::with_nodes(nodes),
         pods,
+        ..Default::default()
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

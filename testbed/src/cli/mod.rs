@@ -7,6 +7,7 @@ mod client;
 mod daemon;
 mod objects;
 mod ops;
+mod run;
 mod up;
 
 pub use ops::render_plan;
@@ -110,11 +111,29 @@ enum Command {
         #[arg(long, short = 'n', default_value = "default")]
         namespace: String,
     },
+    /// Run scenarios: build each cluster, replay its steps, check expectations and snapshots
+    Run {
+        /// Scenario files
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Write new and changed snapshots instead of failing on them
+        #[arg(long)]
+        accept: bool,
+        /// The snapshot directory (default: snapshots/ beside the scenario's directory)
+        #[arg(long)]
+        snapshots: Option<PathBuf>,
+        /// Name of the testbed (default: the scenario's name)
+        #[arg(long)]
+        name: Option<String>,
+    },
     /// Check scenario files without building anything (no root needed)
-    Check {
+    #[command(alias = "check")]
+    Validate {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Print the JSON Schema of scenario files (for editors)
+    Schema,
     /// Print the address plan of a scenario (no root needed)
     Plan {
         file: PathBuf,
@@ -180,7 +199,14 @@ pub fn main() -> ExitCode {
             replicas,
             namespace,
         } => objects::scale(testbed, &target, replicas, &namespace),
-        Command::Check { files } => ops::check(&files),
+        Command::Run {
+            files,
+            accept,
+            snapshots,
+            name,
+        } => need_root("run").and_then(|_| run::run(&files, accept, snapshots, name)),
+        Command::Validate { files } => run::validate(&files),
+        Command::Schema => run::schema(),
         Command::Plan { file, name } => ops::plan(&file, name),
         Command::Bench { what } => need_root("bench").and_then(|_| bench::run(what)),
         Command::Daemon { file, name } => daemon::run(&file, &name),

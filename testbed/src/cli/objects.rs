@@ -6,15 +6,12 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Result};
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Pod, Service};
 use serde_json::Value;
 
 use super::client::Client;
 use crate::api::server::Action;
 use crate::api::socket::{Request, Response};
 use crate::api::{Kind, Object};
-use crate::manifest::decode_strict;
 use crate::yaml::{self, Spans};
 
 /// Reads `file` (`-` for stdin) into manifests, checking each against its
@@ -43,44 +40,11 @@ fn read_manifests(file: &Path) -> Result<(String, Vec<(Value, Spans)>)> {
     }
     let mut problems = Vec::new();
     for (v, spans) in &docs {
-        let at = |path: &str, msg: String| {
-            let pos = spans.find(path);
-            match pos {
-                Some(p) => format!("{shown}:{}:{}: {msg}", p.line, p.col),
-                None => format!("{shown}: {msg}"),
-            }
-        };
-        let kind = v.get("kind").and_then(Value::as_str).unwrap_or_default();
-        let name = v
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or("?");
-        let checked = match Kind::parse(kind).filter(|_| !kind.is_empty()) {
-            Some(Kind::Pod) => decode_strict::<Pod>(v.clone(), spans, "").map(|_| ()),
-            Some(Kind::Service) => decode_strict::<Service>(v.clone(), spans, "").map(|_| ()),
-            Some(Kind::Deployment) => decode_strict::<Deployment>(v.clone(), spans, "").map(|_| ()),
-            Some(k) => {
-                problems.push(at(
-                    "kind",
-                    format!(
-                        "{k} {name}: {k} objects are written by the control plane, not applied"
-                    ),
-                ));
-                continue;
-            }
-            None => {
-                problems.push(at("kind", format!("{name}: kind {kind:?} is not one the testbed knows (Pod, Service, Deployment)")));
-                continue;
-            }
-        };
-        if let Err(located) = checked {
-            for l in located {
-                let msg = format!("{kind} {name}: {}", l.message);
-                problems.push(match l.pos {
-                    Some(p) => format!("{shown}:{}:{}: {msg}", p.line, p.col),
-                    None => format!("{shown}: {msg}"),
-                });
-            }
+        for l in crate::manifest::check(v, spans, "") {
+            problems.push(match l.pos {
+                Some(p) => format!("{shown}:{}:{}: {}", p.line, p.col, l.message),
+                None => format!("{shown}: {}", l.message),
+            });
         }
     }
     if !problems.is_empty() {

@@ -1,7 +1,7 @@
 //! `testbed down`, `ls`, `clean`, `exec`, `check` and `plan`.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -200,28 +200,6 @@ pub(super) fn exec(testbed: Option<String>, target: &str, command: &[String]) ->
             Ok(ExitCode::from(e.exit_code()))
         }
     }
-}
-
-pub(super) fn check(files: &[PathBuf]) -> Result<ExitCode> {
-    let mut bad = 0;
-    for f in files {
-        match scenario::load(f) {
-            Ok(s) => println!(
-                "{}: ok ({} nodes, {} pods)",
-                f.display(),
-                s.cluster.nodes.len(),
-                s.pods.len()
-            ),
-            Err(e) => {
-                eprintln!("{e}");
-                bad += 1;
-            }
-        }
-    }
-    if bad > 0 {
-        bail!("{bad} of {} scenario files are invalid", files.len());
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 pub(super) fn plan(file: &Path, name: Option<String>) -> Result<ExitCode> {

@@ -105,6 +105,13 @@ pub fn endpoints_for<'a>(
         .filter(|p| selects(sel, p))
         .filter(|p| p.status.as_ref().and_then(|s| s.pod_ip.as_ref()).is_some())
         .filter(|p| p.metadata.deletion_timestamp.is_none())
+        // A pod that has ended (Failed, Succeeded) is in no Service, ready or not.
+        .filter(|p| {
+            !matches!(
+                p.status.as_ref().and_then(|s| s.phase.as_deref()),
+                Some("Failed" | "Succeeded")
+            )
+        })
         .collect();
     matched.sort_by_key(|p| {
         let ip: std::net::Ipv4Addr = p

@@ -3,6 +3,7 @@
 //! containers (the [`netexec`] server on their ports, or their `command` as a real
 //! process inside the pod) and its readiness probes, and report its status.
 
+pub mod faults;
 pub mod netexec;
 pub mod probe;
 
@@ -46,6 +47,8 @@ pub struct Config {
     pub dns: Option<crate::dns::Dns>,
     /// This program, to run `exec` for container commands and exec probes.
     pub exe: PathBuf,
+    /// Faults injected by a scenario.
+    pub faults: Arc<faults::Faults>,
 }
 
 type PodKey = (String, String);
@@ -421,15 +424,51 @@ async fn pod_life(
         ip,
         exe: cfg.exe.clone(),
     };
-    if !probes.is_empty() {
-        let probing = probe_loop(&store, &key, &target, &probes);
-        tokio::select! {
-            _ = &mut stop => {}
-            _ = probing => {}
+    // Ready is what the probes say (ready at once without probes), unless a fault
+    // says otherwise; a killed pod's processes stop for good.
+    let (probe_tx, mut probe_rx) = tokio::sync::watch::channel(probes.is_empty());
+    let mut probing: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> =
+        if probes.is_empty() {
+            Box::pin(std::future::pending())
+        } else {
+            Box::pin(probe_loop(&key, &target, &probes, probe_tx))
+        };
+    let mut faults_rx = cfg.faults.subscribe();
+    let mut reported = probes.is_empty();
+    let mut killed = false;
+    loop {
+        let f = cfg.faults.get();
+        if f.killed.contains(&key) && !killed {
+            killed = true;
+            for s in &servers {
+                s.abort();
+            }
+            dns_servers.clear();
+            for c in &mut children {
+                let _ = c.start_kill();
+                let _ = c.wait().await;
+            }
+            probing = Box::pin(std::future::pending());
+            set_status(&store, &key, |st| {
+                st.phase = Some("Failed".into());
+                st.reason = Some("Killed".into());
+                st.message =
+                    Some("its processes were killed (containers are not restarted)".into());
+            });
         }
-    } else {
-        let _ = stop.await;
+        let ready = !f.forced_unready(&key, &info.name) && *probe_rx.borrow_and_update();
+        if ready != reported {
+            set_status(&store, &key, |s| set_ready(s, ready));
+            reported = ready;
+        }
+        tokio::select! {
+            _ = &mut stop => break,
+            r = faults_rx.changed() => if r.is_err() { let _ = (&mut stop).await; break; },
+            _ = probe_rx.changed() => {}
+            _ = &mut probing => {}
+        }
     }
+    drop(probing);
     for s in &servers {
         s.abort();
     }
@@ -443,12 +482,12 @@ async fn pod_life(
     let _ = std::fs::remove_dir_all(cfg.shared_etc.join(&ns).join(&name));
 }
 
-/// Runs every readiness probe on its period and keeps the pod's Ready condition.
+/// Runs every readiness probe on its period and sends whether all of them pass.
 async fn probe_loop(
-    store: &Store,
     key: &PodKey,
     target: &probe::Target,
     probes: &[probe::ProbeSpec],
+    ready_tx: tokio::sync::watch::Sender<bool>,
 ) {
     // Per probe: ready, consecutive successes, consecutive failures.
     let mut st: Vec<(bool, u32, u32)> = vec![(false, 0, 0); probes.len()];
@@ -494,7 +533,7 @@ async fn probe_loop(
         }
         let ready = st.iter().all(|s| s.0);
         if ready != was_ready {
-            set_status(store, key, |s| set_ready(s, ready));
+            ready_tx.send_replace(ready);
             was_ready = ready;
         }
     }

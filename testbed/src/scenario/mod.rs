@@ -23,7 +23,9 @@
 //! ```
 
 mod check;
+pub mod objects;
 mod pods;
+pub mod steps;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -31,6 +33,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use ipnet::Ipv4Net;
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -39,12 +42,15 @@ use crate::yaml::{self, Pos, Spans};
 pub use check::{check, Problem};
 
 /// A checked scenario.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default)]
 pub struct Scenario {
     pub name: String,
     pub description: String,
     pub cluster: Cluster,
     pub pods: Vec<PodDecl>,
+    /// Manifests applied through the API before the steps.
+    pub objects: Vec<objects::Manifest>,
+    pub steps: Vec<steps::Step>,
 }
 
 /// The cluster's shape and address plan.
@@ -135,6 +141,8 @@ pub struct ScenarioError {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Located {
+    /// Another file than the scenario (a manifest it names).
+    pub file: Option<PathBuf>,
     pub pos: Option<Pos>,
     pub message: String,
 }
@@ -145,16 +153,17 @@ impl fmt::Display for ScenarioError {
             if i > 0 {
                 writeln!(f)?;
             }
+            let file = p.file.as_ref().unwrap_or(&self.file);
             match p.pos {
                 Some(pos) => write!(
                     f,
                     "{}:{}:{}: {}",
-                    self.file.display(),
+                    file.display(),
                     pos.line,
                     pos.col,
                     p.message
                 )?,
-                None => write!(f, "{}: {}", self.file.display(), p.message)?,
+                None => write!(f, "{}: {}", file.display(), p.message)?,
             }
         }
         Ok(())
@@ -163,20 +172,35 @@ impl fmt::Display for ScenarioError {
 
 impl std::error::Error for ScenarioError {}
 
-/// The file as written: only the shape is checked here, meaning is checked by `check`.
-#[derive(Debug, Deserialize)]
+/// A scenario file as written (its JSON Schema is `testbed schema`): only the shape is
+/// checked here, meaning is checked by `check`.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct ScenarioFile {
+#[schemars(title = "testbed scenario")]
+pub struct ScenarioFile {
+    /// The scenario's name, and its testbed's: a DNS-1123 label.
     name: String,
+    /// What the scenario shows.
     #[serde(default)]
     description: String,
+    /// The cluster's shape and address plan.
     #[serde(default)]
     cluster: ClusterFile,
+    /// Pods made with the cluster (Kubernetes Pod manifests), before the control plane starts.
     #[serde(default)]
+    #[schemars(with = "Vec<serde_json::Map<String, Value>>")]
     pods: Vec<Value>,
+    /// Manifests applied through the API server before the steps: inline, or a file
+    /// beside the scenario (`manifests/web.yaml` or `{file: manifests/web.yaml}`).
+    #[serde(default)]
+    objects: Vec<Value>,
+    /// What happens, in order.
+    #[serde(default)]
+    #[schemars(with = "Vec<steps::StepFile>")]
+    steps: Vec<Value>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct ClusterFile {
     #[serde(default = "default_nodes")]
@@ -193,7 +217,7 @@ struct ClusterFile {
     dns: DnsFile,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct DnsFile {
     domain: Option<String>,
@@ -217,7 +241,7 @@ impl Default for ClusterFile {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(untagged, expecting = "a node count (like 2) or a list of node names")]
 enum NodesFile {
     Count(u32),
@@ -245,6 +269,7 @@ pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
     let text = std::fs::read_to_string(path).map_err(|e| ScenarioError {
         file: path.to_path_buf(),
         problems: vec![Located {
+            file: None,
             pos: None,
             message: format!("cannot read the file: {e}"),
         }],
@@ -258,8 +283,10 @@ pub fn parse(file: &Path, text: &str) -> Result<Scenario, ScenarioError> {
         file: file.to_path_buf(),
         problems,
     };
+    let dir = file.parent().unwrap_or(Path::new("."));
     let (value, spans) = yaml::load(text).map_err(|e| {
         fail(vec![Located {
+            file: None,
             pos: Some(e.pos),
             message: format!("invalid YAML: {}", e.message),
         }])
@@ -276,6 +303,21 @@ pub fn parse(file: &Path, text: &str) -> Result<Scenario, ScenarioError> {
             Err(mut p) => problems.append(&mut p),
         }
     }
+    let spans = std::sync::Arc::new(spans);
+    let mut manifests = Vec::new();
+    for (i, entry) in raw.objects.into_iter().enumerate() {
+        match objects::entry(entry, &spans, &yaml::child_index("objects", i), dir) {
+            Ok(mut m) => manifests.append(&mut m),
+            Err(mut p) => problems.append(&mut p),
+        }
+    }
+    let steps = match steps::steps_from(raw.steps, &spans, dir) {
+        Ok(s) => s,
+        Err(mut p) => {
+            problems.append(&mut p);
+            Vec::new()
+        }
+    };
     if !problems.is_empty() {
         return Err(fail(problems));
     }
@@ -284,10 +326,13 @@ pub fn parse(file: &Path, text: &str) -> Result<Scenario, ScenarioError> {
         description: raw.description,
         cluster,
         pods: decls,
+        objects: manifests,
+        steps,
     };
     let problems: Vec<Located> = check(&scenario)
         .into_iter()
         .map(|p| Located {
+            file: None,
             pos: p
                 .also
                 .iter()
@@ -335,6 +380,7 @@ pub(crate) fn from_value<T: serde::de::DeserializeOwned>(
         };
         let shown = if path.is_empty() { "the file" } else { &path };
         Located {
+            file: None,
             pos,
             message: format!("{shown}: {inner}"),
         }
@@ -347,6 +393,7 @@ fn cluster_from(raw: ClusterFile, spans: &Spans, problems: &mut Vec<Located>) ->
             Ok(net) if net.trunc() == net => net,
             Ok(net) => {
                 problems.push(Located {
+                    file: None,
                     pos: spans.find(path),
                     message: format!(
                         "{path}: {text} has host bits set; did you mean {}?",
@@ -357,6 +404,7 @@ fn cluster_from(raw: ClusterFile, spans: &Spans, problems: &mut Vec<Located>) ->
             }
             Err(_) => {
                 problems.push(Located {
+                    file: None,
                     pos: spans.find(path),
                     message: format!("{path}: {text:?} is not an IPv4 CIDR like 10.244.0.0/16"),
                 });
@@ -386,6 +434,7 @@ fn dns_from(raw: DnsFile, spans: &Spans, problems: &mut Vec<Located>) -> DnsSett
     let mut out = DnsSettings::default();
     let mut fail = |path: String, message: String| {
         problems.push(Located {
+            file: None,
             pos: spans.find(&path),
             message: format!("{path}: {message}"),
         })

@@ -15,12 +15,14 @@ pub(super) fn decl_from_manifest(
     path: &str,
 ) -> Result<PodDecl, Vec<Located>> {
     let at = |field: &str, message: String| Located {
+        file: None,
         pos: spans.find(&child_key(path, field)),
         message: format!("{}: {message}", child_key(path, field)),
     };
     let mut problems = Vec::new();
     if !value.is_object() {
         return Err(vec![Located {
+            file: None,
             pos: spans.find(path),
             message: format!("{path}: expected a Pod manifest (a map)"),
         }]);

@@ -61,7 +61,7 @@ fn unknown_fields_name_the_line() {
     );
     assert_eq!(
         errors("name: demo\nstpes: []\n"),
-        ["s.yaml:2:1: stpes: unknown field `stpes`, expected one of `name`, `description`, `cluster`, `pods`"]
+        ["s.yaml:2:1: stpes: unknown field `stpes`, expected one of `name`, `description`, `cluster`, `pods`, `objects`, `steps`"]
     );
     let e = errors(&format!("name: demo\npods:\n{POD}    spek: {{}}\n"));
     assert_eq!(e, ["s.yaml:7:5: pods[0].spek: unknown field"]);

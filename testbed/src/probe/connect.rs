@@ -1,0 +1,99 @@
+//! Connections from inside a pod that learn which pod answered: each one asks
+//! `hostname` of the server (the built-in netexec server answers with its pod's
+//! name, over TCP or UDP), from a new socket and so a new source port.
+
+use std::io::ErrorKind;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// What one connection got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// A pod answered with its name.
+    Answered(String),
+    Refused,
+    Timeout,
+    Unreachable,
+    Failed(String),
+}
+
+impl Outcome {
+    /// `refused`, `timeout`, `unreachable`, or the error's text.
+    pub fn error(&self) -> Option<String> {
+        match self {
+            Outcome::Answered(_) => None,
+            Outcome::Refused => Some("refused".into()),
+            Outcome::Timeout => Some("timeout".into()),
+            Outcome::Unreachable => Some("unreachable".into()),
+            Outcome::Failed(e) => Some(e.clone()),
+        }
+    }
+}
+
+fn from_error(e: std::io::Error) -> Outcome {
+    match e.kind() {
+        ErrorKind::ConnectionRefused | ErrorKind::ConnectionReset => Outcome::Refused,
+        ErrorKind::TimedOut => Outcome::Timeout,
+        ErrorKind::HostUnreachable | ErrorKind::NetworkUnreachable => Outcome::Unreachable,
+        _ => Outcome::Failed(e.to_string()),
+    }
+}
+
+/// One connection from namespace `netns` to `to`.
+pub async fn once(netns: Option<&str>, to: SocketAddr, udp: bool, timeout: Duration) -> Outcome {
+    let attempt = async {
+        if udp {
+            udp_once(netns, to).await
+        } else {
+            tcp_once(netns, to).await
+        }
+    };
+    match tokio::time::timeout(timeout, attempt).await {
+        Err(_) => Outcome::Timeout,
+        Ok(Err(e)) => from_error(e),
+        Ok(Ok(text)) => {
+            let name = text.trim().to_string();
+            if name.is_empty() {
+                Outcome::Failed("the server closed without an answer".into())
+            } else {
+                Outcome::Answered(name)
+            }
+        }
+    }
+}
+
+async fn tcp_once(netns: Option<&str>, to: SocketAddr) -> std::io::Result<String> {
+    let socket = super::in_netns(netns, tokio::net::TcpSocket::new_v4)?;
+    let mut stream = socket.connect(to).await?;
+    stream.write_all(b"hostname\n").await?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 512];
+    loop {
+        let n = stream.read(&mut chunk).await?;
+        buf.extend_from_slice(&chunk[..n]);
+        if n == 0 || buf.contains(&b'\n') {
+            break;
+        }
+    }
+    Ok(String::from_utf8_lossy(&buf)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string())
+}
+
+async fn udp_once(netns: Option<&str>, to: SocketAddr) -> std::io::Result<String> {
+    let s = super::in_netns(netns, || {
+        let s = std::net::UdpSocket::bind(SocketAddr::from(([0, 0, 0, 0], 0)))?;
+        s.set_nonblocking(true)?;
+        Ok(s)
+    })?;
+    let s = tokio::net::UdpSocket::from_std(s)?;
+    s.connect(to).await?;
+    s.send(b"hostname\n").await?;
+    let mut buf = [0u8; 1500];
+    let n = s.recv(&mut buf).await?;
+    Ok(String::from_utf8_lossy(&buf[..n]).to_string())
+}

@@ -1,0 +1,254 @@
+//! What a step saw against what its `expect` says: pure comparisons, each mismatch
+//! with the expected and the seen value as a user would write them.
+
+use std::collections::BTreeMap;
+
+use crate::probe::connect::Outcome;
+use crate::probe::dns::Answer;
+use crate::scenario::steps::Expect;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mismatch {
+    /// The expectation's key: `backends`, `rcode`, ...
+    pub what: String,
+    pub expected: String,
+    pub seen: String,
+}
+
+fn mismatch(what: &str, expected: impl Into<String>, seen: impl Into<String>) -> Mismatch {
+    Mismatch {
+        what: what.into(),
+        expected: expected.into(),
+        seen: seen.into(),
+    }
+}
+
+/// `[a, b]`, sorted.
+pub fn list(items: &[String]) -> String {
+    let mut v = items.to_vec();
+    v.sort();
+    format!("[{}]", v.join(", "))
+}
+
+pub fn dns(e: &Expect, a: &Answer) -> Vec<Mismatch> {
+    let mut out = Vec::new();
+    if let Some(rcode) = &e.rcode {
+        if !rcode.eq_ignore_ascii_case(&a.rcode) {
+            out.push(mismatch("rcode", rcode, &a.rcode));
+        }
+    }
+    if let Some(answers) = &e.answers {
+        let mut want = answers.clone();
+        want.sort();
+        if want != a.data {
+            out.push(mismatch("answers", list(answers), list(&a.data)));
+        }
+    }
+    if let Some(name) = &e.answered {
+        let norm = |n: &str| format!("{}.", n.trim_end_matches('.').to_ascii_lowercase());
+        if norm(name) != norm(&a.name) {
+            out.push(mismatch("answered", name, &a.name));
+        }
+    }
+    out
+}
+
+/// How many connections each pod answered, and each kind of failure.
+pub fn tally(outcomes: &[Outcome]) -> (BTreeMap<String, u32>, BTreeMap<String, u32>) {
+    let mut backends = BTreeMap::new();
+    let mut errors = BTreeMap::new();
+    for o in outcomes {
+        match o {
+            Outcome::Answered(pod) => *backends.entry(pod.clone()).or_insert(0) += 1,
+            other => *errors.entry(other.error().unwrap_or_default()).or_insert(0) += 1,
+        }
+    }
+    (backends, errors)
+}
+
+pub fn connect(e: &Expect, outcomes: &[Outcome]) -> Vec<Mismatch> {
+    let (backends, errors) = tally(outcomes);
+    let seen: Vec<String> = backends.keys().cloned().collect();
+    let answered: u32 = backends.values().sum();
+    let mut out = Vec::new();
+    if let Some(want) = &e.backends {
+        let mut w = want.clone();
+        w.sort();
+        w.dedup();
+        if w != seen {
+            out.push(mismatch("backends", list(want), list(&seen)));
+        }
+    }
+    if let Some(n) = e.backend_count {
+        if n as usize != seen.len() {
+            out.push(mismatch(
+                "backendCount",
+                n.to_string(),
+                format!("{} {}", seen.len(), list(&seen)),
+            ));
+        }
+    }
+    if let Some(n) = e.ok {
+        if n != answered {
+            out.push(mismatch(
+                "ok",
+                n.to_string(),
+                format!("{answered} of {}", outcomes.len()),
+            ));
+        }
+    }
+    if let Some(err) = &e.error {
+        let all_this = answered == 0 && errors.len() == 1 && errors.contains_key(err);
+        if !all_this {
+            out.push(mismatch(
+                "error",
+                format!("every connection {err}"),
+                describe(&backends, &errors),
+            ));
+        }
+    }
+    out
+}
+
+/// `web-1 ×3, web-2 ×2, refused ×1`.
+pub fn describe(backends: &BTreeMap<String, u32>, errors: &BTreeMap<String, u32>) -> String {
+    let parts: Vec<String> = backends
+        .iter()
+        .chain(errors.iter())
+        .map(|(k, n)| format!("{k} ×{n}"))
+        .collect();
+    if parts.is_empty() {
+        "nothing".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+/// An exec step: exit code 0 unless `exitCode` says otherwise.
+pub fn exec(e: &Expect, code: i32, stdout: &str) -> Vec<Mismatch> {
+    let mut out = Vec::new();
+    let want = e.exit_code.unwrap_or(0);
+    if want != code {
+        out.push(mismatch("exitCode", want.to_string(), code.to_string()));
+    }
+    if let Some(s) = &e.stdout {
+        if s.trim_end_matches('\n') != stdout.trim_end_matches('\n') {
+            out.push(mismatch("stdout", format!("{s:?}"), format!("{stdout:?}")));
+        }
+    }
+    if let Some(s) = &e.contains {
+        if !stdout.contains(s.as_str()) {
+            out.push(mismatch(
+                "contains",
+                format!("{s:?}"),
+                format!("{stdout:?}"),
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answered(names: &[&str]) -> Vec<Outcome> {
+        names
+            .iter()
+            .map(|n| Outcome::Answered(n.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn backends_are_a_set() {
+        let seen = answered(&["web-2", "web-1", "web-2"]);
+        let e = Expect {
+            backends: Some(vec!["web-1".into(), "web-2".into()]),
+            backend_count: Some(2),
+            ok: Some(3),
+            ..Default::default()
+        };
+        assert!(connect(&e, &seen).is_empty());
+        let e = Expect {
+            backends: Some(vec!["web-1".into(), "web-3".into()]),
+            ..Default::default()
+        };
+        assert_eq!(
+            connect(&e, &seen),
+            [mismatch("backends", "[web-1, web-3]", "[web-1, web-2]")]
+        );
+    }
+
+    #[test]
+    fn an_error_must_be_every_connections() {
+        let e = Expect {
+            error: Some("refused".into()),
+            ..Default::default()
+        };
+        assert!(connect(&e, &[Outcome::Refused, Outcome::Refused]).is_empty());
+        let mixed = vec![Outcome::Refused, Outcome::Answered("web-1".into())];
+        assert_eq!(
+            connect(&e, &mixed),
+            [mismatch(
+                "error",
+                "every connection refused",
+                "web-1 ×1, refused ×1"
+            )]
+        );
+        assert_eq!(
+            connect(
+                &Expect {
+                    ok: Some(2),
+                    ..Default::default()
+                },
+                &mixed
+            ),
+            [mismatch("ok", "2", "1 of 2")]
+        );
+    }
+
+    #[test]
+    fn dns_answers_compare_as_sets_and_names_without_case() {
+        let a = Answer {
+            rcode: "NOERROR".into(),
+            name: "web.default.svc.cluster.local.".into(),
+            data: vec!["10.244.1.2".into(), "10.244.2.2".into()],
+            records: vec![],
+            authority: vec![],
+            tried: vec![],
+            server: "10.96.0.10:53".parse().unwrap(),
+            flags: String::new(),
+        };
+        let e = Expect {
+            rcode: Some("NOERROR".into()),
+            answers: Some(vec!["10.244.2.2".into(), "10.244.1.2".into()]),
+            answered: Some("Web.default.svc.cluster.local".into()),
+            ..Default::default()
+        };
+        assert!(dns(&e, &a).is_empty());
+        let e = Expect {
+            rcode: Some("NXDOMAIN".into()),
+            ..Default::default()
+        };
+        assert_eq!(dns(&e, &a), [mismatch("rcode", "NXDOMAIN", "NOERROR")]);
+    }
+
+    #[test]
+    fn exec_expects_success_unless_told() {
+        assert!(exec(&Expect::default(), 0, "hi\n").is_empty());
+        assert_eq!(
+            exec(&Expect::default(), 1, ""),
+            [mismatch("exitCode", "0", "1")]
+        );
+        let e = Expect {
+            exit_code: Some(1),
+            stdout: Some("hi".into()),
+            contains: Some("bye".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            exec(&e, 1, "hi\n"),
+            [mismatch("contains", "\"bye\"", "\"hi\\n\"")]
+        );
+    }
+}

@@ -1,0 +1,824 @@
+//! The scenario runner: builds the scenario's cluster in this process, applies its
+//! objects, replays its steps against the same API server the CLI talks to, probes
+//! from inside pods, checks each step's expectations and snapshots, and tears it all
+//! down. Each step's report says what happened, what was expected and what was seen,
+//! at the step's file:line.
+
+pub mod dry;
+pub mod expect;
+mod faults;
+pub mod snapshots;
+pub mod views;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hickory_proto::rr::RecordType;
+
+use crate::api::{socket, Key, Kind, Object};
+use crate::control::ControlPlane;
+use crate::lifecycle::Testbed;
+use crate::probe::connect::Outcome;
+use crate::probe::dns::{Answer, Resolv};
+use crate::scenario::objects::Manifest;
+use crate::scenario::steps::{ns_name, Action, Connect, DnsQuery, Step, Until, View};
+use crate::scenario::{Located, Scenario};
+use crate::{names, netns, state};
+use expect::Mismatch;
+use snapshots::Snapshots;
+
+/// How to run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The `testbed` program: kubelets run container commands through it, and `exec`
+    /// steps too.
+    pub exe: PathBuf,
+    /// The testbed's name (default: the scenario's).
+    pub name: Option<String>,
+}
+
+/// What one step did.
+#[derive(Debug, Clone)]
+pub struct StepReport {
+    /// 1-based.
+    pub number: usize,
+    /// `scenarios/x.yaml:12:5`.
+    pub at: String,
+    pub title: String,
+    /// What happened.
+    pub lines: Vec<String>,
+    pub mismatches: Vec<Mismatch>,
+    /// The step could not do what it says.
+    pub error: Option<String>,
+    pub took: Duration,
+}
+
+impl StepReport {
+    pub fn passed(&self) -> bool {
+        self.error.is_none() && self.mismatches.is_empty()
+    }
+
+    /// The failure as a user reads it: where, which step, expected and seen.
+    pub fn failure(&self) -> Option<String> {
+        if self.passed() {
+            return None;
+        }
+        let mut out = format!("{}: step {} ({}) failed", self.at, self.number, self.title);
+        if let Some(e) = &self.error {
+            out += &format!(":\n  {}", e.replace('\n', "\n  "));
+        }
+        for m in &self.mismatches {
+            out += &format!(
+                "\n  {}:\n    expected: {}\n    seen:     {}",
+                m.what,
+                m.expected,
+                m.seen.replace('\n', "\n              ")
+            );
+        }
+        Some(out)
+    }
+}
+
+/// A whole run.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub scenario: String,
+    pub file: PathBuf,
+    /// How the cluster came up (or why it did not).
+    pub setup: Vec<String>,
+    pub setup_error: Option<String>,
+    pub steps: Vec<StepReport>,
+    /// Steps left after a failure.
+    pub not_run: usize,
+    pub took: Duration,
+}
+
+impl Report {
+    pub fn passed(&self) -> bool {
+        self.setup_error.is_none() && self.steps.iter().all(StepReport::passed)
+    }
+
+    /// Every failure, as the user reads them.
+    pub fn failures(&self) -> String {
+        let mut out: Vec<String> = Vec::new();
+        if let Some(e) = &self.setup_error {
+            out.push(format!("{}: {e}", self.file.display()));
+        }
+        out.extend(self.steps.iter().filter_map(StepReport::failure));
+        out.join("\n")
+    }
+}
+
+/// What a run tells as it goes.
+pub enum Event<'a> {
+    /// A line about the cluster coming up and the scenario's objects.
+    Setup(&'a str),
+    /// A step ended.
+    Step(&'a StepReport),
+}
+
+/// Runs `scenario` (read from `file`), telling `progress` of the setup and of each
+/// step as it ends.
+pub async fn run(
+    file: &Path,
+    scenario: &Scenario,
+    opts: &Options,
+    snapshots: &mut dyn Snapshots,
+    progress: &mut (dyn FnMut(Event<'_>) + Send),
+) -> Report {
+    let start = Instant::now();
+    let mut report = Report {
+        scenario: scenario.name.clone(),
+        file: file.to_path_buf(),
+        setup: Vec::new(),
+        setup_error: None,
+        steps: Vec::new(),
+        not_run: 0,
+        took: Duration::ZERO,
+    };
+    let name = opts.name.clone().unwrap_or_else(|| scenario.name.clone());
+    let tb = match Testbed::up(&name, scenario, Some(file.to_path_buf())).await {
+        Ok(tb) => tb,
+        Err(e) => {
+            report.setup_error = Some(format!("cannot build the cluster: {e}"));
+            return report;
+        }
+    };
+    report.setup.push(format!(
+        "testbed {name}: {} nodes, {} pods in {:.0} ms",
+        tb.plan().nodes.len(),
+        tb.plan().pods.len(),
+        tb.times.total.as_secs_f64() * 1e3
+    ));
+    let cp = match ControlPlane::start_with(
+        tb.plan(),
+        scenario,
+        state::dir(&name).join("etc"),
+        opts.exe.clone(),
+    ) {
+        Ok(cp) => Arc::new(cp),
+        Err(e) => {
+            report.setup_error = Some(format!("cannot start the control plane: {e:#}"));
+            return report;
+        }
+    };
+    // The API socket, so that `testbed get -t NAME` and friends work during the run.
+    let server = socket::bind(&socket::socket_path(&name))
+        .ok()
+        .map(|listener| {
+            let nodes: socket::NodesFn = {
+                let cp = cp.clone();
+                Arc::new(move || cp.node_status())
+            };
+            tokio::spawn(socket::serve(
+                listener,
+                tb.owner_uid(),
+                cp.api.clone(),
+                nodes,
+            ))
+        });
+    let runner = Runner {
+        file,
+        scenario,
+        plan: tb.plan().clone(),
+        name: name.clone(),
+        exe: opts.exe.clone(),
+        cp: cp.clone(),
+    };
+    match cp.wait_dns(Duration::from_secs(20)).await {
+        Err(e) => report.setup_error = Some(format!("{e:#}")),
+        Ok(()) => {
+            report
+                .setup
+                .push("cluster DNS ready: kube-system/kube-dns has 2 endpoints".into());
+            match runner.apply(&scenario.objects) {
+                Ok(lines) => report.setup.extend(lines),
+                Err(e) => report.setup_error = Some(e),
+            }
+        }
+    }
+    for l in &report.setup {
+        progress(Event::Setup(l));
+    }
+    if report.setup_error.is_none() {
+        for (i, step) in scenario.steps.iter().enumerate() {
+            let r = runner.step(step, snapshots).await;
+            progress(Event::Step(&r));
+            let failed = !r.passed();
+            report.steps.push(r);
+            if failed {
+                report.not_run = scenario.steps.len() - i - 1;
+                break;
+            }
+        }
+    }
+    if let Some(s) = server {
+        s.abort();
+        let _ = s.await;
+    }
+    cp.stop().await;
+    drop(tb);
+    report.took = start.elapsed();
+    report
+}
+
+struct Runner<'a> {
+    file: &'a Path,
+    scenario: &'a Scenario,
+    plan: crate::plan::Plan,
+    name: String,
+    exe: PathBuf,
+    cp: Arc<ControlPlane>,
+}
+
+/// What a step's action saw, before its expectations are checked.
+#[derive(Default)]
+struct Seen {
+    lines: Vec<String>,
+    mismatches: Vec<Mismatch>,
+}
+
+impl Runner<'_> {
+    fn at(&self, l: &Located) -> String {
+        let file = l.file.as_deref().unwrap_or(self.file);
+        match l.pos {
+            Some(p) => format!("{}:{}:{}: {}", file.display(), p.line, p.col, l.message),
+            None => format!("{}: {}", file.display(), l.message),
+        }
+    }
+
+    async fn step(&self, step: &Step, snapshots: &mut dyn Snapshots) -> StepReport {
+        let start = Instant::now();
+        let at = match step.pos {
+            Some(p) => format!("{}:{}:{}", self.file.display(), p.line, p.col),
+            None => self.file.display().to_string(),
+        };
+        let mut title = title(&step.action);
+        if let (Some(n), false) = (&step.name, step.snapshot_name().is_some()) {
+            title = format!("{n}: {title}");
+        }
+        let result = self.act(step, snapshots).await;
+        let (lines, mismatches, error) = match result {
+            Ok(seen) => (seen.lines, seen.mismatches, None),
+            Err(e) => (Vec::new(), Vec::new(), Some(e)),
+        };
+        StepReport {
+            number: step.index + 1,
+            at,
+            title,
+            lines,
+            mismatches,
+            error,
+            took: start.elapsed(),
+        }
+    }
+
+    async fn act(&self, step: &Step, snapshots: &mut dyn Snapshots) -> Result<Seen, String> {
+        let e = &step.expect;
+        match &step.action {
+            Action::Apply(manifests) => Ok(Seen {
+                lines: self.apply(manifests)?,
+                ..Default::default()
+            }),
+            Action::Delete {
+                kind,
+                namespace,
+                name,
+            } => {
+                let key = Key::new(*kind, namespace, name);
+                self.cp.api.delete(&key).map_err(|p| p.to_string())?;
+                Ok(lines(format!(
+                    "{} {namespace}/{name} deleted",
+                    kind_word(*kind)
+                )))
+            }
+            Action::Scale {
+                namespace,
+                name,
+                replicas,
+            } => {
+                self.cp
+                    .api
+                    .scale(namespace, name, *replicas)
+                    .map_err(|p| join(&p))?;
+                Ok(lines(format!(
+                    "deployment {namespace}/{name} scaled to {replicas}"
+                )))
+            }
+            Action::Wait { until, timeout } => self.wait(until, *timeout).await.map(lines),
+            Action::Dns(q) => {
+                let a = self.dns(q).await?;
+                let mut seen = Seen {
+                    lines: dns_lines(&a),
+                    ..Default::default()
+                };
+                seen.mismatches = expect::dns(e, &a);
+                Ok(seen)
+            }
+            Action::Connect(c) => {
+                let (target, outcomes) = self.connect(c).await?;
+                let (b, errs) = expect::tally(&outcomes);
+                Ok(Seen {
+                    lines: vec![format!(
+                        "{} to {target}: {}",
+                        c.times,
+                        expect::describe(&b, &errs)
+                    )],
+                    mismatches: expect::connect(e, &outcomes),
+                })
+            }
+            Action::Exec { target, argv } => {
+                let (code, stdout, stderr) = self.exec(target, argv).await?;
+                let mut out = vec![format!("exit code {code}")];
+                out.extend(stdout.lines().map(|l| format!("| {l}")));
+                out.extend(stderr.lines().map(|l| format!("! {l}")));
+                Ok(Seen {
+                    lines: out,
+                    mismatches: expect::exec(e, code, &stdout),
+                })
+            }
+            Action::Snapshot { name, view } => {
+                let content = self.view(view).await?;
+                let full = format!("{}@{name}", self.scenario.name);
+                let desc = format!("{}: {}", self.scenario.name, title(&step.action));
+                let source = self.file.display().to_string();
+                match snapshots.check(&full, &desc, &source, &content) {
+                    snapshots::Outcome::Matched => Ok(lines(format!("{full}: as stored"))),
+                    snapshots::Outcome::Written(p) => {
+                        Ok(lines(format!("{full}: written to {}", p.display())))
+                    }
+                    snapshots::Outcome::New(p) => Err(format!(
+                        "snapshot {full} is new: review {} (or run with --accept)\n{}",
+                        p.display(),
+                        content.trim_end()
+                    )),
+                    snapshots::Outcome::Changed { diff, pending } => Err(format!(
+                        "snapshot {full} differs from the stored one (- stored, + seen); the new one is in {}\n{}",
+                        pending.display(),
+                        diff.trim_end()
+                    )),
+                }
+            }
+            Action::Kill(pod) => {
+                let (key, _) = self.pod(pod)?;
+                self.kill(&key).await.map(lines)
+            }
+            Action::Readiness { pod, ready } => {
+                let (key, _) = self.pod(pod)?;
+                self.readiness(&key, *ready).await.map(lines)
+            }
+            Action::Node { name, up } => self.node(name, *up).await.map(lines),
+            Action::Link { of, up } => {
+                let target = match of.strip_prefix("node/") {
+                    Some(n) => faults::LinkOf::Node(n.to_string()),
+                    None => faults::LinkOf::Pod(self.pod(of)?.0),
+                };
+                self.link(&target, *up).await.map(lines)
+            }
+        }
+    }
+
+    /// Applies manifests through the API server; admission's problems at their lines.
+    fn apply(&self, manifests: &[Manifest]) -> Result<Vec<String>, String> {
+        if manifests.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut objects = Vec::new();
+        for m in manifests {
+            let kind = m
+                .value
+                .get("kind")
+                .and_then(|k| k.as_str())
+                .unwrap_or_default();
+            let k = Kind::parse(kind).ok_or_else(|| format!("unknown kind {kind:?}"))?;
+            let o =
+                Object::from_value(k, m.value.clone()).map_err(|e| self.at(&m.problem("", e)))?;
+            objects.push(o);
+        }
+        match self.cp.api.apply(objects) {
+            Ok(applied) => Ok(applied
+                .into_iter()
+                .map(|a| {
+                    let action = match a.action {
+                        crate::api::server::Action::Created => "created",
+                        crate::api::server::Action::Configured => "configured",
+                        crate::api::server::Action::Unchanged => "unchanged",
+                    };
+                    let ip = a
+                        .cluster_ip
+                        .map(|ip| format!(" (clusterIP {ip})"))
+                        .unwrap_or_default();
+                    format!(
+                        "{} {}/{} {action}{ip}",
+                        kind_word(a.key.kind),
+                        a.key.namespace,
+                        a.key.name
+                    )
+                })
+                .collect()),
+            Err(problems) => Err(problems
+                .iter()
+                .map(|p| match p.index.and_then(|i| manifests.get(i)) {
+                    Some(m) => self.at(&m.problem(&p.path, p.to_string())),
+                    None => p.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join("\n")),
+        }
+    }
+
+    /// A pod reference (`client-1`, `NAMESPACE/NAME`, or a selector `app=web` for the
+    /// first such pod by name) to its key and namespace.
+    fn pod(&self, r: &str) -> Result<((String, String), String), String> {
+        let (ns, rest) = match r.split_once('/') {
+            Some((ns, rest)) => (ns.to_string(), rest.to_string()),
+            None => ("default".to_string(), r.to_string()),
+        };
+        let name = if rest.contains('=') {
+            let want: Vec<(&str, &str)> = rest
+                .split(',')
+                .filter_map(|kv| kv.split_once('='))
+                .collect();
+            let mut pods: Vec<String> = self
+                .cp
+                .store
+                .list(Kind::Pod, Some(&ns))
+                .into_iter()
+                .filter(|o| {
+                    let labels = o.meta().labels.clone().unwrap_or_default();
+                    want.iter()
+                        .all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v))
+                })
+                .map(|o| o.name().to_string())
+                .collect();
+            pods.sort();
+            pods.into_iter()
+                .next()
+                .ok_or_else(|| format!("no pod in namespace {ns} has the labels {rest}"))?
+        } else {
+            rest
+        };
+        let netns_name = names::pod_netns(&self.name, &ns, &name);
+        if !netns::netns_path(&netns_name).exists() {
+            return Err(format!("pod {ns}/{name} is not running"));
+        }
+        Ok(((ns, name), netns_name))
+    }
+
+    async fn dns(&self, q: &DnsQuery) -> Result<Answer, String> {
+        let (_, netns_name) = self.pod(&q.from)?;
+        let path = Path::new(netns::ETC_NETNS_DIR)
+            .join(&netns_name)
+            .join("resolv.conf");
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let resolv = Resolv::parse(&text);
+        crate::probe::dns::resolve(Some(&netns_name), &resolv, &q.name, q.rtype, q.tcp).await
+    }
+
+    async fn connect(&self, c: &Connect) -> Result<(String, Vec<Outcome>), String> {
+        let (_, netns_name) = self.pod(&c.from)?;
+        let ip: Ipv4Addr = match c.to.parse() {
+            Ok(ip) => ip,
+            Err(_) => {
+                let q = DnsQuery {
+                    from: c.from.clone(),
+                    name: c.to.clone(),
+                    rtype: RecordType::A,
+                    tcp: false,
+                };
+                let a = self.dns(&q).await?;
+                a.data.iter().find_map(|d| d.parse().ok()).ok_or_else(|| {
+                    format!("{} does not resolve from {}: {}", c.to, c.from, a.rcode)
+                })?
+            }
+        };
+        let to = SocketAddr::from((ip, c.port));
+        let mut outcomes = Vec::new();
+        for _ in 0..c.times {
+            outcomes
+                .push(crate::probe::connect::once(Some(&netns_name), to, c.udp, c.timeout).await);
+        }
+        Ok((to.to_string(), outcomes))
+    }
+
+    /// Runs `argv` in a pod or `node/NAME` through `testbed exec`: exit code, stdout, stderr.
+    async fn exec(&self, target: &str, argv: &[String]) -> Result<(i32, String, String), String> {
+        let target = match target.strip_prefix("node/") {
+            Some(_) => target.to_string(),
+            None => {
+                let ((ns, name), _) = self.pod(target)?;
+                format!("{ns}/{name}")
+            }
+        };
+        let run = tokio::process::Command::new(&self.exe)
+            .args(["exec", "-t", &self.name, &target, "--"])
+            .args(argv)
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output();
+        let out = tokio::time::timeout(Duration::from_secs(60), run)
+            .await
+            .map_err(|_| format!("{argv:?} in {target} ran for more than 60 s"))?
+            .map_err(|e| format!("cannot run {}: {e}", self.exe.display()))?;
+        Ok((
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    }
+
+    async fn wait(&self, until: &Until, timeout: Duration) -> Result<String, String> {
+        let deadline = Instant::now() + timeout;
+        let start = Instant::now();
+        loop {
+            let (done, status) = self.check(until).await;
+            if done {
+                // The rules follow: wait for every node's kube-proxy to catch up.
+                let rev = *self.cp.store.subscribe().borrow();
+                let left = deadline.saturating_duration_since(Instant::now());
+                if !self
+                    .cp
+                    .wait_synced(rev, left.max(Duration::from_secs(1)))
+                    .await
+                {
+                    return Err(format!(
+                        "{status}, but the nodes' rules did not sync within {timeout:?}"
+                    ));
+                }
+                return Ok(format!(
+                    "{status} after {:.1} s",
+                    start.elapsed().as_secs_f64()
+                ));
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("timed out after {timeout:?}: {status}"));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Whether `until` holds now, and what was seen.
+    async fn check(&self, until: &Until) -> (bool, String) {
+        match until {
+            Until::Endpoints {
+                service: (ns, name),
+                ready,
+                not_ready,
+            } => {
+                let key = Key::new(Kind::Endpoints, ns, name);
+                let (r, n) = match self.cp.store.get(&key) {
+                    Some(Object::Endpoints(e)) => {
+                        let subsets = e.subsets.unwrap_or_default();
+                        let count =
+                            |f: fn(&k8s_openapi::api::core::v1::EndpointSubset) -> usize| {
+                                subsets.iter().map(f).sum::<usize>()
+                            };
+                        (
+                            count(|s| s.addresses.as_ref().map_or(0, Vec::len)),
+                            count(|s| s.not_ready_addresses.as_ref().map_or(0, Vec::len)),
+                        )
+                    }
+                    _ => (0, 0),
+                };
+                let done = r == *ready as usize && not_ready.is_none_or(|n2| n == n2 as usize);
+                (
+                    done,
+                    format!("endpoints {ns}/{name} have {r} ready and {n} not-ready addresses"),
+                )
+            }
+            Until::Pod { pod, ready } => {
+                let (ns, name) = ns_name(pod);
+                let Some(Object::Pod(p)) = self.cp.store.get(&Key::new(Kind::Pod, &ns, &name))
+                else {
+                    return (false, format!("pod {ns}/{name} does not exist"));
+                };
+                let is = crate::controllers::endpoints::pod_ready(&p);
+                (
+                    is == *ready,
+                    format!(
+                        "pod {ns}/{name} is {}",
+                        if is { "ready" } else { "not ready" }
+                    ),
+                )
+            }
+            Until::Synced => (true, "every node's rules are in sync".into()),
+            Until::Resolves { name, from } => {
+                let q = DnsQuery {
+                    from: from.clone(),
+                    name: name.clone(),
+                    rtype: RecordType::A,
+                    tcp: false,
+                };
+                match self.dns(&q).await {
+                    Ok(a) if a.rcode == "NOERROR" && !a.data.is_empty() => (
+                        true,
+                        format!("{name} resolves from {from} to {}", a.data.join(", ")),
+                    ),
+                    Ok(a) => (false, format!("{name} from {from}: {}", a.rcode)),
+                    Err(e) => (false, format!("{name} from {from}: {e}")),
+                }
+            }
+        }
+    }
+
+    async fn view(&self, view: &View) -> Result<String, String> {
+        match view {
+            View::Services => {
+                let list: Vec<_> = self
+                    .cp
+                    .store
+                    .list(Kind::Service, None)
+                    .into_iter()
+                    .filter_map(|o| match o {
+                        Object::Service(s) => Some(s),
+                        _ => None,
+                    })
+                    .collect();
+                Ok(views::services(&list))
+            }
+            View::Endpoints((ns, name)) => {
+                let ep = match self.cp.store.get(&Key::new(Kind::Endpoints, ns, name)) {
+                    Some(Object::Endpoints(e)) => Some(e),
+                    _ => None,
+                };
+                Ok(views::endpoints(&format!("{ns}/{name}"), ep.as_ref()))
+            }
+            View::Dns(q) => Ok(views::dns(q, &self.dns(q).await?)),
+            View::Nat(node) => {
+                let (code, out, err) = self
+                    .exec(
+                        &format!("node/{node}"),
+                        &["iptables-save".into(), "-t".into(), "nat".into()],
+                    )
+                    .await?;
+                if code != 0 {
+                    return Err(format!("iptables-save in node {node}: {err}"));
+                }
+                Ok(views::nat(&out))
+            }
+            View::Pod(pod) => {
+                let ((ns, name), netns_name) = self.pod(pod)?;
+                let (_, routes, _) = self
+                    .exec(&format!("{ns}/{name}"), &["ip".into(), "route".into()])
+                    .await?;
+                let resolv = std::fs::read_to_string(
+                    Path::new(netns::ETC_NETNS_DIR)
+                        .join(&netns_name)
+                        .join("resolv.conf"),
+                )
+                .unwrap_or_default();
+                Ok(views::pod(&format!("{ns}/{name}"), &routes, &resolv))
+            }
+            View::Backends(c) => {
+                let (target, outcomes) = self.connect(c).await?;
+                Ok(views::backends(c, &target, &outcomes))
+            }
+        }
+    }
+}
+
+fn lines(s: String) -> Seen {
+    Seen {
+        lines: vec![s],
+        ..Default::default()
+    }
+}
+
+fn join(problems: &[crate::api::server::ObjectProblem]) -> String {
+    problems
+        .iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn kind_word(k: Kind) -> &'static str {
+    match k {
+        Kind::Pod => "pod",
+        Kind::Service => "service",
+        Kind::Endpoints => "endpoints",
+        Kind::EndpointSlice => "endpointslice",
+        Kind::Deployment => "deployment",
+    }
+}
+
+fn dns_lines(a: &Answer) -> Vec<String> {
+    let mut out = vec![format!(
+        "{} {} from {} ({})",
+        a.name,
+        a.rcode,
+        a.server,
+        if a.data.is_empty() {
+            "no answer".to_string()
+        } else {
+            a.data.join(", ")
+        }
+    )];
+    if a.tried.len() > 1 {
+        out.push(format!("tried {}", a.tried.join(", ")));
+    }
+    out
+}
+
+/// A step's action in a few words.
+pub fn title(a: &Action) -> String {
+    match a {
+        Action::Apply(ms) => {
+            let mut files: Vec<String> = ms
+                .iter()
+                .filter_map(|m| m.file.as_ref().map(|f| f.display().to_string()))
+                .collect();
+            files.dedup();
+            let inline = ms.iter().filter(|m| m.file.is_none()).count();
+            let mut parts = files;
+            if inline > 0 {
+                parts.push(format!(
+                    "{inline} inline manifest{}",
+                    if inline == 1 { "" } else { "s" }
+                ));
+            }
+            format!("apply {}", parts.join(" + "))
+        }
+        Action::Delete {
+            kind,
+            namespace,
+            name,
+        } => format!("delete {} {namespace}/{name}", kind_word(*kind)),
+        Action::Scale {
+            namespace,
+            name,
+            replicas,
+        } => format!("scale deployment {namespace}/{name} to {replicas}"),
+        Action::Wait { until, timeout } => {
+            let what = match until {
+                Until::Endpoints {
+                    service: (ns, n),
+                    ready,
+                    not_ready,
+                } => match not_ready {
+                    Some(nr) => format!("endpoints {ns}/{n}: {ready} ready, {nr} not ready"),
+                    None => format!("endpoints {ns}/{n}: {ready} ready"),
+                },
+                Until::Pod { pod, ready } => {
+                    format!("pod {pod} {}", if *ready { "ready" } else { "not ready" })
+                }
+                Until::Synced => "every node's rules in sync".into(),
+                Until::Resolves { name, from } => format!("{name} to resolve from {from}"),
+            };
+            format!("wait for {what} (timeout {})", secs(*timeout))
+        }
+        Action::Dns(q) => format!(
+            "dns {} {} from {}{}",
+            q.rtype,
+            q.name,
+            q.from,
+            if q.tcp { " over TCP" } else { "" }
+        ),
+        Action::Connect(c) => connect_title(c),
+        Action::Exec { target, argv } => format!("exec in {target}: {}", argv.join(" ")),
+        Action::Snapshot { name, view } => {
+            let what = match view {
+                View::Services => "services".to_string(),
+                View::Endpoints((ns, n)) => format!("endpoints {ns}/{n}"),
+                View::Dns(q) => format!("dns {} {} from {}", q.rtype, q.name, q.from),
+                View::Nat(n) => format!("nat table of {n}"),
+                View::Pod(p) => format!("routes and resolv.conf of {p}"),
+                View::Backends(c) => format!("backends of {}", connect_title(c)),
+            };
+            format!("snapshot {name}: {what}")
+        }
+        Action::Kill(p) => format!("kill pod {p}"),
+        Action::Readiness { pod, ready } => format!(
+            "make pod {pod}'s readiness {}",
+            if *ready { "recover" } else { "fail" }
+        ),
+        Action::Node { name, up } => {
+            format!("take node {name} {}", if *up { "up" } else { "down" })
+        }
+        Action::Link { of, up } => {
+            format!("{} the link of {of}", if *up { "restore" } else { "cut" })
+        }
+    }
+}
+
+fn connect_title(c: &Connect) -> String {
+    format!(
+        "connect {} -> {}:{}/{} x{}",
+        c.from,
+        c.to,
+        c.port,
+        if c.udp { "UDP" } else { "TCP" },
+        c.times
+    )
+}
+
+fn secs(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}

@@ -1,0 +1,111 @@
+//! Every scenario in `scenarios/` is a test of its own, filterable by the file's name
+//! (`cargo test --test scenarios service-discovery`). Each builds its cluster, runs its
+//! steps, and checks each `snapshot` step with insta against `snapshots/`, so that
+//! `cargo insta review` accepts changes. A file named `err_*.yaml` shows what a user
+//! sees for a wrong expectation: it must fail, and its failure report is a snapshot.
+//! Needs root.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use libtest_mimic::{Arguments, Failed, Trial};
+use testbed::run::snapshots::{Outcome, Snapshots};
+use testbed::run::{self, Options};
+
+/// insta's own assertions: `.snap.new` files for review, and no writing in CI.
+struct Insta;
+
+impl Snapshots for Insta {
+    fn check(&mut self, name: &str, description: &str, source: &str, content: &str) -> Outcome {
+        let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            insta::with_settings!({
+                snapshot_path => "../../snapshots",
+                prepend_module_to_snapshot => false,
+                omit_expression => true,
+                description => description,
+                info => &source,
+            }, {
+                insta::assert_snapshot!(name, content);
+            });
+        }));
+        match checked {
+            Ok(()) => Outcome::Matched,
+            Err(_) => Outcome::Changed {
+                diff: "(insta's diff is printed above; `cargo insta review` to accept)".into(),
+                pending: common::repo()
+                    .join("snapshots")
+                    .join(format!("{name}.snap.new")),
+            },
+        }
+    }
+}
+
+/// The failure text with the repository's path taken out (the same on any machine).
+fn portable(text: &str) -> String {
+    let root = format!("{}/", common::repo().display());
+    text.replace(&root, "")
+}
+
+fn run_one(file: &Path) -> Result<(), Failed> {
+    if !common::root() {
+        return Ok(());
+    }
+    let rel = file.strip_prefix(common::repo()).unwrap_or(file);
+    let s = run::dry::load(rel).map_err(|e| Failed::from(e.to_string()))?;
+    let stem = file.file_stem().unwrap().to_string_lossy().to_string();
+    let mut name = format!("s{}-{}", std::process::id(), s.name);
+    name.truncate(testbed::names::TESTBED_NAME_MAX);
+    let name = name.trim_end_matches('-').to_string();
+    let opts = Options {
+        exe: PathBuf::from(env!("CARGO_BIN_EXE_testbed")),
+        name: Some(name),
+    };
+    let report = common::runtime().block_on(run::run(rel, &s, &opts, &mut Insta, &mut |_| {}));
+    if stem.starts_with("err_") {
+        if report.passed() {
+            return Err(format!(
+                "{}: an err_ scenario must fail, and this one passed",
+                rel.display()
+            )
+            .into());
+        }
+        let text = portable(&report.failures());
+        insta::with_settings!({
+            snapshot_path => "../../snapshots",
+            prepend_module_to_snapshot => false,
+            omit_expression => true,
+            description => format!("what a user sees when {} fails", rel.display()),
+        }, {
+            insta::assert_snapshot!(format!("{}@failure", s.name), text);
+        });
+        return Ok(());
+    }
+    if report.passed() {
+        Ok(())
+    } else {
+        Err(portable(&report.failures()).into())
+    }
+}
+
+fn main() {
+    let args = Arguments::from_args();
+    // Relative paths in reports: run from the repository's root.
+    std::env::set_current_dir(common::repo()).expect("the repository");
+    let mut files: Vec<PathBuf> = std::fs::read_dir("scenarios")
+        .expect("scenarios/")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .map(|p| common::repo().join(p))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no scenario in scenarios/");
+    let trials = files
+        .into_iter()
+        .map(|f| {
+            let stem = f.file_stem().unwrap().to_string_lossy().to_string();
+            Trial::test(stem, move || run_one(&f))
+        })
+        .collect();
+    libtest_mimic::run(&args, trials).exit();
+}

@@ -16,11 +16,10 @@ use super::up::{Ready, PROGRESS, READY};
 use crate::api::socket;
 use crate::control::ControlPlane;
 use crate::lifecycle::Testbed;
-use crate::scenario;
 use crate::state;
 
 pub(super) fn run(file: &Path, name: &str) -> Result<ExitCode> {
-    let scenario = scenario::load(file).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let scenario = crate::run::dry::load(file).map_err(|e| anyhow::anyhow!("{e}"))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -44,6 +43,11 @@ pub(super) fn run(file: &Path, name: &str) -> Result<ExitCode> {
         if let Err(e) = cp.wait_dns(Duration::from_secs(20)).await {
             cp.stop().await;
             return Err(e);
+        }
+        // The scenario's objects, through the API server (its steps are `testbed run`'s).
+        if let Err(e) = crate::run::apply(&cp.api, file, &scenario.objects) {
+            cp.stop().await;
+            return Err(anyhow::anyhow!("{e}"));
         }
         let listener = socket::bind(&socket::socket_path(name)).context("bind the API socket")?;
         let nodes: socket::NodesFn = {

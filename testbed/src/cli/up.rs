@@ -12,7 +12,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::lifecycle;
 use crate::plan::Plan;
-use crate::scenario;
 use crate::state::{self, Record};
 
 /// What the background process reports on its stdout once the cluster is ready.
@@ -29,7 +28,7 @@ pub(super) const PROGRESS: &str = "PROGRESS ";
 
 pub(super) fn up(file: &Path, name: Option<String>) -> Result<ExitCode> {
     let start = Instant::now();
-    let scenario = scenario::load(file).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let scenario = crate::run::dry::load(file).map_err(|e| anyhow::anyhow!("{e}"))?;
     let name = name.unwrap_or_else(|| scenario.name.clone());
     // Checked here too, so the answer comes before a process is started.
     lifecycle::check_name(&name)?;

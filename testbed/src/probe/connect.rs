@@ -41,13 +41,20 @@ fn from_error(e: std::io::Error) -> Outcome {
     }
 }
 
-/// One connection from namespace `netns` to `to`.
-pub async fn once(netns: Option<&str>, to: SocketAddr, udp: bool, timeout: Duration) -> Outcome {
+/// One connection from namespace `netns` to `to`, from `source_port` or a new port.
+pub async fn once(
+    netns: Option<&str>,
+    to: SocketAddr,
+    udp: bool,
+    timeout: Duration,
+    source_port: Option<u16>,
+) -> Outcome {
+    let from = SocketAddr::from(([0, 0, 0, 0], source_port.unwrap_or(0)));
     let attempt = async {
         if udp {
-            udp_once(netns, to).await
+            udp_once(netns, from, to).await
         } else {
-            tcp_once(netns, to).await
+            tcp_once(netns, from, to).await
         }
     };
     match tokio::time::timeout(timeout, attempt).await {
@@ -64,8 +71,16 @@ pub async fn once(netns: Option<&str>, to: SocketAddr, udp: bool, timeout: Durat
     }
 }
 
-async fn tcp_once(netns: Option<&str>, to: SocketAddr) -> std::io::Result<String> {
+async fn tcp_once(
+    netns: Option<&str>,
+    from: SocketAddr,
+    to: SocketAddr,
+) -> std::io::Result<String> {
     let socket = super::in_netns(netns, tokio::net::TcpSocket::new_v4)?;
+    if from.port() != 0 {
+        socket.set_reuseaddr(true)?;
+        socket.bind(from)?;
+    }
     let mut stream = socket.connect(to).await?;
     stream.write_all(b"hostname\n").await?;
     let mut buf = Vec::new();
@@ -84,9 +99,13 @@ async fn tcp_once(netns: Option<&str>, to: SocketAddr) -> std::io::Result<String
         .to_string())
 }
 
-async fn udp_once(netns: Option<&str>, to: SocketAddr) -> std::io::Result<String> {
+async fn udp_once(
+    netns: Option<&str>,
+    from: SocketAddr,
+    to: SocketAddr,
+) -> std::io::Result<String> {
     let s = super::in_netns(netns, || {
-        let s = std::net::UdpSocket::bind(SocketAddr::from(([0, 0, 0, 0], 0)))?;
+        let s = std::net::UdpSocket::bind(from)?;
         s.set_nonblocking(true)?;
         Ok(s)
     })?;

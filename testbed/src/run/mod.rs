@@ -241,14 +241,6 @@ struct Seen {
 }
 
 impl Runner<'_> {
-    fn at(&self, l: &Located) -> String {
-        let file = l.file.as_deref().unwrap_or(self.file);
-        match l.pos {
-            Some(p) => format!("{}:{}:{}: {}", file.display(), p.line, p.col, l.message),
-            None => format!("{}: {}", file.display(), l.message),
-        }
-    }
-
     async fn step(&self, step: &Step, snapshots: &mut dyn Snapshots) -> StepReport {
         let start = Instant::now();
         let at = match step.pos {
@@ -380,53 +372,8 @@ impl Runner<'_> {
         }
     }
 
-    /// Applies manifests through the API server; admission's problems at their lines.
     fn apply(&self, manifests: &[Manifest]) -> Result<Vec<String>, String> {
-        if manifests.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut objects = Vec::new();
-        for m in manifests {
-            let kind = m
-                .value
-                .get("kind")
-                .and_then(|k| k.as_str())
-                .unwrap_or_default();
-            let k = Kind::parse(kind).ok_or_else(|| format!("unknown kind {kind:?}"))?;
-            let o =
-                Object::from_value(k, m.value.clone()).map_err(|e| self.at(&m.problem("", e)))?;
-            objects.push(o);
-        }
-        match self.cp.api.apply(objects) {
-            Ok(applied) => Ok(applied
-                .into_iter()
-                .map(|a| {
-                    let action = match a.action {
-                        crate::api::server::Action::Created => "created",
-                        crate::api::server::Action::Configured => "configured",
-                        crate::api::server::Action::Unchanged => "unchanged",
-                    };
-                    let ip = a
-                        .cluster_ip
-                        .map(|ip| format!(" (clusterIP {ip})"))
-                        .unwrap_or_default();
-                    format!(
-                        "{} {}/{} {action}{ip}",
-                        kind_word(a.key.kind),
-                        a.key.namespace,
-                        a.key.name
-                    )
-                })
-                .collect()),
-            Err(problems) => Err(problems
-                .iter()
-                .map(|p| match p.index.and_then(|i| manifests.get(i)) {
-                    Some(m) => self.at(&m.problem(&p.path, p.to_string())),
-                    None => p.to_string(),
-                })
-                .collect::<Vec<_>>()
-                .join("\n")),
-        }
+        apply(&self.cp.api, self.file, manifests)
     }
 
     /// A pod reference (`client-1`, `NAMESPACE/NAME`, or a selector `app=web` for the
@@ -480,9 +427,17 @@ impl Runner<'_> {
 
     async fn connect(&self, c: &Connect) -> Result<(String, Vec<Outcome>), String> {
         let (_, netns_name) = self.pod(&c.from)?;
-        let ip: Ipv4Addr = match c.to.parse() {
-            Ok(ip) => ip,
-            Err(_) => {
+        // As libc does (hosts: files dns): the pod's /etc/hosts first, then DNS.
+        let hosts = std::fs::read_to_string(
+            Path::new(netns::ETC_NETNS_DIR)
+                .join(&netns_name)
+                .join("hosts"),
+        )
+        .unwrap_or_default();
+        let from_hosts = hosts_lookup(&hosts, &c.to);
+        let ip: Ipv4Addr = match c.to.parse().ok().or(from_hosts) {
+            Some(ip) => ip,
+            None => {
                 let q = DnsQuery {
                     from: c.from.clone(),
                     name: c.to.clone(),
@@ -498,8 +453,10 @@ impl Runner<'_> {
         let to = SocketAddr::from((ip, c.port));
         let mut outcomes = Vec::new();
         for _ in 0..c.times {
-            outcomes
-                .push(crate::probe::connect::once(Some(&netns_name), to, c.udp, c.timeout).await);
+            outcomes.push(
+                crate::probe::connect::once(Some(&netns_name), to, c.udp, c.timeout, c.source_port)
+                    .await,
+            );
         }
         Ok((to.to_string(), outcomes))
     }
@@ -605,6 +562,7 @@ impl Runner<'_> {
                 )
             }
             Until::Synced => (true, "every node's rules are in sync".into()),
+            Until::Rollout((ns, name)) => self.rollout(ns, name),
             Until::Resolves { name, from } => {
                 let q = DnsQuery {
                     from: from.clone(),
@@ -622,6 +580,58 @@ impl Runner<'_> {
                 }
             }
         }
+    }
+
+    /// Whether a Deployment's pods are all of its current template, ready, as many as
+    /// it wants.
+    fn rollout(&self, ns: &str, name: &str) -> (bool, String) {
+        use crate::controllers::deployment::{template_hash, TEMPLATE_HASH_LABEL};
+        let Some(Object::Deployment(d)) = self.cp.store.get(&Key::new(Kind::Deployment, ns, name))
+        else {
+            return (false, format!("deployment {ns}/{name} does not exist"));
+        };
+        let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1).max(0) as usize;
+        let hash = template_hash(&d);
+        let selector = d
+            .spec
+            .as_ref()
+            .and_then(|s| s.selector.match_labels.clone())
+            .unwrap_or_default();
+        let pods: Vec<_> = self
+            .cp
+            .store
+            .list(Kind::Pod, Some(ns))
+            .into_iter()
+            .filter_map(|o| match o {
+                Object::Pod(p) => Some(p),
+                _ => None,
+            })
+            .filter(|p| {
+                let labels = p.metadata.labels.clone().unwrap_or_default();
+                selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+            })
+            .collect();
+        let current = pods
+            .iter()
+            .filter(|p| {
+                p.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(TEMPLATE_HASH_LABEL))
+                    == Some(&hash)
+            })
+            .count();
+        let ready = pods
+            .iter()
+            .filter(|p| crate::controllers::endpoints::pod_ready(p))
+            .count();
+        let old = pods.len() - current;
+        (
+            current == want && old == 0 && ready == want,
+            format!(
+                "deployment {ns}/{name}: {current} of {want} pods of the current template, {old} old, {ready} ready"
+            ),
+        )
     }
 
     async fn view(&self, view: &View) -> Result<String, String> {
@@ -678,6 +688,77 @@ impl Runner<'_> {
             }
         }
     }
+}
+
+/// Applies manifests (of the scenario `file`) through the API server: a line per
+/// object, or admission's problems at their files and lines.
+pub fn apply(
+    api: &crate::api::server::Api,
+    file: &Path,
+    manifests: &[Manifest],
+) -> Result<Vec<String>, String> {
+    let at = |l: &Located| {
+        let f = l.file.as_deref().unwrap_or(file);
+        match l.pos {
+            Some(p) => format!("{}:{}:{}: {}", f.display(), p.line, p.col, l.message),
+            None => format!("{}: {}", f.display(), l.message),
+        }
+    };
+    if manifests.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut objects = Vec::new();
+    for m in manifests {
+        let kind = m
+            .value
+            .get("kind")
+            .and_then(|k| k.as_str())
+            .unwrap_or_default();
+        let k = Kind::parse(kind).ok_or_else(|| format!("unknown kind {kind:?}"))?;
+        let o = Object::from_value(k, m.value.clone()).map_err(|e| at(&m.problem("", e)))?;
+        objects.push(o);
+    }
+    match api.apply(objects) {
+        Ok(applied) => Ok(applied
+            .into_iter()
+            .map(|a| {
+                let action = match a.action {
+                    crate::api::server::Action::Created => "created",
+                    crate::api::server::Action::Configured => "configured",
+                    crate::api::server::Action::Unchanged => "unchanged",
+                };
+                let ip = a
+                    .cluster_ip
+                    .map(|ip| format!(" (clusterIP {ip})"))
+                    .unwrap_or_default();
+                format!(
+                    "{} {}/{} {action}{ip}",
+                    kind_word(a.key.kind),
+                    a.key.namespace,
+                    a.key.name
+                )
+            })
+            .collect()),
+        Err(problems) => Err(problems
+            .iter()
+            .map(|p| match p.index.and_then(|i| manifests.get(i)) {
+                Some(m) => at(&m.problem(&p.path, p.to_string())),
+                None => p.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n")),
+    }
+}
+
+/// The address `name` has in a hosts file, if any.
+fn hosts_lookup(hosts: &str, name: &str) -> Option<Ipv4Addr> {
+    let name = name.trim_end_matches('.');
+    hosts.lines().find_map(|l| {
+        let l = l.split('#').next()?;
+        let mut words = l.split_whitespace();
+        let ip = words.next()?.parse().ok()?;
+        words.any(|w| w.eq_ignore_ascii_case(name)).then_some(ip)
+    })
 }
 
 fn lines(s: String) -> Seen {
@@ -766,6 +847,7 @@ pub fn title(a: &Action) -> String {
                     format!("pod {pod} {}", if *ready { "ready" } else { "not ready" })
                 }
                 Until::Synced => "every node's rules in sync".into(),
+                Until::Rollout((ns, n)) => format!("deployment {ns}/{n} to roll out"),
                 Until::Resolves { name, from } => format!("{name} to resolve from {from}"),
             };
             format!("wait for {what} (timeout {})", secs(*timeout))
@@ -805,9 +887,12 @@ pub fn title(a: &Action) -> String {
 }
 
 fn connect_title(c: &Connect) -> String {
+    let from = match c.source_port {
+        Some(p) => format!("{}:{p}", c.from),
+        None => c.from.clone(),
+    };
     format!(
-        "connect {} -> {}:{}/{} x{}",
-        c.from,
+        "connect {from} -> {}:{}/{} x{}",
         c.to,
         c.port,
         if c.udp { "UDP" } else { "TCP" },

@@ -85,6 +85,8 @@ pub struct WaitFile {
     pub not_ready: Option<u32>,
     /// Every node's kube-proxy has synced the latest changes.
     pub synced: Option<bool>,
+    /// A Deployment (`web` or `NAMESPACE/web`) whose pods are all of its current template, as many as it wants, and Ready.
+    pub rollout: Option<String>,
     /// A name that resolves from `from` (through its resolv.conf).
     pub resolves: Option<String>,
     /// With `resolves`: the pod that asks.
@@ -121,6 +123,8 @@ pub struct ConnectFile {
     pub times: Option<u32>,
     /// How long each waits for an answer: `1s` by default.
     pub timeout: Option<String>,
+    /// Every connection from this source port (to show conntrack at work), instead of a new one each time.
+    pub source_port: Option<u16>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -284,6 +288,7 @@ pub enum Until {
         ready: bool,
     },
     Synced,
+    Rollout((String, String)),
     Resolves {
         name: String,
         from: String,
@@ -306,6 +311,7 @@ pub struct Connect {
     pub udp: bool,
     pub times: u32,
     pub timeout: Duration,
+    pub source_port: Option<u16>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -665,6 +671,7 @@ fn wait(cx: &mut Ctx, path: &str, w: WaitFile) -> Option<Action> {
         w.pod.is_some(),
         w.synced.is_some(),
         w.resolves.is_some(),
+        w.rollout.is_some(),
     ]
     .iter()
     .filter(|p| **p)
@@ -672,7 +679,7 @@ fn wait(cx: &mut Ctx, path: &str, w: WaitFile) -> Option<Action> {
     if conditions != 1 {
         cx.fail(
             path,
-            "a wait has one condition: endpoints (with ready), pod, synced or resolves (with from)",
+            "a wait has one condition: endpoints (with ready), pod, rollout, synced or resolves (with from)",
         );
         return None;
     }
@@ -702,6 +709,8 @@ fn wait(cx: &mut Ctx, path: &str, w: WaitFile) -> Option<Action> {
             }
         };
         Until::Pod { pod, ready }
+    } else if let Some(d) = w.rollout {
+        Until::Rollout(ns_name(&d))
     } else if let Some(name) = w.resolves {
         let Some(from) = w.from else {
             cx.fail(path, "resolves needs from: the pod that asks");
@@ -733,6 +742,7 @@ fn connect(cx: &mut Ctx, path: &str, c: ConnectFile, default_times: u32) -> Conn
         to: c.to,
         port: c.port,
         times,
+        source_port: c.source_port,
     }
 }
 
@@ -776,6 +786,7 @@ fn view(cx: &mut Ctx, path: &str, s: SnapshotFile) -> Option<View> {
                 protocol: s.protocol.clone(),
                 times: s.times,
                 timeout: None,
+                source_port: None,
             };
             (
                 View::Backends(connect(cx, path, c, 20)),

@@ -228,3 +228,89 @@ fn bad_dns_settings_name_their_lines() {
         ["s.yaml:4:5: cluster.dns.domian: unknown field `domian`, expected one of `domain`, `serviceIP`, `ttl`, `upstream`"]
     );
 }
+
+#[test]
+fn steps_are_checked_with_their_lines() {
+    let text = "name: demo\nsteps:\n  - wait: {endpoints: web}\n  - dns: {from: a, name: web, type: AAAAX}\n    expect: {backends: [x]}\n  - conect: {from: a}\n  - connect: {from: a, to: web, port: 80}\n    exec: {in: a, command: ls}\n  - snapshot: {view: nat}\n  - wait: {pod: a, timeout: 5 minutes}\n  - {}\n";
+    assert_eq!(
+        errors(text),
+        [
+            "s.yaml:3:12: steps[0].wait.ready: endpoints needs ready: N, the number of ready addresses",
+            "s.yaml:4:37: steps[1].dns.type: \"AAAAX\" is not a DNS record type like A, SRV or PTR",
+            "s.yaml:5:24: steps[1].expect.backends: backends is expected of connect steps, and this is a dns step",
+            "s.yaml:6:5: steps[2].conect: unknown field `conect`, expected one of `name`, `apply`, `delete`, `scale`, `wait`, `dns`, `connect`, `exec`, `snapshot`, `kill`, `readiness`, `node`, `link`, `expect`",
+            "s.yaml:7:5: steps[3]: a step has one action, this one has connect, exec; make them separate steps",
+            "s.yaml:9:16: steps[4].snapshot: the nat view needs node",
+            "s.yaml:10:29: steps[5].wait.timeout: \"5 minutes\" is not a duration like 30s, 500ms or 2m",
+            "s.yaml:11:5: steps[6]: a step needs one action: apply, delete, scale, wait, dns, connect, exec, snapshot, kill, readiness, node, link",
+        ]
+    );
+}
+
+#[test]
+fn steps_become_actions() {
+    use steps::{Action, Until, View};
+    let text = "name: demo\nsteps:\n  - apply: {apiVersion: v1, kind: Service, metadata: {name: web}, spec: {ports: [{port: 80}]}}\n  - wait: {endpoints: kube-system/kube-dns, ready: 2, timeout: 500ms}\n  - connect: {from: a, to: web, port: 53, protocol: udp, times: 5}\n    expect: {backendCount: 2}\n  - exec: {in: node/node-1, command: [ip, route]}\n  - snapshot: {view: endpoints, service: web}\n  - name: again\n    snapshot: {view: services}\n  - delete: deployment/kube-system/coredns\n  - node: {name: node-1, state: down}\n";
+    let s = parse_str(text).unwrap();
+    assert_eq!(s.steps.len(), 8);
+    assert!(matches!(&s.steps[0].action, Action::Apply(m) if m.len() == 1));
+    assert_eq!(
+        s.steps[1].action,
+        Action::Wait {
+            until: Until::Endpoints {
+                service: ("kube-system".into(), "kube-dns".into()),
+                ready: 2,
+                not_ready: None
+            },
+            timeout: std::time::Duration::from_millis(500)
+        }
+    );
+    match &s.steps[2].action {
+        Action::Connect(c) => assert!(c.udp && c.times == 5 && c.port == 53),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(s.steps[2].expect.backend_count, Some(2));
+    assert!(matches!(&s.steps[3].action, Action::Exec { argv, .. } if argv == &["ip", "route"]));
+    assert!(matches!(
+        &s.steps[4].action,
+        Action::Snapshot { name, view: View::Endpoints(_) } if name == "05-endpoints"
+    ));
+    assert_eq!(s.steps[5].snapshot_name(), Some("again"));
+    assert!(
+        matches!(&s.steps[6].action, Action::Delete { namespace, .. } if namespace == "kube-system")
+    );
+    assert!(matches!(&s.steps[7].action, Action::Node { up: false, .. }));
+    assert_eq!(s.steps[7].pos.unwrap().line, 12);
+}
+
+#[test]
+fn manifests_in_files_are_checked_at_their_lines() {
+    let dir = std::env::temp_dir().join(format!("scn-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("bad.yaml"),
+        "apiVersion: v1\nkind: Service\nmetadata: {name: bad}\nspec:\n  ports: [{port: 80, protocl: TCP}]\n",
+    )
+    .unwrap();
+    let file = dir.join("s.yaml");
+    let e = parse(
+        &file,
+        "name: demo\nobjects:\n  - bad.yaml\n  - {file: missing.yaml}\n",
+    )
+    .unwrap_err()
+    .to_string();
+    let lines: Vec<&str> = e.lines().collect();
+    assert_eq!(lines.len(), 2, "{e}");
+    assert_eq!(
+        lines[0],
+        format!(
+            "{}:5:22: Service bad: spec.ports[0].protocl: unknown field",
+            dir.join("bad.yaml").display()
+        )
+    );
+    assert!(
+        lines[1].starts_with(&format!("{}:4:6: cannot read", file.display())),
+        "{e}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -260,3 +260,98 @@ fn malformed_scenarios_get_a_file_and_line_and_create_nothing() {
     assert!(String::from_utf8_lossy(&bad_name.stderr)
         .contains("testbed name \"Not_A_Label\" contains 'N'"));
 }
+
+#[test]
+fn validate_names_every_problem_and_builds_nothing_and_run_reports_the_step() {
+    // validate needs no root: it builds nothing.
+    let dir = std::env::temp_dir().join(format!("validate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("broken.yaml");
+    std::fs::write(
+        &bad,
+        "name: broken\nsteps:\n  - wait: {endpoints: web}\n  - conect: {from: a}\n  - scale: {deployment: nope, replicas: 1}\n",
+    )
+    .unwrap();
+    let before = testbed::netns::list().len();
+    let out = testbed_bin().arg("validate").arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let shown = bad.display().to_string();
+    assert!(
+        err.contains(&format!(
+            "{shown}:3:12: steps[0].wait.ready: endpoints needs ready"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{shown}:4:5: steps[1].conect: unknown field `conect`"
+        )),
+        "{err}"
+    );
+    // The shape is wrong, so admission's dry run waits: fix it, and it speaks.
+    std::fs::write(
+        &bad,
+        "name: broken\nsteps:\n  - scale: {deployment: nope, replicas: 1}\n",
+    )
+    .unwrap();
+    let out = testbed_bin().arg("validate").arg(&bad).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "{shown}:3:5: steps[0]: Deployment default/nope: not found"
+        )),
+        "{err}"
+    );
+    if root() {
+        // run checks first too: nothing is built for a bad file.
+        let out = testbed_bin().arg("run").arg(&bad).output().unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("nothing was run"));
+        assert_eq!(testbed::netns::list().len(), before);
+    }
+
+    // The schema names every step.
+    let schema = run(testbed_bin().arg("schema"));
+    let v: serde_json::Value = serde_json::from_str(&schema).unwrap();
+    let step = &v["$defs"]["StepFile"]["properties"];
+    for key in [
+        "apply", "wait", "dns", "connect", "exec", "snapshot", "kill", "node", "link", "expect",
+    ] {
+        assert!(step.get(key).is_some(), "{key} in {step}");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn run_prints_each_step_and_a_wrong_expectation_with_its_line() {
+    if !root() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("run-{}", std::process::id()));
+    let file = repo().join("scenarios/err_wrong-backend.yaml");
+    let out = testbed_bin()
+        .arg("run")
+        .arg(&file)
+        .args(["--name", &unique_name("run"), "--snapshots"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stdout.contains("✓  1 "), "{stdout}");
+    assert!(stdout.contains("✗  2 "), "{stdout}");
+    assert!(
+        stdout.contains("FAILED: err-wrong-backend, 1 steps not run"),
+        "{stdout}"
+    );
+    let shown = file.display().to_string();
+    assert!(
+        stderr.contains(&format!(
+            "{shown}:31:5: step 2 (connect client -> web:80/TCP x5) failed\n  backends:\n    expected: [web-2]\n    seen:     [web-1]"
+        )),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -223,9 +223,14 @@ impl ControlPlane {
         Ok(())
     }
 
-    /// Waits until every node's rules reflect the store at `revision` or later.
+    /// Waits until every node's rules, and the cluster DNS's records, reflect the
+    /// store at `revision` or later.
     pub async fn wait_synced(&self, revision: u64, timeout: Duration) -> bool {
         let all = async {
+            let mut dns = self.dns.revision.subscribe();
+            if dns.wait_for(|r| *r >= revision).await.is_err() {
+                return false;
+            }
             for (_, rx) in &self.proxies {
                 let mut rx = rx.clone();
                 if rx.wait_for(|s| s.revision >= revision).await.is_err() {
@@ -235,6 +240,22 @@ impl ControlPlane {
             true
         };
         tokio::time::timeout(timeout, all).await.unwrap_or(false)
+    }
+
+    /// Who is behind `revision`: `dns at 41, node-2 at 40`, or empty.
+    pub fn behind(&self, revision: u64) -> String {
+        let mut out = Vec::new();
+        let dns = *self.dns.revision.borrow();
+        if dns < revision {
+            out.push(format!("the DNS at {dns}"));
+        }
+        for (name, rx) in &self.proxies {
+            let r = rx.borrow().revision;
+            if r < revision {
+                out.push(format!("{name} at {r}"));
+            }
+        }
+        out.join(", ")
     }
 
     /// Stops every task: pods' processes are killed, servers closed.

@@ -33,6 +33,8 @@ pub struct Dns {
     pub zone: Arc<ArcSwap<Zone>>,
     /// Where names outside the cluster domain are asked, in order.
     pub upstream: Vec<SocketAddr>,
+    /// The store revision the zone reflects.
+    pub revision: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Dns {
@@ -47,6 +49,7 @@ impl Dns {
                 serial(),
             ))),
             upstream,
+            revision: Arc::new(tokio::sync::watch::Sender::new(0)),
         }
     }
 
@@ -69,6 +72,7 @@ type Key = (String, String);
 /// of changes builds a new snapshot and swaps it in; readers never wait.
 pub async fn run(store: Arc<Store>, dns: Dns) {
     let cfg = dns.zone.load().config().clone();
+    let mut revision = store.subscribe();
     let (initial, mut events) = store.watch(None, None);
     let mut services: BTreeMap<Key, Service> = BTreeMap::new();
     let mut slices: HashMap<Key, EndpointSlice> = HashMap::new();
@@ -103,6 +107,8 @@ pub async fn run(store: Arc<Store>, dns: Dns) {
         changed |= take(obj, false, &mut services, &mut slices);
     }
     loop {
+        // The revision first: every write up to it has its events queued already.
+        let seen = *revision.borrow_and_update();
         while let Ok(ev) = events.try_recv() {
             let deleted = ev.kind == EventType::Deleted;
             changed |= take(ev.object, deleted, &mut services, &mut slices);
@@ -112,12 +118,18 @@ pub async fn run(store: Arc<Store>, dns: Dns) {
             dns.zone.store(Arc::new(zone));
             changed = false;
         }
-        match events.recv().await {
-            Some(ev) => {
-                let deleted = ev.kind == EventType::Deleted;
-                changed |= take(ev.object, deleted, &mut services, &mut slices);
-            }
-            None => return,
+        dns.revision.send_replace(seen);
+        // An event, or the revision moving on: a write's events may have been taken
+        // above before its revision was published.
+        tokio::select! {
+            ev = events.recv() => match ev {
+                Some(ev) => {
+                    let deleted = ev.kind == EventType::Deleted;
+                    changed |= take(ev.object, deleted, &mut services, &mut slices);
+                }
+                None => return,
+            },
+            r = revision.changed() => if r.is_err() { return },
         }
     }
 }

@@ -194,7 +194,17 @@ pub async fn run(
                 .setup
                 .push("cluster DNS ready: kube-system/kube-dns has 2 endpoints".into());
             match runner.apply(&scenario.objects) {
-                Ok(lines) => report.setup.extend(lines),
+                Ok(lines) => {
+                    report.setup.extend(lines);
+                    // The steps start from a settled cluster: records and rules in place.
+                    let rev = *cp.store.subscribe().borrow();
+                    if !cp.wait_synced(rev, Duration::from_secs(20)).await {
+                        report.setup_error = Some(
+                            "the objects did not reach the DNS and every node's rules in 20 s"
+                                .into(),
+                        );
+                    }
+                }
                 Err(e) => report.setup_error = Some(e),
             }
         }
@@ -269,6 +279,17 @@ impl Runner<'_> {
 
     async fn act(&self, step: &Step, snapshots: &mut dyn Snapshots) -> Result<Seen, String> {
         let e = &step.expect;
+        if matches!(
+            step.action,
+            Action::Dns(_) | Action::Connect(_) | Action::Snapshot { .. } | Action::Exec { .. }
+        ) {
+            // Probes see every change made before them: the records and rules are
+            // given the moment they take (milliseconds), so runs repeat exactly.
+            let rev = *self.cp.store.subscribe().borrow();
+            if !self.cp.wait_synced(rev, Duration::from_secs(10)).await {
+                return Err("the DNS and the nodes' rules did not catch up in 10 s".into());
+            }
+        }
         match &step.action {
             Action::Apply(manifests) => Ok(Seen {
                 lines: self.apply(manifests)?,
@@ -502,7 +523,8 @@ impl Runner<'_> {
                     .await
                 {
                     return Err(format!(
-                        "{status}, but the nodes' rules did not sync within {timeout:?}"
+                        "{status}, but the DNS and the nodes' rules did not catch up with revision {rev} ({} behind)",
+                        self.cp.behind(rev)
                     ));
                 }
                 return Ok(format!(

@@ -16,6 +16,7 @@ use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseI
 use hickory_server::zone_handler::MessageResponseBuilder;
 
 use super::records::{Outcome, Zone};
+use crate::probe::dns::{ask_tcp, ask_udp};
 
 /// The largest UDP answer we send to a client that asks for more (RFC 9715's advice);
 /// larger answers are truncated and the client retries over TCP.
@@ -54,11 +55,12 @@ impl Handler {
     /// bytes, over the client's protocol); `None` when none answers in time.
     async fn forward(&self, raw: &[u8], tcp: bool) -> Option<Message> {
         let id = Message::from_vec(raw).ok()?.metadata.id;
+        let netns = self.netns.as_deref();
         for &up in self.upstream.iter() {
             let asked = if tcp {
-                self.ask_tcp(up, raw).await
+                ask_tcp(netns, up, raw, UPSTREAM_TIMEOUT).await
             } else {
-                self.ask_udp(up, raw).await
+                ask_udp(netns, up, raw, UPSTREAM_TIMEOUT).await
             };
             match asked {
                 Ok(m)
@@ -71,50 +73,6 @@ impl Handler {
             }
         }
         None
-    }
-
-    /// Runs `f` in the handler's namespace (to make a socket there).
-    fn socket<T: Send>(&self, f: impl FnOnce() -> std::io::Result<T> + Send) -> std::io::Result<T> {
-        match &self.netns {
-            Some(name) => crate::netns::run_in(name, f),
-            None => f(),
-        }
-    }
-
-    async fn ask_udp(&self, up: SocketAddr, raw: &[u8]) -> std::io::Result<Message> {
-        let std_socket = self.socket(|| {
-            let s = std::net::UdpSocket::bind(SocketAddr::from(([0, 0, 0, 0], 0)))?;
-            s.set_nonblocking(true)?;
-            Ok(s)
-        })?;
-        let socket = tokio::net::UdpSocket::from_std(std_socket)?;
-        socket.connect(up).await?;
-        socket.send(raw).await?;
-        let mut buf = vec![0u8; 65535];
-        let n = tokio::time::timeout(UPSTREAM_TIMEOUT, socket.recv(&mut buf))
-            .await
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer"))??;
-        Message::from_vec(&buf[..n]).map_err(std::io::Error::other)
-    }
-
-    async fn ask_tcp(&self, up: SocketAddr, raw: &[u8]) -> std::io::Result<Message> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let socket = self.socket(tokio::net::TcpSocket::new_v4)?;
-        let talk = async {
-            let mut stream = socket.connect(up).await?;
-            let len = u16::try_from(raw.len()).map_err(std::io::Error::other)?;
-            let mut out = Vec::with_capacity(raw.len() + 2);
-            out.extend_from_slice(&len.to_be_bytes());
-            out.extend_from_slice(raw);
-            stream.write_all(&out).await?;
-            let n = stream.read_u16().await?;
-            let mut buf = vec![0u8; n as usize];
-            stream.read_exact(&mut buf).await?;
-            Message::from_vec(&buf).map_err(std::io::Error::other)
-        };
-        tokio::time::timeout(UPSTREAM_TIMEOUT, talk)
-            .await
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer"))?
     }
 }
 

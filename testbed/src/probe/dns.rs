@@ -234,7 +234,8 @@ fn rand_id() -> u16 {
     h.finish() as u16
 }
 
-async fn ask_udp(
+/// One question over UDP from namespace `netns` (here for `None`): the answer.
+pub(crate) async fn ask_udp(
     netns: Option<&str>,
     server: SocketAddr,
     raw: &[u8],
@@ -255,7 +256,8 @@ async fn ask_udp(
     Message::from_vec(&buf[..n]).map_err(std::io::Error::other)
 }
 
-async fn ask_tcp(
+/// One question over TCP (length-prefixed) from namespace `netns`: the answer.
+pub(crate) async fn ask_tcp(
     netns: Option<&str>,
     server: SocketAddr,
     raw: &[u8],
@@ -265,7 +267,8 @@ async fn ask_tcp(
     let socket = super::in_netns(netns, tokio::net::TcpSocket::new_v4)?;
     let talk = async {
         let mut stream = socket.connect(server).await?;
-        let mut out = (raw.len() as u16).to_be_bytes().to_vec();
+        let len = u16::try_from(raw.len()).map_err(std::io::Error::other)?;
+        let mut out = len.to_be_bytes().to_vec();
         out.extend_from_slice(raw);
         stream.write_all(&out).await?;
         let n = stream.read_u16().await?;

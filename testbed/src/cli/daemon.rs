@@ -45,10 +45,13 @@ pub(super) fn run(file: &Path, name: &str) -> Result<ExitCode> {
             return Err(e);
         }
         // The scenario's objects, through the API server (its steps are `testbed run`'s).
-        if let Err(e) = crate::run::apply(&cp.api, file, &scenario.objects) {
-            cp.stop().await;
-            return Err(anyhow::anyhow!("{e}"));
-        }
+        let objects = match crate::run::apply(&cp.api, file, &scenario.objects) {
+            Ok(lines) => lines,
+            Err(e) => {
+                cp.stop().await;
+                return Err(anyhow::anyhow!("{e}"));
+            }
+        };
         let listener = socket::bind(&socket::socket_path(name)).context("bind the API socket")?;
         let nodes: socket::NodesFn = {
             let cp = cp.clone();
@@ -65,6 +68,7 @@ pub(super) fn run(file: &Path, name: &str) -> Result<ExitCode> {
             nodes_ms: t.nodes.as_secs_f64() * 1e3,
             pods_ms: t.pods.as_secs_f64() * 1e3,
             total_ms: t.total.as_secs_f64() * 1e3,
+            objects,
         };
         report(&format!("{READY}{}", serde_json::to_string(&ready)?));
         detach_output(name)?;

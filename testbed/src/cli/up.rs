@@ -20,6 +20,9 @@ pub(super) struct Ready {
     pub nodes_ms: f64,
     pub pods_ms: f64,
     pub total_ms: f64,
+    /// What applying the scenario's `objects` did, a line per object.
+    #[serde(default)]
+    pub objects: Vec<String>,
 }
 
 pub(super) const READY: &str = "READY ";
@@ -147,6 +150,12 @@ fn print_ready(plan: &Plan, ready: &Ready, wall: Duration, pid: u32) {
         super::ms(wall),
     );
     print!("{}", super::ops::render_plan(plan, 20));
+    if !ready.objects.is_empty() {
+        println!("objects:");
+        for o in &ready.objects {
+            println!("  {o}");
+        }
+    }
     let first = plan.pods.first().map_or("POD", |p| p.name.as_str());
     let node = plan.nodes.first().map_or("node-1", |n| n.name.as_str());
     println!(

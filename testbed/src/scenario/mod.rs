@@ -214,12 +214,12 @@ struct ClusterFile {
     #[serde(rename = "serviceCIDR", default = "default_service_cidr")]
     service_cidr: String,
     #[serde(default)]
-    dns: DnsFile,
+    dns: ClusterDnsFile,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct DnsFile {
+struct ClusterDnsFile {
     domain: Option<String>,
     #[serde(rename = "serviceIP")]
     service_ip: Option<String>,
@@ -236,7 +236,7 @@ impl Default for ClusterFile {
             node_cidr_mask_size: default_node_mask(),
             node_network: default_node_network(),
             service_cidr: default_service_cidr(),
-            dns: DnsFile::default(),
+            dns: ClusterDnsFile::default(),
         }
     }
 }
@@ -430,7 +430,7 @@ fn cluster_from(raw: ClusterFile, spans: &Spans, problems: &mut Vec<Located>) ->
     }
 }
 
-fn dns_from(raw: DnsFile, spans: &Spans, problems: &mut Vec<Located>) -> DnsSettings {
+fn dns_from(raw: ClusterDnsFile, spans: &Spans, problems: &mut Vec<Located>) -> DnsSettings {
     let mut out = DnsSettings::default();
     let mut fail = |path: String, message: String| {
         problems.push(Located {

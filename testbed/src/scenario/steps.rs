@@ -48,7 +48,7 @@ pub struct StepFile {
     /// Cut or restore a pod's or a node's link.
     pub link: Option<LinkFile>,
     /// What the step must see.
-    pub expect: Option<ExpectFile>,
+    pub expect: Option<Expect>,
 }
 
 /// Manifests: a file path (relative to the scenario), `{file: PATH}`, one manifest, or a list.
@@ -197,10 +197,10 @@ pub struct LinkFile {
     pub state: String,
 }
 
-/// What a `dns`, `connect` or `exec` step must see.
-#[derive(Debug, Default, Deserialize, JsonSchema)]
+/// What a `dns`, `connect` or `exec` step must see (all optional).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct ExpectFile {
+pub struct Expect {
     /// dns: NOERROR, NXDOMAIN, SERVFAIL, REFUSED, ...
     pub rcode: Option<String>,
     /// dns: the answer records' data, in any order (`10.96.0.2`, `0 100 80 web.default.svc.cluster.local.`).
@@ -322,21 +322,6 @@ pub enum View {
     Nat(String),
     Pod(String),
     Backends(Connect),
-}
-
-/// The checked expectations (all optional).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Expect {
-    pub rcode: Option<String>,
-    pub answers: Option<Vec<String>>,
-    pub answered: Option<String>,
-    pub backends: Option<Vec<String>>,
-    pub backend_count: Option<u32>,
-    pub ok: Option<u32>,
-    pub error: Option<String>,
-    pub exit_code: Option<i32>,
-    pub stdout: Option<String>,
-    pub contains: Option<String>,
 }
 
 const ACTIONS: &str =
@@ -821,7 +806,7 @@ fn view(cx: &mut Ctx, path: &str, s: SnapshotFile) -> Option<View> {
     Some(view)
 }
 
-fn expect(cx: &mut Ctx, path: &str, kind: &str, e: Option<ExpectFile>) -> Expect {
+fn expect(cx: &mut Ctx, path: &str, kind: &str, e: Option<Expect>) -> Expect {
     let Some(e) = e else {
         return Expect::default();
     };
@@ -864,14 +849,6 @@ fn expect(cx: &mut Ctx, path: &str, kind: &str, e: Option<ExpectFile>) -> Expect
     }
     Expect {
         rcode: e.rcode.map(|r| r.to_ascii_uppercase()),
-        answers: e.answers,
-        answered: e.answered,
-        backends: e.backends,
-        backend_count: e.backend_count,
-        ok: e.ok,
-        error: e.error,
-        exit_code: e.exit_code,
-        stdout: e.stdout,
-        contains: e.contains,
+        ..e
     }
 }

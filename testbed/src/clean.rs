@@ -17,17 +17,16 @@ pub struct Cleaned {
 }
 
 /// Cleans every testbed whose process is gone; returns what was removed.
+/// Namespaces named like a testbed's but with no record are not a testbed's (a
+/// record is made before the first namespace and removed after the last): they are
+/// left alone; [`foreign`] lists them.
 pub fn clean_dead() -> Vec<Cleaned> {
+    let Ok(_names) = state::lock_names() else {
+        return Vec::new();
+    };
     state::remove_dead_asides();
-    // Testbeds with a record, and namespaces whose record is gone already (a process
-    // killed in the middle of its teardown).
-    let mut all: std::collections::BTreeSet<String> = state::names().into_iter().collect();
-    for ns in netns::list().into_iter().chain(netns::list_etc()) {
-        if let Some(name) = names::testbed_of_netns(&ns) {
-            all.insert(name.to_string());
-        }
-    }
-    all.into_iter()
+    state::names()
+        .into_iter()
         .filter(|name| !Record::load(name).is_ok_and(|r| r.alive()))
         .map(|name| Cleaned {
             namespaces: remove_testbed(&name),
@@ -36,9 +35,41 @@ pub fn clean_dead() -> Vec<Cleaned> {
         .collect()
 }
 
+/// Namespaces and `/etc/netns` entries named `tb.*` that no recorded testbed owns.
+pub fn foreign() -> Vec<String> {
+    let recorded = state::names();
+    let mut v: Vec<String> = netns::list()
+        .into_iter()
+        .chain(netns::list_etc())
+        .filter(|ns| {
+            names::testbed_of_netns(ns).is_some()
+                && !recorded.iter().any(|r| names::netns_belongs_to(ns, r))
+        })
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// The namespaces and `/etc/netns` entries of testbed `name`.
+pub fn namespaces_of(name: &str) -> Vec<String> {
+    let mut v: Vec<String> = netns::list()
+        .into_iter()
+        .chain(netns::list_etc())
+        .filter(|ns| names::netns_belongs_to(ns, name))
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
 /// Removes every namespace, `/etc/netns` entry and the record of testbed `name`.
 /// Returns how many namespaces there were. Its process must be gone or be the caller.
+/// A name that is not a testbed's removes nothing.
 pub fn remove_testbed(name: &str) -> usize {
+    if state::check_name(name).is_err() {
+        return 0;
+    }
     // Namespaces the kubelet is making now finish first; no new ones start.
     netns::close_gate(name);
     let mine: Vec<String> = netns::list()

@@ -132,6 +132,7 @@ impl ControlPlane {
                     dns: Some(dns.clone()),
                     exe,
                     faults: faults.clone(),
+                    owner_uid: crate::state::owner_uid(),
                 }),
                 store.clone(),
             )),

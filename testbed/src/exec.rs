@@ -16,7 +16,22 @@ use nix::errno::Errno;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
 
+use crate::kubelet::identity::Identity;
 use crate::netns;
+
+/// Drops to `who` for good (real, effective and saved ids).
+fn become_user(who: Identity) -> anyhow::Result<()> {
+    use nix::unistd::{setgroups, setresgid, setresuid, Gid, Uid};
+    // Set before the ids change, and inherited by everything the command starts.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("set no_new_privs");
+    }
+    let (uid, gid) = (Uid::from_raw(who.uid), Gid::from_raw(who.gid));
+    setgroups(&[gid]).context("set the groups")?;
+    setresgid(gid, gid, gid).with_context(|| format!("become group {}", who.gid))?;
+    setresuid(uid, uid, uid).with_context(|| format!("become user {}", who.uid))?;
+    Ok(())
+}
 
 /// Why `exec_in` returned.
 #[derive(Debug, thiserror::Error)]
@@ -46,9 +61,14 @@ impl ExecError {
 /// Enters `netns_name` and executes `argv`; returns only on failure. `tmp`, when
 /// given, is bound over `/tmp`: a pod's own, shared by its containers and `exec`s
 /// (so `touch /tmp/x` in one pod is not seen in another, as with containers).
+///
+/// `user`, when given, is who the command runs as: with its groups set to its gid
+/// alone, no capabilities (a change from uid 0 clears them) and `no_new_privs`, so no
+/// setuid program takes it back to root. See [`crate::kubelet::identity`].
 pub fn exec_in(
     netns_name: &str,
     tmp: Option<&Path>,
+    user: Option<Identity>,
     argv: &[String],
 ) -> Result<Infallible, ExecError> {
     let Some(program) = argv.first() else {
@@ -112,6 +132,9 @@ pub fn exec_in(
             std::env::set_current_dir("/").context("change to /")?;
             std::env::set_var("PWD", "/");
         }
+    }
+    if let Some(who) = user {
+        become_user(who)?;
     }
     let args: Vec<CString> = argv
         .iter()

@@ -104,11 +104,29 @@ enum Frame {
     },
 }
 
+/// Values that aliases may add to one stream, all aliases together: a "billion
+/// laughs" file (aliases of aliases, each doubling the document) stops here. go-yaml,
+/// which kubectl uses, refuses such files the same way.
+pub const ALIAS_VALUES_MAX: usize = 100_000;
+/// How deep lists and maps may nest (a Kubernetes object is a dozen levels deep).
+pub const DEPTH_MAX: usize = 128;
+
+/// The number of values in `v`, itself included.
+fn count_values(v: &Value) -> usize {
+    match v {
+        Value::Array(a) => 1 + a.iter().map(count_values).sum::<usize>(),
+        Value::Object(m) => 1 + m.values().map(count_values).sum::<usize>(),
+        _ => 1,
+    }
+}
+
 #[derive(Default)]
 struct Receiver {
     stack: Vec<Frame>,
     docs: Vec<(Value, Spans)>,
-    anchors: HashMap<usize, Value>,
+    /// Each anchor's value and how many values it holds.
+    anchors: HashMap<usize, (Value, usize)>,
+    alias_values: usize,
     spans: Spans,
     error: Option<YamlError>,
 }
@@ -136,7 +154,7 @@ impl Receiver {
 
     fn push_value(&mut self, value: Value, pos: Pos, anchor: usize) {
         if anchor > 0 {
-            self.anchors.insert(anchor, value.clone());
+            self.anchors.insert(anchor, (value.clone(), 1));
         }
         let (path, is_key) = self.next_path();
         match self.stack.last_mut() {
@@ -190,6 +208,12 @@ impl MarkedEventReceiver for Receiver {
                 if is_key {
                     return self.fail(pos, "a list cannot be a map key".into());
                 }
+                if self.stack.len() >= DEPTH_MAX {
+                    return self.fail(
+                        pos,
+                        format!("lists and maps nest more than {DEPTH_MAX} deep"),
+                    );
+                }
                 self.stack.push(Frame::Seq {
                     path,
                     items: Vec::new(),
@@ -201,6 +225,12 @@ impl MarkedEventReceiver for Receiver {
                 let (path, is_key) = self.next_path();
                 if is_key {
                     return self.fail(pos, "a map cannot be a map key".into());
+                }
+                if self.stack.len() >= DEPTH_MAX {
+                    return self.fail(
+                        pos,
+                        format!("lists and maps nest more than {DEPTH_MAX} deep"),
+                    );
                 }
                 self.stack.push(Frame::Map {
                     path,
@@ -233,8 +263,21 @@ impl MarkedEventReceiver for Receiver {
                     self.finish(Value::Object(map), anchor);
                 }
             }
-            Event::Alias(id) => match self.anchors.get(&id).cloned() {
-                Some(v) => self.push_value(v, pos, 0),
+            Event::Alias(id) => match self.anchors.get(&id) {
+                Some((v, n)) => {
+                    self.alias_values += n;
+                    if self.alias_values > ALIAS_VALUES_MAX {
+                        return self.fail(
+                            pos,
+                            format!(
+                                "aliases expand to more than {ALIAS_VALUES_MAX} values: \
+                                 too much aliasing (a \"billion laughs\" file?)"
+                            ),
+                        );
+                    }
+                    let v = v.clone();
+                    self.push_value(v, pos, 0)
+                }
                 None => self.fail(pos, "alias to an unknown anchor".into()),
             },
             _ => {}
@@ -253,7 +296,8 @@ impl Receiver {
     /// Attaches a finished collection to its parent; its position was recorded at its start.
     fn finish(&mut self, value: Value, anchor: usize) {
         if anchor > 0 {
-            self.anchors.insert(anchor, value.clone());
+            let n = count_values(&value);
+            self.anchors.insert(anchor, (value.clone(), n));
         }
         let (path, _) = self.next_path();
         match self.stack.last_mut() {
@@ -312,19 +356,46 @@ pub fn load(source: &str) -> Result<(Value, Spans), YamlError> {
 pub fn load_all(source: &str) -> Result<Vec<(Value, Spans)>, YamlError> {
     let mut parser = Parser::new_from_str(source);
     let mut recv = Receiver::default();
-    parser.load(&mut recv, true).map_err(|e| YamlError {
-        pos: Pos::from(*e.marker()),
-        message: e.info().to_string(),
-    })?;
+    let parsed = parser.load(&mut recv, true);
+    // Our own refusal (aliasing, depth) comes first: the parser may fail later on.
     if let Some(err) = recv.error {
         return Err(err);
     }
+    parsed.map_err(|e| YamlError {
+        pos: Pos::from(*e.marker()),
+        message: e.info().to_string(),
+    })?;
     Ok(recv.docs)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_alias_bomb_and_deep_nesting_are_refused() {
+        let mut bomb = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..10 {
+            let prev = format!("*a{}", i - 1);
+            bomb.push_str(&format!("a{i}: &a{i} [{}]\n", vec![prev; 10].join(", ")));
+        }
+        let start = std::time::Instant::now();
+        let e = load(&bomb).unwrap_err();
+        assert!(e.message.contains("too much aliasing"), "{e:?}");
+        assert!(start.elapsed() < std::time::Duration::from_secs(5));
+        // A few aliases are fine.
+        let (v, _) = load("a: &x {k: v}\nb: *x\nc: *x\n").unwrap();
+        assert_eq!(v["c"]["k"], "v");
+        // Flow collections hit the parser's own limit; block ones ours.
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        let e = load(&deep).unwrap_err();
+        assert!(e.message.contains("recursion limit"), "{e:?}");
+        let block: String = (0..200)
+            .map(|i| format!("{}a:\n", "  ".repeat(i)))
+            .collect();
+        let e = load(&format!("{block}{}x\n", "  ".repeat(200))).unwrap_err();
+        assert!(e.message.contains("nest more than 128 deep"), "{e:?}");
+    }
 
     #[test]
     fn values_and_positions() {

@@ -330,7 +330,34 @@ fn strangers_are_refused_and_bad_manifests_change_nothing() {
         "{err}"
     );
     let log = std::fs::read_to_string(testbed::state::log_path(&tb.0)).unwrap();
-    assert!(log.contains("refused a request from uid 65534"), "{log}");
+    assert!(log.contains("refused a connection from uid 65534"), "{log}");
+    // A stranger who keeps knocking adds a line now and then, not one per try; every
+    // `get` (nodes and watches too) is told why.
+    for args in [
+        &["get", "pods"][..],
+        &["get", "nodes"],
+        &["get", "pods", "-w"],
+    ]
+    .iter()
+    .cycle()
+    .take(30)
+    {
+        let out = std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_testbed"))
+            .args(*args)
+            .args(["-t", &tb.0])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("permission denied: uid 65534"),
+            "{args:?}: {err}"
+        );
+    }
+    let log = std::fs::read_to_string(testbed::state::log_path(&tb.0)).unwrap();
+    let lines = log.matches("refused a connection").count();
+    assert!(lines <= 2, "{lines} log lines for 31 refusals:\n{log}");
 
     let before = tb.ok(&["get", "svc", "-o", "name"]);
     let dir = std::env::temp_dir().join(format!("{}-bad", tb.0));

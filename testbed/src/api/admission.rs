@@ -41,6 +41,7 @@ pub const DEFAULT_AFFINITY_SECONDS: i32 = 10800;
 pub fn admit(obj: Object, old: Option<&Object>) -> Result<Admitted, Vec<Problem>> {
     let mut problems = Vec::new();
     check_meta(&obj, &mut problems);
+    check_size(&obj, &mut problems);
     let ignored = ignored_fields(&obj);
     let object = match obj {
         Object::Service(s) => Object::Service(service(s, old, &mut problems)),
@@ -92,6 +93,39 @@ fn check_meta(obj: &Object, problems: &mut Vec<Problem>) {
         if let Err(why) = names::check_label(k, v) {
             problems.push(problem(format!("metadata.labels.{k}"), why));
         }
+    }
+}
+
+/// Kubernetes' size limits: annotations, the whole object.
+fn check_size(obj: &Object, problems: &mut Vec<Problem>) {
+    use crate::limits::{count, ANNOTATION_BYTES, OBJECT_BYTES};
+    let annotations: usize = obj
+        .meta()
+        .annotations
+        .iter()
+        .flatten()
+        .map(|(k, v)| k.len() + v.len())
+        .sum();
+    if annotations > ANNOTATION_BYTES {
+        problems.push(problem(
+            "metadata.annotations",
+            format!(
+                "{} bytes of annotations are more than Kubernetes' {} (256 KiB)",
+                count(annotations),
+                count(ANNOTATION_BYTES)
+            ),
+        ));
+    }
+    let size = serde_json::to_vec(obj).map_or(0, |v| v.len());
+    if size > OBJECT_BYTES {
+        problems.push(problem(
+            "",
+            format!(
+                "the object is {} bytes of JSON, more than the {} (1.5 MiB) an API server stores",
+                count(size),
+                count(OBJECT_BYTES)
+            ),
+        ));
     }
 }
 
@@ -160,6 +194,16 @@ fn service(mut s: Service, old: Option<&Object>, problems: &mut Vec<Problem>) ->
         )),
     }
     let headless = spec.cluster_ip.as_deref() == Some("None");
+    let ports = spec.ports.as_ref().map_or(0, Vec::len);
+    if ports > crate::limits::PORTS_PER_SERVICE {
+        problems.push(problem(
+            "spec.ports",
+            format!(
+                "{ports} ports are more than the {} a Service may have here (testbed::limits::PORTS_PER_SERVICE)",
+                crate::limits::PORTS_PER_SERVICE
+            ),
+        ));
+    }
     if ty == "ExternalName" {
         match spec.external_name.as_deref() {
             None | Some("") => problems.push(problem(
@@ -510,7 +554,10 @@ fn ignored_fields(obj: &Object) -> Vec<String> {
         "dnsConfig",
         "restartPolicy",
         "terminationGracePeriodSeconds",
+        "securityContext",
     ];
+    // Of a securityContext, who runs (see kubelet::identity); the rest is reported.
+    let security_known: &[&str] = &["runAsUser", "runAsGroup", "runAsNonRoot"];
     let container_known: &[&str] = &[
         "name",
         "image",
@@ -521,6 +568,7 @@ fn ignored_fields(obj: &Object) -> Vec<String> {
         "env",
         "imagePullPolicy",
         "resources",
+        "securityContext",
     ];
     match obj {
         Object::Service(_) => check(
@@ -543,6 +591,11 @@ fn ignored_fields(obj: &Object) -> Vec<String> {
         ),
         Object::Pod(_) => {
             check("spec", v.get("spec"), pod_known);
+            check(
+                "spec.securityContext",
+                v.pointer("/spec/securityContext"),
+                security_known,
+            );
             for (i, c) in v
                 .pointer("/spec/containers")
                 .and_then(Value::as_array)
@@ -551,6 +604,11 @@ fn ignored_fields(obj: &Object) -> Vec<String> {
                 .enumerate()
             {
                 check(&format!("spec.containers[{i}]"), Some(c), container_known);
+                check(
+                    &format!("spec.containers[{i}].securityContext"),
+                    c.get("securityContext"),
+                    security_known,
+                );
             }
         }
         Object::Deployment(_) => {
@@ -570,6 +628,11 @@ fn ignored_fields(obj: &Object) -> Vec<String> {
                 v.pointer("/spec/template/spec"),
                 pod_known,
             );
+            check(
+                "spec.template.spec.securityContext",
+                v.pointer("/spec/template/spec/securityContext"),
+                security_known,
+            );
             for (i, c) in v
                 .pointer("/spec/template/spec/containers")
                 .and_then(Value::as_array)
@@ -581,6 +644,11 @@ fn ignored_fields(obj: &Object) -> Vec<String> {
                     &format!("spec.template.spec.containers[{i}]"),
                     Some(c),
                     container_known,
+                );
+                check(
+                    &format!("spec.template.spec.containers[{i}].securityContext"),
+                    c.get("securityContext"),
+                    security_known,
                 );
             }
         }

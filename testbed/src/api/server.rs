@@ -206,6 +206,9 @@ impl Api {
                 };
                 admitted.push((a.object, action, a.ignored));
             }
+            if problems.is_empty() {
+                problems.extend(totals(tx, &admitted));
+            }
             if !problems.is_empty() {
                 return Err(problems);
             }
@@ -291,4 +294,88 @@ impl Api {
     pub fn cluster_ip_in_use(&self, ip: Ipv4Addr) -> bool {
         self.alloc.lock().expect("allocator lock").in_use(ip)
     }
+}
+
+/// The testbed's totals after `admitted` is stored: Services, and pods (bare ones
+/// plus every Deployment's replicas), against [`crate::limits`].
+fn totals(tx: &super::store::Tx, admitted: &[(Object, Action, Vec<String>)]) -> Vec<ObjectProblem> {
+    use crate::limits::{count, PODS, SERVICES};
+    let replaced: std::collections::BTreeSet<Key> =
+        admitted.iter().map(|(o, _, _)| o.key()).collect();
+    let pods_of = |o: &Object| match o {
+        Object::Deployment(d) => {
+            d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1).max(0) as usize
+        }
+        Object::Pod(p)
+            if p.metadata
+                .owner_references
+                .as_ref()
+                .is_none_or(|r| r.is_empty()) =>
+        {
+            1
+        }
+        _ => 0,
+    };
+    let stored = |kind: Kind| tx.list(kind).filter(|o| !replaced.contains(&o.key()));
+    let services = stored(Kind::Service).count()
+        + admitted
+            .iter()
+            .filter(|(o, _, _)| o.kind() == Kind::Service)
+            .count();
+    let pods: usize = stored(Kind::Deployment)
+        .chain(stored(Kind::Pod))
+        .map(pods_of)
+        .chain(admitted.iter().map(|(o, _, _)| pods_of(o)))
+        .sum();
+    let mut out = Vec::new();
+    let first = |kind: Kind| {
+        admitted
+            .iter()
+            .position(|(o, _, _)| o.kind() == kind)
+            .map(|i| (i, label(&admitted[i].0.key())))
+    };
+    if services > SERVICES {
+        let (index, object) = first(Kind::Service).unzip();
+        out.push(ObjectProblem {
+            index,
+            object: object.unwrap_or_default(),
+            path: String::new(),
+            message: format!(
+                "the testbed would have {} Services, more than the {} it runs (testbed::limits::SERVICES)",
+                count(services),
+                count(SERVICES)
+            ),
+        });
+    }
+    if pods > PODS {
+        // The Deployment that asks for the most, else the first pod.
+        let big = admitted
+            .iter()
+            .enumerate()
+            .filter(|(_, (o, _, _))| pods_of(o) > 0)
+            .max_by_key(|(_, (o, _, _))| pods_of(o));
+        let (index, object, path) = match big {
+            Some((i, (o, _, _))) => (
+                Some(i),
+                label(&o.key()),
+                if o.kind() == Kind::Deployment {
+                    "spec.replicas"
+                } else {
+                    ""
+                },
+            ),
+            None => (None, String::new(), ""),
+        };
+        out.push(ObjectProblem {
+            index,
+            object,
+            path: path.into(),
+            message: format!(
+                "the testbed would run {} pods, more than the {} it runs (testbed::limits::PODS)",
+                count(pods),
+                count(PODS)
+            ),
+        });
+    }
+    out
 }

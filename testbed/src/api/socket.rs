@@ -106,25 +106,143 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
     Ok(l)
 }
 
+/// Bounds on what one testbed's API socket serves, as the API server and CoreDNS
+/// bound theirs. Each refusal says which limit it hit.
+pub mod limits {
+    use std::time::Duration;
+    /// Connections served at once; the next is answered "too many connections" and
+    /// closed (so the descriptors left keep the rest of the testbed working).
+    pub const CONNECTIONS: usize = 4096;
+    /// Of them, from one uid.
+    pub const CONNECTIONS_PER_UID: usize = 3072;
+    /// One request line: a manifest of 10,000 Services is about 4 MiB of JSON.
+    pub const REQUEST_BYTES: usize = 16 << 20;
+    /// A connection that sends no request for this long is closed (a watch is not idle).
+    pub const IDLE: Duration = Duration::from_secs(60);
+    /// Changes queued for one watcher that does not read; past them it is dropped
+    /// with "too old resource version", as Kubernetes drops a slow watcher.
+    pub const WATCH_BUFFER: usize = 10_000;
+}
+
+/// Counts refusals so a stranger who keeps knocking adds a log line now and then,
+/// not one per connection.
+#[derive(Default)]
+struct Refusals {
+    last_logged: Option<std::time::Instant>,
+    unlogged: u64,
+}
+
+impl Refusals {
+    /// The line to log for one more refusal, when one is due.
+    fn note(&mut self, what: &str) -> Option<String> {
+        let now = std::time::Instant::now();
+        let due = self
+            .last_logged
+            .is_none_or(|t| now.duration_since(t) >= std::time::Duration::from_secs(10));
+        if !due {
+            self.unlogged += 1;
+            return None;
+        }
+        self.last_logged = Some(now);
+        let more = std::mem::take(&mut self.unlogged);
+        Some(if more > 0 {
+            format!("{what} (and {more} more refusals in the last 10 s)")
+        } else {
+            what.to_string()
+        })
+    }
+}
+
 pub async fn serve(listener: UnixListener, owner_uid: u32, api: Arc<Api>, nodes: NodesFn) {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    let open = Arc::new(Mutex::new(HashMap::<u32, usize>::new()));
+    let refusals = Arc::new(Mutex::new(Refusals::default()));
+    let mut backoff = std::time::Duration::from_millis(5);
     loop {
-        let Ok((conn, _)) = listener.accept().await else {
-            continue;
+        let conn = match listener.accept().await {
+            Ok((conn, _)) => {
+                backoff = std::time::Duration::from_millis(5);
+                conn
+            }
+            Err(e) => {
+                // Out of descriptors (EMFILE/ENFILE) and the like: wait, as Go's
+                // net/http does, instead of spinning on a listener that stays readable.
+                if let Some(line) = refusals
+                    .lock()
+                    .expect("refusals")
+                    .note(&format!("api: accept: {e}"))
+                {
+                    eprintln!("{line}; retrying in {backoff:?}");
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(1));
+                continue;
+            }
         };
         let uid = conn.peer_cred().map(|c| c.uid()).unwrap_or(u32::MAX);
-        let (api, nodes) = (api.clone(), nodes.clone());
+        let (api, nodes, open, refusals) =
+            (api.clone(), nodes.clone(), open.clone(), refusals.clone());
         tokio::spawn(async move {
-            if uid != 0 && uid != owner_uid {
-                tracing::warn!("api: refused a request from uid {uid}: only root and the owner (uid {owner_uid}) may use this testbed");
-                eprintln!("api: refused a request from uid {uid}: only root and the owner (uid {owner_uid}) may use this testbed");
-                let mut conn = conn;
-                let r = error(format!(
+            let refusal = if uid != 0 && uid != owner_uid {
+                Some(format!(
                     "permission denied: uid {uid} is neither root nor the owner of this testbed (uid {owner_uid})"
-                ));
-                let _ = write(&mut conn, &r).await;
+                ))
+            } else {
+                let mut open = open.lock().expect("connections");
+                let total: usize = open.values().sum();
+                let mine = open.get(&uid).copied().unwrap_or(0);
+                if total >= limits::CONNECTIONS {
+                    Some(format!(
+                        "too many connections: this testbed serves at most {} at once",
+                        limits::CONNECTIONS
+                    ))
+                } else if mine >= limits::CONNECTIONS_PER_UID {
+                    Some(format!(
+                        "too many connections from uid {uid}: at most {} at once",
+                        limits::CONNECTIONS_PER_UID
+                    ))
+                } else {
+                    *open.entry(uid).or_default() += 1;
+                    None
+                }
+            };
+            if let Some(why) = refusal {
+                if let Some(line) = refusals
+                    .lock()
+                    .expect("refusals")
+                    .note(&format!("api: refused a connection from uid {uid}: {why}"))
+                {
+                    tracing::warn!("{line}");
+                    eprintln!("{line}");
+                }
+                let mut conn = conn;
+                let _ = write(&mut conn, &error(why)).await;
+                // Let the client's request arrive before closing, so it reads the
+                // answer instead of a reset (bounded: a little, for a little while).
+                let _ = conn.shutdown().await;
+                let mut sink = [0u8; 4096];
+                let _ = tokio::time::timeout(std::time::Duration::from_millis(200), async {
+                    use tokio::io::AsyncReadExt;
+                    let mut left: usize = 64 * 1024;
+                    while left > 0 {
+                        match conn.read(&mut sink).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => left = left.saturating_sub(n),
+                        }
+                    }
+                })
+                .await;
                 return;
             }
             let _ = handle(conn, api, nodes).await;
+            let mut open = open.lock().expect("connections");
+            if let Some(n) = open.get_mut(&uid) {
+                *n -= 1;
+                if *n == 0 {
+                    open.remove(&uid);
+                }
+            }
         });
     }
 }
@@ -135,11 +253,65 @@ async fn write(conn: &mut UnixStream, r: &Response) -> std::io::Result<()> {
     conn.write_all(&line).await
 }
 
+/// Reads one request line of at most `max` bytes into `buf` (without its newline).
+/// `Ok(false)` at the end of the stream; an error for a longer line.
+async fn read_line_limited(
+    r: &mut (impl tokio::io::AsyncBufRead + Unpin),
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<bool> {
+    buf.clear();
+    loop {
+        let chunk = r.fill_buf().await?;
+        if chunk.is_empty() {
+            return Ok(!buf.is_empty());
+        }
+        let (take, done) = match chunk.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (chunk.len(), false),
+        };
+        if buf.len() + take > max + 1 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "a request is larger than {} MiB, the most this API server reads",
+                    max >> 20
+                ),
+            ));
+        }
+        buf.extend_from_slice(&chunk[..take]);
+        r.consume(take);
+        if done {
+            buf.pop();
+            return Ok(true);
+        }
+    }
+}
+
 async fn handle(conn: UnixStream, api: Arc<Api>, nodes: NodesFn) -> std::io::Result<()> {
     let (read, mut conn_w) = conn.into_split();
-    let mut lines = BufReader::new(read).lines();
-    while let Some(line) = lines.next_line().await? {
-        let req: Request = match serde_json::from_str(&line) {
+    let mut read = BufReader::new(read);
+    let mut line = Vec::new();
+    loop {
+        let got = match tokio::time::timeout(
+            limits::IDLE,
+            read_line_limited(&mut read, &mut line, limits::REQUEST_BYTES),
+        )
+        .await
+        {
+            Err(_idle) => return Ok(()),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+                let mut buf = serde_json::to_vec(&error(e.to_string())).expect("serialize");
+                buf.push(b'\n');
+                let _ = conn_w.write_all(&buf).await;
+                return Ok(());
+            }
+            Ok(got) => got?,
+        };
+        if !got {
+            return Ok(());
+        }
+        let req: Request = match serde_json::from_slice(&line) {
             Ok(r) => r,
             Err(e) => {
                 let mut buf =
@@ -150,26 +322,44 @@ async fn handle(conn: UnixStream, api: Arc<Api>, nodes: NodesFn) -> std::io::Res
             }
         };
         if let Request::Watch { kind, namespace } = req {
-            let (now, mut rx) = api.store.watch(Some(kind), namespace.as_deref());
+            let (now, mut rx) =
+                api.store
+                    .watch_bounded(Some(kind), namespace.as_deref(), limits::WATCH_BUFFER);
             let send = |r: Response| {
                 let mut buf = serde_json::to_vec(&r).expect("serialize");
                 buf.push(b'\n');
                 buf
             };
+            // A watcher that stops reading blocks these writes: after `IDLE` it is
+            // let go, with what it was sent so far.
+            let stalled =
+                || std::io::Error::new(std::io::ErrorKind::TimedOut, "watcher stopped reading");
             for o in now {
                 let ev = Event {
                     kind: super::EventType::Added,
                     object: o,
                 };
-                conn_w
-                    .write_all(&send(Response::Event { event: ev }))
-                    .await?;
+                tokio::time::timeout(
+                    limits::IDLE,
+                    conn_w.write_all(&send(Response::Event { event: ev })),
+                )
+                .await
+                .map_err(|_| stalled())??;
             }
             while let Some(ev) = rx.recv().await {
-                conn_w
-                    .write_all(&send(Response::Event { event: ev }))
-                    .await?;
+                tokio::time::timeout(
+                    limits::IDLE,
+                    conn_w.write_all(&send(Response::Event { event: ev })),
+                )
+                .await
+                .map_err(|_| stalled())??;
             }
+            // The store dropped this watcher: it fell too far behind.
+            let gone = error(format!(
+                "too old resource version: this watch fell {} changes behind and was closed; watch again",
+                limits::WATCH_BUFFER
+            ));
+            conn_w.write_all(&send(gone)).await?;
             return Ok(());
         }
         let r = answer(&api, &nodes, req);
@@ -177,7 +367,6 @@ async fn handle(conn: UnixStream, api: Arc<Api>, nodes: NodesFn) -> std::io::Res
         buf.push(b'\n');
         conn_w.write_all(&buf).await?;
     }
-    Ok(())
 }
 
 fn answer(api: &Api, nodes: &NodesFn, req: Request) -> Response {

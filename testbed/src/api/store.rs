@@ -29,7 +29,23 @@ pub struct Event {
 struct Watcher {
     kind: Option<Kind>,
     namespace: Option<String>,
-    tx: mpsc::UnboundedSender<Event>,
+    tx: WatchTx,
+}
+
+/// The testbed's own controllers see every change; a client's watch has a bound, and
+/// is dropped when it is full (it does not read).
+enum WatchTx {
+    All(mpsc::UnboundedSender<Event>),
+    Bounded(mpsc::Sender<Event>),
+}
+
+impl WatchTx {
+    fn send(&self, e: &Event) -> bool {
+        match self {
+            WatchTx::All(tx) => tx.send(e.clone()).is_ok(),
+            WatchTx::Bounded(tx) => tx.try_send(e.clone()).is_ok(),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -150,7 +166,7 @@ impl Store {
                                 .as_deref()
                                 .is_none_or(|n| n == e.object.namespace())
                     })
-                    .all(|e| w.tx.send(e.clone()).is_ok())
+                    .all(|e| w.tx.send(e))
             });
             let rv = inner.rv;
             self.revision.send_replace(rv);
@@ -188,6 +204,25 @@ impl Store {
         kind: Option<Kind>,
         namespace: Option<&str>,
     ) -> (Vec<Object>, mpsc::UnboundedReceiver<Event>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let now = self.watch_with(kind, namespace, WatchTx::All(tx));
+        (now, rx)
+    }
+
+    /// [`Store::watch`] for a client: at most `capacity` changes wait for it; when
+    /// more would, the watch is dropped (the receiver ends after what it holds).
+    pub fn watch_bounded(
+        &self,
+        kind: Option<Kind>,
+        namespace: Option<&str>,
+        capacity: usize,
+    ) -> (Vec<Object>, mpsc::Receiver<Event>) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let now = self.watch_with(kind, namespace, WatchTx::Bounded(tx));
+        (now, rx)
+    }
+
+    fn watch_with(&self, kind: Option<Kind>, namespace: Option<&str>, tx: WatchTx) -> Vec<Object> {
         let mut inner = self.inner.lock().expect("store lock");
         let now = inner
             .objects
@@ -196,13 +231,12 @@ impl Store {
             .filter(|o| namespace.is_none_or(|n| n == o.namespace()))
             .cloned()
             .collect();
-        let (tx, rx) = mpsc::unbounded_channel();
         inner.watchers.push(Watcher {
             kind,
             namespace: namespace.map(str::to_string),
             tx,
         });
-        (now, rx)
+        now
     }
 
     /// The latest resource version, changing whenever anything is written.

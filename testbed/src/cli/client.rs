@@ -58,9 +58,26 @@ impl Client {
         ))
     }
 
+    /// Sends `req` and reads the answer. A server that refuses the connection (a
+    /// stranger, too many connections) answers before it reads, and may close before
+    /// the request is written: its answer is read all the same.
     pub fn call(&mut self, req: &Request) -> Result<Response> {
-        self.send(req)?;
+        if let Err(e) = self.send(req) {
+            return match self.recv() {
+                Ok(Some(r)) => Ok(r),
+                _ => Err(e),
+            };
+        }
         self.recv()?
             .ok_or_else(|| anyhow!("testbed {} closed the connection", self.testbed))
+    }
+}
+
+/// The error for an answer a verb did not expect: the server's own message when it
+/// is an error (permission denied, a limit), else the answer.
+pub fn unexpected(r: Response) -> anyhow::Error {
+    match r {
+        Response::Error { message, .. } => anyhow!("{message}"),
+        other => anyhow!("unexpected answer: {other:?}"),
     }
 }

@@ -26,9 +26,9 @@ pub(super) fn run(file: &Path, name: &str) -> Result<ExitCode> {
         .build()
         .context("start the runtime")?;
     rt.block_on(async {
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        let mut hup = signal(SignalKind::hangup())?;
+        let term = signal(SignalKind::terminate())?;
+        let int = signal(SignalKind::interrupt())?;
+        let hup = signal(SignalKind::hangup())?;
         let pods = scenario.pods.len();
         let step = (pods / 50).max(1);
         let progress = move |wired: usize| {
@@ -36,20 +36,29 @@ pub(super) fn run(file: &Path, name: &str) -> Result<ExitCode> {
                 report(&format!("{PROGRESS}{wired} {pods}"));
             }
         };
-        let tb =
-            Testbed::up_with_progress(name, &scenario, Some(file.to_path_buf()), &progress).await?;
+        // A signal during the bring-up stops it: what was made is removed and `up`
+        // hears that the testbed did not come up (never "ready").
+        let mut signals = Signals { term, int, hup };
+        let tb = tokio::select! {
+            tb = Testbed::up_with_progress(name, &scenario, Some(file.to_path_buf()), &progress) => tb?,
+            why = signals.recv() => return Err(stopped(name, why)),
+        };
         let cp = ControlPlane::start(tb.plan(), &scenario, state::dir(name).join("etc"))?;
         let cp = Arc::new(cp);
-        if let Err(e) = cp.wait_dns(Duration::from_secs(20)).await {
-            cp.stop().await;
-            return Err(e);
-        }
-        // The scenario's objects, through the API server (its steps are `testbed run`'s).
-        let objects = match crate::run::apply(&cp.api, file, &scenario.objects) {
+        let started = async {
+            cp.wait_dns(Duration::from_secs(20)).await?;
+            // The scenario's objects, through the API server (its steps are `testbed run`'s).
+            crate::run::apply(&cp.api, file, &scenario.objects).map_err(|e| anyhow::anyhow!("{e}"))
+        };
+        let objects = tokio::select! {
+            objects = started => objects,
+            why = signals.recv() => Err(stopped(name, why)),
+        };
+        let objects = match objects {
             Ok(lines) => lines,
             Err(e) => {
                 cp.stop().await;
-                return Err(anyhow::anyhow!("{e}"));
+                return Err(e);
             }
         };
         let listener = socket::bind(&socket::socket_path(name)).context("bind the API socket")?;
@@ -78,11 +87,7 @@ pub(super) fn run(file: &Path, name: &str) -> Result<ExitCode> {
             tb.plan().pods.len(),
             ready.total_ms
         );
-        let why = tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-            _ = hup.recv() => "SIGHUP",
-        };
+        let why = signals.recv().await;
         server.abort();
         let _ = server.await;
         cp.stop().await;
@@ -94,6 +99,29 @@ pub(super) fn run(file: &Path, name: &str) -> Result<ExitCode> {
         );
         Ok(ExitCode::SUCCESS)
     })
+}
+
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// The next of SIGTERM, SIGINT and SIGHUP, by name.
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+            _ = self.hup.recv() => "SIGHUP",
+        }
+    }
+}
+
+/// The error of a bring-up a signal stopped (what it made is removed by then, or as
+/// the error returns: the testbed is dropped).
+fn stopped(name: &str, why: &str) -> anyhow::Error {
+    anyhow::anyhow!("{why} during the bring-up: testbed {name} was stopped before it was ready")
 }
 
 /// A line for the waiting `up`. If it is gone (killed), the testbed carries on:

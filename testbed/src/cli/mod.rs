@@ -52,11 +52,17 @@ enum Command {
     /// Remove what killed testbeds left behind (running ones are not touched)
     Clean,
     /// Run a command inside a pod (POD or NAMESPACE/POD) or a node (node/NAME)
-    #[command(override_usage = "testbed exec [--testbed NAME] POD|node/NODE -- COMMAND [ARGS...]")]
+    #[command(
+        override_usage = "testbed exec [--testbed NAME] [--user UID[:GID]] POD|node/NODE -- COMMAND [ARGS...]"
+    )]
     Exec {
         /// The testbed (may be left out when only one runs)
         #[arg(long, short = 't')]
         testbed: Option<String>,
+        /// Run as this user (and group), without capabilities, as a pod's containers
+        /// run (they run as 65534:65534 unless their securityContext says otherwise)
+        #[arg(long, short = 'u')]
+        user: Option<String>,
         /// POD, NAMESPACE/POD or node/NODE
         target: String,
         /// The command and its arguments
@@ -140,6 +146,9 @@ enum Command {
         #[arg(long)]
         name: Option<String>,
     },
+    /// List the system tools testbed runs: which are there, which are missing, and
+    /// their packages (exit 1 when one that `up` needs is missing)
+    Doctor,
     /// Measure how fast clusters come up and go down
     Bench {
         #[command(subcommand)]
@@ -156,6 +165,15 @@ enum Command {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Daemon { .. }) {
+        // A closed stdout (`testbed get pods | head -1`) ends the command quietly, as
+        // it ends other Unix tools, instead of a panic in println!. The background
+        // process keeps Rust's default (EPIPE is an error it handles): its `up` may
+        // be gone while it still reports.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let result = match cli.command {
         Command::Up { file, name } => need_root("up").and_then(|_| up::up(&file, name)),
         Command::Down { name } => need_root("down").and_then(|_| ops::down(name)),
@@ -163,9 +181,10 @@ pub fn main() -> ExitCode {
         Command::Clean => need_root("clean").and_then(|_| ops::clean()),
         Command::Exec {
             testbed,
+            user,
             target,
             command,
-        } => need_root("exec").and_then(|_| ops::exec(testbed, &target, &command)),
+        } => need_root("exec").and_then(|_| ops::exec(testbed, user.as_deref(), &target, &command)),
         Command::Apply { testbed, file } => objects::apply(testbed, &file),
         Command::Get {
             testbed,
@@ -208,6 +227,7 @@ pub fn main() -> ExitCode {
         Command::Validate { files } => run::validate(&files),
         Command::Schema => run::schema(),
         Command::Plan { file, name } => ops::plan(&file, name),
+        Command::Doctor => ops::doctor(),
         Command::Bench { what } => need_root("bench").and_then(|_| bench::run(what)),
         Command::Daemon { file, name } => daemon::run(&file, &name),
     };
@@ -230,6 +250,9 @@ fn need_root(verb: &str) -> Result<()> {
 /// The testbed a command means: the one named, or the only one running.
 fn pick_testbed(name: Option<String>) -> Result<String> {
     if let Some(n) = name {
+        crate::state::check_name(&n).map_err(|why| {
+            anyhow::anyhow!("testbed name {n:?} {why}; `testbed ls` lists the testbeds")
+        })?;
         return Ok(n);
     }
     let running: Vec<String> = crate::state::names()

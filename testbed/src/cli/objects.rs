@@ -1,7 +1,6 @@
 //! `testbed apply`, `get`, `delete` and `scale`: kubectl's verbs against the testbed's
 //! API server.
 
-use std::io::Read;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -17,15 +16,12 @@ use crate::yaml::{self, Spans};
 /// Reads `file` (`-` for stdin) into manifests, checking each against its
 /// Kubernetes type; every problem is reported with its file and line.
 fn read_manifests(file: &Path) -> Result<(String, Vec<(Value, Spans)>)> {
-    let (shown, text) = if file == Path::new("-") {
-        let mut s = String::new();
-        std::io::stdin().read_to_string(&mut s)?;
-        ("<stdin>".to_string(), s)
+    let shown = if file == Path::new("-") {
+        "<stdin>".to_string()
     } else {
-        let s = std::fs::read_to_string(file)
-            .map_err(|e| anyhow!("cannot read {}: {e}", file.display()))?;
-        (file.display().to_string(), s)
+        file.display().to_string()
     };
+    let text = crate::input::read(file).map_err(|e| anyhow!("{shown}: {e}"))?;
     let docs = yaml::load_all(&text).map_err(|e| {
         anyhow!(
             "{shown}:{}:{}: invalid YAML: {}",
@@ -105,7 +101,7 @@ pub(super) fn apply(testbed: Option<String>, file: &Path) -> Result<ExitCode> {
             }
             bail!("{message}")
         }
-        other => bail!("unexpected answer: {other:?}"),
+        other => Err(super::client::unexpected(other)),
     }
 }
 
@@ -141,7 +137,7 @@ pub(super) fn delete(
             Ok(ExitCode::SUCCESS)
         }
         Response::Error { message, .. } => bail!("{message}"),
-        other => bail!("unexpected answer: {other:?}"),
+        other => Err(super::client::unexpected(other)),
     }
 }
 
@@ -169,7 +165,7 @@ pub(super) fn scale(
             Ok(ExitCode::SUCCESS)
         }
         Response::Error { message, .. } => bail!("{message}"),
-        other => bail!("unexpected answer: {other:?}"),
+        other => Err(super::client::unexpected(other)),
     }
 }
 
@@ -194,8 +190,9 @@ pub(super) fn get(a: GetArgs) -> Result<ExitCode> {
     let tb = super::pick_testbed(a.testbed)?;
     let mut client = Client::connect(&tb)?;
     if a.what == "nodes" || a.what == "node" || a.what == "no" {
-        let Response::Nodes { nodes } = client.call(&Request::Nodes)? else {
-            bail!("unexpected answer")
+        let nodes = match client.call(&Request::Nodes)? {
+            Response::Nodes { nodes } => nodes,
+            other => return Err(super::client::unexpected(other)),
         };
         if a.output == Some(Output::Json) {
             println!("{}", serde_json::to_string_pretty(&nodes)?);
@@ -238,11 +235,13 @@ pub(super) fn get(a: GetArgs) -> Result<ExitCode> {
         namespace.or(Some("default".into()))
     };
     if a.watch {
-        client.send(&Request::Watch { kind, namespace })?;
+        let first_answer = client.call(&Request::Watch { kind, namespace })?;
         let mut first = true;
-        while let Some(r) = client.recv()? {
-            let Response::Event { event } = r else {
-                bail!("unexpected answer")
+        let mut next = Some(first_answer);
+        while let Some(r) = next.take().map(Ok).or_else(|| client.recv().transpose()) {
+            let event = match r? {
+                Response::Event { event } => event,
+                other => return Err(super::client::unexpected(other)),
             };
             if name.as_deref().is_some_and(|n| n != event.object.name()) {
                 continue;
@@ -282,7 +281,7 @@ pub(super) fn get(a: GetArgs) -> Result<ExitCode> {
     })? {
         Response::Objects { items } => items,
         Response::Error { message, .. } => bail!("{message}"),
-        other => bail!("unexpected answer: {other:?}"),
+        other => return Err(super::client::unexpected(other)),
     };
     match a.output {
         Some(Output::Json) => {
@@ -431,6 +430,15 @@ fn joined(items: &[String], empty: &str) -> String {
     }
 }
 
+/// Endpoints as kubectl lists them: the first three, then how many more
+/// (`formatEndpoints` in kubectl's printers), so a row stays short however many.
+fn first_three(items: &[String], empty: &str) -> String {
+    match items.len() {
+        0..=3 => joined(items, empty),
+        n => format!("{} + {} more...", items[..3].join(","), n - 3),
+    }
+}
+
 fn age(o: &Object) -> String {
     let Some(t) = &o.meta().creation_timestamp else {
         return "<unknown>".into();
@@ -558,7 +566,7 @@ fn table(kind: Kind, items: &[Object], wide: bool) -> Vec<Vec<String>> {
                         }
                     }
                 }
-                r.push(joined(&eps, "<none>"));
+                r.push(first_three(&eps, "<none>"));
                 r.push(age(o));
             }
             Object::EndpointSlice(s) => {
@@ -575,7 +583,7 @@ fn table(kind: Kind, items: &[Object], wide: bool) -> Vec<Vec<String>> {
                     .iter()
                     .flat_map(|e| e.addresses.clone())
                     .collect();
-                r.push(joined(&eps, "<unset>"));
+                r.push(first_three(&eps, "<unset>"));
                 r.push(age(o));
             }
             Object::Deployment(d) => {

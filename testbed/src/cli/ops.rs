@@ -18,16 +18,19 @@ use crate::scenario;
 use crate::state::{self, Record};
 
 pub(super) fn down(name: Option<String>) -> Result<ExitCode> {
-    let name = match name {
-        Some(n) => n,
-        None => super::pick_testbed(None)?,
-    };
+    let name = super::pick_testbed(name)?;
     let start = Instant::now();
-    if !state::dir(&name).exists() {
-        bail!("no testbed named {name} (see `testbed ls`)");
-    }
     let record = match Record::load(&name) {
-        Ok(r) if r.alive() => r,
+        Ok(r) if r.owns_its_process() => r,
+        Ok(r) if r.alive() => bail!(
+            "testbed {name}'s record names pid {}, which does not hold the testbed's claim: \
+             nothing was signalled",
+            r.pid
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("no testbed named {name} (see `testbed ls`)")
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => bail!("{e}"),
         _ => {
             let namespaces = clean::remove_testbed(&name);
             println!(
@@ -40,7 +43,8 @@ pub(super) fn down(name: Option<String>) -> Result<ExitCode> {
     kill(Pid::from_raw(record.pid as i32), Signal::SIGTERM)
         .with_context(|| format!("stop testbed {name} (pid {})", record.pid))?;
     let deadline = Instant::now() + Duration::from_secs(60);
-    while record.alive() {
+    // Its end is its process's exit (its record goes a moment before).
+    while state::process_start(record.pid) == Some(record.pid_start) {
         if Instant::now() > deadline {
             bail!(
                 "testbed {name} (pid {}) did not stop within 60 s; see {}",
@@ -51,7 +55,7 @@ pub(super) fn down(name: Option<String>) -> Result<ExitCode> {
         std::thread::sleep(Duration::from_millis(2));
     }
     // The process removes its record last; if it died half-way, finish its work.
-    if state::dir(&name).exists() {
+    if Record::load(&name).is_ok_and(|r| r.pid == record.pid) {
         clean::remove_testbed(&name);
     }
     println!(
@@ -144,8 +148,15 @@ fn table<const N: usize>(rows: &[[String; N]]) -> String {
 
 pub(super) fn clean() -> Result<ExitCode> {
     let cleaned = clean::clean_dead();
+    let foreign = clean::foreign();
     if cleaned.is_empty() {
         println!("nothing to clean");
+    }
+    if !foreign.is_empty() {
+        println!(
+            "left alone, as no testbed made them: {}",
+            foreign.join(", ")
+        );
     }
     for c in cleaned {
         println!(
@@ -156,7 +167,16 @@ pub(super) fn clean() -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub(super) fn exec(testbed: Option<String>, target: &str, command: &[String]) -> Result<ExitCode> {
+pub(super) fn exec(
+    testbed: Option<String>,
+    user: Option<&str>,
+    target: &str,
+    command: &[String],
+) -> Result<ExitCode> {
+    let user = user
+        .map(crate::kubelet::identity::Identity::parse)
+        .transpose()
+        .map_err(|e| anyhow!("--user: {e}"))?;
     let name = super::pick_testbed(testbed)?;
     let record =
         Record::load(&name).map_err(|_| anyhow!("no testbed named {name} (see `testbed ls`)"))?;
@@ -172,6 +192,10 @@ pub(super) fn exec(testbed: Option<String>, target: &str, command: &[String]) ->
         })?,
         None => {
             let (ns, pod) = target.split_once('/').unwrap_or(("default", target));
+            for (what, part) in [("namespace", ns), ("pod", pod)] {
+                names::check_dns1123_label(part, 63)
+                    .map_err(|why| anyhow!("{target:?}: the {what} name {part:?} {why}"))?;
+            }
             let netns = names::pod_netns(&name, ns, pod);
             if !netns::netns_path(&netns).exists() {
                 let prefix = format!("{}.", names::fabric_netns(&name));
@@ -192,12 +216,54 @@ pub(super) fn exec(testbed: Option<String>, target: &str, command: &[String]) ->
             netns
         }
     };
-    match exec::exec_in(&netns, tmp.as_deref(), command) {
+    match exec::exec_in(&netns, tmp.as_deref(), user, command) {
         Ok(never) => match never {},
         Err(exec::ExecError::Setup(e)) => Err(e),
         Err(e) => {
             eprintln!("error: {e}");
             Ok(ExitCode::from(e.exit_code()))
+        }
+    }
+}
+
+pub(super) fn doctor() -> Result<ExitCode> {
+    let mut rows = vec![[
+        "TOOL".to_string(),
+        "PACKAGE".into(),
+        "STATUS".into(),
+        "USED FOR".into(),
+    ]];
+    for t in crate::tools::TOOLS {
+        let status = match crate::tools::find(t.program) {
+            Some(p) => p.display().to_string(),
+            None if t.needed => "MISSING (needed)".into(),
+            None => "missing".into(),
+        };
+        rows.push([
+            t.program.into(),
+            t.package.into(),
+            status,
+            t.used_for.into(),
+        ]);
+    }
+    print!("{}", table(&rows));
+    let root = nix::unistd::geteuid().is_root();
+    println!(
+        "root: {}",
+        if root {
+            "yes"
+        } else {
+            "no (up, down, run, exec, clean and bench need sudo)"
+        }
+    );
+    match crate::tools::require(&crate::tools::missing_needed()) {
+        Ok(()) => {
+            println!("every tool `testbed up` needs is there");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::FAILURE)
         }
     }
 }

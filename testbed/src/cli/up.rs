@@ -35,6 +35,7 @@ pub(super) fn up(file: &Path, name: Option<String>) -> Result<ExitCode> {
     let name = name.unwrap_or_else(|| scenario.name.clone());
     // Checked here too, so the answer comes before a process is started.
     lifecycle::check_name(&name)?;
+    crate::tools::check_needed().map_err(anyhow::Error::msg)?;
     if let Some(pid) = lifecycle::running(&name) {
         return Err(lifecycle::UpError::Running { name, pid }.into());
     }
@@ -97,8 +98,9 @@ pub(super) fn up(file: &Path, name: Option<String>) -> Result<ExitCode> {
     }
     let Some(ready) = ready else {
         let status = child.wait().context("wait for the testbed process")?;
-        // It removes what it made on any error; if it was killed, that is done here.
-        if state::dir(&name).exists() {
+        // It removes what it made on any error; if it was killed, that is done here,
+        // for its own record only (another `up` of this name may have won it).
+        if Record::load(&name).is_ok_and(|r| r.pid == child.id() && !r.alive()) {
             crate::clean::remove_testbed(&name);
         }
         bail!("testbed {name} did not come up ({status}); nothing was left behind");

@@ -268,3 +268,87 @@ fn watchers_see_every_change_in_order() {
     assert!(b.object.resource_version() > a.object.resource_version());
     assert!(rx.try_recv().is_err());
 }
+
+#[test]
+fn a_watcher_that_does_not_read_is_dropped_not_buffered() {
+    let api = api();
+    let (now, mut rx) = api.store.watch_bounded(Some(Kind::Service), None, 3);
+    assert_eq!(now.len(), 1);
+    for i in 0..5 {
+        let svc = format!("apiVersion: v1\nkind: Service\nmetadata: {{name: s{i}}}\nspec: {{ports: [{{port: 80}}]}}\n");
+        api.apply(objects(&svc)).unwrap();
+    }
+    // The three that fit, then the end: the store let it go at the fourth.
+    for _ in 0..3 {
+        assert!(rx.try_recv().is_ok());
+    }
+    assert_eq!(
+        rx.try_recv().unwrap_err(),
+        tokio::sync::mpsc::error::TryRecvError::Disconnected
+    );
+    // The controllers' own watches see everything.
+    let (_, mut all) = api.store.watch(Some(Kind::Service), None);
+    api.delete(&Key::new(Kind::Service, "default", "s0"))
+        .unwrap();
+    assert!(all.try_recv().is_ok());
+}
+
+#[test]
+fn limits_refuse_what_would_be_too_big_and_name_the_limit() {
+    let api = api();
+    let deployment = |replicas: u64| {
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: big}}\nspec:\n  replicas: {replicas}\n  selector: {{matchLabels: {{app: big}}}}\n  template:\n    metadata: {{labels: {{app: big}}}}\n    spec: {{containers: [{{name: c, image: x}}]}}\n"
+        )
+    };
+    let err = api.apply(objects(&deployment(100_000))).unwrap_err();
+    assert_eq!(err[0].path, "spec.replicas");
+    assert!(
+        err[0].message.contains(
+            "would run 100,000 pods, more than the 2,000 it runs (testbed::limits::PODS)"
+        ),
+        "{err:?}"
+    );
+    assert!(api
+        .store
+        .get(&Key::new(Kind::Deployment, "default", "big"))
+        .is_none());
+    api.apply(objects(&deployment(2_000))).unwrap();
+    // One pod more than the limit, with the Deployment's 2,000.
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: one}\nspec: {containers: [{name: c, image: x}]}\n";
+    assert!(api.apply(objects(pod)).unwrap_err()[0]
+        .message
+        .contains("2,001 pods"));
+
+    let ports: Vec<String> = (1..=101)
+        .map(|p| format!("{{name: p{p}, port: {p}}}"))
+        .collect();
+    let svc = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: wide}}\nspec: {{ports: [{}]}}\n",
+        ports.join(", ")
+    );
+    let err = api.apply(objects(&svc)).unwrap_err();
+    assert!(
+        err[0].message.contains("101 ports are more than the 100"),
+        "{err:?}"
+    );
+
+    let big = "x".repeat(300 << 10);
+    let svc = format!("apiVersion: v1\nkind: Service\nmetadata: {{name: noted, annotations: {{a: {big}}}}}\nspec: {{ports: [{{port: 80}}]}}\n");
+    let err = api.apply(objects(&svc)).unwrap_err();
+    assert_eq!(err[0].path, "metadata.annotations");
+    assert!(
+        err[0].message.contains("more than Kubernetes' 262,144"),
+        "{err:?}"
+    );
+    let arg = "z".repeat(2 << 20);
+    let pod = format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: heavy}}\nspec: {{containers: [{{name: c, image: x, command: [echo, {arg}]}}]}}\n");
+    let objs = objects(&pod);
+    let err = api.apply(objs).unwrap_err();
+    assert!(
+        err.iter().any(|p| p
+            .message
+            .contains("more than the 1,572,864 (1.5 MiB) an API server stores")),
+        "{err:?}"
+    );
+}

@@ -7,6 +7,7 @@ pub mod handler;
 pub mod pod_files;
 pub mod records;
 pub mod serve;
+pub mod tcp;
 #[cfg(test)]
 mod tests;
 

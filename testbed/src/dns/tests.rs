@@ -575,3 +575,35 @@ async fn the_cluster_domain_and_ttl_are_configurable() {
     assert_eq!(other.metadata.response_code, ResponseCode::Refused);
     assert!(cfg.with_domain("bad..name").is_err());
 }
+
+#[tokio::test]
+async fn over_tcp_a_question_is_answered_and_a_broken_one_gets_formerr() {
+    let dns = Dns::new(&cfg(), Vec::new());
+    dns.zone.store(Arc::new(zone()));
+    let peer: SocketAddr = "10.244.1.2:40000".parse().unwrap();
+    let q = query("web.default.svc.cluster.local", RecordType::A);
+    let a = super::tcp::answer(&dns.handler(), q.to_vec().unwrap(), peer)
+        .await
+        .expect("an answer");
+    let a = Message::from_vec(&a).unwrap();
+    assert_eq!(a.metadata.id, q.metadata.id);
+    assert_eq!(a.metadata.response_code, ResponseCode::NoError);
+    assert!(!a.answers.is_empty());
+    // A header that promises a question it lacks: FORMERR with its id.
+    let broken = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00".to_vec();
+    let f = super::tcp::answer(&dns.handler(), broken, peer)
+        .await
+        .unwrap();
+    assert_eq!(&f[..4], b"\x12\x34\x81\x01");
+    // Shorter than a header, or a response: no answer.
+    assert!(super::tcp::answer(&dns.handler(), vec![1, 2, 3], peer)
+        .await
+        .is_none());
+    let mut resp = q.clone();
+    resp.metadata.message_type = MessageType::Response;
+    assert!(
+        super::tcp::answer(&dns.handler(), resp.to_vec().unwrap(), peer)
+            .await
+            .is_none()
+    );
+}

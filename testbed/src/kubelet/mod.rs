@@ -4,6 +4,7 @@
 //! process inside the pod) and its readiness probes, and report its status.
 
 pub mod faults;
+pub mod identity;
 pub mod netexec;
 pub mod probe;
 
@@ -49,6 +50,8 @@ pub struct Config {
     pub exe: PathBuf,
     /// Faults injected by a scenario.
     pub faults: Arc<faults::Faults>,
+    /// The testbed's owner: pods may run as root only when it is root.
+    pub owner_uid: u32,
 }
 
 type PodKey = (String, String);
@@ -125,6 +128,8 @@ pub async fn run(cfg: Arc<Config>, store: Arc<Store>) {
     }
     let (initial, mut events) = store.watch(Some(Kind::Pod), None);
     let mut pods: HashMap<PodKey, Pod> = HashMap::new();
+    // Pods per node, kept as pods come and go, so scheduling one is O(nodes).
+    let mut per_node = PerNode::new(&cfg);
     let mut running: HashMap<PodKey, Running> = HashMap::new();
     let mut used: Vec<BTreeSet<u32>> = vec![BTreeSet::new(); cfg.nodes.len()];
     let mut queue: Vec<(EventType, Pod)> = initial
@@ -144,7 +149,9 @@ pub async fn run(cfg: Arc<Config>, store: Arc<Store>) {
                 pod.metadata.name.clone().unwrap_or_default(),
             );
             if kind == EventType::Deleted {
-                pods.remove(&key);
+                if let Some(old) = pods.remove(&key) {
+                    per_node.add(&old, -1);
+                }
                 if let Some(r) = running.remove(&key) {
                     used[r.node].remove(&r.host);
                     let _ = r.stop.send(());
@@ -154,16 +161,22 @@ pub async fn run(cfg: Arc<Config>, store: Arc<Store>) {
                 }
                 continue;
             }
-            pods.insert(key.clone(), pod.clone());
+            per_node.add(&pod, 1);
+            if let Some(old) = pods.insert(key.clone(), pod.clone()) {
+                per_node.add(&old, -1);
+            }
             if running.contains_key(&key) {
                 continue;
             }
             let node_name = pod.spec.as_ref().and_then(|s| s.node_name.clone());
             let Some(node_name) = node_name else {
-                if let Some(node) = schedule(&store, &cfg, &pods, &key) {
+                if let Some(node) = schedule(&store, &cfg, &per_node, &key) {
                     // Counted at once, so the next pod of a batch sees it.
-                    if let Some(spec) = pods.get_mut(&key).and_then(|p| p.spec.as_mut()) {
-                        spec.node_name = Some(node);
+                    if let Some(p) = pods.get_mut(&key) {
+                        if let Some(spec) = p.spec.as_mut() {
+                            spec.node_name = Some(node);
+                        }
+                        per_node.add(p, 1);
                     }
                 }
                 continue;
@@ -245,21 +258,37 @@ pub async fn run(cfg: Arc<Config>, store: Arc<Store>) {
     }
 }
 
-/// The scheduler's part: the node with the fewest pods (the first of those).
-fn schedule(
-    store: &Store,
-    cfg: &Config,
-    pods: &HashMap<PodKey, Pod>,
-    key: &PodKey,
-) -> Option<String> {
-    let mut count = vec![0usize; cfg.nodes.len()];
-    for p in pods.values() {
-        if let Some(n) = p.spec.as_ref().and_then(|s| s.node_name.as_deref()) {
-            if let Some(i) = cfg.nodes.iter().position(|x| x.name == n) {
-                count[i] += 1;
-            }
+/// How many pods each node has (by `spec.nodeName`).
+struct PerNode {
+    index: HashMap<String, usize>,
+    count: Vec<usize>,
+}
+
+impl PerNode {
+    fn new(cfg: &Config) -> Self {
+        PerNode {
+            index: cfg
+                .nodes
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (n.name.clone(), i))
+                .collect(),
+            count: vec![0; cfg.nodes.len()],
         }
     }
+
+    /// Counts `pod` on its node (`by` is 1 or -1); a pod with no node counts nowhere.
+    fn add(&mut self, pod: &Pod, by: isize) {
+        let node = pod.spec.as_ref().and_then(|s| s.node_name.as_deref());
+        if let Some(&i) = node.and_then(|n| self.index.get(n)) {
+            self.count[i] = self.count[i].saturating_add_signed(by);
+        }
+    }
+}
+
+/// The scheduler's part: the node with the fewest pods (the first of those).
+fn schedule(store: &Store, cfg: &Config, per_node: &PerNode, key: &PodKey) -> Option<String> {
+    let count = &per_node.count;
     let best = (0..cfg.nodes.len()).min_by_key(|i| (count[*i], *i))?;
     let node = cfg.nodes[best].name.clone();
     store.write(|tx| {
@@ -325,6 +354,12 @@ async fn pod_life(
     }
     let pod_dir = state::pod_dir(&cfg.testbed, &ns, &name);
     let _ = std::fs::create_dir_all(pod_dir.join("tmp"));
+    // Its /tmp, as a container's: anyone may write, no one may remove another's files.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ =
+            std::fs::set_permissions(pod_dir.join("tmp"), std::fs::Permissions::from_mode(0o1777));
+    }
     let spec = pod.spec.clone().unwrap_or_default();
     let mut servers: Vec<JoinHandle<()>> = Vec::new();
     let mut children: Vec<tokio::process::Child> = Vec::new();
@@ -339,8 +374,16 @@ async fn pod_life(
             .cloned()
             .collect();
         if c.command.as_ref().is_some_and(|c| !c.is_empty()) {
+            let who = match identity::of(&spec, Some(c), cfg.owner_uid) {
+                Ok(who) => who,
+                Err(e) => {
+                    problems.push(format!("container {}: {e}", c.name));
+                    continue;
+                }
+            };
             match tokio::process::Command::new(&cfg.exe)
-                .args(["exec", "-t", &cfg.testbed, &format!("{ns}/{name}"), "--"])
+                .args(["exec", "-t", &cfg.testbed, "--user", &who.arg()])
+                .args([&format!("{ns}/{name}"), "--"])
                 .args(&argv)
                 .stdin(std::process::Stdio::null())
                 .kill_on_drop(true)
@@ -423,6 +466,7 @@ async fn pod_life(
         namespace: ns.clone(),
         ip,
         exe: cfg.exe.clone(),
+        user: identity::of(&spec, None, cfg.owner_uid).ok(),
     };
     // Ready is what the probes say (ready at once without probes), unless a fault
     // says otherwise; a killed pod's processes stop for good.

@@ -40,6 +40,8 @@ pub struct Target {
     pub namespace: String,
     pub ip: Ipv4Addr,
     pub exe: PathBuf,
+    /// Who exec probes run as (the pod's identity); `None` when it may not run.
+    pub user: Option<super::identity::Identity>,
 }
 
 fn port_of(port: &IntOrString, c: &Container) -> Option<u16> {
@@ -120,14 +122,12 @@ async fn check(t: &Target, c: &Check) -> Result<(), String> {
             }
         }
         Check::Exec { command } => {
+            let user = t
+                .user
+                .ok_or("the pod's securityContext does not let its commands run")?;
             let status = tokio::process::Command::new(&t.exe)
-                .args([
-                    "exec",
-                    "-t",
-                    &t.testbed,
-                    &format!("{}/{}", t.namespace, t.pod),
-                    "--",
-                ])
+                .args(["exec", "-t", &t.testbed, "--user", &user.arg()])
+                .args([&format!("{}/{}", t.namespace, t.pod), "--"])
                 .args(command)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())

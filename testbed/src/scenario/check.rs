@@ -34,6 +34,16 @@ pub fn check(s: &Scenario) -> Vec<Problem> {
         out.push(problem("name", format!("scenario name {:?} {why}", s.name)));
     }
     check_cluster(s, &mut out);
+    if s.pods.len() > crate::limits::PODS {
+        out.push(problem(
+            "pods",
+            format!(
+                "{} pods are more than the {} a testbed runs (testbed::limits::PODS)",
+                crate::limits::count(s.pods.len()),
+                crate::limits::count(crate::limits::PODS)
+            ),
+        ));
+    }
     if out.is_empty() {
         check_pods(s, &mut out);
     }
@@ -47,6 +57,17 @@ fn check_cluster(s: &Scenario, out: &mut Vec<Problem>) {
             "cluster.nodes",
             "a cluster needs at least one node",
         ));
+    }
+    if c.nodes.len() > crate::limits::NODES {
+        out.push(problem(
+            "cluster.nodes",
+            format!(
+                "{} nodes are more than the {} a testbed runs (testbed::limits::NODES)",
+                crate::limits::count(c.nodes.len()),
+                crate::limits::NODES
+            ),
+        ));
+        return;
     }
     let mut seen = HashSet::new();
     for (i, node) in c.nodes.iter().enumerate() {

@@ -266,12 +266,12 @@ fn default_service_cidr() -> String {
 
 /// Reads and checks a scenario file.
 pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ScenarioError {
+    let text = crate::input::read(path).map_err(|e| ScenarioError {
         file: path.to_path_buf(),
         problems: vec![Located {
             file: None,
-            pos: None,
-            message: format!("cannot read the file: {e}"),
+            pos: e.at.map(|(line, col)| Pos { line, col }),
+            message: e.message,
         }],
     })?;
     parse(path, &text)
@@ -416,6 +416,18 @@ fn cluster_from(raw: ClusterFile, spans: &Spans, problems: &mut Vec<Located>) ->
     let node_network = cidr(&raw.node_network, "cluster.nodeNetwork");
     let service_cidr = cidr(&raw.service_cidr, "cluster.serviceCIDR");
     let nodes = match raw.nodes {
+        NodesFile::Count(n) if n as usize > crate::limits::NODES => {
+            problems.push(Located {
+                file: None,
+                pos: spans.find("cluster.nodes"),
+                message: format!(
+                    "cluster.nodes: {} nodes are more than the {} a testbed runs (testbed::limits::NODES)",
+                    crate::limits::count(n as usize),
+                    crate::limits::NODES
+                ),
+            });
+            vec!["node-1".to_string()]
+        }
         NodesFile::Count(n) => (1..=n).map(|i| format!("node-{i}")).collect(),
         NodesFile::Names(names) => names,
     };

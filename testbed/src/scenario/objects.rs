@@ -98,8 +98,14 @@ fn from_file(file: &Path, named_at: Option<Pos>) -> Result<Vec<Manifest>, Vec<Lo
             message,
         }]
     };
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| here(format!("cannot read {}: {e}", file.display())))?;
+    let text = crate::input::read(file).map_err(|e| match e.at {
+        Some((line, col)) => vec![Located {
+            file: Some(file.to_path_buf()),
+            pos: Some(Pos { line, col }),
+            message: e.message,
+        }],
+        None => here(format!("cannot read {}: {}", file.display(), e.message)),
+    })?;
     let docs = yaml::load_all(&text).map_err(|e| {
         vec![Located {
             file: Some(file.to_path_buf()),

@@ -34,7 +34,13 @@ const PODS_IN_FLIGHT: usize = 64;
 // IPv6 is off on the interfaces the testbed makes (the cluster is IPv4): no router
 // solicitations or duplicate address detection on thousands of links. `lo` keeps ::1.
 const NO_IPV6: (&str, &str) = ("net/ipv6/conf/default/disable_ipv6", "1");
-const POD_SYSCTLS: &[(&str, &str)] = &[NO_IPV6];
+/// A pod's: processes that run as a user (see `kubelet::identity`) may bind any port
+/// and ping, as in a container runtime's pod.
+const POD_SYSCTLS: &[(&str, &str)] = &[
+    NO_IPV6,
+    ("net/ipv4/ip_unprivileged_port_start", "0"),
+    ("net/ipv4/ping_group_range", "0 2147483647"),
+];
 const FABRIC_SYSCTLS: &[(&str, &str)] = &[NO_IPV6];
 const NODE_SYSCTLS: &[(&str, &str)] = &[
     NO_IPV6,
@@ -210,12 +216,7 @@ fn spawn_pod_namespaces(
             if stop.load(Ordering::Relaxed) {
                 return;
             }
-            let made = netns::create_on_this_thread(name, POD_SYSCTLS, &rt)
-                .map_err(TopologyError::from)
-                .and_then(|open| {
-                    etc.install(name)?;
-                    Ok(open)
-                });
+            let made = make_pod_netns(name, etc, &rt);
             if made.is_err() {
                 stop.store(true, Ordering::Relaxed);
             }
@@ -224,14 +225,46 @@ fn spawn_pod_namespaces(
     })
 }
 
-/// Makes namespaces on dedicated threads and returns them by name.
+/// Makes a pod's namespace and its `/etc` files on this (dedicated) thread, through
+/// its testbed's gate: a teardown waits for it, and once it has begun none is made,
+/// so a bring-up stopped half-way (a signal) leaves nothing its teardown can't see.
+fn make_pod_netns(
+    name: &str,
+    etc: &PodEtc,
+    rt: &tokio::runtime::Handle,
+) -> Result<OpenNs, TopologyError> {
+    netns::through_gate(name, || {
+        Ok(netns::create_on_this_thread(name, POD_SYSCTLS, rt)
+            .map_err(TopologyError::from)
+            .and_then(|open| {
+                etc.install(name)?;
+                Ok(open)
+            }))
+    })
+    .map_err(|source| TopologyError::Io {
+        path: format!("the namespace {name}"),
+        source,
+    })
+    .and_then(|made| made)
+}
+
+/// Makes namespaces on dedicated threads (through the testbed's gate, as
+/// [`make_pod_netns`]) and returns them by name.
 async fn create_namespaces(
     specs: Vec<(String, Sysctls)>,
 ) -> Result<HashMap<String, OpenNs>, TopologyError> {
     let rt = tokio::runtime::Handle::current();
     let results = tokio::task::spawn_blocking(move || {
         netns::on_dedicated_threads(&specs, NETNS_THREADS, |(name, sysctls)| {
-            netns::create_on_this_thread(name, sysctls, &rt)
+            netns::through_gate(name, || {
+                Ok(netns::create_on_this_thread(name, sysctls, &rt))
+            })
+            .map_err(|source| NetnsError::Io {
+                name: name.clone(),
+                what: "make it".into(),
+                source,
+            })
+            .and_then(|made| made)
         })
     })
     .await
@@ -400,20 +433,7 @@ pub async fn add_pod(
     let (tx, rx) = tokio::sync::oneshot::channel();
     // A thread of its own: it is left inside the new namespace and then ends.
     std::thread::spawn(move || {
-        let made = netns::through_gate(&name, || {
-            Ok(netns::create_on_this_thread(&name, POD_SYSCTLS, &rt)
-                .map_err(TopologyError::from)
-                .and_then(|open| {
-                    etc.install(&name)?;
-                    Ok(open)
-                }))
-        })
-        .map_err(|source| TopologyError::Io {
-            path: format!("the namespace {name}"),
-            source,
-        })
-        .and_then(|made| made);
-        let _ = tx.send(made);
+        let _ = tx.send(make_pod_netns(&name, &etc, &rt));
     });
     let me = rx.await.expect("the namespace thread answers")?;
     let wired = async {

@@ -61,6 +61,20 @@ impl Running {
         serde_json::from_str(&self.ok(&a)).unwrap()
     }
 
+    /// Like [`Running::json`], but an object that is not there yet is `None` (the
+    /// endpoints controller writes a Service's endpoints a moment after the apply).
+    pub fn json_if_found(&self, args: &[&str]) -> Option<Value> {
+        let mut a = args.to_vec();
+        a.extend(["-o", "json"]);
+        let out = self.cli(&a);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() && stderr.contains("not found") {
+            return None;
+        }
+        assert!(out.status.success(), "testbed {a:?}: {stderr}");
+        Some(serde_json::from_slice(&out.stdout).unwrap())
+    }
+
     pub fn cluster_ip(&self, svc: &str) -> String {
         self.json(&["get", "svc", svc])["spec"]["clusterIP"]
             .as_str()
@@ -68,11 +82,15 @@ impl Running {
             .to_string()
     }
 
-    /// The ready addresses of a Service's endpoints (`NAME` or `NAMESPACE/NAME`).
+    /// The ready addresses of a Service's endpoints (`NAME` or `NAMESPACE/NAME`);
+    /// none while its Endpoints object is not written yet.
     pub fn ready(&self, svc: &str) -> Vec<String> {
         let ep = match svc.split_once('/') {
-            Some((ns, name)) => self.json(&["get", "endpoints", name, "-n", ns]),
-            None => self.json(&["get", "endpoints", svc]),
+            Some((ns, name)) => self.json_if_found(&["get", "endpoints", name, "-n", ns]),
+            None => self.json_if_found(&["get", "endpoints", svc]),
+        };
+        let Some(ep) = ep else {
+            return Vec::new();
         };
         let mut out: Vec<String> = ep["subsets"]
             .as_array()

@@ -385,9 +385,14 @@ fn answer(api: &Api, nodes: &NodesFn, req: Request) -> Response {
                     .and_then(Value::as_str)
                     .unwrap_or("?")
                     .to_string();
+                let object = if v.is_object() {
+                    format!("{} {name}", if kind.is_empty() { "object" } else { &kind })
+                } else {
+                    format!("objects[{i}] (not a map)")
+                };
                 let problem = |path: &str, message: String| ObjectProblem {
                     index: Some(i),
-                    object: format!("{kind} {name}"),
+                    object: object.clone(),
                     path: path.into(),
                     message,
                 };

@@ -86,7 +86,7 @@ enum Command {
         /// One object's name
         name: Option<String>,
         /// The namespace (default: default)
-        #[arg(long, short = 'n')]
+        #[arg(long, short = 'n', value_parser = namespace_arg)]
         namespace: Option<String>,
         /// Every namespace
         #[arg(long, short = 'A')]
@@ -104,7 +104,7 @@ enum Command {
         testbed: Option<String>,
         kind: String,
         name: Option<String>,
-        #[arg(long, short = 'n', default_value = "default")]
+        #[arg(long, short = 'n', default_value = "default", value_parser = namespace_arg)]
         namespace: String,
     },
     /// Set the replicas of a Deployment (deployment/NAME)
@@ -114,7 +114,7 @@ enum Command {
         target: String,
         #[arg(long)]
         replicas: i32,
-        #[arg(long, short = 'n', default_value = "default")]
+        #[arg(long, short = 'n', default_value = "default", value_parser = namespace_arg)]
         namespace: String,
     },
     /// Run scenarios: build each cluster, replay its steps, check expectations and snapshots
@@ -277,4 +277,11 @@ fn ms(d: std::time::Duration) -> String {
     } else {
         format!("{ms:.0} ms")
     }
+}
+
+/// A namespace given on the command line: a DNS-1123 label, as Kubernetes requires.
+fn namespace_arg(s: &str) -> std::result::Result<String, String> {
+    crate::names::check_dns1123_label(s, 63)
+        .map(|()| s.to_string())
+        .map_err(|why| format!("namespace {s:?} {why}"))
 }

@@ -21,7 +21,10 @@ fn read_manifests(file: &Path) -> Result<(String, Vec<(Value, Spans)>)> {
     } else {
         file.display().to_string()
     };
-    let text = crate::input::read(file).map_err(|e| anyhow!("{shown}: {e}"))?;
+    let text = crate::input::read(file).map_err(|e| match e.at {
+        Some((line, col)) => anyhow!("{shown}:{line}:{col}: {}", e.message),
+        None => anyhow!("{shown}: {}", e.message),
+    })?;
     let docs = yaml::load_all(&text).map_err(|e| {
         anyhow!(
             "{shown}:{}:{}: invalid YAML: {}",

@@ -34,6 +34,11 @@ pub fn admit(s: &Scenario) -> Vec<Located> {
             pos: step.pos,
             message: format!("steps[{}]: {message}", step.index),
         };
+        for (what, target) in targets(&step.action) {
+            if let Some(why) = unknown(&api, s, what, target) {
+                out.push(here(why));
+            }
+        }
         match &step.action {
             Action::Apply(ms) => out.extend(apply(&api, ms)),
             Action::Delete {
@@ -59,6 +64,84 @@ pub fn admit(s: &Scenario) -> Vec<Located> {
         }
     }
     out
+}
+
+/// The pods and nodes a step acts on or from, each with what the step calls it.
+fn targets(action: &Action) -> Vec<(&'static str, &str)> {
+    use crate::scenario::steps::{Until, View};
+    fn pod_or_node(t: &str) -> (&'static str, &str) {
+        (
+            if t.starts_with("node/") {
+                "node"
+            } else {
+                "pod"
+            },
+            t,
+        )
+    }
+    match action {
+        Action::Dns(q) => vec![("pod", q.from.as_str())],
+        Action::Connect(c) => vec![("pod", c.from.as_str())],
+        Action::Exec { target, .. } => vec![pod_or_node(target)],
+        Action::Kill(pod) | Action::Readiness { pod, .. } => vec![("pod", pod.as_str())],
+        Action::Node { name, .. } => vec![("node", name.as_str())],
+        Action::Link { of, .. } => vec![pod_or_node(of)],
+        Action::Wait {
+            until: Until::Pod { pod, .. } | Until::Resolves { from: pod, .. },
+            ..
+        } => vec![("pod", pod.as_str())],
+        Action::Snapshot { view, .. } => match view {
+            View::Dns(q) => vec![("pod", q.from.as_str())],
+            View::Backends(c) => vec![("pod", c.from.as_str())],
+            View::Pod(p) => vec![("pod", p.as_str())],
+            View::Nat(n) => vec![("node", n.as_str())],
+            _ => vec![],
+        },
+        _ => vec![],
+    }
+}
+
+/// Why `target` (a pod, `NAMESPACE/POD`, or a node, `node/NAME` or `NAME`) names
+/// nothing the scenario has by this step: its pods, the pods applied so far, or a
+/// pod of a Deployment applied so far (whose names start with the Deployment's).
+fn unknown(api: &Api, s: &Scenario, what: &str, target: &str) -> Option<String> {
+    if what == "node" {
+        let node = target.strip_prefix("node/").unwrap_or(target);
+        return (!s.cluster.nodes.iter().any(|n| n == node)).then(|| {
+            format!(
+                "there is no node {node:?} (nodes: {})",
+                s.cluster.nodes.join(", ")
+            )
+        });
+    }
+    let (ns, name) = target.split_once('/').unwrap_or(("default", target));
+    let declared = s.pods.iter().any(|p| p.namespace == ns && p.name == name);
+    let applied = api.store.get(&Key::new(Kind::Pod, ns, name)).is_some();
+    let of_deployment = api
+        .store
+        .list(Kind::Deployment, Some(ns))
+        .iter()
+        .any(|d| name.starts_with(&format!("{}-", d.name())));
+    if declared || applied || of_deployment {
+        return None;
+    }
+    let mut known: Vec<String> = s
+        .pods
+        .iter()
+        .map(|p| {
+            if p.namespace == "default" {
+                p.name.clone()
+            } else {
+                format!("{}/{}", p.namespace, p.name)
+            }
+        })
+        .collect();
+    known.sort();
+    Some(format!(
+        "there is no pod {ns}/{name}: the scenario declares none, and no step before it applies one \
+         (pods: {})",
+        if known.is_empty() { "none".to_string() } else { known.join(", ") }
+    ))
 }
 
 fn apply(api: &Api, manifests: &[Manifest]) -> Vec<Located> {

@@ -259,6 +259,12 @@ fn check_pods(s: &Scenario, out: &mut Vec<Problem>) {
                 format!("pod {}/{} is declared twice", pod.namespace, pod.name),
             ));
         }
+        if pod.spec.as_ref().is_some_and(|s| s.containers.is_empty()) {
+            out.push(problem(
+                format!("pods[{i}].spec.containers"),
+                "a pod needs at least one container (Kubernetes: Required value)",
+            ));
+        }
         if let Some(node) = &pod.node {
             if !nodes.contains_key(node.as_str()) {
                 out.push(problem(

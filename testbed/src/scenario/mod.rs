@@ -25,6 +25,7 @@
 mod check;
 pub mod objects;
 mod pods;
+mod shape;
 pub mod steps;
 
 use std::collections::BTreeMap;
@@ -291,6 +292,16 @@ pub fn parse(file: &Path, text: &str) -> Result<Scenario, ScenarioError> {
             message: format!("invalid YAML: {}", e.message),
         }])
     })?;
+    if let Some(path) = shape::list_for_map(&value) {
+        let shown = if path.is_empty() { "the file" } else { &path };
+        return Err(fail(vec![Located {
+            file: None,
+            pos: spans.find(&path),
+            message: format!(
+                "{shown}: expected a map (`key: value` lines or `{{...}}`), found a list"
+            ),
+        }]));
+    }
     let raw: ScenarioFile = from_value(value, &spans, "").map_err(|p| fail(vec![p]))?;
 
     let mut problems = Vec::new();

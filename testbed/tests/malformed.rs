@@ -1,0 +1,361 @@
+//! The reliability corpus: malformed inputs of every kind, under tests/malformed/
+//! (scenario files, manifests, command lines, API requests), each refused with the
+//! error its corpus file names, leaving nothing behind, in bounded memory.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use common::running::Running;
+use common::*;
+use serde_json::{json, Value};
+
+/// What no refusal may take: the acceptance bound of issue 11.
+const RSS_MAX_MIB: u64 = 100;
+
+fn corpus_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/malformed")
+}
+
+/// The cases of a corpus file: `INPUT  =>  EXPECTED` lines, `#` comments.
+fn corpus(file: &str) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(corpus_dir().join(file)).unwrap();
+    let cases: Vec<(String, String)> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let (input, want) = l
+                .split_once("  =>  ")
+                .unwrap_or_else(|| panic!("{file}: no `  =>  ` in {l:?}"));
+            (input.trim().to_string(), want.trim().to_string())
+        })
+        .collect();
+    assert!(cases.len() >= 15, "{file}: only {} cases", cases.len());
+    cases
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The largest resident set any child of this process has had, in MiB.
+fn children_max_rss_mib() -> u64 {
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    assert_eq!(
+        unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) },
+        0
+    );
+    usage.ru_maxrss as u64 / 1024
+}
+
+fn assert_rss_bounded() {
+    let rss = children_max_rss_mib();
+    assert!(
+        rss < RSS_MAX_MIB,
+        "a refusal took {rss} MiB, more than {RSS_MAX_MIB}"
+    );
+}
+
+/// A scratch directory holding what the generated cases need.
+fn scratch(what: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(unique_name(what));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(repo().join("scenarios/two-nodes.yaml"), dir.join("ok.yaml")).unwrap();
+    std::fs::copy(
+        repo().join("scenarios/manifests/web.yaml"),
+        dir.join("web.yaml"),
+    )
+    .unwrap();
+    // Over the 16 MiB read from one file: refused before it is read.
+    let huge = std::fs::File::create(dir.join("huge.yaml")).unwrap();
+    huge.set_len(17 << 20).unwrap();
+    dir
+}
+
+/// The scenario cases, with the generated ones: (file, what stderr says after it).
+fn scenario_cases(dir: &Path) -> Vec<(PathBuf, String)> {
+    let mut cases: Vec<(PathBuf, String)> = corpus("scenarios.txt")
+        .into_iter()
+        .map(|(f, want)| (corpus_dir().join("scenarios").join(f), want))
+        .collect();
+    cases.push((
+        dir.join("huge.yaml"),
+        ": is larger than 16 MiB, the most testbed reads from one file".into(),
+    ));
+    cases.push((
+        "/dev/zero".into(),
+        ": is not a regular file (a device, a socket or a pipe): give a file".into(),
+    ));
+    cases.push((dir.to_path_buf(), ": is a directory, not a file".into()));
+    cases
+}
+
+#[test]
+fn every_malformed_scenario_is_refused_by_validate_with_its_place() {
+    let dir = scratch("validate");
+    for (file, want) in scenario_cases(&dir) {
+        let out = testbed_bin().arg("validate").arg(&file).output().unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{}: {err}", file.display());
+        let want = format!("{}{want}", file.display());
+        assert!(
+            err.contains(&want),
+            "{}:\n{err}\nwants {want}",
+            file.display()
+        );
+    }
+    assert_rss_bounded();
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// The namespaces and records on the host whose names hold `mark`.
+fn host_traces(mark: &str) -> BTreeSet<String> {
+    let records = std::fs::read_dir(testbed::state::STATE_DIR)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned());
+    testbed::netns::list()
+        .into_iter()
+        .chain(testbed::netns::list_etc())
+        .chain(records)
+        .filter(|n| n.contains(mark))
+        .collect()
+}
+
+#[test]
+fn every_malformed_scenario_is_refused_by_up_and_builds_nothing() {
+    if !root() {
+        return;
+    }
+    let dir = scratch("up");
+    for (file, want) in scenario_cases(&dir) {
+        let out = testbed_bin().arg("up").arg(&file).output().unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{}: {err}", file.display());
+        let want = format!("{}{want}", file.display());
+        assert!(
+            err.contains(&want),
+            "{}:\n{err}\nwants {want}",
+            file.display()
+        );
+        // Every corpus scenario's name starts `mf-` (or is not a name at all).
+        assert_eq!(host_traces("mf-"), BTreeSet::new(), "{}", file.display());
+    }
+    assert!(Path::new("/etc/passwd").exists());
+    assert_rss_bounded();
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Every object in the testbed, by kind, namespace and name.
+fn objects(api: &Path) -> BTreeSet<String> {
+    let mut all = BTreeSet::new();
+    for kind in ["Pod", "Service", "Endpoints", "EndpointSlice", "Deployment"] {
+        let got = ask(
+            api,
+            json!({"op": "get", "kind": kind, "namespace": null, "name": null})
+                .to_string()
+                .as_bytes(),
+        );
+        assert_eq!(got["result"], "objects", "{got}");
+        for o in got["items"].as_array().unwrap() {
+            all.insert(format!(
+                "{kind} {}/{}",
+                o["metadata"]["namespace"].as_str().unwrap_or_default(),
+                o["metadata"]["name"].as_str().unwrap_or_default()
+            ));
+        }
+    }
+    all
+}
+
+/// Sends one request line to the API socket and reads the one answer.
+fn ask(api: &Path, line: &[u8]) -> Value {
+    let mut conn = UnixStream::connect(api).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    // The server stops reading a request over its limit, answers and closes: the
+    // rest of the write fails, and the answer is there to read.
+    let _ = conn.write_all(line).and_then(|()| conn.write_all(b"\n"));
+    let mut answer = String::new();
+    BufReader::new(conn).read_line(&mut answer).unwrap();
+    serde_json::from_str(&answer).unwrap_or_else(|e| panic!("{e}: {answer:?}"))
+}
+
+/// An error answer's message and its problems' messages, in one text.
+fn error_text(answer: &Value) -> String {
+    assert_eq!(answer["result"], "error", "{answer}");
+    let mut text = answer["message"].as_str().unwrap().to_string();
+    for p in answer["problems"].as_array().into_iter().flatten() {
+        let field = |k: &str| p[k].as_str().unwrap_or_default().to_string();
+        text.push_str(&format!(" | {}: {}", field("object"), field("message")));
+    }
+    text
+}
+
+/// Writes the generated manifests into `dir`: (file, what stderr says after it).
+fn generated_manifests(dir: &Path) -> Vec<(PathBuf, String)> {
+    let write = |name: &str, v: Value| {
+        let path = dir.join(name);
+        std::fs::write(&path, v.to_string()).unwrap();
+        path
+    };
+    let annotations = write(
+        "annotations.yaml",
+        json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "mf-ann", "annotations": {"big": "x".repeat(300_000)}},
+            "spec": {"ports": [{"port": 80}]}}),
+    );
+    let ports: Vec<Value> = (0..101)
+        .map(|i| json!({"name": format!("p{i}"), "port": 1000 + i}))
+        .collect();
+    let ports = write(
+        "ports.yaml",
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "mf-ports"},
+            "spec": {"ports": ports}}),
+    );
+    let env: Vec<Value> = (0..2000)
+        .map(|i| json!({"name": format!("E{i}"), "value": "v".repeat(1000)}))
+        .collect();
+    let object = write(
+        "object.yaml",
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "mf-obj"},
+            "spec": {"containers": [{"name": "m", "image": "agnhost", "env": env}]}}),
+    );
+    vec![
+        (
+            annotations,
+            ":1:64: Service default/mf-ann: metadata.annotations: 300,003 bytes of annotations \
+             are more than Kubernetes' 262,144 (256 KiB)"
+                .into(),
+        ),
+        (
+            ports,
+            ":1:84: Service default/mf-ports: spec.ports: 101 ports are more than the 100 a \
+             Service may have here (testbed::limits::PORTS_PER_SERVICE)"
+                .into(),
+        ),
+        (
+            object,
+            ":1:2: Pod default/mf-obj: the object is 2,055,036 bytes of JSON, more than the \
+             1,572,864 (1.5 MiB) an API server stores"
+                .into(),
+        ),
+        (
+            dir.join("huge.yaml"),
+            ": is larger than 16 MiB, the most testbed reads from one file".into(),
+        ),
+        (
+            "/dev/zero".into(),
+            ": is not a regular file (a device, a socket or a pipe): give a file".into(),
+        ),
+    ]
+}
+
+/// The arguments of a corpus command line.
+fn args(line: &str, tb: &str, dir: &Path) -> Vec<String> {
+    line.split_whitespace()
+        .map(|a| match a {
+            "''" => String::new(),
+            a => a
+                .replace("$TB", tb)
+                .replace("$DIR", &dir.display().to_string()),
+        })
+        .collect()
+}
+
+#[test]
+fn malformed_manifests_command_lines_and_api_requests_change_nothing() {
+    if !root() {
+        return;
+    }
+    let tb = Running::up("malformed");
+    let api = testbed::api::socket::socket_path(&tb.0);
+    let dir = scratch("apply");
+    let before = objects(&api);
+    assert!(before.contains("Pod default/client-1"), "{before:?}");
+
+    // Manifests: `testbed apply -f FILE`.
+    let mut manifests: Vec<(PathBuf, String)> = corpus("manifests.txt")
+        .into_iter()
+        .map(|(f, want)| (corpus_dir().join("manifests").join(f), want))
+        .collect();
+    manifests.extend(generated_manifests(&dir));
+    for (file, want) in manifests {
+        let out = tb.cli(&["apply", "-f", &file.display().to_string()]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{}: {err}", file.display());
+        let want = format!("{}{want}", file.display());
+        assert!(
+            err.contains(&want),
+            "{}:\n{err}\nwants {want}",
+            file.display()
+        );
+        assert_eq!(
+            objects(&api),
+            before,
+            "{} changed the store",
+            file.display()
+        );
+    }
+
+    // Command lines.
+    let host = (host_traces("tb."), host_traces(""));
+    for (line, want) in corpus("cli.txt") {
+        let out = testbed_bin()
+            .args(args(&line, &tb.0, &dir))
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert!(
+            matches!(out.status.code(), Some(1 | 2)),
+            "testbed {line}: {:?}: {err}",
+            out.status
+        );
+        assert!(err.contains(&want), "testbed {line}:\n{err}\nwants {want}");
+        assert_eq!(
+            (host_traces("tb."), host_traces("")),
+            host,
+            "testbed {line}"
+        );
+        assert_eq!(objects(&api), before, "testbed {line} changed the store");
+    }
+
+    // API requests, one connection each.
+    let mut requests: Vec<(Vec<u8>, String)> = corpus("api.txt")
+        .into_iter()
+        .map(|(r, want)| (r.into_bytes(), want))
+        .collect();
+    let mut invalid_utf8 = br#"{"op":"get","kind":"Pod","name":""#.to_vec();
+    invalid_utf8.extend(b"\xff\"}");
+    requests.push((
+        invalid_utf8,
+        "bad request: invalid unicode code point".into(),
+    ));
+    let mut huge = br#"{"op":"get","kind":"Pod","name":""#.to_vec();
+    huge.resize(17 << 20, b'x');
+    requests.push((
+        huge,
+        "a request is larger than 16 MiB, the most this API server reads".into(),
+    ));
+    for (request, want) in requests {
+        let shown = String::from_utf8_lossy(&request[..request.len().min(80)]).into_owned();
+        let answer = error_text(&ask(&api, &request));
+        for part in want.split(" | ") {
+            assert!(answer.contains(part), "{shown}:\n{answer}\nwants {part}");
+        }
+        assert_eq!(objects(&api), before, "{shown} changed the store");
+    }
+    assert_eq!(
+        ask(&api, br#"{"op":"nodes"}"#)["nodes"][1]["name"],
+        "node-2"
+    );
+
+    assert_rss_bounded();
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -565,3 +565,42 @@ fn floods_and_huge_requests_leave_the_api_answering_with_memory_bounded() {
     run(testbed_bin().args(["down", &name]));
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// Runs `testbed ARGS` with stdout a pipe whose reader is already gone, as in
+/// `testbed ARGS | true`.
+fn into_a_closed_pipe(args: &[&str]) -> Output {
+    let (read, write) = nix::unistd::pipe().unwrap();
+    drop(read);
+    testbed_bin()
+        .args(args)
+        .stdout(Stdio::from(write))
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_closed_stdout_ends_the_cli_as_sigpipe_does_without_a_panic() {
+    use std::os::unix::process::ExitStatusExt;
+    if !root() {
+        return;
+    }
+    let name = unique_name("pipe");
+    let up = into_a_closed_pipe(&["up", &two_nodes(), "--name", &name]);
+    let get = into_a_closed_pipe(&["get", "pods", "-t", &name]);
+    let ls = into_a_closed_pipe(&["ls"]);
+    for (what, out) in [("up", &up), ("get", &get), ("ls", &ls)] {
+        assert!(!stderr(out).contains("panicked"), "{what}: {}", stderr(out));
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGPIPE),
+            "{what}: {:?} {}",
+            out.status,
+            stderr(out)
+        );
+    }
+    // The testbed came up all the same, and goes down as usual.
+    let down = testbed(&["down", &name]);
+    assert!(down.status.success(), "{}", stderr(&down));
+    assert_eq!(traces(&name), Vec::<String>::new());
+}

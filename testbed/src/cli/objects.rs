@@ -611,3 +611,22 @@ fn table(kind: Kind, items: &[Object], wide: bool) -> Vec<Vec<String>> {
     }
     rows
 }
+
+#[cfg(test)]
+mod tests {
+    use super::first_three;
+
+    #[test]
+    fn endpoints_show_three_and_how_many_more_as_kubectl_does() {
+        let eps: Vec<String> = (1..=2000).map(|i| format!("10.244.1.{i}:8080")).collect();
+        assert_eq!(
+            first_three(&eps, "<none>"),
+            "10.244.1.1:8080,10.244.1.2:8080,10.244.1.3:8080 + 1997 more..."
+        );
+        assert_eq!(
+            first_three(&eps[..2], "<none>"),
+            "10.244.1.1:8080,10.244.1.2:8080"
+        );
+        assert_eq!(first_three(&[], "<none>"), "<none>");
+    }
+}

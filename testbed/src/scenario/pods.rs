@@ -49,6 +49,16 @@ pub(super) fn decl_from_manifest(
     if let Err(why) = names::check_dns1123_label(&name, 63) {
         problems.push(at("metadata.name", format!("pod name {name:?} {why}")));
     }
+    if pod.spec.is_none() {
+        problems.push(Located {
+            pos: spans.find(path),
+            ..at(
+                "spec",
+                "missing: a Pod needs a spec with at least one container (Kubernetes: Required value)"
+                    .into(),
+            )
+        });
+    }
     let namespace = meta.namespace.unwrap_or_else(|| "default".into());
     if let Err(why) = names::check_dns1123_label(&namespace, 63) {
         problems.push(at(

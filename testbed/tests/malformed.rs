@@ -95,19 +95,24 @@ fn scenario_cases(dir: &Path) -> Vec<(PathBuf, String)> {
     cases
 }
 
+/// `out` is a refusal of `file` (exit 1) whose error, after the file's path, says `want`.
+fn assert_refused(file: &Path, out: &Output, want: &str) {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(1), "{}: {err}", file.display());
+    let want = format!("{}{want}", file.display());
+    assert!(
+        err.contains(&want),
+        "{}:\n{err}\nwants {want}",
+        file.display()
+    );
+}
+
 #[test]
 fn every_malformed_scenario_is_refused_by_validate_with_its_place() {
     let dir = scratch("validate");
     for (file, want) in scenario_cases(&dir) {
         let out = testbed_bin().arg("validate").arg(&file).output().unwrap();
-        let err = stderr(&out);
-        assert_eq!(out.status.code(), Some(1), "{}: {err}", file.display());
-        let want = format!("{}{want}", file.display());
-        assert!(
-            err.contains(&want),
-            "{}:\n{err}\nwants {want}",
-            file.display()
-        );
+        assert_refused(&file, &out, &want);
     }
     assert_rss_bounded();
     std::fs::remove_dir_all(dir).unwrap();
@@ -136,14 +141,7 @@ fn every_malformed_scenario_is_refused_by_up_and_builds_nothing() {
     let dir = scratch("up");
     for (file, want) in scenario_cases(&dir) {
         let out = testbed_bin().arg("up").arg(&file).output().unwrap();
-        let err = stderr(&out);
-        assert_eq!(out.status.code(), Some(1), "{}: {err}", file.display());
-        let want = format!("{}{want}", file.display());
-        assert!(
-            err.contains(&want),
-            "{}:\n{err}\nwants {want}",
-            file.display()
-        );
+        assert_refused(&file, &out, &want);
         // Every corpus scenario's name starts `mf-` (or is not a name at all).
         assert_eq!(host_traces("mf-"), BTreeSet::new(), "{}", file.display());
     }
@@ -288,14 +286,7 @@ fn malformed_manifests_command_lines_and_api_requests_change_nothing() {
     manifests.extend(generated_manifests(&dir));
     for (file, want) in manifests {
         let out = tb.cli(&["apply", "-f", &file.display().to_string()]);
-        let err = stderr(&out);
-        assert_eq!(out.status.code(), Some(1), "{}: {err}", file.display());
-        let want = format!("{}{want}", file.display());
-        assert!(
-            err.contains(&want),
-            "{}:\n{err}\nwants {want}",
-            file.display()
-        );
+        assert_refused(&file, &out, &want);
         assert_eq!(
             objects(&api),
             before,

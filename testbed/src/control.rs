@@ -24,8 +24,7 @@ use crate::proxy::node::SyncState;
 use crate::proxy::{self, render};
 use crate::scenario::Scenario;
 
-/// The coredns pods, as kubeadm makes them.
-const DNS_REPLICAS: i32 = 2;
+use dns::addon::REPLICAS as DNS_REPLICAS;
 
 pub struct ControlPlane {
     pub api: Arc<Api>,
@@ -36,6 +35,8 @@ pub struct ControlPlane {
     pub faults: Arc<kubelet::faults::Faults>,
     /// Each node's name and its kube-proxy's state.
     pub proxies: Vec<(String, watch::Receiver<SyncState>)>,
+    /// The endpoints and Deployment controllers' synced revisions, by name.
+    controllers: Vec<(&'static str, watch::Receiver<u64>)>,
     nodes: Vec<NodeInfo>,
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
 }
@@ -119,12 +120,26 @@ impl ControlPlane {
             })
             .collect();
         let faults = Arc::new(kubelet::faults::Faults::default());
+        let (endpoints_synced, endpoints_rx) = watch::channel(0);
+        let (deployments_synced, deployments_rx) = watch::channel(0);
+        let (kubelets_synced, kubelets_rx) = watch::channel(0);
+        let controllers = vec![
+            ("the endpoints controller", endpoints_rx),
+            ("the Deployment controller", deployments_rx),
+            ("the kubelets", kubelets_rx),
+        ];
         let mut tasks = vec![
-            tokio::spawn(controllers::endpoints::run(store.clone())),
-            tokio::spawn(controllers::deployment::run(store.clone())),
+            tokio::spawn({
+                let store = store.clone();
+                async move { controllers::endpoints::run(store, &endpoints_synced).await }
+            }),
+            tokio::spawn({
+                let store = store.clone();
+                async move { controllers::deployment::run(store, &deployments_synced).await }
+            }),
             tokio::spawn(dns::run(store.clone(), dns.clone())),
-            tokio::spawn(kubelet::run(
-                Arc::new(kubelet::Config {
+            tokio::spawn({
+                let cfg = Arc::new(kubelet::Config {
                     testbed: plan.testbed.clone(),
                     nodes: nodes.clone(),
                     shared_etc,
@@ -133,9 +148,10 @@ impl ControlPlane {
                     exe,
                     faults: faults.clone(),
                     owner_uid: crate::state::owner_uid(),
-                }),
-                store.clone(),
-            )),
+                });
+                let store = store.clone();
+                async move { kubelet::run(cfg, store, &kubelets_synced).await }
+            }),
         ];
         let cfg = render::Config {
             cluster_cidr: Some(scenario.cluster.pod_cidr),
@@ -143,11 +159,13 @@ impl ControlPlane {
         let mut proxies = Vec::new();
         for n in &plan.nodes {
             let (tx, rx) = watch::channel(SyncState::default());
+            // Every node runs kube-proxy's default mode (the only one so far).
+            let backend = proxy::Mode::default().backend(cfg.clone());
             tasks.push(tokio::spawn(proxy::node::run(
                 store.clone(),
                 n.name.clone(),
                 n.netns.clone(),
-                cfg.clone(),
+                backend,
                 tx,
             )));
             proxies.push((n.name.clone(), rx));
@@ -158,6 +176,7 @@ impl ControlPlane {
             store,
             faults,
             proxies,
+            controllers,
             nodes,
             tasks: std::sync::Mutex::new(tasks),
         })
@@ -224,10 +243,18 @@ impl ControlPlane {
         Ok(())
     }
 
-    /// Waits until every node's rules, and the cluster DNS's records, reflect the
-    /// store at `revision` or later.
+    /// Waits until the controllers have acted on the store at `revision`, and then
+    /// every node's rules and the cluster DNS's records reflect the store as it is
+    /// after that (with what the controllers wrote).
     pub async fn wait_synced(&self, revision: u64, timeout: Duration) -> bool {
         let all = async {
+            for (_, rx) in &self.controllers {
+                let mut rx = rx.clone();
+                if rx.wait_for(|r| *r >= revision).await.is_err() {
+                    return false;
+                }
+            }
+            let revision = revision.max(*self.store.subscribe().borrow());
             let mut dns = self.dns.revision.subscribe();
             if dns.wait_for(|r| *r >= revision).await.is_err() {
                 return false;
@@ -246,6 +273,12 @@ impl ControlPlane {
     /// Who is behind `revision`: `dns at 41, node-2 at 40`, or empty.
     pub fn behind(&self, revision: u64) -> String {
         let mut out = Vec::new();
+        for (name, rx) in &self.controllers {
+            let r = *rx.borrow();
+            if r < revision {
+                out.push(format!("{name} at {r}"));
+            }
+        }
         let dns = *self.dns.revision.borrow();
         if dns < revision {
             out.push(format!("the DNS at {dns}"));
@@ -257,6 +290,13 @@ impl ControlPlane {
             }
         }
         out.join(", ")
+    }
+
+    /// Aborts every task without waiting for it to end (see [`ControlPlane::stop`]).
+    pub fn abort(&self) {
+        for t in self.tasks.lock().expect("tasks lock").iter() {
+            t.abort();
+        }
     }
 
     /// Stops every task: pods' processes are killed, servers closed.

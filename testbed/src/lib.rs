@@ -4,11 +4,14 @@
 pub mod api;
 pub mod clean;
 pub mod cli;
+pub mod cluster;
 pub mod control;
 pub mod controllers;
 pub mod dns;
 pub mod exec;
+pub mod informer;
 pub mod input;
+pub mod kernel;
 pub mod kubelet;
 pub mod lifecycle;
 pub mod limits;

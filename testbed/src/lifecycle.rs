@@ -78,7 +78,7 @@ impl Testbed {
         }
         crate::tools::check_needed().map_err(UpError::Tools)?;
         raise_descriptor_limit();
-        let plan = Plan::new(name, scenario);
+        let plan = scenario.plan(name);
         let record = Record::for_this_process(plan, source);
         let claim = claim(&record)?;
         netns::open_gate(name);

@@ -11,8 +11,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use serde_json::Value;
 
 use crate::api::Kind;
-use crate::scenario::{from_value, Located};
-use crate::yaml::{self, Spans};
+use crate::yaml::{self, from_value, Located, Spans};
 
 /// `Service web`: how problems name a manifest.
 pub fn label(value: &Value) -> String {

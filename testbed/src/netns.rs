@@ -287,6 +287,17 @@ pub fn run_in<T: Send>(name: &str, f: impl FnOnce() -> io::Result<T> + Send) -> 
     })
 }
 
+/// Runs `f` inside the namespace `netns` (to make a socket there), or here for `None`.
+pub fn in_netns_or_here<T: Send>(
+    netns: Option<&str>,
+    f: impl FnOnce() -> io::Result<T> + Send,
+) -> io::Result<T> {
+    match netns {
+        Some(name) => run_in(name, f),
+        None => f(),
+    }
+}
+
 /// Per testbed: whether it is coming down, behind a lock that every namespace made at
 /// runtime holds while it is made. Teardown closes the gate (waiting for the ones in
 /// flight) before it lists what to remove, so no namespace appears after the list.

@@ -1,15 +1,93 @@
 //! The address plan: which node each pod runs on and every address, route and name,
-//! as a pure function of the scenario. The same scenario gives the same plan on every
-//! run and every machine.
+//! as a pure function of the cluster and its pods. The same cluster and pods give the
+//! same plan on every run and every machine.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
 use crate::names;
-use crate::scenario::{Cluster, PodDecl, Scenario};
+
+/// The cluster's shape and address plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSpec {
+    pub nodes: Vec<String>,
+    pub pod_cidr: Ipv4Net,
+    pub node_cidr_mask_size: u8,
+    pub node_network: Ipv4Net,
+    pub service_cidr: Ipv4Net,
+    pub dns: DnsSettings,
+}
+
+/// How the cluster DNS is set up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsSettings {
+    /// The cluster domain, without the final dot: `cluster.local`.
+    pub domain: String,
+    /// kube-dns's ClusterIP; `None` is the 10th address of the service CIDR.
+    pub service_ip: Option<Ipv4Addr>,
+    /// The TTL of answers, and of negative answers (the SOA's minimum).
+    pub ttl: u32,
+    /// Servers asked, in order, for names outside the cluster domain.
+    pub upstream: Vec<SocketAddr>,
+}
+
+impl Default for DnsSettings {
+    fn default() -> Self {
+        DnsSettings {
+            domain: crate::dns::records::DEFAULT_DOMAIN.into(),
+            service_ip: None,
+            ttl: crate::dns::records::DEFAULT_TTL,
+            upstream: Vec::new(),
+        }
+    }
+}
+
+impl Default for ClusterSpec {
+    fn default() -> Self {
+        ClusterSpec::with_nodes(1)
+    }
+}
+
+impl ClusterSpec {
+    /// The default address plan with `n` nodes named `node-1`..`node-n`.
+    pub fn with_nodes(n: usize) -> Self {
+        ClusterSpec {
+            nodes: (1..=n).map(|i| format!("node-{i}")).collect(),
+            pod_cidr: "10.244.0.0/16".parse().expect("valid"),
+            node_cidr_mask_size: 24,
+            node_network: "172.18.0.0/24".parse().expect("valid"),
+            service_cidr: "10.96.0.0/12".parse().expect("valid"),
+            dns: DnsSettings::default(),
+        }
+    }
+}
+
+/// A pod to start: the fields of its manifest that the topology uses.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PodDecl {
+    pub namespace: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    /// `spec.nodeName`; `None` lets the planner spread it.
+    pub node: Option<String>,
+    /// The rest of the manifest's spec: containers, ports, probes.
+    pub spec: Option<k8s_openapi::api::core::v1::PodSpec>,
+}
+
+impl PodDecl {
+    pub fn new(name: impl Into<String>) -> Self {
+        PodDecl {
+            namespace: "default".into(),
+            name: name.into(),
+            labels: BTreeMap::new(),
+            node: None,
+            spec: None,
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Plan {
@@ -79,25 +157,17 @@ pub struct PodPlan {
 }
 
 impl Plan {
-    /// Plans a checked scenario as testbed `testbed`.
+    /// Plans a checked cluster and its pods as testbed `testbed`.
     ///
     /// ```
-    /// use testbed::plan::Plan;
-    /// use testbed::scenario::{Cluster, PodDecl, Scenario};
+    /// use testbed::plan::{ClusterSpec, PodDecl, Plan};
     ///
-    /// let s = Scenario {
-    ///     name: "demo".into(),
-    ///     description: String::new(),
-    ///     cluster: Cluster::with_nodes(2),
-    ///     pods: vec![PodDecl::new("a"), PodDecl::new("b")],
-    ///     ..Default::default()
-    /// };
-    /// let plan = Plan::new("demo", &s);
+    /// let pods = [PodDecl::new("a"), PodDecl::new("b")];
+    /// let plan = Plan::new("demo", &ClusterSpec::with_nodes(2), &pods);
     /// assert_eq!(plan.pod("a").unwrap().ip.to_string(), "10.244.1.2");
     /// assert_eq!(plan.pod("b").unwrap().node, "node-2");
     /// ```
-    pub fn new(testbed: &str, scenario: &Scenario) -> Plan {
-        let c = &scenario.cluster;
+    pub fn new(testbed: &str, c: &ClusterSpec, decls: &[PodDecl]) -> Plan {
         let gateway = nth_host(c.node_network, 1);
         let fabric = FabricPlan {
             netns: names::fabric_netns(testbed),
@@ -130,10 +200,9 @@ impl Plan {
                 .map(|(to, via)| Route { to: *to, via: *via })
                 .collect();
         }
-        let placement = place(c, &scenario.pods);
+        let placement = place(c, decls);
         let mut next = vec![2u32; nodes.len()];
-        let pods = scenario
-            .pods
+        let pods = decls
             .iter()
             .zip(placement)
             .map(|(pod, n)| {
@@ -200,7 +269,7 @@ impl Plan {
 /// The node index each pod runs on: its `spec.nodeName`, or else the node with the
 /// fewest pods so far (the lowest index on a tie), in the order pods are declared.
 /// Pods naming an unknown node are put on node 0; `check` reports them.
-pub fn place(cluster: &Cluster, pods: &[PodDecl]) -> Vec<usize> {
+pub fn place(cluster: &ClusterSpec, pods: &[PodDecl]) -> Vec<usize> {
     let mut load = vec![0usize; cluster.nodes.len().max(1)];
     for pod in pods {
         if let Some(i) = pod
@@ -231,7 +300,7 @@ pub fn place(cluster: &Cluster, pods: &[PodDecl]) -> Vec<usize> {
 pub const DNS_HOST: u32 = 10;
 
 /// How many pods fit on one node: the subnet's hosts minus the gateway.
-pub fn pods_per_node(cluster: &Cluster) -> u64 {
+pub fn pods_per_node(cluster: &ClusterSpec) -> u64 {
     let bits = 32 - u32::from(cluster.node_cidr_mask_size.min(32));
     ((1u64 << bits).saturating_sub(2)).saturating_sub(1)
 }
@@ -241,7 +310,7 @@ pub fn usable_hosts(net: Ipv4Net) -> u64 {
     (1u64 << (32 - u32::from(net.prefix_len()))).saturating_sub(2)
 }
 
-fn node_pod_cidr(c: &Cluster, index: usize) -> Ipv4Net {
+fn node_pod_cidr(c: &ClusterSpec, index: usize) -> Ipv4Net {
     let size = 1u32 << (32 - u32::from(c.node_cidr_mask_size));
     let base = u32::from(c.pod_cidr.network()) + (index as u32 + 1) * size;
     Ipv4Net::new(Ipv4Addr::from(base), c.node_cidr_mask_size).expect("valid prefix")
@@ -255,14 +324,8 @@ pub(crate) fn nth_host(net: Ipv4Net, n: u32) -> Ipv4Addr {
 mod tests {
     use super::*;
 
-    fn scenario(nodes: usize, pods: Vec<PodDecl>) -> Scenario {
-        Scenario {
-            name: "t".into(),
-            description: String::new(),
-            cluster: Cluster::with_nodes(nodes),
-            pods,
-            ..Default::default()
-        }
+    fn plan(testbed: &str, nodes: usize, pods: &[PodDecl]) -> Plan {
+        Plan::new(testbed, &ClusterSpec::with_nodes(nodes), pods)
     }
 
     fn pod(name: &str, node: Option<&str>) -> PodDecl {
@@ -274,7 +337,7 @@ mod tests {
 
     #[test]
     fn node_addresses_follow_kind_and_kubenet() {
-        let plan = Plan::new("demo", &scenario(2, vec![]));
+        let plan = plan("demo", 2, &[]);
         assert_eq!(plan.fabric.gateway, Ipv4Addr::new(172, 18, 0, 1));
         assert_eq!(plan.dns_ip, Ipv4Addr::new(10, 96, 0, 10));
         let n1 = &plan.nodes[0];
@@ -299,10 +362,9 @@ mod tests {
             pod("c", None),
             pod("d", None),
         ];
-        let s = scenario(2, pods);
         // node-1 holds a; b goes to the emptier node-2; c breaks the 1-1 tie to node-1.
-        assert_eq!(place(&s.cluster, &s.pods), vec![0, 1, 0, 1]);
-        let plan = Plan::new("demo", &s);
+        assert_eq!(place(&ClusterSpec::with_nodes(2), &pods), vec![0, 1, 0, 1]);
+        let plan = plan("demo", 2, &pods);
         let ips: Vec<String> = plan.pods.iter().map(|p| p.ip.to_string()).collect();
         assert_eq!(
             ips,
@@ -314,22 +376,19 @@ mod tests {
     #[test]
     fn the_plan_is_deterministic() {
         let pods: Vec<_> = (0..50).map(|i| pod(&format!("p{i}"), None)).collect();
-        assert_eq!(
-            Plan::new("x", &scenario(3, pods.clone())),
-            Plan::new("x", &scenario(3, pods))
-        );
+        assert_eq!(plan("x", 3, &pods), plan("x", 3, &pods));
     }
 
     #[test]
     fn capacity() {
-        let c = Cluster::with_nodes(1);
+        let c = ClusterSpec::with_nodes(1);
         assert_eq!(pods_per_node(&c), 253);
         assert_eq!(usable_hosts("172.18.0.0/24".parse().unwrap()), 254);
     }
 
     #[test]
     fn lookups() {
-        let plan = Plan::new("demo", &scenario(1, vec![pod("a", None)]));
+        let plan = plan("demo", 1, &[pod("a", None)]);
         assert_eq!(plan.pod("a").unwrap().name, "a");
         assert_eq!(plan.pod("default/a").unwrap().name, "a");
         assert!(plan.pod("kube-system/a").is_none());

@@ -57,6 +57,11 @@ pub fn dir(name: &str) -> PathBuf {
     Path::new(STATE_DIR).join(name)
 }
 
+/// The API server's socket of testbed `name`.
+pub fn api_socket(name: &str) -> PathBuf {
+    dir(name).join("api.sock")
+}
+
 /// A pod's own files: `tmp/` (its `/tmp`).
 pub fn pod_dir(name: &str, namespace: &str, pod: &str) -> PathBuf {
     dir(name).join("pods").join(namespace).join(pod)
@@ -380,16 +385,7 @@ mod tests {
         let me = std::process::id();
         let start = process_start(me).expect("own stat");
         assert!(start > 0);
-        let plan = Plan::new(
-            "x",
-            &crate::scenario::Scenario {
-                name: "x".into(),
-                description: String::new(),
-                cluster: crate::scenario::Cluster::with_nodes(1),
-                pods: vec![],
-                ..Default::default()
-            },
-        );
+        let plan = Plan::new("x", &crate::plan::ClusterSpec::with_nodes(1), &[]);
         let r = Record::for_this_process(plan, None);
         assert_eq!(r.pid_start, start);
         // No claim was made: a record alone does not make a testbed running.

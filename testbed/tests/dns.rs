@@ -283,8 +283,11 @@ fn domain_address_ttl_and_upstream_come_from_the_scenario() {
             .contains("corp.example. 30 IN SOA ns.dns.corp.example. hostmaster.corp.example."),
         "{nx}"
     );
-    // The upstream Service has no endpoints yet: REJECTed, so SERVFAIL at once.
+    // The upstream Service has no endpoints yet: once the nodes have its rules, it is
+    // REJECTed, so SERVFAIL at once. (Before they do, the question goes nowhere and
+    // dig times out: that raced once on a clean clone.)
     tb.apply("upstream-dns.yaml");
+    tb.wait_synced();
     let early = dig(&tb, &["www.example.com"]);
     assert!(
         early.contains("status: SERVFAIL") || early.contains("192.0.2.7"),

@@ -81,7 +81,7 @@ fn names_that_are_paths_are_refused_and_touch_nothing() {
 
 /// A record written by hand at `/run/testbed/<name>` for the process `pid`.
 fn forge(name: &str, pid: u32) -> std::path::PathBuf {
-    let plan = testbed::plan::Plan::new(name, &scenario("two-nodes.yaml"));
+    let plan = scenario("two-nodes.yaml").plan(name);
     let mut r = Record::for_this_process(plan, None);
     r.pid = pid;
     r.pid_start = state::process_start(pid).unwrap();
@@ -497,7 +497,7 @@ fn floods_and_huge_requests_leave_the_api_answering_with_memory_bounded() {
     let name = unique_name("flood");
     run(testbed_bin().args(["up", &two_nodes(), "--name", &name]));
     let pid = Record::load(&name).unwrap().pid;
-    let sock = testbed::api::socket::socket_path(&name);
+    let sock = testbed::state::api_socket(&name);
 
     // replicas: 100000 is refused, and nothing grows.
     let dir = tempdir("flood");

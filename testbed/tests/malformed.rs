@@ -273,7 +273,7 @@ fn malformed_manifests_command_lines_and_api_requests_change_nothing() {
         return;
     }
     let tb = Running::up("malformed");
-    let api = testbed::api::socket::socket_path(&tb.0);
+    let api = testbed::state::api_socket(&tb.0);
     let dir = scratch("apply");
     let before = objects(&api);
     assert!(before.contains("Pod default/client-1"), "{before:?}");

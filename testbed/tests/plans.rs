@@ -3,7 +3,6 @@
 
 use std::path::Path;
 
-use testbed::plan::Plan;
 use testbed::scenario;
 
 #[test]
@@ -12,7 +11,7 @@ fn plans_of_every_scenario() {
     insta::glob!("../../scenarios", "*.yaml", |path| {
         seen += 1;
         let s = scenario::load(path).unwrap_or_else(|e| panic!("{e}"));
-        let plan = Plan::new(&s.name, &s);
+        let plan = s.plan(&s.name);
         insta::with_settings!({
             snapshot_path => "../../snapshots",
             prepend_module_to_snapshot => false,
@@ -30,7 +29,7 @@ fn plans_of_every_scenario() {
 fn the_cli_plan_matches() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/two-nodes.yaml");
     let s = scenario::load(&path).unwrap();
-    let text = testbed::cli::render_plan(&Plan::new("two-nodes", &s), usize::MAX);
+    let text = testbed::cli::render_plan(&s.plan("two-nodes"), usize::MAX);
     insta::with_settings!({snapshot_path => "../../snapshots", prepend_module_to_snapshot => false}, {
         insta::assert_snapshot!("two-nodes-plan-text", text);
     });

@@ -3,6 +3,7 @@
 
 pub mod admission;
 pub mod ipalloc;
+pub mod labels;
 pub mod object;
 pub mod server;
 pub mod socket;

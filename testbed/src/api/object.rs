@@ -50,6 +50,17 @@ impl Kind {
         }
     }
 
+    /// Lower-case singular, as a line about one object says it (`service default/web`).
+    pub fn singular(self) -> &'static str {
+        match self {
+            Kind::Pod => "pod",
+            Kind::Service => "service",
+            Kind::Endpoints => "endpoints",
+            Kind::EndpointSlice => "endpointslice",
+            Kind::Deployment => "deployment",
+        }
+    }
+
     /// Lower-case plural, as `kubectl get` prints it (`service/web`).
     pub fn plural(self) -> &'static str {
         match self {

@@ -3,7 +3,7 @@
 //! the testbed's owner may talk to it; anyone else is refused, and the refusal logged.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -14,12 +14,6 @@ use tokio::net::{UnixListener, UnixStream};
 use super::object::{Key, Kind, Object};
 use super::server::{Api, Applied, ObjectProblem};
 use super::store::Event;
-
-pub const SOCKET: &str = "api.sock";
-
-pub fn socket_path(testbed: &str) -> PathBuf {
-    crate::state::dir(testbed).join(SOCKET)
-}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
@@ -324,7 +318,7 @@ async fn handle(conn: UnixStream, api: Arc<Api>, nodes: NodesFn) -> std::io::Res
         if let Request::Watch { kind, namespace } = req {
             let (now, mut rx) =
                 api.store
-                    .watch_bounded(Some(kind), namespace.as_deref(), limits::WATCH_BUFFER);
+                    .watch_bounded(&[kind], namespace.as_deref(), limits::WATCH_BUFFER);
             let send = |r: Response| {
                 let mut buf = serde_json::to_vec(&r).expect("serialize");
                 buf.push(b'\n');

@@ -27,7 +27,7 @@ pub struct Event {
 }
 
 struct Watcher {
-    kind: Option<Kind>,
+    kinds: Vec<Kind>,
     namespace: Option<String>,
     tx: WatchTx,
 }
@@ -161,7 +161,7 @@ impl Store {
                 events
                     .iter()
                     .filter(|e| {
-                        w.kind.is_none_or(|k| k == e.object.kind())
+                        w.kinds.contains(&e.object.kind())
                             && w.namespace
                                 .as_deref()
                                 .is_none_or(|n| n == e.object.namespace())
@@ -197,15 +197,15 @@ impl Store {
         })
     }
 
-    /// The objects of `kind` (all kinds when `None`) as they are now, and every change
-    /// after them, in order.
+    /// The objects of `kinds` (in `namespace`, or all) as they are now, and every
+    /// change to them after that, in order.
     pub fn watch(
         &self,
-        kind: Option<Kind>,
+        kinds: &[Kind],
         namespace: Option<&str>,
     ) -> (Vec<Object>, mpsc::UnboundedReceiver<Event>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let now = self.watch_with(kind, namespace, WatchTx::All(tx));
+        let now = self.watch_with(kinds, namespace, WatchTx::All(tx));
         (now, rx)
     }
 
@@ -213,26 +213,32 @@ impl Store {
     /// more would, the watch is dropped (the receiver ends after what it holds).
     pub fn watch_bounded(
         &self,
-        kind: Option<Kind>,
+        kinds: &[Kind],
         namespace: Option<&str>,
         capacity: usize,
     ) -> (Vec<Object>, mpsc::Receiver<Event>) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
-        let now = self.watch_with(kind, namespace, WatchTx::Bounded(tx));
+        let now = self.watch_with(kinds, namespace, WatchTx::Bounded(tx));
         (now, rx)
     }
 
-    fn watch_with(&self, kind: Option<Kind>, namespace: Option<&str>, tx: WatchTx) -> Vec<Object> {
+    fn watch_with(&self, kinds: &[Kind], namespace: Option<&str>, tx: WatchTx) -> Vec<Object> {
         let mut inner = self.inner.lock().expect("store lock");
-        let now = inner
-            .objects
-            .values()
-            .filter(|o| kind.is_none_or(|k| k == o.kind()))
-            .filter(|o| namespace.is_none_or(|n| n == o.namespace()))
-            .cloned()
-            .collect();
+        let mut now = Vec::new();
+        for &kind in kinds {
+            let start = Key::new(kind, "", "");
+            now.extend(
+                inner
+                    .objects
+                    .range(start..)
+                    .take_while(|(k, _)| k.kind == kind)
+                    .map(|(_, o)| o)
+                    .filter(|o| namespace.is_none_or(|n| n == o.namespace()))
+                    .cloned(),
+            );
+        }
         inner.watchers.push(Watcher {
-            kind,
+            kinds: kinds.to_vec(),
             namespace: namespace.map(str::to_string),
             tx,
         });

@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::{ExitCode, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -18,10 +17,11 @@ use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::api::{Kind, Object};
+use crate::cluster::{Cluster, Options};
 use crate::control::ControlPlane;
 use crate::lifecycle::Testbed;
 use crate::netns;
-use crate::scenario::{Cluster, PodDecl, Scenario};
+use crate::scenario::{ClusterSpec, PodDecl, Scenario};
 
 fn service(i: usize) -> Object {
     Object::Service(Service {
@@ -109,7 +109,7 @@ pub(super) fn run(services: usize, seconds: u32, outstanding: u32) -> Result<Exi
     let scenario = Scenario {
         name: "bench-dns".into(),
         description: String::new(),
-        cluster: Cluster::with_nodes(2),
+        cluster: ClusterSpec::with_nodes(2),
         pods,
         ..Default::default()
     };
@@ -119,21 +119,19 @@ pub(super) fn run(services: usize, seconds: u32, outstanding: u32) -> Result<Exi
         .build()?;
     let name = format!("bench-dns-{}", std::process::id());
     rt.block_on(async {
-        let tb = Testbed::up(&name, &scenario, None)
+        let cluster = Cluster::start(&name, &scenario, Options::bare()?, std::future::pending())
             .await
+            .map_err(|f| f.error)
             .context("bring the cluster up")?;
-        let cp = Arc::new(ControlPlane::start(
-            tb.plan(),
-            &scenario,
-            crate::state::dir(&name).join("etc"),
-        )?);
-        let result = async {
-            cp.wait_dns(Duration::from_secs(20)).await?;
-            measure(&cp, &tb, services, seconds, outstanding).await
-        }
+        let result = measure(
+            cluster.control(),
+            cluster.testbed(),
+            services,
+            seconds,
+            outstanding,
+        )
         .await;
-        cp.stop().await;
-        drop(tb);
+        cluster.shutdown().await;
         result
     })?;
     Ok(ExitCode::SUCCESS)

@@ -9,7 +9,6 @@
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -20,12 +19,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::api::{Key, Kind, Object};
+use crate::cluster::{Cluster, Options};
 use crate::control::ControlPlane;
 use crate::lifecycle::Testbed;
-use crate::proxy::node::{run_in_netns, service_ports};
+use crate::proxy::node::run_in_netns;
 use crate::proxy::render;
 use crate::proxy::sync::Proxier;
-use crate::scenario::{Cluster, PodDecl, Scenario};
+use crate::proxy::tracker::service_ports;
+use crate::scenario::{ClusterSpec, PodDecl, Scenario};
 
 fn service(name: &str, app: &str) -> Object {
     Object::Service(Service {
@@ -96,7 +97,7 @@ pub(super) fn run(
     let scenario = Scenario {
         name: "bench-services".into(),
         description: String::new(),
-        cluster: Cluster::with_nodes(nodes),
+        cluster: ClusterSpec::with_nodes(nodes),
         pods,
         ..Default::default()
     };
@@ -106,17 +107,20 @@ pub(super) fn run(
         .build()?;
     let name = format!("bench-svc-{}", std::process::id());
     rt.block_on(async {
-        let tb = Testbed::up(&name, &scenario, None)
+        let cluster = Cluster::start(&name, &scenario, Options::bare()?, std::future::pending())
             .await
+            .map_err(|f| f.error)
             .context("bring the cluster up")?;
-        let cp = Arc::new(ControlPlane::start(
-            tb.plan(),
-            &scenario,
-            crate::state::dir(&name).join("etc"),
-        )?);
-        let result = measure(&cp, &tb, services, endpoints, runs, full_runs).await;
-        cp.stop().await;
-        drop(tb);
+        let result = measure(
+            cluster.control(),
+            cluster.testbed(),
+            services,
+            endpoints,
+            runs,
+            full_runs,
+        )
+        .await;
+        cluster.shutdown().await;
         result
     })?;
     Ok(ExitCode::SUCCESS)
@@ -173,7 +177,7 @@ async fn measure(
 
     // 1. Full sync against a raw iptables-restore of the same text, per node.
     let cfg = render::Config {
-        cluster_cidr: Some(Cluster::default().pod_cidr),
+        cluster_cidr: Some(ClusterSpec::default().pod_cidr),
     };
     let all_ports = {
         let svcs = cp.store.list(Kind::Service, None);
@@ -189,7 +193,7 @@ async fn measure(
                             .metadata
                             .labels
                             .as_ref()
-                            .and_then(|l| l.get(crate::controllers::endpoints::SERVICE_NAME_LABEL))
+                            .and_then(|l| l.get(crate::api::labels::SERVICE_NAME_LABEL))
                             .map(String::as_str)
                             == svc.metadata.name.as_deref() =>
                     {
@@ -249,7 +253,7 @@ async fn measure(
     let target = Key::new(Kind::Pod, "default", "target-0");
     // One watch for every run: starting one copies every slice in the store, and
     // freeing that copy would be timed in the next write.
-    let (initial, mut events) = cp.store.watch(Some(Kind::EndpointSlice), None);
+    let (initial, mut events) = cp.store.watch(&[Kind::EndpointSlice], None);
     drop(initial);
     for i in 0..runs * 2 {
         let ready = i % 2 == 1;
@@ -326,7 +330,7 @@ async fn restore(ns: &std::path::Path, text: &str) -> Result<()> {
     run_in_netns(ns, "iptables-restore", &["-w", "--noflush"], Some(text))
         .await
         .map(drop)
-        .map_err(anyhow::Error::msg)
+        .map_err(anyhow::Error::new)
 }
 
 /// Waits for each node to reach `rev`, recording when it did.

@@ -5,7 +5,7 @@ use std::os::unix::net::UnixStream;
 
 use anyhow::{anyhow, Context, Result};
 
-use crate::api::socket::{self, Request, Response};
+use crate::api::socket::{Request, Response};
 
 pub struct Client {
     testbed: String,
@@ -15,7 +15,7 @@ pub struct Client {
 
 impl Client {
     pub fn connect(testbed: &str) -> Result<Client> {
-        let path = socket::socket_path(testbed);
+        let path = crate::state::api_socket(testbed);
         let conn = UnixStream::connect(&path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
                 anyhow!(

@@ -5,17 +5,12 @@
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use tokio::signal::unix::{signal, SignalKind};
 
-use std::sync::Arc;
-
 use super::up::{Ready, PROGRESS, READY};
-use crate::api::socket;
-use crate::control::ControlPlane;
-use crate::lifecycle::Testbed;
+use crate::cluster::{self, Cluster};
 use crate::state;
 
 pub(super) fn run(file: &Path, name: &str) -> Result<ExitCode> {
@@ -39,59 +34,32 @@ pub(super) fn run(file: &Path, name: &str) -> Result<ExitCode> {
         // A signal during the bring-up stops it: what was made is removed and `up`
         // hears that the testbed did not come up (never "ready").
         let mut signals = Signals { term, int, hup };
-        let tb = tokio::select! {
-            tb = Testbed::up_with_progress(name, &scenario, Some(file.to_path_buf()), &progress) => tb?,
-            why = signals.recv() => return Err(stopped(name, why)),
+        let opts = cluster::Options {
+            exe: std::env::current_exe().context("find the testbed executable")?,
+            file: Some(file),
+            serve_api: true,
+            progress: &progress,
         };
-        let cp = ControlPlane::start(tb.plan(), &scenario, state::dir(name).join("etc"))?;
-        let cp = Arc::new(cp);
-        let started = async {
-            cp.wait_dns(Duration::from_secs(20)).await?;
-            // The scenario's objects, through the API server (its steps are `testbed run`'s).
-            crate::run::apply(&cp.api, file, &scenario.objects).map_err(|e| anyhow::anyhow!("{e}"))
-        };
-        let objects = tokio::select! {
-            objects = started => objects,
-            why = signals.recv() => Err(stopped(name, why)),
-        };
-        let objects = match objects {
-            Ok(lines) => lines,
-            Err(e) => {
-                cp.stop().await;
-                return Err(e);
-            }
-        };
-        let listener = socket::bind(&socket::socket_path(name)).context("bind the API socket")?;
-        let nodes: socket::NodesFn = {
-            let cp = cp.clone();
-            Arc::new(move || cp.node_status())
-        };
-        let server = tokio::spawn(socket::serve(
-            listener,
-            tb.owner_uid(),
-            cp.api.clone(),
-            nodes,
-        ));
-        let t = &tb.times;
+        let cluster = Cluster::start(name, &scenario, opts, signals.recv())
+            .await
+            .map_err(|f| anyhow::Error::new(f.error))?;
+        let t = &cluster.testbed().times;
         let ready = Ready {
             nodes_ms: t.nodes.as_secs_f64() * 1e3,
             pods_ms: t.pods.as_secs_f64() * 1e3,
             total_ms: t.total.as_secs_f64() * 1e3,
-            objects,
+            objects: cluster.objects.clone(),
         };
         report(&format!("{READY}{}", serde_json::to_string(&ready)?));
         detach_output(name)?;
         eprintln!(
             "testbed {name} ready: {} nodes, {} pods in {:.1} ms",
-            tb.plan().nodes.len(),
-            tb.plan().pods.len(),
+            cluster.plan().nodes.len(),
+            cluster.plan().pods.len(),
             ready.total_ms
         );
         let why = signals.recv().await;
-        server.abort();
-        let _ = server.await;
-        cp.stop().await;
-        let report = tb.down();
+        let report = cluster.shutdown().await;
         eprintln!(
             "{why}: testbed {name} down, {} namespaces removed in {:.1} ms",
             report.namespaces,
@@ -116,12 +84,6 @@ impl Signals {
             _ = self.hup.recv() => "SIGHUP",
         }
     }
-}
-
-/// The error of a bring-up a signal stopped (what it made is removed by then, or as
-/// the error returns: the testbed is dropped).
-fn stopped(name: &str, why: &str) -> anyhow::Error {
-    anyhow::anyhow!("{why} during the bring-up: testbed {name} was stopped before it was ready")
 }
 
 /// A line for the waiting `up`. If it is gone (killed), the testbed carries on:

@@ -508,7 +508,7 @@ fn table(kind: Kind, items: &[Object], wide: bool) -> Vec<Vec<String>> {
             Object::Pod(p) => {
                 let st = p.status.clone().unwrap_or_default();
                 let containers = p.spec.as_ref().map_or(0, |s| s.containers.len());
-                let ready = crate::controllers::endpoints::pod_ready(p);
+                let ready = crate::api::labels::pod_ready(p);
                 r.push(format!(
                     "{}/{containers}",
                     if ready { containers } else { 0 }

@@ -270,7 +270,7 @@ pub(super) fn doctor() -> Result<ExitCode> {
 
 pub(super) fn plan(file: &Path, name: Option<String>) -> Result<ExitCode> {
     let s = scenario::load(file).map_err(|e| anyhow!("{e}"))?;
-    let plan = Plan::new(name.as_deref().unwrap_or(&s.name), &s);
+    let plan = s.plan(name.as_deref().unwrap_or(&s.name));
     print!("{}", render_plan(&plan, usize::MAX));
     Ok(ExitCode::SUCCESS)
 }

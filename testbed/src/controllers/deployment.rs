@@ -4,16 +4,18 @@
 //! template are made first, the old ones go once enough new ones are Ready. Pods are
 //! owned by the Deployment directly (there are no ReplicaSet objects here).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use sha2::{Digest, Sha256};
+use tokio::sync::watch;
 
-use super::endpoints::pod_ready;
-use crate::api::{EventType, Key, Kind, Object, Store};
+use crate::api::labels::pod_ready;
+use crate::api::{Event, EventType, Key, Kind, Object, Store};
+use crate::informer::Reconcile;
 
 pub const TEMPLATE_HASH_LABEL: &str = "pod-template-hash";
 pub const ORDINAL_ANNOTATION: &str = "testbed/ordinal";
@@ -148,24 +150,45 @@ pub fn reconcile(d: &Deployment, owned: &[&Pod]) -> Step {
 }
 
 /// Runs the controller until the store's watch ends.
-pub async fn run(store: Arc<Store>) {
-    let (initial, mut events) = store.watch(None, None);
-    let mut deployments: BTreeMap<(String, String), Deployment> = BTreeMap::new();
-    let mut pods: HashMap<(String, String), Pod> = HashMap::new();
-    let mut dirty: HashSet<(String, String)> = HashSet::new();
-    let take = |obj: Object,
-                deleted: bool,
-                deployments: &mut BTreeMap<(String, String), Deployment>,
-                pods: &mut HashMap<(String, String), Pod>,
-                dirty: &mut HashSet<(String, String)>| {
-        let key = (obj.namespace().to_string(), obj.name().to_string());
-        match obj {
+pub async fn run(store: Arc<Store>, synced: &watch::Sender<u64>) {
+    let controller = DeploymentController {
+        store: store.clone(),
+        deployments: BTreeMap::new(),
+        pods: HashMap::new(),
+    };
+    crate::informer::run(store, controller, synced).await
+}
+
+type NsName = (String, String);
+
+struct DeploymentController {
+    store: Arc<Store>,
+    deployments: BTreeMap<NsName, Deployment>,
+    pods: HashMap<NsName, Pod>,
+}
+
+#[async_trait::async_trait]
+impl Reconcile for DeploymentController {
+    /// A Deployment.
+    type Key = NsName;
+
+    fn kinds(&self) -> &'static [Kind] {
+        &[Kind::Deployment, Kind::Pod]
+    }
+
+    fn observe(&mut self, event: Event, dirty: &mut BTreeSet<NsName>) {
+        let deleted = event.kind == EventType::Deleted;
+        let key = (
+            event.object.namespace().to_string(),
+            event.object.name().to_string(),
+        );
+        match event.object {
             Object::Deployment(d) => {
                 dirty.insert(key.clone());
                 if deleted {
-                    deployments.remove(&key);
+                    self.deployments.remove(&key);
                 } else {
-                    deployments.insert(key, d);
+                    self.deployments.insert(key, d);
                 }
             }
             Object::Pod(p) => {
@@ -175,76 +198,74 @@ pub async fn run(store: Arc<Store>) {
                     }
                 }
                 if deleted {
-                    pods.remove(&key);
+                    self.pods.remove(&key);
                 } else {
-                    pods.insert(key, p);
+                    self.pods.insert(key, p);
                 }
             }
             _ => {}
         }
-    };
-    for obj in initial {
-        take(obj, false, &mut deployments, &mut pods, &mut dirty);
     }
-    loop {
-        while let Ok(ev) = events.try_recv() {
-            let deleted = ev.kind == EventType::Deleted;
-            take(ev.object, deleted, &mut deployments, &mut pods, &mut dirty);
+
+    async fn reconcile(&mut self, dirty: BTreeSet<NsName>, _: u64) -> Result<(), BTreeSet<NsName>> {
+        for (ns, name) in dirty {
+            self.sync(&ns, &name);
         }
-        for (ns, name) in dirty.drain() {
-            let owned: Vec<&Pod> = pods
+        Ok(())
+    }
+}
+
+impl DeploymentController {
+    /// Makes the pods of Deployment `ns/name` what its spec asks, and its status
+    /// what they are; a deleted Deployment's pods go too.
+    fn sync(&self, ns: &str, name: &str) {
+        let store = &self.store;
+        let owned: Vec<&Pod> = self
+            .pods
+            .iter()
+            .filter(|((pns, _), p)| pns == ns && owned_by(p, name))
+            .map(|(_, p)| p)
+            .collect();
+        let Some(d) = self.deployments.get(&(ns.to_string(), name.to_string())) else {
+            // Deleted: its pods go too (Kubernetes' garbage collector).
+            let doomed: Vec<Key> = owned
                 .iter()
-                .filter(|((pns, _), p)| *pns == ns && owned_by(p, &name))
-                .map(|(_, p)| p)
+                .map(|p| {
+                    Key::new(
+                        Kind::Pod,
+                        ns,
+                        p.metadata.name.as_deref().unwrap_or_default(),
+                    )
+                })
                 .collect();
-            let Some(d) = deployments.get(&(ns.clone(), name.clone())) else {
-                // Deleted: its pods go too (Kubernetes' garbage collector).
-                let doomed: Vec<Key> = owned
-                    .iter()
-                    .map(|p| {
-                        Key::new(
-                            Kind::Pod,
-                            &ns,
-                            p.metadata.name.as_deref().unwrap_or_default(),
-                        )
-                    })
-                    .collect();
-                store.write(|tx| {
-                    doomed.iter().for_each(|k| {
-                        tx.delete(k);
-                    })
-                });
-                continue;
-            };
-            let step = reconcile(d, &owned);
-            let status_changed = d.status.as_ref() != Some(&step.status);
-            if step.create.is_empty() && step.delete.is_empty() && !status_changed {
-                continue;
-            }
-            let key = Key::new(Kind::Deployment, &ns, &name);
             store.write(|tx| {
-                for p in step.create {
-                    tx.put(Object::Pod(p));
-                }
-                for n in &step.delete {
-                    tx.delete(&Key::new(Kind::Pod, &ns, n));
-                }
-                // The status goes on the Deployment as it is now: a user's change
-                // may be newer than what this controller has seen.
-                if let Some(Object::Deployment(mut now)) = tx.get(&key).cloned() {
-                    if status_changed && now.status.as_ref() != Some(&step.status) {
-                        now.status = Some(step.status);
-                        tx.put(Object::Deployment(now));
-                    }
-                }
+                doomed.iter().for_each(|k| {
+                    tx.delete(k);
+                })
             });
+            return;
+        };
+        let step = reconcile(d, &owned);
+        let status_changed = d.status.as_ref() != Some(&step.status);
+        if step.create.is_empty() && step.delete.is_empty() && !status_changed {
+            return;
         }
-        match events.recv().await {
-            Some(ev) => {
-                let deleted = ev.kind == EventType::Deleted;
-                take(ev.object, deleted, &mut deployments, &mut pods, &mut dirty);
+        let key = Key::new(Kind::Deployment, ns, name);
+        store.write(|tx| {
+            for p in step.create {
+                tx.put(Object::Pod(p));
             }
-            None => return,
-        }
+            for n in &step.delete {
+                tx.delete(&Key::new(Kind::Pod, ns, n));
+            }
+            // The status goes on the Deployment as it is now: a user's change
+            // may be newer than what this controller has seen.
+            if let Some(Object::Deployment(mut now)) = tx.get(&key).cloned() {
+                if status_changed && now.status.as_ref() != Some(&step.status) {
+                    now.status = Some(step.status);
+                    tx.put(Object::Deployment(now));
+                }
+            }
+        });
     }
 }

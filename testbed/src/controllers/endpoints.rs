@@ -3,7 +3,8 @@
 //! each pod's container ports (by name or number), written as an `Endpoints` object
 //! and an `EndpointSlice`, as the control plane does.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{
     EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectReference, Pod, Service,
@@ -12,37 +13,14 @@ use k8s_openapi::api::discovery::v1::{self as discovery, EndpointConditions, End
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use sha2::{Digest, Sha256};
+use tokio::sync::watch;
 
-use crate::api::{Key, Kind, Object, Store};
-
-pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
-pub const MANAGED_BY_LABEL: &str = "endpointslice.kubernetes.io/managed-by";
-pub const MANAGED_BY: &str = "endpointslice-controller.k8s.io";
+use crate::api::labels::{pod_ready, selects, MANAGED_BY, MANAGED_BY_LABEL, SERVICE_NAME_LABEL};
+use crate::api::{Event, EventType, Key, Kind, Object, Store};
+use crate::informer::Reconcile;
 
 /// A Service port resolved for one pod: name, number, protocol.
 type ResolvedPort = (String, i32, String);
-
-/// Whether `pod` is Ready: running, with an address, its Ready condition true, and
-/// not being deleted.
-pub fn pod_ready(pod: &Pod) -> bool {
-    let Some(st) = &pod.status else { return false };
-    st.phase.as_deref() == Some("Running")
-        && st.pod_ip.is_some()
-        && pod.metadata.deletion_timestamp.is_none()
-        && st
-            .conditions
-            .iter()
-            .flatten()
-            .any(|c| c.type_ == "Ready" && c.status == "True")
-}
-
-fn selects(sel: &BTreeMap<String, String>, pod: &Pod) -> bool {
-    let labels = pod.metadata.labels.as_ref();
-    !sel.is_empty()
-        && sel
-            .iter()
-            .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
-}
 
 /// The port a pod serves a Service port on: a number, or the container port that
 /// has the name. `None` when the pod has no port of that name.
@@ -257,37 +235,56 @@ pub fn endpoints_for<'a>(
 
 /// Runs the controller until the store's watch ends: reacts to every Service and Pod
 /// change, and writes an object only when it differs from what it wrote before.
-pub async fn run(store: std::sync::Arc<Store>) {
-    let (initial, mut events) = store.watch(None, None);
-    let mut services: HashMap<(String, String), Service> = HashMap::new();
-    let mut pods: HashMap<String, BTreeMap<String, Pod>> = HashMap::new();
-    let mut written: HashMap<(String, String), (Endpoints, EndpointSlice)> = HashMap::new();
-    let mut dirty: HashSet<(String, String)> = HashSet::new();
+pub async fn run(store: Arc<Store>, synced: &watch::Sender<u64>) {
+    let controller = EndpointsController {
+        store: store.clone(),
+        services: HashMap::new(),
+        pods: HashMap::new(),
+        written: HashMap::new(),
+    };
+    crate::informer::run(store, controller, synced).await
+}
 
-    let take = |obj: Object,
-                deleted: bool,
-                services: &mut HashMap<(String, String), Service>,
-                pods: &mut HashMap<String, BTreeMap<String, Pod>>,
-                dirty: &mut HashSet<(String, String)>| {
-        let ns = obj.namespace().to_string();
-        let name = obj.name().to_string();
-        match obj {
+type SvcKey = (String, String);
+
+struct EndpointsController {
+    store: Arc<Store>,
+    services: HashMap<SvcKey, Service>,
+    /// Pods by namespace, then name.
+    pods: HashMap<String, BTreeMap<String, Pod>>,
+    /// What it last wrote for each Service.
+    written: HashMap<SvcKey, (Endpoints, EndpointSlice)>,
+}
+
+#[async_trait::async_trait]
+impl Reconcile for EndpointsController {
+    type Key = SvcKey;
+
+    fn kinds(&self) -> &'static [Kind] {
+        &[Kind::Service, Kind::Pod]
+    }
+
+    fn observe(&mut self, event: Event, dirty: &mut BTreeSet<SvcKey>) {
+        let deleted = event.kind == EventType::Deleted;
+        let ns = event.object.namespace().to_string();
+        let name = event.object.name().to_string();
+        match event.object {
             Object::Service(s) => {
                 dirty.insert((ns.clone(), name.clone()));
                 if deleted {
-                    services.remove(&(ns, name));
+                    self.services.remove(&(ns, name));
                 } else {
-                    services.insert((ns, name), s);
+                    self.services.insert((ns, name), s);
                 }
             }
             Object::Pod(p) => {
-                let in_ns = pods.entry(ns.clone()).or_default();
+                let in_ns = self.pods.entry(ns.clone()).or_default();
                 let old = if deleted {
                     in_ns.remove(&name)
                 } else {
                     in_ns.insert(name, p.clone())
                 };
-                for ((sns, sname), svc) in services.iter() {
+                for ((sns, sname), svc) in &self.services {
                     if *sns != ns {
                         continue;
                     }
@@ -301,32 +298,28 @@ pub async fn run(store: std::sync::Arc<Store>) {
             }
             _ => {}
         }
-    };
-    for obj in initial {
-        take(obj, false, &mut services, &mut pods, &mut dirty);
     }
-    loop {
-        // Take every change that is waiting, then write once for all of them.
-        while let Ok(ev) = events.try_recv() {
-            let deleted = ev.kind == crate::api::EventType::Deleted;
-            take(ev.object, deleted, &mut services, &mut pods, &mut dirty);
-        }
-        for key in dirty.drain() {
-            let want = services.get(&key).and_then(|svc| {
-                endpoints_for(svc, pods.get(&key.0).into_iter().flat_map(|m| m.values()))
+
+    async fn reconcile(&mut self, dirty: BTreeSet<SvcKey>, _: u64) -> Result<(), BTreeSet<SvcKey>> {
+        for key in dirty {
+            let want = self.services.get(&key).and_then(|svc| {
+                endpoints_for(
+                    svc,
+                    self.pods.get(&key.0).into_iter().flat_map(|m| m.values()),
+                )
             });
-            match (want, written.get(&key)) {
+            match (want, self.written.get(&key)) {
                 (Some(w), Some(old)) if *old == w => {}
                 (Some(w), _) => {
-                    store.write(|tx| {
+                    self.store.write(|tx| {
                         tx.put(Object::Endpoints(w.0.clone()));
                         tx.put(Object::EndpointSlice(w.1.clone()));
                     });
-                    written.insert(key, w);
+                    self.written.insert(key, w);
                 }
                 (None, _) => {
-                    if written.remove(&key).is_some() {
-                        store.write(|tx| {
+                    if self.written.remove(&key).is_some() {
+                        self.store.write(|tx| {
                             tx.delete(&Key::new(Kind::Endpoints, &key.0, &key.1));
                             tx.delete(&Key::new(Kind::EndpointSlice, &key.0, &slice_name(&key.1)));
                         });
@@ -334,12 +327,6 @@ pub async fn run(store: std::sync::Arc<Store>) {
                 }
             }
         }
-        match events.recv().await {
-            Some(ev) => {
-                let deleted = ev.kind == crate::api::EventType::Deleted;
-                take(ev.object, deleted, &mut services, &mut pods, &mut dirty);
-            }
-            None => return,
-        }
+        Ok(())
     }
 }

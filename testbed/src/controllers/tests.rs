@@ -256,7 +256,7 @@ fn deployment_scales_with_stable_names_and_rolls_templates() {
 #[test]
 fn watchers_see_every_change_in_order() {
     let api = api();
-    let (now, mut rx) = api.store.watch(Some(Kind::Service), None);
+    let (now, mut rx) = api.store.watch(&[Kind::Service], None);
     assert_eq!(now.len(), 1, "the kubernetes Service");
     api.apply(objects(WEB)).unwrap();
     api.delete(&Key::new(Kind::Service, "default", "web"))
@@ -272,7 +272,7 @@ fn watchers_see_every_change_in_order() {
 #[test]
 fn a_watcher_that_does_not_read_is_dropped_not_buffered() {
     let api = api();
-    let (now, mut rx) = api.store.watch_bounded(Some(Kind::Service), None, 3);
+    let (now, mut rx) = api.store.watch_bounded(&[Kind::Service], None, 3);
     assert_eq!(now.len(), 1);
     for i in 0..5 {
         let svc = format!("apiVersion: v1\nkind: Service\nmetadata: {{name: s{i}}}\nspec: {{ports: [{{port: 80}}]}}\n");
@@ -287,7 +287,7 @@ fn a_watcher_that_does_not_read_is_dropped_not_buffered() {
         tokio::sync::mpsc::error::TryRecvError::Disconnected
     );
     // The controllers' own watches see everything.
-    let (_, mut all) = api.store.watch(Some(Kind::Service), None);
+    let (_, mut all) = api.store.watch(&[Kind::Service], None);
     api.delete(&Key::new(Kind::Service, "default", "s0"))
         .unwrap();
     assert!(all.try_recv().is_ok());

@@ -16,6 +16,8 @@ use crate::api::Object;
 
 pub const NAMESPACE: &str = "kube-system";
 pub const IMAGE: &str = "registry.k8s.io/coredns/coredns:v1.11.3";
+/// The coredns pods, as kubeadm makes them.
+pub const REPLICAS: i32 = 2;
 /// The DNS port, on the Service and in the pods.
 pub const PORT: u16 = 53;
 

@@ -15,8 +15,8 @@ use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
 
+use super::client::{ask_tcp, ask_udp};
 use super::records::{Outcome, Zone};
-use crate::probe::dns::{ask_tcp, ask_udp};
 
 /// The largest UDP answer we send to a client that asks for more (RFC 9715's advice);
 /// larger answers are truncated and the client retries over TCP.

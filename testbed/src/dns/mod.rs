@@ -3,6 +3,7 @@
 //! kube-dns pod ([`serve`]). [`run`] keeps the snapshot current.
 
 pub mod addon;
+pub mod client;
 pub mod handler;
 pub mod pod_files;
 pub mod records;
@@ -11,7 +12,7 @@ pub mod tcp;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -19,7 +20,8 @@ use arc_swap::ArcSwap;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
-use crate::api::{EventType, Object, Store};
+use crate::api::{Event, EventType, Kind, Object, Store};
+use crate::informer::Reconcile;
 pub use records::{Config, Zone};
 
 /// The images whose containers the kubelet runs as the cluster DNS server.
@@ -72,65 +74,64 @@ type Key = (String, String);
 /// Keeps `dns`'s zone equal to the store's Services and EndpointSlices: every batch
 /// of changes builds a new snapshot and swaps it in; readers never wait.
 pub async fn run(store: Arc<Store>, dns: Dns) {
-    let cfg = dns.zone.load().config().clone();
-    let mut revision = store.subscribe();
-    let (initial, mut events) = store.watch(None, None);
-    let mut services: BTreeMap<Key, Service> = BTreeMap::new();
-    let mut slices: HashMap<Key, EndpointSlice> = HashMap::new();
-    let take = |obj: Object,
-                deleted: bool,
-                services: &mut BTreeMap<Key, Service>,
-                slices: &mut HashMap<Key, EndpointSlice>|
-     -> bool {
-        let key = (obj.namespace().to_string(), obj.name().to_string());
-        match obj {
-            Object::Service(s) => {
-                if deleted {
-                    services.remove(&key);
-                } else {
-                    services.insert(key, s);
-                }
-                true
-            }
-            Object::EndpointSlice(s) => {
-                if deleted {
-                    slices.remove(&key);
-                } else {
-                    slices.insert(key, s);
-                }
-                true
-            }
-            _ => false,
-        }
+    let zone = ZoneWriter {
+        cfg: dns.zone.load().config().clone(),
+        dns: dns.clone(),
+        services: BTreeMap::new(),
+        slices: HashMap::new(),
     };
-    let mut changed = false;
-    for obj in initial {
-        changed |= take(obj, false, &mut services, &mut slices);
+    crate::informer::run(store, zone, &dns.revision).await
+}
+
+/// The zone's writer: the Services and EndpointSlices it is built from.
+struct ZoneWriter {
+    dns: Dns,
+    cfg: Config,
+    services: BTreeMap<Key, Service>,
+    slices: HashMap<Key, EndpointSlice>,
+}
+
+#[async_trait::async_trait]
+impl Reconcile for ZoneWriter {
+    /// The zone is rebuilt whole (it takes about a millisecond per 1,000 Services).
+    type Key = ();
+
+    fn kinds(&self) -> &'static [Kind] {
+        &[Kind::Service, Kind::EndpointSlice]
     }
-    loop {
-        // The revision first: every write up to it has its events queued already.
-        let seen = *revision.borrow_and_update();
-        while let Ok(ev) = events.try_recv() {
-            let deleted = ev.kind == EventType::Deleted;
-            changed |= take(ev.object, deleted, &mut services, &mut slices);
+
+    fn observe(&mut self, event: Event, dirty: &mut BTreeSet<()>) {
+        let deleted = event.kind == EventType::Deleted;
+        let key = (
+            event.object.namespace().to_string(),
+            event.object.name().to_string(),
+        );
+        match (event.object, deleted) {
+            (Object::Service(_), true) => {
+                self.services.remove(&key);
+            }
+            (Object::Service(s), false) => {
+                self.services.insert(key, s);
+            }
+            (Object::EndpointSlice(_), true) => {
+                self.slices.remove(&key);
+            }
+            (Object::EndpointSlice(s), false) => {
+                self.slices.insert(key, s);
+            }
+            _ => return,
         }
-        if changed {
-            let zone = Zone::build(&cfg, services.values(), slices.values(), serial());
-            dns.zone.store(Arc::new(zone));
-            changed = false;
-        }
-        dns.revision.send_replace(seen);
-        // An event, or the revision moving on: a write's events may have been taken
-        // above before its revision was published.
-        tokio::select! {
-            ev = events.recv() => match ev {
-                Some(ev) => {
-                    let deleted = ev.kind == EventType::Deleted;
-                    changed |= take(ev.object, deleted, &mut services, &mut slices);
-                }
-                None => return,
-            },
-            r = revision.changed() => if r.is_err() { return },
-        }
+        dirty.insert(());
+    }
+
+    async fn reconcile(&mut self, _: BTreeSet<()>, _: u64) -> Result<(), BTreeSet<()>> {
+        let zone = Zone::build(
+            &self.cfg,
+            self.services.values(),
+            self.slices.values(),
+            serial(),
+        );
+        self.dns.zone.store(Arc::new(zone));
+        Ok(())
     }
 }

@@ -36,15 +36,21 @@ pub struct ClusterDns {
     pub domain: String,
 }
 
-/// The two files of a pod: `(resolv.conf, hosts)`, with the node's (this machine's)
-/// resolv.conf for `dnsPolicy: Default`.
-pub fn files(pod: &crate::plan::PodPlan, cluster: &ClusterDns) -> (String, String) {
+/// The two files of pod `namespace/name` at `ip`: `(resolv.conf, hosts)`, with the
+/// node's (this machine's) resolv.conf for `dnsPolicy: Default`.
+pub fn files(
+    pod: &PodDns,
+    namespace: &str,
+    name: &str,
+    ip: Ipv4Addr,
+    cluster: &ClusterDns,
+) -> (String, String) {
     static NODE_RESOLV: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let node =
         NODE_RESOLV.get_or_init(|| std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default());
     (
-        resolv_conf(&pod.dns, &pod.namespace, cluster.ip, &cluster.domain, node),
-        hosts(&pod.dns, &pod.name, &pod.namespace, pod.ip, &cluster.domain),
+        resolv_conf(pod, namespace, cluster.ip, &cluster.domain, node),
+        hosts(pod, name, namespace, ip, &cluster.domain),
     )
 }
 

@@ -15,7 +15,7 @@ use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
-use crate::controllers::endpoints::SERVICE_NAME_LABEL;
+use crate::api::labels::SERVICE_NAME_LABEL;
 
 /// The cluster domain unless configured otherwise.
 pub const DEFAULT_DOMAIN: &str = "cluster.local";

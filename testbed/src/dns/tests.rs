@@ -18,7 +18,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::records::{Config, Zone};
 use super::Dns;
-use crate::controllers::endpoints::SERVICE_NAME_LABEL;
+use crate::api::labels::SERVICE_NAME_LABEL;
 
 /// Keeps the encoded answer, as the UDP or TCP handle would send it.
 #[derive(Clone, Default)]

@@ -7,8 +7,10 @@ pub mod faults;
 pub mod identity;
 pub mod netexec;
 pub mod probe;
+mod sync;
 
-use std::collections::{BTreeSet, HashMap};
+pub use sync::run;
+
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,12 +18,11 @@ use std::sync::Arc;
 use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::{Pod, PodCondition, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
-use crate::api::{EventType, Key, Kind, Object, Store};
+use crate::api::{Key, Kind, Object, Store};
 use crate::names;
-use crate::netns;
 use crate::plan::PodPlan;
 use crate::state;
 use crate::topology;
@@ -54,7 +55,7 @@ pub struct Config {
     pub owner_uid: u32,
 }
 
-type PodKey = (String, String);
+pub(crate) type PodKey = (String, String);
 
 /// A pod's task, stopped with the kubelet (its processes are killed on drop).
 struct Task(JoinHandle<()>);
@@ -63,13 +64,6 @@ impl Drop for Task {
     fn drop(&mut self) {
         self.0.abort();
     }
-}
-
-struct Running {
-    stop: oneshot::Sender<()>,
-    done: Task,
-    node: usize,
-    host: u32,
 }
 
 fn now() -> Time {
@@ -112,202 +106,6 @@ fn set_ready(st: &mut PodStatus, ready: bool) {
     }
 }
 
-pub async fn run(cfg: Arc<Config>, store: Arc<Store>) {
-    let rt = tokio::runtime::Handle::current();
-    let mut netlink = Vec::new();
-    for n in &cfg.nodes {
-        let name = n.netns.clone();
-        let rt2 = rt.clone();
-        match tokio::task::spawn_blocking(move || netns::open_netlink(&name, &rt2)).await {
-            Ok(Ok(h)) => netlink.push(h),
-            other => {
-                tracing::error!("kubelet: cannot open netlink in {}: {other:?}", n.netns);
-                return;
-            }
-        }
-    }
-    let (initial, mut events) = store.watch(Some(Kind::Pod), None);
-    let mut pods: HashMap<PodKey, Pod> = HashMap::new();
-    // Pods per node, kept as pods come and go, so scheduling one is O(nodes).
-    let mut per_node = PerNode::new(&cfg);
-    let mut running: HashMap<PodKey, Running> = HashMap::new();
-    let mut used: Vec<BTreeSet<u32>> = vec![BTreeSet::new(); cfg.nodes.len()];
-    let mut queue: Vec<(EventType, Pod)> = initial
-        .into_iter()
-        .filter_map(|o| match o {
-            Object::Pod(p) => Some((EventType::Added, p)),
-            _ => None,
-        })
-        .collect();
-    loop {
-        for (kind, pod) in queue.drain(..) {
-            let key = (
-                pod.metadata
-                    .namespace
-                    .clone()
-                    .unwrap_or_else(|| "default".into()),
-                pod.metadata.name.clone().unwrap_or_default(),
-            );
-            if kind == EventType::Deleted {
-                if let Some(old) = pods.remove(&key) {
-                    per_node.add(&old, -1);
-                }
-                if let Some(r) = running.remove(&key) {
-                    used[r.node].remove(&r.host);
-                    let _ = r.stop.send(());
-                    // The namespace goes before a pod of the same name may return.
-                    let mut done = r.done;
-                    let _ = (&mut done.0).await;
-                }
-                continue;
-            }
-            per_node.add(&pod, 1);
-            if let Some(old) = pods.insert(key.clone(), pod.clone()) {
-                per_node.add(&old, -1);
-            }
-            if running.contains_key(&key) {
-                continue;
-            }
-            let node_name = pod.spec.as_ref().and_then(|s| s.node_name.clone());
-            let Some(node_name) = node_name else {
-                if let Some(node) = schedule(&store, &cfg, &per_node, &key) {
-                    // Counted at once, so the next pod of a batch sees it.
-                    if let Some(p) = pods.get_mut(&key) {
-                        if let Some(spec) = p.spec.as_mut() {
-                            spec.node_name = Some(node);
-                        }
-                        per_node.add(p, 1);
-                    }
-                }
-                continue;
-            };
-            let Some(node) = cfg.nodes.iter().position(|n| n.name == node_name) else {
-                set_status(&store, &key, |st| {
-                    st.phase = Some("Failed".into());
-                    st.reason = Some("NodeNotFound".into());
-                    st.message = Some(format!("node {node_name:?} is not in this cluster"));
-                });
-                continue;
-            };
-            let info = &cfg.nodes[node];
-            // A pod made with the cluster keeps the address its plan gave it.
-            let adopted = pod
-                .status
-                .as_ref()
-                .and_then(|s| s.pod_ip.as_deref())
-                .and_then(|ip| ip.parse::<Ipv4Addr>().ok())
-                .filter(|_| {
-                    netns::netns_path(&names::pod_netns(&cfg.testbed, &key.0, &key.1)).exists()
-                });
-            let host = match adopted {
-                Some(ip) => u32::from(ip) - u32::from(info.pod_cidr.network()),
-                None => {
-                    let last = u32::from(info.pod_cidr.broadcast())
-                        - u32::from(info.pod_cidr.network())
-                        - 1;
-                    match (2..=last).find(|h| !used[node].contains(h)) {
-                        Some(h) => h,
-                        None => {
-                            set_status(&store, &key, |st| {
-                                st.phase = Some("Pending".into());
-                                st.message = Some(format!(
-                                    "node {node_name} has no free pod address in {}",
-                                    info.pod_cidr
-                                ));
-                            });
-                            continue;
-                        }
-                    }
-                }
-            };
-            used[node].insert(host);
-            let ip = Ipv4Addr::from(u32::from(info.pod_cidr.network()) + host);
-            let (stop, stop_rx) = oneshot::channel();
-            let done = Task(tokio::spawn(pod_life(
-                cfg.clone(),
-                store.clone(),
-                netlink[node].clone(),
-                node,
-                pod,
-                ip,
-                adopted.is_some(),
-                stop_rx,
-            )));
-            running.insert(
-                key,
-                Running {
-                    stop,
-                    done,
-                    node,
-                    host,
-                },
-            );
-        }
-        match events.recv().await {
-            Some(ev) => {
-                let Object::Pod(p) = ev.object else { continue };
-                queue.push((ev.kind, p));
-                while let Ok(ev) = events.try_recv() {
-                    if let Object::Pod(p) = ev.object {
-                        queue.push((ev.kind, p));
-                    }
-                }
-            }
-            None => return,
-        }
-    }
-}
-
-/// How many pods each node has (by `spec.nodeName`).
-struct PerNode {
-    index: HashMap<String, usize>,
-    count: Vec<usize>,
-}
-
-impl PerNode {
-    fn new(cfg: &Config) -> Self {
-        PerNode {
-            index: cfg
-                .nodes
-                .iter()
-                .enumerate()
-                .map(|(i, n)| (n.name.clone(), i))
-                .collect(),
-            count: vec![0; cfg.nodes.len()],
-        }
-    }
-
-    /// Counts `pod` on its node (`by` is 1 or -1); a pod with no node counts nowhere.
-    fn add(&mut self, pod: &Pod, by: isize) {
-        let node = pod.spec.as_ref().and_then(|s| s.node_name.as_deref());
-        if let Some(&i) = node.and_then(|n| self.index.get(n)) {
-            self.count[i] = self.count[i].saturating_add_signed(by);
-        }
-    }
-}
-
-/// The scheduler's part: the node with the fewest pods (the first of those).
-fn schedule(store: &Store, cfg: &Config, per_node: &PerNode, key: &PodKey) -> Option<String> {
-    let count = &per_node.count;
-    let best = (0..cfg.nodes.len()).min_by_key(|i| (count[*i], *i))?;
-    let node = cfg.nodes[best].name.clone();
-    store.write(|tx| {
-        let k = Key::new(Kind::Pod, &key.0, &key.1);
-        if let Some(Object::Pod(mut p)) = tx.get(&k).cloned() {
-            if let Some(spec) = &mut p.spec {
-                if spec.node_name.is_none() {
-                    spec.node_name = Some(node.clone());
-                    let st = p.status.get_or_insert_with(Default::default);
-                    st.phase = Some("Pending".into());
-                    st.conditions = Some(vec![condition("PodScheduled", true)]);
-                    tx.put(Object::Pod(p));
-                }
-            }
-        }
-    });
-    Some(node)
-}
-
 #[allow(clippy::too_many_arguments)]
 async fn pod_life(
     cfg: Arc<Config>,
@@ -318,7 +116,12 @@ async fn pod_life(
     ip: Ipv4Addr,
     adopted: bool,
     mut stop: oneshot::Receiver<()>,
+    previous: Option<watch::Receiver<()>>,
 ) {
+    // The namespace of a pod of the same name goes before this one is made.
+    if let Some(mut previous) = previous {
+        while previous.changed().await.is_ok() {}
+    }
     let info = &cfg.nodes[node];
     let ns = pod
         .metadata

@@ -76,7 +76,7 @@ async fn tcp_once(
     from: SocketAddr,
     to: SocketAddr,
 ) -> std::io::Result<String> {
-    let socket = super::in_netns(netns, tokio::net::TcpSocket::new_v4)?;
+    let socket = crate::netns::in_netns_or_here(netns, tokio::net::TcpSocket::new_v4)?;
     if from.port() != 0 {
         socket.set_reuseaddr(true)?;
         socket.bind(from)?;
@@ -104,7 +104,7 @@ async fn udp_once(
     from: SocketAddr,
     to: SocketAddr,
 ) -> std::io::Result<String> {
-    let s = super::in_netns(netns, || {
+    let s = crate::netns::in_netns_or_here(netns, || {
         let s = std::net::UdpSocket::bind(from)?;
         s.set_nonblocking(true)?;
         Ok(s)

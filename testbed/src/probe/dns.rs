@@ -9,6 +9,8 @@ use std::time::Duration;
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};
 
+use crate::dns::client::{ask_tcp, ask_udp};
+
 /// What a resolv.conf says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resolv {
@@ -232,53 +234,6 @@ fn rand_id() -> u16 {
             .unwrap_or(0),
     );
     h.finish() as u16
-}
-
-/// One question over UDP from namespace `netns` (here for `None`): the answer.
-pub(crate) async fn ask_udp(
-    netns: Option<&str>,
-    server: SocketAddr,
-    raw: &[u8],
-    timeout: Duration,
-) -> std::io::Result<Message> {
-    let s = super::in_netns(netns, || {
-        let s = std::net::UdpSocket::bind(SocketAddr::from(([0, 0, 0, 0], 0)))?;
-        s.set_nonblocking(true)?;
-        Ok(s)
-    })?;
-    let s = tokio::net::UdpSocket::from_std(s)?;
-    s.connect(server).await?;
-    s.send(raw).await?;
-    let mut buf = vec![0u8; 65535];
-    let n = tokio::time::timeout(timeout, s.recv(&mut buf))
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out"))??;
-    Message::from_vec(&buf[..n]).map_err(std::io::Error::other)
-}
-
-/// One question over TCP (length-prefixed) from namespace `netns`: the answer.
-pub(crate) async fn ask_tcp(
-    netns: Option<&str>,
-    server: SocketAddr,
-    raw: &[u8],
-    timeout: Duration,
-) -> std::io::Result<Message> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let socket = super::in_netns(netns, tokio::net::TcpSocket::new_v4)?;
-    let talk = async {
-        let mut stream = socket.connect(server).await?;
-        let len = u16::try_from(raw.len()).map_err(std::io::Error::other)?;
-        let mut out = len.to_be_bytes().to_vec();
-        out.extend_from_slice(raw);
-        stream.write_all(&out).await?;
-        let n = stream.read_u16().await?;
-        let mut buf = vec![0u8; n as usize];
-        stream.read_exact(&mut buf).await?;
-        Message::from_vec(&buf).map_err(std::io::Error::other)
-    };
-    tokio::time::timeout(timeout, talk)
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out"))?
 }
 
 #[cfg(test)]

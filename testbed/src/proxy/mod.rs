@@ -1,12 +1,65 @@
-//! kube-proxy in iptables mode: rules rendered as text from Services and their
-//! endpoints ([`render`]), written per node with partial syncs ([`sync`]), and a tracer
-//! that follows a packet through them without a kernel ([`tracer`]).
+//! kube-proxy: per node, the change tracker ([`tracker`]) turns Services and their
+//! EndpointSlices into service ports and deltas, and a backend writes them into the
+//! node's kernel. The iptables backend renders rules as text ([`render`]), writes them
+//! with partial syncs ([`sync`]), and has a tracer that follows a packet through them
+//! without a kernel ([`tracer`]). The node's loop ([`node`]) runs on the controller
+//! runtime, over any [`ProxyBackend`] and any [`NodeExec`](crate::kernel::exec::NodeExec).
 
+pub mod fake;
 pub mod hash;
+pub mod iptables;
 pub mod node;
 pub mod render;
 pub mod sync;
 pub mod tracer;
+pub mod tracker;
 
 #[cfg(test)]
+mod node_tests;
+#[cfg(test)]
 mod tests;
+
+use tracker::{Changes, Tracker};
+
+/// kube-proxy's mode: which backend writes a node's rules.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// `iptables-restore`, as kube-proxy's default mode.
+    #[default]
+    Iptables,
+}
+
+impl Mode {
+    /// A backend of this mode for a node, with `cfg`.
+    pub fn backend(self, cfg: render::Config) -> Box<dyn ProxyBackend> {
+        match self {
+            Mode::Iptables => Box::new(iptables::Backend::new(cfg)),
+        }
+    }
+}
+
+/// What turns the tracker's changes into one update of a node's rules, and keeps
+/// what the node holds. An update is prepared, applied by running
+/// [`ProxyBackend::command`] with it as input, then committed or marked failed.
+pub trait ProxyBackend: Send {
+    /// The mode's name, as kube-proxy's `--proxy-mode` says it.
+    fn name(&self) -> &'static str;
+
+    /// The program that applies an update, and its arguments.
+    fn command(&self) -> (&'static str, &'static [&'static str]);
+
+    /// Whether the node is known to hold what was committed last. It is not at first
+    /// and after a failure: the next update is then a full one.
+    fn in_sync(&self) -> bool;
+
+    /// The input that takes the node from what it holds to what `tracker` has, given
+    /// the `changes` since the last update; empty when nothing changed. It is kept
+    /// as pending until committed or failed.
+    fn prepare(&mut self, changes: Changes, tracker: &Tracker) -> String;
+
+    /// The node took the pending update.
+    fn commit(&mut self);
+
+    /// The node refused the pending update.
+    fn failed(&mut self);
+}

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use super::render::{self, Config, ServicePort, ServiceRules};
 
 /// A service port's identity: kube-proxy's `ServicePortName` and protocol.
-pub type Key = (String, &'static str);
+pub use super::tracker::PortKey as Key;
 
 type Entry = Arc<(ServicePort, ServiceRules)>;
 
@@ -99,7 +99,7 @@ impl Proxier {
 
     /// The key of a service port.
     pub fn key(sp: &ServicePort) -> Key {
-        (sp.port_name_string(), sp.protocol.lower())
+        super::tracker::port_key(sp)
     }
 
     /// The restore text that takes the node from what it holds to `ports`, all of

@@ -14,11 +14,14 @@ use crate::scenario::{Located, Scenario};
 
 /// Every problem admission would have with the scenario's requests.
 pub fn admit(s: &Scenario) -> Vec<Located> {
-    let plan = crate::plan::Plan::new(&s.name, s);
+    let plan = s.plan(&s.name);
     let api = Api::with_dns_ip(Arc::new(Store::default()), plan.service_cidr, plan.dns_ip);
     // The cluster DNS's objects are there in every testbed.
     if api
-        .apply(crate::dns::addon::objects(plan.dns_ip, 2))
+        .apply(crate::dns::addon::objects(
+            plan.dns_ip,
+            crate::dns::addon::REPLICAS,
+        ))
         .is_err()
     {
         return vec![Located {

@@ -7,8 +7,8 @@
 use std::time::{Duration, Instant};
 
 use super::Runner;
+use crate::api::labels::pod_ready;
 use crate::api::{Key, Kind, Object};
-use crate::controllers::endpoints::pod_ready;
 
 /// Whose link a `link` step cuts.
 pub(super) enum LinkOf {
@@ -31,11 +31,12 @@ impl Runner<'_> {
     /// Waits until `done` holds for the store, then for every node's rules.
     async fn settle(&self, what: &str, done: impl Fn(&Self) -> bool) -> Result<(), String> {
         let deadline = Instant::now() + SETTLE;
+        let mut revision = self.cp.store.subscribe();
         while !done(self) {
             if Instant::now() >= deadline {
                 return Err(format!("{what} did not happen within {SETTLE:?}"));
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            super::next_revision(&mut revision, deadline).await;
         }
         let rev = *self.cp.store.subscribe().borrow();
         if !self.cp.wait_synced(rev, SETTLE).await {

@@ -17,15 +17,15 @@ use std::time::{Duration, Instant};
 
 use hickory_proto::rr::RecordType;
 
-use crate::api::{socket, Key, Kind, Object};
+use crate::api::{Key, Kind, Object};
+use crate::cluster::{self, Cluster, StartError};
 use crate::control::ControlPlane;
-use crate::lifecycle::Testbed;
 use crate::probe::connect::Outcome;
 use crate::probe::dns::{Answer, Resolv};
 use crate::scenario::objects::Manifest;
 use crate::scenario::steps::{ns_name, Action, Connect, DnsQuery, Step, Until, View};
-use crate::scenario::{Located, Scenario};
-use crate::{names, netns, state};
+use crate::scenario::Scenario;
+use crate::{names, netns};
 use expect::Mismatch;
 use snapshots::Snapshots;
 
@@ -139,97 +139,57 @@ pub async fn run(
         took: Duration::ZERO,
     };
     let name = opts.name.clone().unwrap_or_else(|| scenario.name.clone());
-    let tb = match Testbed::up(&name, scenario, Some(file.to_path_buf())).await {
-        Ok(tb) => tb,
-        Err(e) => {
-            report.setup_error = Some(format!("cannot build the cluster: {e}"));
-            return report;
-        }
-    };
-    report.setup.push(format!(
-        "testbed {name}: {} nodes, {} pods in {:.0} ms",
-        tb.plan().nodes.len(),
-        tb.plan().pods.len(),
-        tb.times.total.as_secs_f64() * 1e3
-    ));
-    let cp = match ControlPlane::start_with(
-        tb.plan(),
+    let started = Cluster::start(
+        &name,
         scenario,
-        state::dir(&name).join("etc"),
-        opts.exe.clone(),
-    ) {
-        Ok(cp) => Arc::new(cp),
-        Err(e) => {
-            report.setup_error = Some(format!("cannot start the control plane: {e:#}"));
+        cluster::Options {
+            exe: opts.exe.clone(),
+            file: Some(file),
+            serve_api: true,
+            progress: &|_| {},
+        },
+        std::future::pending(),
+    )
+    .await;
+    let cluster = match started {
+        Ok(c) => c,
+        Err(failure) => {
+            report.setup = failure.setup;
+            report.setup_error = Some(match &failure.error {
+                StartError::Topology(e) => format!("cannot build the cluster: {e}"),
+                StartError::ControlPlane(e) => format!("cannot start the control plane: {e:#}"),
+                e => e.to_string(),
+            });
+            for l in &report.setup {
+                progress(Event::Setup(l));
+            }
+            report.took = start.elapsed();
             return report;
         }
     };
-    // The API socket, so that `testbed get -t NAME` and friends work during the run.
-    let server = socket::bind(&socket::socket_path(&name))
-        .ok()
-        .map(|listener| {
-            let nodes: socket::NodesFn = {
-                let cp = cp.clone();
-                Arc::new(move || cp.node_status())
-            };
-            tokio::spawn(socket::serve(
-                listener,
-                tb.owner_uid(),
-                cp.api.clone(),
-                nodes,
-            ))
-        });
+    report.setup = cluster.setup.clone();
     let runner = Runner {
         file,
         scenario,
-        plan: tb.plan().clone(),
+        plan: cluster.plan().clone(),
         name: name.clone(),
         exe: opts.exe.clone(),
-        cp: cp.clone(),
+        cp: cluster.control().clone(),
     };
-    match cp.wait_dns(Duration::from_secs(20)).await {
-        Err(e) => report.setup_error = Some(format!("{e:#}")),
-        Ok(()) => {
-            report
-                .setup
-                .push("cluster DNS ready: kube-system/kube-dns has 2 endpoints".into());
-            match runner.apply(&scenario.objects) {
-                Ok(lines) => {
-                    report.setup.extend(lines);
-                    // The steps start from a settled cluster: records and rules in place.
-                    let rev = *cp.store.subscribe().borrow();
-                    if !cp.wait_synced(rev, Duration::from_secs(20)).await {
-                        report.setup_error = Some(
-                            "the objects did not reach the DNS and every node's rules in 20 s"
-                                .into(),
-                        );
-                    }
-                }
-                Err(e) => report.setup_error = Some(e),
-            }
-        }
-    }
     for l in &report.setup {
         progress(Event::Setup(l));
     }
-    if report.setup_error.is_none() {
-        for (i, step) in scenario.steps.iter().enumerate() {
-            let r = runner.step(step, snapshots).await;
-            progress(Event::Step(&r));
-            let failed = !r.passed();
-            report.steps.push(r);
-            if failed {
-                report.not_run = scenario.steps.len() - i - 1;
-                break;
-            }
+    for (i, step) in scenario.steps.iter().enumerate() {
+        let r = runner.step(step, snapshots).await;
+        progress(Event::Step(&r));
+        let failed = !r.passed();
+        report.steps.push(r);
+        if failed {
+            report.not_run = scenario.steps.len() - i - 1;
+            break;
         }
     }
-    if let Some(s) = server {
-        s.abort();
-        let _ = s.await;
-    }
-    cp.stop().await;
-    drop(tb);
+    cluster.shutdown().await;
     report.took = start.elapsed();
     report
 }
@@ -304,7 +264,7 @@ impl Runner<'_> {
                 self.cp.api.delete(&key).map_err(|p| p.to_string())?;
                 Ok(lines(format!(
                     "{} {namespace}/{name} deleted",
-                    kind_word(*kind)
+                    kind.singular()
                 )))
             }
             Action::Scale {
@@ -394,7 +354,7 @@ impl Runner<'_> {
     }
 
     fn apply(&self, manifests: &[Manifest]) -> Result<Vec<String>, String> {
-        apply(&self.cp.api, self.file, manifests)
+        crate::scenario::objects::apply(&self.cp.api, self.file, manifests)
     }
 
     /// A pod reference (`client-1`, `NAMESPACE/NAME`, or a selector `app=web` for the
@@ -511,7 +471,16 @@ impl Runner<'_> {
     async fn wait(&self, until: &Until, timeout: Duration) -> Result<String, String> {
         let deadline = Instant::now() + timeout;
         let start = Instant::now();
+        let mut revision = self.cp.store.subscribe();
         loop {
+            // Looked at once the cluster has caught up with the store as it is now
+            // (a second at most), so a DNS answer or a rule reflects the same writes
+            // as the objects.
+            let rev = *revision.borrow_and_update();
+            let left = deadline.saturating_duration_since(Instant::now());
+            self.cp
+                .wait_synced(rev, left.min(Duration::from_secs(1)))
+                .await;
             let (done, status) = self.check(until).await;
             if done {
                 // The rules follow: wait for every node's kube-proxy to catch up.
@@ -535,7 +504,7 @@ impl Runner<'_> {
             if Instant::now() >= deadline {
                 return Err(format!("timed out after {timeout:?}: {status}"));
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            next_revision(&mut revision, deadline).await;
         }
     }
 
@@ -574,7 +543,7 @@ impl Runner<'_> {
                 else {
                     return (false, format!("pod {ns}/{name} does not exist"));
                 };
-                let is = crate::controllers::endpoints::pod_ready(&p);
+                let is = crate::api::labels::pod_ready(&p);
                 (
                     is == *ready,
                     format!(
@@ -645,7 +614,7 @@ impl Runner<'_> {
             .count();
         let ready = pods
             .iter()
-            .filter(|p| crate::controllers::endpoints::pod_ready(p))
+            .filter(|p| crate::api::labels::pod_ready(p))
             .count();
         let old = pods.len() - current;
         (
@@ -712,64 +681,12 @@ impl Runner<'_> {
     }
 }
 
-/// Applies manifests (of the scenario `file`) through the API server: a line per
-/// object, or admission's problems at their files and lines.
-pub fn apply(
-    api: &crate::api::server::Api,
-    file: &Path,
-    manifests: &[Manifest],
-) -> Result<Vec<String>, String> {
-    let at = |l: &Located| {
-        let f = l.file.as_deref().unwrap_or(file);
-        match l.pos {
-            Some(p) => format!("{}:{}:{}: {}", f.display(), p.line, p.col, l.message),
-            None => format!("{}: {}", f.display(), l.message),
-        }
-    };
-    if manifests.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut objects = Vec::new();
-    for m in manifests {
-        let kind = m
-            .value
-            .get("kind")
-            .and_then(|k| k.as_str())
-            .unwrap_or_default();
-        let k = Kind::parse(kind).ok_or_else(|| format!("unknown kind {kind:?}"))?;
-        let o = Object::from_value(k, m.value.clone()).map_err(|e| at(&m.problem("", e)))?;
-        objects.push(o);
-    }
-    match api.apply(objects) {
-        Ok(applied) => Ok(applied
-            .into_iter()
-            .map(|a| {
-                let action = match a.action {
-                    crate::api::server::Action::Created => "created",
-                    crate::api::server::Action::Configured => "configured",
-                    crate::api::server::Action::Unchanged => "unchanged",
-                };
-                let ip = a
-                    .cluster_ip
-                    .map(|ip| format!(" (clusterIP {ip})"))
-                    .unwrap_or_default();
-                format!(
-                    "{} {}/{} {action}{ip}",
-                    kind_word(a.key.kind),
-                    a.key.namespace,
-                    a.key.name
-                )
-            })
-            .collect()),
-        Err(problems) => Err(problems
-            .iter()
-            .map(|p| match p.index.and_then(|i| manifests.get(i)) {
-                Some(m) => at(&m.problem(&p.path, p.to_string())),
-                None => p.to_string(),
-            })
-            .collect::<Vec<_>>()
-            .join("\n")),
-    }
+/// Waits for the store's next revision, or until `deadline`. Also wakes after a
+/// second at most: a condition outside the store (a DNS answer from a pod, which
+/// also needs the pod's network) is looked at again even if nothing is written.
+async fn next_revision(revision: &mut tokio::sync::watch::Receiver<u64>, deadline: Instant) {
+    let at = deadline.min(Instant::now() + Duration::from_secs(1));
+    let _ = tokio::time::timeout_at(at.into(), revision.changed()).await;
 }
 
 /// The address `name` has in a hosts file, if any.
@@ -796,16 +713,6 @@ fn join(problems: &[crate::api::server::ObjectProblem]) -> String {
         .map(|p| p.to_string())
         .collect::<Vec<_>>()
         .join("; ")
-}
-
-fn kind_word(k: Kind) -> &'static str {
-    match k {
-        Kind::Pod => "pod",
-        Kind::Service => "service",
-        Kind::Endpoints => "endpoints",
-        Kind::EndpointSlice => "endpointslice",
-        Kind::Deployment => "deployment",
-    }
 }
 
 fn dns_lines(a: &Answer) -> Vec<String> {
@@ -849,7 +756,7 @@ pub fn title(a: &Action) -> String {
             kind,
             namespace,
             name,
-        } => format!("delete {} {namespace}/{name}", kind_word(*kind)),
+        } => format!("delete {} {namespace}/{name}", kind.singular()),
         Action::Scale {
             namespace,
             name,

@@ -170,7 +170,7 @@ fn check_cluster(s: &Scenario, out: &mut Vec<Problem>) {
 /// CoreDNS's `kubernetes` plugin takes a TTL of at most an hour.
 const MAX_TTL: u32 = 3600;
 
-fn check_dns(c: &super::Cluster, out: &mut Vec<Problem>) {
+fn check_dns(c: &super::ClusterSpec, out: &mut Vec<Problem>) {
     let d = &c.dns;
     if d.domain.is_empty() {
         out.push(problem("cluster.dns.domain", "the cluster domain is empty"));

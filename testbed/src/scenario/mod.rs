@@ -28,7 +28,6 @@ mod pods;
 mod shape;
 pub mod steps;
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -38,6 +37,9 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value;
 
+pub use crate::plan::{ClusterSpec, DnsSettings, PodDecl};
+pub(crate) use crate::yaml::from_value;
+pub use crate::yaml::Located;
 use crate::yaml::{self, Pos, Spans};
 
 pub use check::{check, Problem};
@@ -47,89 +49,17 @@ pub use check::{check, Problem};
 pub struct Scenario {
     pub name: String,
     pub description: String,
-    pub cluster: Cluster,
+    pub cluster: ClusterSpec,
     pub pods: Vec<PodDecl>,
     /// Manifests applied through the API before the steps.
     pub objects: Vec<objects::Manifest>,
     pub steps: Vec<steps::Step>,
 }
 
-/// The cluster's shape and address plan.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cluster {
-    pub nodes: Vec<String>,
-    pub pod_cidr: Ipv4Net,
-    pub node_cidr_mask_size: u8,
-    pub node_network: Ipv4Net,
-    pub service_cidr: Ipv4Net,
-    pub dns: DnsSettings,
-}
-
-/// How the cluster DNS is set up.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DnsSettings {
-    /// The cluster domain, without the final dot: `cluster.local`.
-    pub domain: String,
-    /// kube-dns's ClusterIP; `None` is the 10th address of the service CIDR.
-    pub service_ip: Option<Ipv4Addr>,
-    /// The TTL of answers, and of negative answers (the SOA's minimum).
-    pub ttl: u32,
-    /// Servers asked, in order, for names outside the cluster domain.
-    pub upstream: Vec<SocketAddr>,
-}
-
-impl Default for DnsSettings {
-    fn default() -> Self {
-        DnsSettings {
-            domain: crate::dns::records::DEFAULT_DOMAIN.into(),
-            service_ip: None,
-            ttl: crate::dns::records::DEFAULT_TTL,
-            upstream: Vec::new(),
-        }
-    }
-}
-
-impl Default for Cluster {
-    fn default() -> Self {
-        Cluster::with_nodes(1)
-    }
-}
-
-impl Cluster {
-    /// The default address plan with `n` nodes named `node-1`..`node-n`.
-    pub fn with_nodes(n: usize) -> Self {
-        Cluster {
-            nodes: (1..=n).map(|i| format!("node-{i}")).collect(),
-            pod_cidr: "10.244.0.0/16".parse().expect("valid"),
-            node_cidr_mask_size: 24,
-            node_network: "172.18.0.0/24".parse().expect("valid"),
-            service_cidr: "10.96.0.0/12".parse().expect("valid"),
-            dns: DnsSettings::default(),
-        }
-    }
-}
-
-/// A pod to start: the fields of its manifest that the topology uses.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PodDecl {
-    pub namespace: String,
-    pub name: String,
-    pub labels: BTreeMap<String, String>,
-    /// `spec.nodeName`; `None` lets the planner spread it.
-    pub node: Option<String>,
-    /// The rest of the manifest's spec: containers, ports, probes.
-    pub spec: Option<k8s_openapi::api::core::v1::PodSpec>,
-}
-
-impl PodDecl {
-    pub fn new(name: impl Into<String>) -> Self {
-        PodDecl {
-            namespace: "default".into(),
-            name: name.into(),
-            labels: BTreeMap::new(),
-            node: None,
-            spec: None,
-        }
+impl Scenario {
+    /// The address plan of this scenario's cluster and pods, as testbed `testbed`.
+    pub fn plan(&self, testbed: &str) -> crate::plan::Plan {
+        crate::plan::Plan::new(testbed, &self.cluster, &self.pods)
     }
 }
 
@@ -138,14 +68,6 @@ impl PodDecl {
 pub struct ScenarioError {
     pub file: PathBuf,
     pub problems: Vec<Located>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Located {
-    /// Another file than the scenario (a manifest it names).
-    pub file: Option<PathBuf>,
-    pub pos: Option<Pos>,
-    pub message: String,
 }
 
 impl fmt::Display for ScenarioError {
@@ -361,44 +283,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Scenario, ScenarioError> {
     }
 }
 
-/// Deserializes `value` (found at `base`) and turns a failure into a located problem.
-pub(crate) fn from_value<T: serde::de::DeserializeOwned>(
-    value: Value,
-    spans: &Spans,
-    base: &str,
-) -> Result<T, Located> {
-    serde_path_to_error::deserialize(value).map_err(|err| {
-        let mut path = base.to_string();
-        for seg in err.path().iter() {
-            path = match seg {
-                serde_path_to_error::Segment::Seq { index } => yaml::child_index(&path, *index),
-                serde_path_to_error::Segment::Map { key } => yaml::child_key(&path, key),
-                serde_path_to_error::Segment::Enum { variant } => yaml::child_key(&path, variant),
-                serde_path_to_error::Segment::Unknown => path,
-            };
-        }
-        let inner = err.into_inner().to_string();
-        // serde names an unknown field in its message, not in the path: point at its key.
-        let pos = match inner.strip_prefix("unknown field `") {
-            Some(rest) => {
-                let field = rest.split('`').next().unwrap_or_default();
-                if !path.ends_with(field) {
-                    path = yaml::child_key(&path, field);
-                }
-                spans.key(&path)
-            }
-            None => spans.find(&path),
-        };
-        let shown = if path.is_empty() { "the file" } else { &path };
-        Located {
-            file: None,
-            pos,
-            message: format!("{shown}: {inner}"),
-        }
-    })
-}
-
-fn cluster_from(raw: ClusterFile, spans: &Spans, problems: &mut Vec<Located>) -> Cluster {
+fn cluster_from(raw: ClusterFile, spans: &Spans, problems: &mut Vec<Located>) -> ClusterSpec {
     let mut cidr = |text: &str, path: &str| -> Ipv4Net {
         match text.parse::<Ipv4Net>() {
             Ok(net) if net.trunc() == net => net,
@@ -443,7 +328,7 @@ fn cluster_from(raw: ClusterFile, spans: &Spans, problems: &mut Vec<Located>) ->
         NodesFile::Names(names) => names,
     };
     let dns = dns_from(raw.dns, spans, problems);
-    Cluster {
+    ClusterSpec {
         nodes,
         pod_cidr,
         node_cidr_mask_size: raw.node_cidr_mask_size,

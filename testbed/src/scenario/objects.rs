@@ -8,6 +8,8 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::Located;
+use crate::api::server::{Action, Api};
+use crate::api::{Kind, Object};
 use crate::yaml::{self, child_key, Pos, Spans};
 
 /// One manifest and where it was written.
@@ -134,5 +136,60 @@ fn from_file(file: &Path, named_at: Option<Pos>) -> Result<Vec<Manifest>, Vec<Lo
         Ok(out)
     } else {
         Err(problems)
+    }
+}
+/// Applies manifests (of the scenario `file`) through the API server: a line per
+/// object, or admission's problems at their files and lines.
+pub fn apply(api: &Api, file: &Path, manifests: &[Manifest]) -> Result<Vec<String>, String> {
+    let at = |l: &Located| {
+        let f = l.file.as_deref().unwrap_or(file);
+        match l.pos {
+            Some(p) => format!("{}:{}:{}: {}", f.display(), p.line, p.col, l.message),
+            None => format!("{}: {}", f.display(), l.message),
+        }
+    };
+    if manifests.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut objects = Vec::new();
+    for m in manifests {
+        let kind = m
+            .value
+            .get("kind")
+            .and_then(|k| k.as_str())
+            .unwrap_or_default();
+        let k = Kind::parse(kind).ok_or_else(|| format!("unknown kind {kind:?}"))?;
+        let o = Object::from_value(k, m.value.clone()).map_err(|e| at(&m.problem("", e)))?;
+        objects.push(o);
+    }
+    match api.apply(objects) {
+        Ok(applied) => Ok(applied
+            .into_iter()
+            .map(|a| {
+                let action = match a.action {
+                    Action::Created => "created",
+                    Action::Configured => "configured",
+                    Action::Unchanged => "unchanged",
+                };
+                let ip = a
+                    .cluster_ip
+                    .map(|ip| format!(" (clusterIP {ip})"))
+                    .unwrap_or_default();
+                format!(
+                    "{} {}/{} {action}{ip}",
+                    a.key.kind.singular(),
+                    a.key.namespace,
+                    a.key.name
+                )
+            })
+            .collect()),
+        Err(problems) => Err(problems
+            .iter()
+            .map(|p| match p.index.and_then(|i| manifests.get(i)) {
+                Some(m) => at(&m.problem(&p.path, p.to_string())),
+                None => p.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n")),
     }
 }

@@ -19,7 +19,7 @@ const POD: &str = "  - apiVersion: v1\n    kind: Pod\n    metadata: {name: a}\n 
 #[test]
 fn a_minimal_scenario_gets_the_defaults() {
     let s = parse_str("name: demo\n").unwrap();
-    assert_eq!(s.cluster, Cluster::with_nodes(1));
+    assert_eq!(s.cluster, ClusterSpec::with_nodes(1));
     assert!(s.pods.is_empty());
 }
 
@@ -106,10 +106,7 @@ fn a_service_cidr_too_small_for_the_dns_address() {
         ["s.yaml:3:16: cluster.serviceCIDR: 10.96.0.0/29 is too small: the cluster DNS takes its 10th address, so it needs at least /28"]
     );
     let s = parse_str("name: demo\ncluster:\n  serviceCIDR: 10.100.0.0/16\n").unwrap();
-    assert_eq!(
-        crate::plan::Plan::new("demo", &s).dns_ip.to_string(),
-        "10.100.0.10"
-    );
+    assert_eq!(s.plan("demo").dns_ip.to_string(), "10.100.0.10");
 }
 
 #[test]
@@ -197,7 +194,7 @@ fn dns_settings_have_defaults_and_can_be_set() {
             ],
         }
     );
-    let plan = crate::plan::Plan::new("demo", &s);
+    let plan = s.plan("demo");
     assert_eq!(plan.dns_ip.to_string(), "10.96.0.20");
     assert_eq!(plan.cluster_domain, "corp.example");
 }

@@ -172,7 +172,8 @@ struct PodEtc {
 
 impl PodEtc {
     fn new(pod: &PodPlan, shared_etc: &Path, dns: &crate::dns::pod_files::ClusterDns) -> Self {
-        let (resolv, hosts) = crate::dns::pod_files::files(pod, dns);
+        let (resolv, hosts) =
+            crate::dns::pod_files::files(&pod.dns, &pod.namespace, &pod.name, pod.ip, dns);
         PodEtc {
             dir: shared_etc.join(&pod.namespace).join(&pod.name),
             resolv,

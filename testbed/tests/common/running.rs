@@ -119,6 +119,19 @@ impl Running {
         }
     }
 
+    /// Waits until every node's rules reflect the store as it is now.
+    pub fn wait_synced(&self) {
+        let start = Instant::now();
+        while !self.in_sync() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the nodes did not sync in 30 s: {}",
+                self.ok(&["get", "nodes"])
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     pub fn in_sync(&self) -> bool {
         let nodes = self.json(&["get", "nodes"]);
         nodes.as_array().unwrap().iter().all(|n| {

@@ -6,12 +6,16 @@
 //! `serde_json::Value` plus a table from each path (`pods[1].metadata.name`) to the
 //! line and column of its key and of its value.
 
+mod located;
+
 use std::collections::HashMap;
 
 use serde_json::{Map, Number, Value};
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser, Tag};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
 use yaml_rust2::Yaml;
+
+pub use located::{from_value, Located};
 
 /// A position in a source file, 1-based.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,320 @@
+//! The kubelets' loop, on the controller runtime: one unit of work per pod. A pod
+//! that names no node is scheduled; one on a node gets an address and its own task
+//! ([`pod_life`](super::pod_life)), which makes its namespace, runs it and tears it
+//! down. A deleted pod's task is told to stop and not waited for, so one slow
+//! teardown holds up no other pod; a pod of the same name that comes back waits for
+//! it inside its own task, and the old address is free once it is gone.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Pod;
+use tokio::sync::{oneshot, watch};
+
+use super::{condition, pod_life, set_status, Config, PodKey, Task};
+use crate::api::{Event, EventType, Key, Kind, Object, Store};
+use crate::informer::Reconcile;
+use crate::{names, netns};
+
+/// A pod whose task runs.
+struct Running {
+    uid: Option<String>,
+    stop: oneshot::Sender<()>,
+    task: Task,
+    /// Closed when the task has ended.
+    alive: watch::Receiver<()>,
+    node: usize,
+    host: u32,
+}
+
+/// A pod told to stop whose task has not ended yet: its address stays taken.
+struct Stopping {
+    _task: Task,
+    alive: watch::Receiver<()>,
+    node: usize,
+    host: u32,
+}
+
+/// Runs the kubelets of every node until the store's watch ends.
+pub async fn run(cfg: Arc<Config>, store: Arc<Store>, synced: &watch::Sender<u64>) {
+    let rt = tokio::runtime::Handle::current();
+    let mut netlink = Vec::new();
+    for n in &cfg.nodes {
+        let name = n.netns.clone();
+        let rt2 = rt.clone();
+        match tokio::task::spawn_blocking(move || netns::open_netlink(&name, &rt2)).await {
+            Ok(Ok(h)) => netlink.push(h),
+            other => {
+                tracing::error!("kubelet: cannot open netlink in {}: {other:?}", n.netns);
+                return;
+            }
+        }
+    }
+    let kubelets = Kubelets {
+        per_node: PerNode::new(&cfg),
+        used: vec![BTreeSet::new(); cfg.nodes.len()],
+        cfg,
+        store: store.clone(),
+        netlink,
+        pods: HashMap::new(),
+        running: HashMap::new(),
+        stopping: HashMap::new(),
+        arrival: Vec::new(),
+    };
+    crate::informer::run(store, kubelets, synced).await
+}
+
+struct Kubelets {
+    cfg: Arc<Config>,
+    store: Arc<Store>,
+    /// A netlink handle in each node's namespace.
+    netlink: Vec<rtnetlink::Handle>,
+    pods: HashMap<PodKey, Pod>,
+    /// Pods per node, kept as pods come and go, so scheduling one is O(nodes).
+    per_node: PerNode,
+    running: HashMap<PodKey, Running>,
+    stopping: HashMap<PodKey, Vec<Stopping>>,
+    /// The host numbers taken in each node's pod CIDR.
+    used: Vec<BTreeSet<u32>>,
+    /// The dirty pods in the order their changes came: pods are scheduled in that
+    /// order (the order a Deployment made them), not by name.
+    arrival: Vec<PodKey>,
+}
+
+#[async_trait::async_trait]
+impl Reconcile for Kubelets {
+    type Key = PodKey;
+
+    fn kinds(&self) -> &'static [Kind] {
+        &[Kind::Pod]
+    }
+
+    fn observe(&mut self, event: Event, dirty: &mut BTreeSet<PodKey>) {
+        let Object::Pod(pod) = event.object else {
+            return;
+        };
+        let key = (
+            pod.metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".into()),
+            pod.metadata.name.clone().unwrap_or_default(),
+        );
+        if event.kind == EventType::Deleted {
+            if let Some(old) = self.pods.remove(&key) {
+                self.per_node.add(&old, -1);
+            }
+        } else {
+            self.per_node.add(&pod, 1);
+            if let Some(old) = self.pods.insert(key.clone(), pod) {
+                self.per_node.add(&old, -1);
+            }
+        }
+        if dirty.insert(key.clone()) {
+            self.arrival.push(key);
+        }
+    }
+
+    async fn reconcile(
+        &mut self,
+        mut dirty: BTreeSet<PodKey>,
+        _: u64,
+    ) -> Result<(), BTreeSet<PodKey>> {
+        self.reap();
+        for key in std::mem::take(&mut self.arrival) {
+            if dirty.remove(&key) {
+                self.sync(key);
+            }
+        }
+        // Any left (none, unless handed back by the runtime): by name.
+        for key in dirty {
+            self.sync(key);
+        }
+        Ok(())
+    }
+}
+
+impl Kubelets {
+    /// Frees the addresses of pods whose teardown has ended.
+    fn reap(&mut self) {
+        let used = &mut self.used;
+        self.stopping.retain(|_, all| {
+            all.retain(|s| {
+                let ended = s.alive.has_changed().is_err();
+                if ended {
+                    used[s.node].remove(&s.host);
+                }
+                !ended
+            });
+            !all.is_empty()
+        });
+    }
+
+    /// Brings pod `key` to what the store says: stopped if it is gone (or replaced
+    /// by a pod of the same name), scheduled, or started.
+    fn sync(&mut self, key: PodKey) {
+        let pod = self.pods.get(&key);
+        let replaced = self
+            .running
+            .get(&key)
+            .is_some_and(|r| pod.is_none_or(|p| p.metadata.uid != r.uid));
+        if replaced {
+            let r = self.running.remove(&key).expect("running");
+            let _ = r.stop.send(());
+            self.stopping
+                .entry(key.clone())
+                .or_default()
+                .push(Stopping {
+                    _task: r.task,
+                    alive: r.alive,
+                    node: r.node,
+                    host: r.host,
+                });
+        }
+        let Some(pod) = pod.cloned() else { return };
+        if self.running.contains_key(&key) {
+            return;
+        }
+        let node_name = pod.spec.as_ref().and_then(|s| s.node_name.clone());
+        let Some(node_name) = node_name else {
+            if let Some(node) = schedule(&self.store, &self.cfg, &self.per_node, &key) {
+                // Counted at once, so the next pod of a batch sees it.
+                if let Some(p) = self.pods.get_mut(&key) {
+                    if let Some(spec) = p.spec.as_mut() {
+                        spec.node_name = Some(node);
+                    }
+                    self.per_node.add(p, 1);
+                }
+            }
+            return;
+        };
+        let Some(node) = self.cfg.nodes.iter().position(|n| n.name == node_name) else {
+            set_status(&self.store, &key, |st| {
+                st.phase = Some("Failed".into());
+                st.reason = Some("NodeNotFound".into());
+                st.message = Some(format!("node {node_name:?} is not in this cluster"));
+            });
+            return;
+        };
+        self.start(key, pod, node);
+    }
+
+    /// Gives the pod an address on `node` and starts its task.
+    fn start(&mut self, key: PodKey, pod: Pod, node: usize) {
+        let cfg = &self.cfg;
+        let info = &cfg.nodes[node];
+        let previous = self.stopping.get(&key).and_then(|all| all.last());
+        // A pod made with the cluster keeps the address its plan gave it.
+        let adopted = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.pod_ip.as_deref())
+            .and_then(|ip| ip.parse::<Ipv4Addr>().ok())
+            .filter(|_| {
+                previous.is_none()
+                    && netns::netns_path(&names::pod_netns(&cfg.testbed, &key.0, &key.1)).exists()
+            });
+        let host = match adopted {
+            Some(ip) => u32::from(ip) - u32::from(info.pod_cidr.network()),
+            None => {
+                let last =
+                    u32::from(info.pod_cidr.broadcast()) - u32::from(info.pod_cidr.network()) - 1;
+                match (2..=last).find(|h| !self.used[node].contains(h)) {
+                    Some(h) => h,
+                    None => {
+                        set_status(&self.store, &key, |st| {
+                            st.phase = Some("Pending".into());
+                            st.message = Some(format!(
+                                "node {} has no free pod address in {}",
+                                info.name, info.pod_cidr
+                            ));
+                        });
+                        return;
+                    }
+                }
+            }
+        };
+        self.used[node].insert(host);
+        let ip = Ipv4Addr::from(u32::from(info.pod_cidr.network()) + host);
+        let (stop, stop_rx) = oneshot::channel();
+        let (alive_tx, alive) = watch::channel(());
+        let life = pod_life(
+            cfg.clone(),
+            self.store.clone(),
+            self.netlink[node].clone(),
+            node,
+            pod.clone(),
+            ip,
+            adopted.is_some(),
+            stop_rx,
+            previous.map(|p| p.alive.clone()),
+        );
+        let task = Task(tokio::spawn(async move {
+            // Dropped when the task ends, however it ends: `alive` closes.
+            let _alive = alive_tx;
+            life.await
+        }));
+        self.running.insert(
+            key,
+            Running {
+                uid: pod.metadata.uid.clone(),
+                stop,
+                task,
+                alive,
+                node,
+                host,
+            },
+        );
+    }
+}
+
+/// How many pods each node has (by `spec.nodeName`).
+struct PerNode {
+    index: HashMap<String, usize>,
+    count: Vec<usize>,
+}
+
+impl PerNode {
+    fn new(cfg: &Config) -> Self {
+        PerNode {
+            index: cfg
+                .nodes
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (n.name.clone(), i))
+                .collect(),
+            count: vec![0; cfg.nodes.len()],
+        }
+    }
+
+    /// Counts `pod` on its node (`by` is 1 or -1); a pod with no node counts nowhere.
+    fn add(&mut self, pod: &Pod, by: isize) {
+        let node = pod.spec.as_ref().and_then(|s| s.node_name.as_deref());
+        if let Some(&i) = node.and_then(|n| self.index.get(n)) {
+            self.count[i] = self.count[i].saturating_add_signed(by);
+        }
+    }
+}
+
+/// The scheduler's part: the node with the fewest pods (the first of those).
+fn schedule(store: &Store, cfg: &Config, per_node: &PerNode, key: &PodKey) -> Option<String> {
+    let count = &per_node.count;
+    let best = (0..cfg.nodes.len()).min_by_key(|i| (count[*i], *i))?;
+    let node = cfg.nodes[best].name.clone();
+    store.write(|tx| {
+        let k = Key::new(Kind::Pod, &key.0, &key.1);
+        if let Some(Object::Pod(mut p)) = tx.get(&k).cloned() {
+            if let Some(spec) = &mut p.spec {
+                if spec.node_name.is_none() {
+                    spec.node_name = Some(node.clone());
+                    let st = p.status.get_or_insert_with(Default::default);
+                    st.phase = Some("Pending".into());
+                    st.conditions = Some(vec![condition("PodScheduled", true)]);
+                    tx.put(Object::Pod(p));
+                }
+            }
+        }
+    });
+    Some(node)
+}

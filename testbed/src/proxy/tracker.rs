@@ -1,0 +1,225 @@
+//! kube-proxy's change tracking, the part every backend shares (upstream's
+//! `servicechangetracker.go` and `endpointschangetracker.go`): Services and their
+//! EndpointSlices in, [`ServicePort`]s out, and for each batch of changes the ports
+//! that changed, the ports that are gone, and the UDP endpoints that went away (whose
+//! conntrack entries must go, or replies keep going to a dead pod). Pure: no kernel.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+use super::render::{Protocol, ServicePort};
+use crate::api::labels::SERVICE_NAME_LABEL;
+use crate::api::{Event, EventType, Object};
+
+/// A service port's identity: kube-proxy's `ServicePortName` and protocol.
+pub type PortKey = (String, &'static str);
+
+/// The key of a service port.
+pub fn port_key(sp: &ServicePort) -> PortKey {
+    (sp.port_name_string(), sp.protocol.lower())
+}
+
+/// A Service, by namespace and name.
+pub type SvcKey = (String, String);
+
+/// What changed in one batch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// The service ports of the Services that changed, as they are now.
+    pub upserts: Vec<ServicePort>,
+    /// Service ports that are gone.
+    pub removed: Vec<PortKey>,
+    /// UDP endpoints that are gone, with their ClusterIP.
+    pub gone_udp: Vec<(Ipv4Addr, SocketAddrV4)>,
+}
+
+/// The Services and EndpointSlices a node's kube-proxy has seen, and the service
+/// ports they make.
+#[derive(Debug, Default)]
+pub struct Tracker {
+    services: HashMap<SvcKey, Service>,
+    /// Each Service's slices, by slice name.
+    slices: HashMap<SvcKey, BTreeMap<String, EndpointSlice>>,
+    ports: BTreeMap<SvcKey, Vec<ServicePort>>,
+}
+
+impl Tracker {
+    /// Takes one change of a Service or an EndpointSlice and marks its Service dirty.
+    pub fn observe(&mut self, event: Event, dirty: &mut BTreeSet<SvcKey>) {
+        let deleted = event.kind == EventType::Deleted;
+        let ns = event.object.namespace().to_string();
+        let name = event.object.name().to_string();
+        match event.object {
+            Object::Service(s) => {
+                let key = (ns, name);
+                dirty.insert(key.clone());
+                if deleted {
+                    self.services.remove(&key);
+                } else {
+                    self.services.insert(key, s);
+                }
+            }
+            Object::EndpointSlice(s) => {
+                let Some(svc) = s
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(SERVICE_NAME_LABEL))
+                    .cloned()
+                else {
+                    return;
+                };
+                let key = (ns, svc);
+                dirty.insert(key.clone());
+                let of = self.slices.entry(key.clone()).or_default();
+                if deleted {
+                    of.remove(&name);
+                } else {
+                    of.insert(name, s);
+                }
+                if of.is_empty() {
+                    self.slices.remove(&key);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Recomputes the service ports of the `dirty` Services: what changed.
+    pub fn update(&mut self, dirty: BTreeSet<SvcKey>) -> Changes {
+        let mut changes = Changes::default();
+        for key in dirty {
+            let new = match self.services.get(&key) {
+                Some(svc) => {
+                    let of: Vec<&EndpointSlice> = self
+                        .slices
+                        .get(&key)
+                        .into_iter()
+                        .flat_map(|m| m.values())
+                        .collect();
+                    service_ports(svc, &of)
+                }
+                None => Vec::new(),
+            };
+            let old = self.ports.get(&key).map(Vec::as_slice).unwrap_or_default();
+            for o in old.iter().filter(|o| o.protocol == Protocol::Udp) {
+                let still: Vec<&SocketAddrV4> = new
+                    .iter()
+                    .filter(|n| n.protocol == Protocol::Udp && n.cluster_ip == o.cluster_ip)
+                    .flat_map(|n| &n.endpoints)
+                    .collect();
+                changes.gone_udp.extend(
+                    o.endpoints
+                        .iter()
+                        .filter(|e| !still.contains(e))
+                        .map(|e| (o.cluster_ip, *e)),
+                );
+            }
+            let keys: Vec<PortKey> = new.iter().map(port_key).collect();
+            changes
+                .removed
+                .extend(old.iter().map(port_key).filter(|k| !keys.contains(k)));
+            changes.upserts.extend(new.iter().cloned());
+            if new.is_empty() {
+                self.ports.remove(&key);
+            } else {
+                self.ports.insert(key, new);
+            }
+        }
+        changes
+    }
+
+    /// Every service port of the node, in order.
+    pub fn all(&self) -> Vec<ServicePort> {
+        self.ports.values().flatten().cloned().collect()
+    }
+
+    /// How many service ports the node has.
+    pub fn len(&self) -> usize {
+        self.ports.values().map(Vec::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ports.is_empty()
+    }
+}
+
+/// The service ports of one Service, from its EndpointSlices. Headless and
+/// ExternalName Services have none: kube-proxy leaves them to DNS.
+pub fn service_ports(svc: &Service, slices: &[&EndpointSlice]) -> Vec<ServicePort> {
+    let Some(spec) = &svc.spec else {
+        return Vec::new();
+    };
+    if spec.type_.as_deref() == Some("ExternalName") {
+        return Vec::new();
+    }
+    let Some(cluster_ip) = spec
+        .cluster_ip
+        .as_deref()
+        .and_then(|ip| ip.parse::<Ipv4Addr>().ok())
+    else {
+        return Vec::new();
+    };
+    let affinity = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
+        spec.session_affinity_config
+            .as_ref()
+            .and_then(|c| c.client_ip.as_ref())
+            .and_then(|c| c.timeout_seconds)
+            .unwrap_or(crate::api::admission::DEFAULT_AFFINITY_SECONDS) as u32
+    });
+    let ns = svc
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let name = svc.metadata.name.clone().unwrap_or_default();
+    spec.ports
+        .iter()
+        .flatten()
+        .filter_map(|p| {
+            let protocol = match p.protocol.as_deref().unwrap_or("TCP") {
+                "TCP" => Protocol::Tcp,
+                "UDP" => Protocol::Udp,
+                "SCTP" => Protocol::Sctp,
+                _ => return None,
+            };
+            let port_name = p.name.clone().unwrap_or_default();
+            let mut endpoints = Vec::new();
+            for s in slices {
+                let Some(sp) = s.ports.iter().flatten().find(|sp| {
+                    sp.name.as_deref().unwrap_or_default() == port_name
+                        && sp.protocol.as_deref().unwrap_or("TCP") == protocol.to_string()
+                }) else {
+                    continue;
+                };
+                let Some(port) = sp.port.and_then(|n| u16::try_from(n).ok()) else {
+                    continue;
+                };
+                for ep in &s.endpoints {
+                    let ready = ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
+                    if !ready {
+                        continue;
+                    }
+                    for a in &ep.addresses {
+                        if let Ok(ip) = a.parse() {
+                            endpoints.push(SocketAddrV4::new(ip, port));
+                        }
+                    }
+                }
+            }
+            Some(ServicePort {
+                namespace: ns.clone(),
+                name: name.clone(),
+                port_name,
+                protocol,
+                cluster_ip,
+                port: u16::try_from(p.port).ok()?,
+                affinity_seconds: affinity,
+                endpoints,
+            })
+        })
+        .collect()
+}

@@ -118,7 +118,7 @@ fn slice(
     }
 }
 
-fn cfg() -> Config {
+pub(super) fn cfg() -> Config {
     Config::new(
         "10.96.0.10".parse().unwrap(),
         "10.96.0.0/12".parse().unwrap(),
@@ -129,7 +129,7 @@ fn cfg() -> Config {
 /// web (ClusterIP, a named and an unnamed port), db (headless: db-0 by hostname, two
 /// by address, one not ready), ext (ExternalName), lonely (headless, no endpoints),
 /// and kube-dns.
-fn zone() -> Zone {
+pub(super) fn zone() -> Zone {
     let mut ext = service("ext", "default", "", vec![]);
     let spec = ext.spec.as_mut().unwrap();
     spec.type_ = Some("ExternalName".into());
@@ -193,7 +193,7 @@ async fn ask_dns(dns: &Dns, q: Message, protocol: Protocol, max: u16) -> Message
     Message::from_vec(&bytes).unwrap()
 }
 
-fn query(name: &str, rtype: RecordType) -> Message {
+pub(super) fn query(name: &str, rtype: RecordType) -> Message {
     let mut m = Message::new(7, MessageType::Query, OpCode::Query);
     m.add_query(Query::query(Name::from_ascii(name).unwrap(), rtype));
     m.metadata.recursion_desired = true;

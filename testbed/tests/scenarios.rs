@@ -52,7 +52,7 @@ fn run_one(file: &Path) -> Result<(), Failed> {
         return Ok(());
     }
     let rel = file.strip_prefix(common::repo()).unwrap_or(file);
-    let s = run::dry::load(rel).map_err(|e| Failed::from(e.to_string()))?;
+    let s = testbed::scenario::validate::load(rel).map_err(|e| Failed::from(e.to_string()))?;
     let stem = file.file_stem().unwrap().to_string_lossy().to_string();
     let mut name = format!("s{}-{}", std::process::id(), s.name);
     name.truncate(testbed::names::TESTBED_NAME_MAX);

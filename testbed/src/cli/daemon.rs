@@ -14,7 +14,7 @@ use crate::cluster::{self, Cluster};
 use crate::state;
 
 pub(super) fn run(file: &Path, name: &str) -> Result<ExitCode> {
-    let scenario = crate::run::dry::load(file).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let scenario = crate::scenario::validate::load(file).map_err(|e| anyhow::anyhow!("{e}"))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

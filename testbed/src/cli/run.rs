@@ -71,7 +71,7 @@ pub(super) fn run(
     let mut scenarios = Vec::new();
     let mut bad = 0;
     for f in files {
-        match run::dry::load(f) {
+        match crate::scenario::validate::load(f) {
             Ok(s) => scenarios.push((f.clone(), s)),
             Err(e) => {
                 eprintln!("{e}");
@@ -139,7 +139,7 @@ pub(super) fn run(
 pub(super) fn validate(files: &[PathBuf]) -> Result<ExitCode> {
     let mut bad = 0;
     for f in files {
-        match run::dry::load(f) {
+        match crate::scenario::validate::load(f) {
             Ok(s) => println!(
                 "{}: ok ({} nodes, {} pods, {} objects, {} steps)",
                 f.display(),

@@ -31,7 +31,7 @@ pub(super) const PROGRESS: &str = "PROGRESS ";
 
 pub(super) fn up(file: &Path, name: Option<String>) -> Result<ExitCode> {
     let start = Instant::now();
-    let scenario = crate::run::dry::load(file).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let scenario = crate::scenario::validate::load(file).map_err(|e| anyhow::anyhow!("{e}"))?;
     let name = name.unwrap_or_else(|| scenario.name.clone());
     // Checked here too, so the answer comes before a process is started.
     lifecycle::check_name(&name)?;

@@ -4,7 +4,6 @@
 //! down. Each step's report says what happened, what was expected and what was seen,
 //! at the step's file:line.
 
-pub mod dry;
 pub mod expect;
 mod faults;
 pub mod snapshots;

@@ -27,6 +27,7 @@ pub mod objects;
 mod pods;
 mod shape;
 pub mod steps;
+pub mod validate;
 
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};

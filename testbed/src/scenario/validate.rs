@@ -6,11 +6,11 @@
 
 use std::sync::Arc;
 
+use super::objects::Manifest;
+use super::steps::Action;
+use super::{Located, Scenario};
 use crate::api::server::{Api, ObjectProblem};
 use crate::api::{Key, Kind, Object, Store};
-use crate::scenario::objects::Manifest;
-use crate::scenario::steps::Action;
-use crate::scenario::{Located, Scenario};
 
 /// Every problem admission would have with the scenario's requests.
 pub fn admit(s: &Scenario) -> Vec<Located> {
@@ -71,7 +71,7 @@ pub fn admit(s: &Scenario) -> Vec<Located> {
 
 /// The pods and nodes a step acts on or from, each with what the step calls it.
 fn targets(action: &Action) -> Vec<(&'static str, &str)> {
-    use crate::scenario::steps::{Until, View};
+    use super::steps::{Until, View};
     fn pod_or_node(t: &str) -> (&'static str, &str) {
         (
             if t.starts_with("node/") {
@@ -185,13 +185,13 @@ fn apply(api: &Api, manifests: &[Manifest]) -> Vec<Located> {
 
 /// Reads a scenario and checks everything that can be checked without building it:
 /// its shape and meaning, its manifests, and admission's view of its requests.
-pub fn load(file: &std::path::Path) -> Result<Scenario, crate::scenario::ScenarioError> {
-    let s = crate::scenario::load(file)?;
+pub fn load(file: &std::path::Path) -> Result<Scenario, super::ScenarioError> {
+    let s = super::load(file)?;
     let problems = admit(&s);
     if problems.is_empty() {
         Ok(s)
     } else {
-        Err(crate::scenario::ScenarioError {
+        Err(super::ScenarioError {
             file: file.to_path_buf(),
             problems,
         })

@@ -1,8 +1,9 @@
 //! DNS over TCP (RFC 7766), served by us rather than by hickory-server's listener,
 //! which accepts without a bound and, out of descriptors, retries `accept()` in a
 //! tight loop. Here a server holds at most [`CONNECTIONS`] connections (when all are
-//! taken, the one idle longest makes room for the next), closes a connection idle for [`IDLE`], and backs off when
-//! `accept()` fails. Each message is answered by the same [`Handler`] as over UDP.
+//! taken, the one idle longest makes room for the next), closes a connection idle for
+//! [`IDLE`], and backs off when `accept()` fails. Each message is answered by the same
+//! [`Handler`] as over UDP.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

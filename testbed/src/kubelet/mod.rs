@@ -7,9 +7,13 @@ pub mod faults;
 pub mod identity;
 pub mod netexec;
 pub mod probe;
+pub mod runtime;
 mod sync;
+#[cfg(test)]
+mod tests;
 
-pub use sync::run;
+pub use runtime::{Containers, PodRuntime, Processes};
+pub use sync::{run, run_on};
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -24,8 +28,6 @@ use tokio::task::JoinHandle;
 use crate::api::{Key, Kind, Object, Store};
 use crate::names;
 use crate::plan::PodPlan;
-use crate::state;
-use crate::topology;
 
 /// What a kubelet knows of its node.
 #[derive(Debug, Clone)]
@@ -106,18 +108,33 @@ fn set_ready(st: &mut PodStatus, ready: bool) {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn pod_life(
+/// What a pod's task is given.
+struct Life {
     cfg: Arc<Config>,
     store: Arc<Store>,
-    netlink: rtnetlink::Handle,
+    runtime: Arc<dyn PodRuntime>,
     node: usize,
     pod: Pod,
     ip: Ipv4Addr,
+    /// Its sandbox exists already (a pod made with the cluster).
     adopted: bool,
-    mut stop: oneshot::Receiver<()>,
+    /// The task of a pod of the same name that is still stopping.
     previous: Option<watch::Receiver<()>>,
-) {
+}
+
+/// A pod's life: its sandbox made, its containers started, its readiness reported
+/// (what the probes say, unless a fault says otherwise) until `stop`, then torn down.
+async fn pod_life(life: Life, mut stop: oneshot::Receiver<()>) {
+    let Life {
+        cfg,
+        store,
+        runtime,
+        node,
+        pod,
+        ip,
+        adopted,
+        previous,
+    } = life;
     // The namespace of a pod of the same name goes before this one is made.
     if let Some(mut previous) = previous {
         while previous.changed().await.is_ok() {}
@@ -143,9 +160,7 @@ async fn pod_life(
         dns: crate::dns::pod_files::PodDns::of(pod.spec.as_ref()),
     };
     if !adopted {
-        if let Err(e) = topology::add_pod(&plan, &netlink, &cfg.shared_etc, &cfg.cluster_dns).await
-        {
-            let msg = format!("{:#}", anyhow::Error::from(e));
+        if let Err(msg) = runtime.create_sandbox(node, &plan).await {
             tracing::error!("kubelet: pod {ns}/{name}: {msg}");
             set_status(&store, &key, |st| {
                 st.phase = Some("Failed".into());
@@ -155,87 +170,11 @@ async fn pod_life(
             return;
         }
     }
-    let pod_dir = state::pod_dir(&cfg.testbed, &ns, &name);
-    let _ = std::fs::create_dir_all(pod_dir.join("tmp"));
-    // Its /tmp, as a container's: anyone may write, no one may remove another's files.
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let _ =
-            std::fs::set_permissions(pod_dir.join("tmp"), std::fs::Permissions::from_mode(0o1777));
-    }
     let spec = pod.spec.clone().unwrap_or_default();
-    let mut servers: Vec<JoinHandle<()>> = Vec::new();
-    let mut children: Vec<tokio::process::Child> = Vec::new();
-    let mut dns_servers = Vec::new();
-    let mut problems = Vec::new();
-    for c in &spec.containers {
-        let argv: Vec<String> = c
-            .command
-            .iter()
-            .flatten()
-            .chain(c.args.iter().flatten())
-            .cloned()
-            .collect();
-        if c.command.as_ref().is_some_and(|c| !c.is_empty()) {
-            let who = match identity::of(&spec, Some(c), cfg.owner_uid) {
-                Ok(who) => who,
-                Err(e) => {
-                    problems.push(format!("container {}: {e}", c.name));
-                    continue;
-                }
-            };
-            match tokio::process::Command::new(&cfg.exe)
-                .args(["exec", "-t", &cfg.testbed, "--user", &who.arg()])
-                .args([&format!("{ns}/{name}"), "--"])
-                .args(&argv)
-                .stdin(std::process::Stdio::null())
-                .kill_on_drop(true)
-                .spawn()
-            {
-                Ok(child) => children.push(child),
-                Err(e) => {
-                    problems.push(format!("container {}: cannot start {argv:?}: {e}", c.name))
-                }
-            }
-            continue;
-        }
-        if let (Some(dns), true) = (
-            &cfg.dns,
-            c.image.as_deref().is_some_and(crate::dns::is_dns_image),
-        ) {
-            // The cluster DNS server, on the container's port 53 (UDP and TCP).
-            let ports = c.ports.iter().flatten().filter(|p| p.container_port == 53);
-            let udp = ports.clone().any(|p| p.protocol.as_deref() == Some("UDP"));
-            let tcp = ports.clone().any(|p| p.protocol.as_deref() != Some("UDP"));
-            match crate::dns::serve::serve(&plan.netns, 53, udp, tcp, dns.handler()).await {
-                Ok(server) => dns_servers.push(server),
-                Err(e) => problems.push(format!("container {}: DNS server: {e}", c.name)),
-            }
-            continue;
-        }
-        for p in c.ports.iter().flatten() {
-            let Ok(port) = u16::try_from(p.container_port) else {
-                continue;
-            };
-            let (pod_name, netns_name) = (name.clone(), plan.netns.clone());
-            let udp = p.protocol.as_deref() == Some("UDP");
-            let what = format!(
-                "container {} port {port}/{}",
-                c.name,
-                if udp { "UDP" } else { "TCP" }
-            );
-            servers.push(tokio::spawn(async move {
-                let r = if udp {
-                    netexec::serve_udp(pod_name, netns_name, port).await
-                } else {
-                    netexec::serve_tcp(pod_name, netns_name, port).await
-                };
-                if let Err(e) = r {
-                    tracing::error!("{what}: {e}");
-                }
-            }));
-        }
-    }
+    let Containers {
+        problems,
+        mut running,
+    } = runtime.start_containers(&plan, &spec).await;
     let probes: Vec<probe::ProbeSpec> = spec
         .containers
         .iter()
@@ -278,7 +217,7 @@ async fn pod_life(
         if probes.is_empty() {
             Box::pin(std::future::pending())
         } else {
-            Box::pin(probe_loop(&key, &target, &probes, probe_tx))
+            Box::pin(probe_loop(&*runtime, &key, &target, &probes, probe_tx))
         };
     let mut faults_rx = cfg.faults.subscribe();
     let mut reported = probes.is_empty();
@@ -287,14 +226,7 @@ async fn pod_life(
         let f = cfg.faults.get();
         if f.killed.contains(&key) && !killed {
             killed = true;
-            for s in &servers {
-                s.abort();
-            }
-            dns_servers.clear();
-            for c in &mut children {
-                let _ = c.start_kill();
-                let _ = c.wait().await;
-            }
+            running.kill().await;
             probing = Box::pin(std::future::pending());
             set_status(&store, &key, |st| {
                 st.phase = Some("Failed".into());
@@ -316,21 +248,13 @@ async fn pod_life(
         }
     }
     drop(probing);
-    for s in &servers {
-        s.abort();
-    }
-    drop(dns_servers);
-    for mut c in children {
-        let _ = c.start_kill();
-        let _ = c.wait().await;
-    }
-    topology::remove_pod(&plan);
-    let _ = std::fs::remove_dir_all(&pod_dir);
-    let _ = std::fs::remove_dir_all(cfg.shared_etc.join(&ns).join(&name));
+    running.kill().await;
+    runtime.remove_sandbox(&plan).await;
 }
 
 /// Runs every readiness probe on its period and sends whether all of them pass.
 async fn probe_loop(
+    runtime: &dyn PodRuntime,
     key: &PodKey,
     target: &probe::Target,
     probes: &[probe::ProbeSpec],
@@ -351,7 +275,7 @@ async fn probe_loop(
                 continue;
             }
             next[i] += p.period;
-            let ok = probe::run_once(target, p).await;
+            let ok = runtime.probe(target, p).await;
             let s = &mut st[i];
             match ok {
                 Ok(()) => {

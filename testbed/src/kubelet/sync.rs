@@ -12,10 +12,10 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::Pod;
 use tokio::sync::{oneshot, watch};
 
-use super::{condition, pod_life, set_status, Config, PodKey, Task};
+use super::runtime::{Machine, PodRuntime};
+use super::{condition, pod_life, set_status, Config, Life, PodKey, Task};
 use crate::api::{Event, EventType, Key, Kind, Object, Store};
 use crate::informer::Reconcile;
-use crate::{names, netns};
 
 /// A pod whose task runs.
 struct Running {
@@ -36,27 +36,27 @@ struct Stopping {
     host: u32,
 }
 
-/// Runs the kubelets of every node until the store's watch ends.
+/// Runs the kubelets of every node on this machine until the store's watch ends.
 pub async fn run(cfg: Arc<Config>, store: Arc<Store>, synced: &watch::Sender<u64>) {
-    let rt = tokio::runtime::Handle::current();
-    let mut netlink = Vec::new();
-    for n in &cfg.nodes {
-        let name = n.netns.clone();
-        let rt2 = rt.clone();
-        match tokio::task::spawn_blocking(move || netns::open_netlink(&name, &rt2)).await {
-            Ok(Ok(h)) => netlink.push(h),
-            other => {
-                tracing::error!("kubelet: cannot open netlink in {}: {other:?}", n.netns);
-                return;
-            }
-        }
+    match Machine::open(cfg.clone()).await {
+        Ok(machine) => run_on(cfg, store, Arc::new(machine), synced).await,
+        Err(e) => tracing::error!("kubelet: {e}"),
     }
+}
+
+/// Runs the kubelets of every node over `runtime` until the store's watch ends.
+pub async fn run_on(
+    cfg: Arc<Config>,
+    store: Arc<Store>,
+    runtime: Arc<dyn PodRuntime>,
+    synced: &watch::Sender<u64>,
+) {
     let kubelets = Kubelets {
         per_node: PerNode::new(&cfg),
         used: vec![BTreeSet::new(); cfg.nodes.len()],
         cfg,
         store: store.clone(),
-        netlink,
+        runtime,
         pods: HashMap::new(),
         running: HashMap::new(),
         stopping: HashMap::new(),
@@ -68,8 +68,7 @@ pub async fn run(cfg: Arc<Config>, store: Arc<Store>, synced: &watch::Sender<u64
 struct Kubelets {
     cfg: Arc<Config>,
     store: Arc<Store>,
-    /// A netlink handle in each node's namespace.
-    netlink: Vec<rtnetlink::Handle>,
+    runtime: Arc<dyn PodRuntime>,
     pods: HashMap<PodKey, Pod>,
     /// Pods per node, kept as pods come and go, so scheduling one is O(nodes).
     per_node: PerNode,
@@ -211,10 +210,7 @@ impl Kubelets {
             .as_ref()
             .and_then(|s| s.pod_ip.as_deref())
             .and_then(|ip| ip.parse::<Ipv4Addr>().ok())
-            .filter(|_| {
-                previous.is_none()
-                    && netns::netns_path(&names::pod_netns(&cfg.testbed, &key.0, &key.1)).exists()
-            });
+            .filter(|_| previous.is_none() && self.runtime.sandbox_exists(&key.0, &key.1));
         let host = match adopted {
             Some(ip) => u32::from(ip) - u32::from(info.pod_cidr.network()),
             None => {
@@ -240,15 +236,17 @@ impl Kubelets {
         let (stop, stop_rx) = oneshot::channel();
         let (alive_tx, alive) = watch::channel(());
         let life = pod_life(
-            cfg.clone(),
-            self.store.clone(),
-            self.netlink[node].clone(),
-            node,
-            pod.clone(),
-            ip,
-            adopted.is_some(),
+            Life {
+                cfg: cfg.clone(),
+                store: self.store.clone(),
+                runtime: self.runtime.clone(),
+                node,
+                pod: pod.clone(),
+                ip,
+                adopted: adopted.is_some(),
+                previous: previous.map(|p| p.alive.clone()),
+            },
             stop_rx,
-            previous.map(|p| p.alive.clone()),
         );
         let task = Task(tokio::spawn(async move {
             // Dropped when the task ends, however it ends: `alive` closes.

@@ -1,6 +1,6 @@
 //! The fault steps: a pod killed, its readiness failing or recovering, a node down
-//! or up, a link cut or restored. Links are set down and up for real (`ip -n NETNS
-//! link set`, in the testbed's own namespaces); what the kubelets report goes through
+//! or up, a link cut or restored. Links are set down and up for real (through
+//! [`crate::kernel::links`], in the testbed's own namespaces); what the kubelets report goes through
 //! [`crate::kubelet::faults`]. Each step waits until the cluster has seen the change:
 //! the pods' status, the endpoints, and every node's rules.
 
@@ -81,21 +81,12 @@ impl Runner<'_> {
         Ok(format!("pod {ns}/{name} is {state}"))
     }
 
-    /// `ip -n NETNS link set dev LINK up|down`.
+    /// `ip -n NETNS link set dev LINK up|down`, through the kernel seam.
     async fn set_link(&self, netns_name: &str, link: &str, up: bool) -> Result<(), String> {
-        let state = if up { "up" } else { "down" };
-        let out = tokio::process::Command::new("ip")
-            .args(["-n", netns_name, "link", "set", "dev", link, state])
-            .output()
+        self.links
+            .set_up(netns_name, link, up)
             .await
-            .map_err(|e| format!("cannot run ip: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "ip -n {netns_name} link set dev {link} {state}: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-        Ok(())
+            .map_err(|e| format!("{:#}", anyhow::Error::from(e)))
     }
 
     fn pods_of_node(&self, node: &str) -> Vec<k8s_openapi::api::core::v1::Pod> {

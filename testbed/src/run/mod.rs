@@ -174,6 +174,7 @@ pub async fn run(
         name: name.clone(),
         exe: opts.exe.clone(),
         cp: cluster.control().clone(),
+        links: Box::new(crate::kernel::links::Netlink),
     };
     for l in &report.setup {
         progress(Event::Setup(l));
@@ -200,6 +201,7 @@ struct Runner<'a> {
     name: String,
     exe: PathBuf,
     cp: Arc<ControlPlane>,
+    links: Box<dyn crate::kernel::links::Links>,
 }
 
 /// What a step's action saw, before its expectations are checked.

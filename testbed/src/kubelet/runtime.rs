@@ -1,0 +1,222 @@
+//! What a kubelet asks of the machine to run a pod, behind one trait (upstream's
+//! kubelet has the CRI for this): make the pod's sandbox (its namespace, veth,
+//! address and files), start its containers, run a probe, remove the sandbox. The
+//! real [`Machine`] does it with netlink, namespaces and processes; the kubelet's
+//! tests use a recording fake, so the pod lifecycle runs without root.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::PodSpec;
+use tokio::task::JoinHandle;
+
+use super::{identity, netexec, probe, Config};
+use crate::plan::PodPlan;
+use crate::{names, netns, state, topology};
+
+/// The pod runtime.
+#[async_trait::async_trait]
+pub trait PodRuntime: Send + Sync + 'static {
+    /// Whether pod `namespace/name`'s sandbox exists already (a pod made with the
+    /// cluster, which the kubelet adopts).
+    fn sandbox_exists(&self, namespace: &str, name: &str) -> bool;
+
+    /// Makes the pod's sandbox on node `node` (an index into [`Config::nodes`]).
+    async fn create_sandbox(&self, node: usize, pod: &PodPlan) -> Result<(), String>;
+
+    /// Starts the pod's containers in its sandbox: what runs, and the containers
+    /// that could not start.
+    async fn start_containers(&self, pod: &PodPlan, spec: &PodSpec) -> Containers;
+
+    /// Runs one probe once.
+    async fn probe(&self, target: &probe::Target, spec: &probe::ProbeSpec) -> Result<(), String>;
+
+    /// Removes the pod's sandbox and its files.
+    async fn remove_sandbox(&self, pod: &PodPlan);
+}
+
+/// A pod's started containers.
+pub struct Containers {
+    /// One line per container that did not start.
+    pub problems: Vec<String>,
+    pub running: Box<dyn Processes>,
+}
+
+/// What runs of a pod's containers; dropping it stops them too.
+#[async_trait::async_trait]
+pub trait Processes: Send {
+    /// Stops them all and waits until they have ended.
+    async fn kill(&mut self);
+}
+
+/// The real runtime: netlink handles in each node's namespace.
+pub struct Machine {
+    cfg: Arc<Config>,
+    netlink: Vec<rtnetlink::Handle>,
+}
+
+impl Machine {
+    /// Opens a netlink handle in every node's namespace.
+    pub async fn open(cfg: Arc<Config>) -> Result<Self, String> {
+        let rt = tokio::runtime::Handle::current();
+        let mut netlink = Vec::new();
+        for n in &cfg.nodes {
+            let (name, rt) = (n.netns.clone(), rt.clone());
+            match tokio::task::spawn_blocking(move || netns::open_netlink(&name, &rt)).await {
+                Ok(Ok(h)) => netlink.push(h),
+                Ok(Err(e)) => return Err(format!("cannot open netlink in {}: {e}", n.netns)),
+                Err(e) => return Err(format!("cannot open netlink in {}: {e}", n.netns)),
+            }
+        }
+        Ok(Machine { cfg, netlink })
+    }
+}
+
+#[async_trait::async_trait]
+impl PodRuntime for Machine {
+    fn sandbox_exists(&self, namespace: &str, name: &str) -> bool {
+        netns::netns_path(&names::pod_netns(&self.cfg.testbed, namespace, name)).exists()
+    }
+
+    async fn create_sandbox(&self, node: usize, pod: &PodPlan) -> Result<(), String> {
+        let cfg = &self.cfg;
+        topology::add_pod(pod, &self.netlink[node], &cfg.shared_etc, &cfg.cluster_dns)
+            .await
+            .map_err(|e| format!("{:#}", anyhow::Error::from(e)))
+    }
+
+    async fn start_containers(&self, pod: &PodPlan, spec: &PodSpec) -> Containers {
+        let pod_dir = state::pod_dir(&self.cfg.testbed, &pod.namespace, &pod.name);
+        let _ = std::fs::create_dir_all(pod_dir.join("tmp"));
+        // Its /tmp, as a container's: anyone may write, no one may remove another's files.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(
+                pod_dir.join("tmp"),
+                std::fs::Permissions::from_mode(0o1777),
+            );
+        }
+        let mut running = Running::default();
+        let mut problems = Vec::new();
+        for c in &spec.containers {
+            if let Err(e) = self.start_one(pod, spec, c, &mut running).await {
+                problems.push(format!("container {}: {e}", c.name));
+            }
+        }
+        Containers {
+            problems,
+            running: Box::new(running),
+        }
+    }
+
+    async fn probe(&self, target: &probe::Target, spec: &probe::ProbeSpec) -> Result<(), String> {
+        probe::run_once(target, spec).await
+    }
+
+    async fn remove_sandbox(&self, pod: &PodPlan) {
+        topology::remove_pod(pod);
+        let _ =
+            std::fs::remove_dir_all(state::pod_dir(&self.cfg.testbed, &pod.namespace, &pod.name));
+        let _ = std::fs::remove_dir_all(self.cfg.shared_etc.join(&pod.namespace).join(&pod.name));
+    }
+}
+
+impl Machine {
+    /// Starts container `c`: its `command` as a real process inside the pod, the
+    /// cluster DNS for a DNS image, or else the netexec server on each of its ports.
+    async fn start_one(
+        &self,
+        pod: &PodPlan,
+        spec: &PodSpec,
+        c: &k8s_openapi::api::core::v1::Container,
+        running: &mut Running,
+    ) -> Result<(), String> {
+        let cfg = &self.cfg;
+        if c.command.as_ref().is_some_and(|c| !c.is_empty()) {
+            let argv: Vec<&String> = c
+                .command
+                .iter()
+                .flatten()
+                .chain(c.args.iter().flatten())
+                .collect();
+            let who = identity::of(spec, Some(c), cfg.owner_uid)?;
+            let child = tokio::process::Command::new(&cfg.exe)
+                .args(["exec", "-t", &cfg.testbed, "--user", &who.arg()])
+                .args([&format!("{}/{}", pod.namespace, pod.name), "--"])
+                .args(&argv)
+                .stdin(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(|e| format!("cannot start {argv:?}: {e}"))?;
+            running.children.push(child);
+            return Ok(());
+        }
+        if let (Some(dns), true) = (
+            &cfg.dns,
+            c.image.as_deref().is_some_and(crate::dns::is_dns_image),
+        ) {
+            // The cluster DNS server, on the container's port 53 (UDP and TCP).
+            let ports = c.ports.iter().flatten().filter(|p| p.container_port == 53);
+            let udp = ports.clone().any(|p| p.protocol.as_deref() == Some("UDP"));
+            let tcp = ports.clone().any(|p| p.protocol.as_deref() != Some("UDP"));
+            let server = crate::dns::serve::serve(&pod.netns, 53, udp, tcp, dns.handler())
+                .await
+                .map_err(|e| format!("DNS server: {e}"))?;
+            running.dns.push(server);
+            return Ok(());
+        }
+        for p in c.ports.iter().flatten() {
+            let Ok(port) = u16::try_from(p.container_port) else {
+                continue;
+            };
+            let (pod_name, netns_name) = (pod.name.clone(), pod.netns.clone());
+            let udp = p.protocol.as_deref() == Some("UDP");
+            let what = format!(
+                "container {} port {port}/{}",
+                c.name,
+                if udp { "UDP" } else { "TCP" }
+            );
+            running.servers.push(tokio::spawn(async move {
+                let r = if udp {
+                    netexec::serve_udp(pod_name, netns_name, port).await
+                } else {
+                    netexec::serve_tcp(pod_name, netns_name, port).await
+                };
+                if let Err(e) = r {
+                    tracing::error!("{what}: {e}");
+                }
+            }));
+        }
+        Ok(())
+    }
+}
+
+/// A pod's containers on this machine: netexec servers, DNS servers, processes.
+#[derive(Default)]
+struct Running {
+    servers: Vec<JoinHandle<()>>,
+    dns: Vec<crate::dns::serve::DnsServer>,
+    children: Vec<tokio::process::Child>,
+}
+
+#[async_trait::async_trait]
+impl Processes for Running {
+    async fn kill(&mut self) {
+        for s in &self.servers {
+            s.abort();
+        }
+        self.dns.clear();
+        for c in &mut self.children {
+            let _ = c.start_kill();
+            let _ = c.wait().await;
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // The processes are killed on drop (`kill_on_drop`), the DNS servers stop.
+        for s in &self.servers {
+            s.abort();
+        }
+    }
+}

@@ -156,12 +156,12 @@ fn a_panic_tears_the_testbed_down() {
     }
     let name = unique_name("panic");
     let s = scenario("two-nodes.yaml");
-    let result = std::panic::catch_unwind(|| {
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let rt = runtime();
         let _tb = up(&rt, &name, &s);
         assert!(!traces(&name).is_empty());
         panic!("boom");
-    });
+    }));
     assert!(result.is_err());
     assert_eq!(traces(&name), Vec::<String>::new());
 }

@@ -4,28 +4,20 @@
 //! down. Each step's report says what happened, what was expected and what was seen,
 //! at the step's file:line.
 
-pub mod expect;
-mod faults;
 pub mod snapshots;
-pub mod views;
 
-use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hickory_proto::rr::RecordType;
-
-use crate::api::{Key, Kind, Object};
+use crate::api::server::Api;
 use crate::cluster::{self, Cluster, StartError};
 use crate::control::ControlPlane;
-use crate::probe::connect::Outcome;
-use crate::probe::dns::{Answer, Resolv};
-use crate::scenario::objects::Manifest;
-use crate::scenario::steps::{ns_name, Action, Connect, DnsQuery, Step, Until, View};
+use crate::kernel::links::{Links, Netlink};
+use crate::kubelet::faults::Faults;
+use crate::plan::Plan;
+use crate::scenario::steps::{Context, Mismatch, Seen, Step};
 use crate::scenario::Scenario;
-use crate::{names, netns};
-use expect::Mismatch;
 use snapshots::Snapshots;
 
 /// How to run.
@@ -167,20 +159,21 @@ pub async fn run(
         }
     };
     report.setup = cluster.setup.clone();
-    let runner = Runner {
+    let mut runner = Runner {
         file,
         scenario,
         plan: cluster.plan().clone(),
         name: name.clone(),
         exe: opts.exe.clone(),
         cp: cluster.control().clone(),
-        links: Box::new(crate::kernel::links::Netlink),
+        links: Box::new(Netlink),
+        snapshots,
     };
     for l in &report.setup {
         progress(Event::Setup(l));
     }
     for (i, step) in scenario.steps.iter().enumerate() {
-        let r = runner.step(step, snapshots).await;
+        let r = runner.step(step).await;
         progress(Event::Step(&r));
         let failed = !r.passed();
         report.steps.push(r);
@@ -194,6 +187,7 @@ pub async fn run(
     report
 }
 
+/// The cluster a scenario's steps run against.
 struct Runner<'a> {
     file: &'a Path,
     scenario: &'a Scenario,
@@ -201,29 +195,22 @@ struct Runner<'a> {
     name: String,
     exe: PathBuf,
     cp: Arc<ControlPlane>,
-    links: Box<dyn crate::kernel::links::Links>,
-}
-
-/// What a step's action saw, before its expectations are checked.
-#[derive(Default)]
-struct Seen {
-    lines: Vec<String>,
-    mismatches: Vec<Mismatch>,
+    links: Box<dyn Links>,
+    snapshots: &'a mut dyn Snapshots,
 }
 
 impl Runner<'_> {
-    async fn step(&self, step: &Step, snapshots: &mut dyn Snapshots) -> StepReport {
+    async fn step(&mut self, step: &Step) -> StepReport {
         let start = Instant::now();
         let at = match step.pos {
             Some(p) => format!("{}:{}:{}", self.file.display(), p.line, p.col),
             None => self.file.display().to_string(),
         };
-        let mut title = title(&step.action);
+        let mut title = step.action.title();
         if let (Some(n), false) = (&step.name, step.snapshot_name().is_some()) {
             title = format!("{n}: {title}");
         }
-        let result = self.act(step, snapshots).await;
-        let (lines, mismatches, error) = match result {
+        let (lines, mismatches, error) = match self.act(step).await {
             Ok(seen) => (seen.lines, seen.mismatches, None),
             Err(e) => (Vec::new(), Vec::new(), Some(e)),
         };
@@ -238,12 +225,8 @@ impl Runner<'_> {
         }
     }
 
-    async fn act(&self, step: &Step, snapshots: &mut dyn Snapshots) -> Result<Seen, String> {
-        let e = &step.expect;
-        if matches!(
-            step.action,
-            Action::Dns(_) | Action::Connect(_) | Action::Snapshot { .. } | Action::Exec { .. }
-        ) {
+    async fn act(&mut self, step: &Step) -> Result<Seen, String> {
+        if step.action.probes() {
             // Probes see every change made before them: the records and rules are
             // given the moment they take (milliseconds), so runs repeat exactly.
             let rev = *self.cp.store.subscribe().borrow();
@@ -251,589 +234,67 @@ impl Runner<'_> {
                 return Err("the DNS and the nodes' rules did not catch up in 10 s".into());
             }
         }
-        match &step.action {
-            Action::Apply(manifests) => Ok(Seen {
-                lines: self.apply(manifests)?,
-                ..Default::default()
-            }),
-            Action::Delete {
-                kind,
-                namespace,
-                name,
-            } => {
-                let key = Key::new(*kind, namespace, name);
-                self.cp.api.delete(&key).map_err(|p| p.to_string())?;
-                Ok(lines(format!(
-                    "{} {namespace}/{name} deleted",
-                    kind.singular()
-                )))
-            }
-            Action::Scale {
-                namespace,
-                name,
-                replicas,
-            } => {
-                self.cp
-                    .api
-                    .scale(namespace, name, *replicas)
-                    .map_err(|p| join(&p))?;
-                Ok(lines(format!(
-                    "deployment {namespace}/{name} scaled to {replicas}"
-                )))
-            }
-            Action::Wait { until, timeout } => self.wait(until, *timeout).await.map(lines),
-            Action::Dns(q) => {
-                let a = self.dns(q).await?;
-                let mut seen = Seen {
-                    lines: dns_lines(&a),
-                    ..Default::default()
-                };
-                seen.mismatches = expect::dns(e, &a);
-                Ok(seen)
-            }
-            Action::Connect(c) => {
-                let (target, outcomes) = self.connect(c).await?;
-                let (b, errs) = expect::tally(&outcomes);
-                Ok(Seen {
-                    lines: vec![format!(
-                        "{} to {target}: {}",
-                        c.times,
-                        expect::describe(&b, &errs)
-                    )],
-                    mismatches: expect::connect(e, &outcomes),
-                })
-            }
-            Action::Exec { target, argv } => {
-                let (code, stdout, stderr) = self.exec(target, argv).await?;
-                let mut out = vec![format!("exit code {code}")];
-                out.extend(stdout.lines().map(|l| format!("| {l}")));
-                out.extend(stderr.lines().map(|l| format!("! {l}")));
-                Ok(Seen {
-                    lines: out,
-                    mismatches: expect::exec(e, code, &stdout),
-                })
-            }
-            Action::Snapshot { name, view } => {
-                let content = self.view(view).await?;
-                let full = format!("{}@{name}", self.scenario.name);
-                let desc = format!("{}: {}", self.scenario.name, title(&step.action));
-                let source = self.file.display().to_string();
-                match snapshots.check(&full, &desc, &source, &content) {
-                    snapshots::Outcome::Matched => Ok(lines(format!("{full}: as stored"))),
-                    snapshots::Outcome::Written(p) => {
-                        Ok(lines(format!("{full}: written to {}", p.display())))
-                    }
-                    snapshots::Outcome::New(p) => Err(format!(
-                        "snapshot {full} is new: review {} (or run with --accept)\n{}",
-                        p.display(),
-                        content.trim_end()
-                    )),
-                    snapshots::Outcome::Changed { diff, pending } => Err(format!(
-                        "snapshot {full} differs from the stored one (- stored, + seen); the new one is in {}\n{}",
-                        pending.display(),
-                        diff.trim_end()
-                    )),
-                }
-            }
-            Action::Kill(pod) => {
-                let (key, _) = self.pod(pod)?;
-                self.kill(&key).await.map(lines)
-            }
-            Action::Readiness { pod, ready } => {
-                let (key, _) = self.pod(pod)?;
-                self.readiness(&key, *ready).await.map(lines)
-            }
-            Action::Node { name, up } => self.node(name, *up).await.map(lines),
-            Action::Link { of, up } => {
-                let target = match of.strip_prefix("node/") {
-                    Some(n) => faults::LinkOf::Node(n.to_string()),
-                    None => faults::LinkOf::Pod(self.pod(of)?.0),
-                };
-                self.link(&target, *up).await.map(lines)
-            }
-        }
-    }
-
-    fn apply(&self, manifests: &[Manifest]) -> Result<Vec<String>, String> {
-        crate::scenario::objects::apply(&self.cp.api, self.file, manifests)
-    }
-
-    /// A pod reference (`client-1`, `NAMESPACE/NAME`, or a selector `app=web` for the
-    /// first such pod by name) to its key and namespace.
-    fn pod(&self, r: &str) -> Result<((String, String), String), String> {
-        let (ns, rest) = match r.split_once('/') {
-            Some((ns, rest)) => (ns.to_string(), rest.to_string()),
-            None => ("default".to_string(), r.to_string()),
-        };
-        let name = if rest.contains('=') {
-            let want: Vec<(&str, &str)> = rest
-                .split(',')
-                .filter_map(|kv| kv.split_once('='))
-                .collect();
-            let mut pods: Vec<String> = self
-                .cp
-                .store
-                .list(Kind::Pod, Some(&ns))
-                .into_iter()
-                .filter(|o| {
-                    let labels = o.meta().labels.clone().unwrap_or_default();
-                    want.iter()
-                        .all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v))
-                })
-                .map(|o| o.name().to_string())
-                .collect();
-            pods.sort();
-            pods.into_iter()
-                .next()
-                .ok_or_else(|| format!("no pod in namespace {ns} has the labels {rest}"))?
-        } else {
-            rest
-        };
-        let netns_name = names::pod_netns(&self.name, &ns, &name);
-        if !netns::netns_path(&netns_name).exists() {
-            return Err(format!("pod {ns}/{name} is not running"));
-        }
-        Ok(((ns, name), netns_name))
-    }
-
-    async fn dns(&self, q: &DnsQuery) -> Result<Answer, String> {
-        let (_, netns_name) = self.pod(&q.from)?;
-        let path = Path::new(netns::ETC_NETNS_DIR)
-            .join(&netns_name)
-            .join("resolv.conf");
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let resolv = Resolv::parse(&text);
-        crate::probe::dns::resolve(Some(&netns_name), &resolv, &q.name, q.rtype, q.tcp).await
-    }
-
-    async fn connect(&self, c: &Connect) -> Result<(String, Vec<Outcome>), String> {
-        let (_, netns_name) = self.pod(&c.from)?;
-        // As libc does (hosts: files dns): the pod's /etc/hosts first, then DNS.
-        let hosts = std::fs::read_to_string(
-            Path::new(netns::ETC_NETNS_DIR)
-                .join(&netns_name)
-                .join("hosts"),
-        )
-        .unwrap_or_default();
-        let from_hosts = hosts_lookup(&hosts, &c.to);
-        let ip: Ipv4Addr = match c.to.parse().ok().or(from_hosts) {
-            Some(ip) => ip,
-            None => {
-                let q = DnsQuery {
-                    from: c.from.clone(),
-                    name: c.to.clone(),
-                    rtype: RecordType::A,
-                    tcp: false,
-                };
-                let a = self.dns(&q).await?;
-                a.data.iter().find_map(|d| d.parse().ok()).ok_or_else(|| {
-                    format!("{} does not resolve from {}: {}", c.to, c.from, a.rcode)
-                })?
-            }
-        };
-        let to = SocketAddr::from((ip, c.port));
-        let mut outcomes = Vec::new();
-        for _ in 0..c.times {
-            outcomes.push(
-                crate::probe::connect::once(Some(&netns_name), to, c.udp, c.timeout, c.source_port)
-                    .await,
-            );
-        }
-        Ok((to.to_string(), outcomes))
-    }
-
-    /// Runs `argv` in a pod or `node/NAME` through `testbed exec`: exit code, stdout, stderr.
-    async fn exec(&self, target: &str, argv: &[String]) -> Result<(i32, String, String), String> {
-        let target = match target.strip_prefix("node/") {
-            Some(_) => target.to_string(),
-            None => {
-                let ((ns, name), _) = self.pod(target)?;
-                format!("{ns}/{name}")
-            }
-        };
-        let run = tokio::process::Command::new(&self.exe)
-            .args(["exec", "-t", &self.name, &target, "--"])
-            .args(argv)
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .output();
-        let out = tokio::time::timeout(Duration::from_secs(60), run)
-            .await
-            .map_err(|_| format!("{argv:?} in {target} ran for more than 60 s"))?
-            .map_err(|e| format!("cannot run {}: {e}", self.exe.display()))?;
-        Ok((
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        ))
-    }
-
-    async fn wait(&self, until: &Until, timeout: Duration) -> Result<String, String> {
-        let deadline = Instant::now() + timeout;
-        let start = Instant::now();
-        let mut revision = self.cp.store.subscribe();
-        loop {
-            // Looked at once the cluster has caught up with the store as it is now
-            // (a second at most), so a DNS answer or a rule reflects the same writes
-            // as the objects.
-            let rev = *revision.borrow_and_update();
-            let left = deadline.saturating_duration_since(Instant::now());
-            self.cp
-                .wait_synced(rev, left.min(Duration::from_secs(1)))
-                .await;
-            let (done, status) = self.check(until).await;
-            if done {
-                // The rules follow: wait for every node's kube-proxy to catch up.
-                let rev = *self.cp.store.subscribe().borrow();
-                let left = deadline.saturating_duration_since(Instant::now());
-                if !self
-                    .cp
-                    .wait_synced(rev, left.max(Duration::from_secs(1)))
-                    .await
-                {
-                    return Err(format!(
-                        "{status}, but the DNS and the nodes' rules did not catch up with revision {rev} ({} behind)",
-                        self.cp.behind(rev)
-                    ));
-                }
-                return Ok(format!(
-                    "{status} after {:.1} s",
-                    start.elapsed().as_secs_f64()
-                ));
-            }
-            if Instant::now() >= deadline {
-                return Err(format!("timed out after {timeout:?}: {status}"));
-            }
-            next_revision(&mut revision, deadline).await;
-        }
-    }
-
-    /// Whether `until` holds now, and what was seen.
-    async fn check(&self, until: &Until) -> (bool, String) {
-        match until {
-            Until::Endpoints {
-                service: (ns, name),
-                ready,
-                not_ready,
-            } => {
-                let key = Key::new(Kind::Endpoints, ns, name);
-                let (r, n) = match self.cp.store.get(&key) {
-                    Some(Object::Endpoints(e)) => {
-                        let subsets = e.subsets.unwrap_or_default();
-                        let count =
-                            |f: fn(&k8s_openapi::api::core::v1::EndpointSubset) -> usize| {
-                                subsets.iter().map(f).sum::<usize>()
-                            };
-                        (
-                            count(|s| s.addresses.as_ref().map_or(0, Vec::len)),
-                            count(|s| s.not_ready_addresses.as_ref().map_or(0, Vec::len)),
-                        )
-                    }
-                    _ => (0, 0),
-                };
-                let done = r == *ready as usize && not_ready.is_none_or(|n2| n == n2 as usize);
-                (
-                    done,
-                    format!("endpoints {ns}/{name} have {r} ready and {n} not-ready addresses"),
-                )
-            }
-            Until::Pod { pod, ready } => {
-                let (ns, name) = ns_name(pod);
-                let Some(Object::Pod(p)) = self.cp.store.get(&Key::new(Kind::Pod, &ns, &name))
-                else {
-                    return (false, format!("pod {ns}/{name} does not exist"));
-                };
-                let is = crate::api::labels::pod_ready(&p);
-                (
-                    is == *ready,
-                    format!(
-                        "pod {ns}/{name} is {}",
-                        if is { "ready" } else { "not ready" }
-                    ),
-                )
-            }
-            Until::Synced => (true, "every node's rules are in sync".into()),
-            Until::Rollout((ns, name)) => self.rollout(ns, name),
-            Until::Resolves { name, from } => {
-                let q = DnsQuery {
-                    from: from.clone(),
-                    name: name.clone(),
-                    rtype: RecordType::A,
-                    tcp: false,
-                };
-                match self.dns(&q).await {
-                    Ok(a) if a.rcode == "NOERROR" && !a.data.is_empty() => (
-                        true,
-                        format!("{name} resolves from {from} to {}", a.data.join(", ")),
-                    ),
-                    Ok(a) => (false, format!("{name} from {from}: {}", a.rcode)),
-                    Err(e) => (false, format!("{name} from {from}: {e}")),
-                }
-            }
-        }
-    }
-
-    /// Whether a Deployment's pods are all of its current template, ready, as many as
-    /// it wants.
-    fn rollout(&self, ns: &str, name: &str) -> (bool, String) {
-        use crate::controllers::deployment::{template_hash, TEMPLATE_HASH_LABEL};
-        let Some(Object::Deployment(d)) = self.cp.store.get(&Key::new(Kind::Deployment, ns, name))
-        else {
-            return (false, format!("deployment {ns}/{name} does not exist"));
-        };
-        let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1).max(0) as usize;
-        let hash = template_hash(&d);
-        let selector = d
-            .spec
-            .as_ref()
-            .and_then(|s| s.selector.match_labels.clone())
-            .unwrap_or_default();
-        let pods: Vec<_> = self
-            .cp
-            .store
-            .list(Kind::Pod, Some(ns))
-            .into_iter()
-            .filter_map(|o| match o {
-                Object::Pod(p) => Some(p),
-                _ => None,
-            })
-            .filter(|p| {
-                let labels = p.metadata.labels.clone().unwrap_or_default();
-                selector.iter().all(|(k, v)| labels.get(k) == Some(v))
-            })
-            .collect();
-        let current = pods
-            .iter()
-            .filter(|p| {
-                p.metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get(TEMPLATE_HASH_LABEL))
-                    == Some(&hash)
-            })
-            .count();
-        let ready = pods
-            .iter()
-            .filter(|p| crate::api::labels::pod_ready(p))
-            .count();
-        let old = pods.len() - current;
-        (
-            current == want && old == 0 && ready == want,
-            format!(
-                "deployment {ns}/{name}: {current} of {want} pods of the current template, {old} old, {ready} ready"
-            ),
-        )
-    }
-
-    async fn view(&self, view: &View) -> Result<String, String> {
-        match view {
-            View::Services => {
-                let list: Vec<_> = self
-                    .cp
-                    .store
-                    .list(Kind::Service, None)
-                    .into_iter()
-                    .filter_map(|o| match o {
-                        Object::Service(s) => Some(s),
-                        _ => None,
-                    })
-                    .collect();
-                Ok(views::services(&list))
-            }
-            View::Endpoints((ns, name)) => {
-                let ep = match self.cp.store.get(&Key::new(Kind::Endpoints, ns, name)) {
-                    Some(Object::Endpoints(e)) => Some(e),
-                    _ => None,
-                };
-                Ok(views::endpoints(&format!("{ns}/{name}"), ep.as_ref()))
-            }
-            View::Dns(q) => Ok(views::dns(q, &self.dns(q).await?)),
-            View::Nat(node) => {
-                let (code, out, err) = self
-                    .exec(
-                        &format!("node/{node}"),
-                        &["iptables-save".into(), "-t".into(), "nat".into()],
-                    )
-                    .await?;
-                if code != 0 {
-                    return Err(format!("iptables-save in node {node}: {err}"));
-                }
-                Ok(views::nat(&out))
-            }
-            View::Pod(pod) => {
-                let ((ns, name), netns_name) = self.pod(pod)?;
-                let (_, routes, _) = self
-                    .exec(&format!("{ns}/{name}"), &["ip".into(), "route".into()])
-                    .await?;
-                let resolv = std::fs::read_to_string(
-                    Path::new(netns::ETC_NETNS_DIR)
-                        .join(&netns_name)
-                        .join("resolv.conf"),
-                )
-                .unwrap_or_default();
-                Ok(views::pod(&format!("{ns}/{name}"), &routes, &resolv))
-            }
-            View::Backends(c) => {
-                let (target, outcomes) = self.connect(c).await?;
-                Ok(views::backends(c, &target, &outcomes))
-            }
-        }
+        step.action.run(self, &step.expect).await
     }
 }
 
-/// Waits for the store's next revision, or until `deadline`. Also wakes after a
-/// second at most: a condition outside the store (a DNS answer from a pod, which
-/// also needs the pod's network) is looked at again even if nothing is written.
-async fn next_revision(revision: &mut tokio::sync::watch::Receiver<u64>, deadline: Instant) {
-    let at = deadline.min(Instant::now() + Duration::from_secs(1));
-    let _ = tokio::time::timeout_at(at.into(), revision.changed()).await;
-}
-
-/// The address `name` has in a hosts file, if any.
-fn hosts_lookup(hosts: &str, name: &str) -> Option<Ipv4Addr> {
-    let name = name.trim_end_matches('.');
-    hosts.lines().find_map(|l| {
-        let l = l.split('#').next()?;
-        let mut words = l.split_whitespace();
-        let ip = words.next()?.parse().ok()?;
-        words.any(|w| w.eq_ignore_ascii_case(name)).then_some(ip)
-    })
-}
-
-fn lines(s: String) -> Seen {
-    Seen {
-        lines: vec![s],
-        ..Default::default()
+#[async_trait::async_trait(?Send)]
+impl Context for Runner<'_> {
+    fn api(&self) -> &Api {
+        &self.cp.api
     }
-}
 
-fn join(problems: &[crate::api::server::ObjectProblem]) -> String {
-    problems
-        .iter()
-        .map(|p| p.to_string())
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
-fn dns_lines(a: &Answer) -> Vec<String> {
-    let mut out = vec![format!(
-        "{} {} from {} ({})",
-        a.name,
-        a.rcode,
-        a.server,
-        if a.data.is_empty() {
-            "no answer".to_string()
-        } else {
-            a.data.join(", ")
-        }
-    )];
-    if a.tried.len() > 1 {
-        out.push(format!("tried {}", a.tried.join(", ")));
+    fn plan(&self) -> &Plan {
+        &self.plan
     }
-    out
-}
 
-/// A step's action in a few words.
-pub fn title(a: &Action) -> String {
-    match a {
-        Action::Apply(ms) => {
-            let mut files: Vec<String> = ms
-                .iter()
-                .filter_map(|m| m.file.as_ref().map(|f| f.display().to_string()))
-                .collect();
-            files.dedup();
-            let inline = ms.iter().filter(|m| m.file.is_none()).count();
-            let mut parts = files;
-            if inline > 0 {
-                parts.push(format!(
-                    "{inline} inline manifest{}",
-                    if inline == 1 { "" } else { "s" }
-                ));
-            }
-            format!("apply {}", parts.join(" + "))
-        }
-        Action::Delete {
-            kind,
-            namespace,
-            name,
-        } => format!("delete {} {namespace}/{name}", kind.singular()),
-        Action::Scale {
-            namespace,
-            name,
-            replicas,
-        } => format!("scale deployment {namespace}/{name} to {replicas}"),
-        Action::Wait { until, timeout } => {
-            let what = match until {
-                Until::Endpoints {
-                    service: (ns, n),
-                    ready,
-                    not_ready,
-                } => match not_ready {
-                    Some(nr) => format!("endpoints {ns}/{n}: {ready} ready, {nr} not ready"),
-                    None => format!("endpoints {ns}/{n}: {ready} ready"),
-                },
-                Until::Pod { pod, ready } => {
-                    format!("pod {pod} {}", if *ready { "ready" } else { "not ready" })
-                }
-                Until::Synced => "every node's rules in sync".into(),
-                Until::Rollout((ns, n)) => format!("deployment {ns}/{n} to roll out"),
-                Until::Resolves { name, from } => format!("{name} to resolve from {from}"),
-            };
-            format!("wait for {what} (timeout {})", secs(*timeout))
-        }
-        Action::Dns(q) => format!(
-            "dns {} {} from {}{}",
-            q.rtype,
-            q.name,
-            q.from,
-            if q.tcp { " over TCP" } else { "" }
-        ),
-        Action::Connect(c) => connect_title(c),
-        Action::Exec { target, argv } => format!("exec in {target}: {}", argv.join(" ")),
-        Action::Snapshot { name, view } => {
-            let what = match view {
-                View::Services => "services".to_string(),
-                View::Endpoints((ns, n)) => format!("endpoints {ns}/{n}"),
-                View::Dns(q) => format!("dns {} {} from {}", q.rtype, q.name, q.from),
-                View::Nat(n) => format!("nat table of {n}"),
-                View::Pod(p) => format!("routes and resolv.conf of {p}"),
-                View::Backends(c) => format!("backends of {}", connect_title(c)),
-            };
-            format!("snapshot {name}: {what}")
-        }
-        Action::Kill(p) => format!("kill pod {p}"),
-        Action::Readiness { pod, ready } => format!(
-            "make pod {pod}'s readiness {}",
-            if *ready { "recover" } else { "fail" }
-        ),
-        Action::Node { name, up } => {
-            format!("take node {name} {}", if *up { "up" } else { "down" })
-        }
-        Action::Link { of, up } => {
-            format!("{} the link of {of}", if *up { "restore" } else { "cut" })
-        }
+    fn faults(&self) -> &Faults {
+        &self.cp.faults
     }
-}
 
-fn connect_title(c: &Connect) -> String {
-    let from = match c.source_port {
-        Some(p) => format!("{}:{p}", c.from),
-        None => c.from.clone(),
-    };
-    format!(
-        "connect {from} -> {}:{}/{} x{}",
-        c.to,
-        c.port,
-        if c.udp { "UDP" } else { "TCP" },
-        c.times
-    )
-}
+    fn links(&self) -> &dyn Links {
+        &*self.links
+    }
 
-fn secs(d: Duration) -> String {
-    if d.subsec_millis() == 0 {
-        format!("{}s", d.as_secs())
-    } else {
-        format!("{}ms", d.as_millis())
+    fn file(&self) -> &Path {
+        self.file
+    }
+
+    fn scenario(&self) -> &str {
+        &self.scenario.name
+    }
+
+    fn testbed(&self) -> &str {
+        &self.name
+    }
+
+    fn exe(&self) -> &Path {
+        &self.exe
+    }
+
+    async fn wait_synced(&self, rev: u64, timeout: Duration) -> bool {
+        self.cp.wait_synced(rev, timeout).await
+    }
+
+    fn behind(&self, rev: u64) -> String {
+        self.cp.behind(rev)
+    }
+
+    fn snapshot(&mut self, full: &str, description: &str, content: &str) -> Result<String, String> {
+        let source = self.file.display().to_string();
+        match self.snapshots.check(full, description, &source, content) {
+            snapshots::Outcome::Matched => Ok(format!("{full}: as stored")),
+            snapshots::Outcome::Written(p) => Ok(format!("{full}: written to {}", p.display())),
+            snapshots::Outcome::New(p) => Err(format!(
+                "snapshot {full} is new: review {} (or run with --accept)\n{}",
+                p.display(),
+                content.trim_end()
+            )),
+            snapshots::Outcome::Changed { diff, pending } => Err(format!(
+                "snapshot {full} differs from the stored one (- stored, + seen); the new one is in {}\n{}",
+                pending.display(),
+                diff.trim_end()
+            )),
+        }
     }
 }

@@ -246,37 +246,31 @@ fn steps_are_checked_with_their_lines() {
 
 #[test]
 fn steps_become_actions() {
-    use steps::{Action, Until, View};
     let text = "name: demo\nsteps:\n  - apply: {apiVersion: v1, kind: Service, metadata: {name: web}, spec: {ports: [{port: 80}]}}\n  - wait: {endpoints: kube-system/kube-dns, ready: 2, timeout: 500ms}\n  - connect: {from: a, to: web, port: 53, protocol: udp, times: 5}\n    expect: {backendCount: 2}\n  - exec: {in: node/node-1, command: [ip, route]}\n  - snapshot: {view: endpoints, service: web}\n  - name: again\n    snapshot: {view: services}\n  - delete: deployment/kube-system/coredns\n  - node: {name: node-1, state: down}\n";
     let s = parse_str(text).unwrap();
     assert_eq!(s.steps.len(), 8);
-    assert!(matches!(&s.steps[0].action, Action::Apply(m) if m.len() == 1));
+    let titles: Vec<String> = s.steps.iter().map(|s| s.action.title()).collect();
     assert_eq!(
-        s.steps[1].action,
-        Action::Wait {
-            until: Until::Endpoints {
-                service: ("kube-system".into(), "kube-dns".into()),
-                ready: 2,
-                not_ready: None
-            },
-            timeout: std::time::Duration::from_millis(500)
-        }
+        titles,
+        [
+            "apply 1 inline manifest",
+            "wait for endpoints kube-system/kube-dns: 2 ready (timeout 500ms)",
+            "connect a -> web:53/UDP x5",
+            "exec in node/node-1: ip route",
+            "snapshot 05-endpoints: endpoints default/web",
+            "snapshot again: services",
+            "delete deployment kube-system/coredns",
+            "take node node-1 down",
+        ]
     );
-    match &s.steps[2].action {
-        Action::Connect(c) => assert!(c.udp && c.times == 5 && c.port == 53),
-        other => panic!("{other:?}"),
-    }
     assert_eq!(s.steps[2].expect.backend_count, Some(2));
-    assert!(matches!(&s.steps[3].action, Action::Exec { argv, .. } if argv == &["ip", "route"]));
-    assert!(matches!(
-        &s.steps[4].action,
-        Action::Snapshot { name, view: View::Endpoints(_) } if name == "05-endpoints"
-    ));
     assert_eq!(s.steps[5].snapshot_name(), Some("again"));
-    assert!(
-        matches!(&s.steps[6].action, Action::Delete { namespace, .. } if namespace == "kube-system")
-    );
-    assert!(matches!(&s.steps[7].action, Action::Node { up: false, .. }));
+    let probes: Vec<bool> = s.steps.iter().map(|s| s.action.probes()).collect();
+    assert_eq!(probes, [false, false, true, true, true, true, false, false]);
+    let targets: Vec<_> = s.steps.iter().map(|s| s.action.targets()).collect();
+    assert_eq!(targets[2], [("pod", "a")]);
+    assert_eq!(targets[3], [("node", "node/node-1")]);
+    assert_eq!(targets[7], [("node", "node-1")]);
     assert_eq!(s.steps[7].pos.unwrap().line, 12);
 }
 

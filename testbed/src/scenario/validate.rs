@@ -6,11 +6,9 @@
 
 use std::sync::Arc;
 
-use super::objects::Manifest;
-use super::steps::Action;
 use super::{Located, Scenario};
-use crate::api::server::{Api, ObjectProblem};
-use crate::api::{Key, Kind, Object, Store};
+use crate::api::server::Api;
+use crate::api::{Key, Kind, Store};
 
 /// Every problem admission would have with the scenario's requests.
 pub fn admit(s: &Scenario) -> Vec<Located> {
@@ -30,78 +28,21 @@ pub fn admit(s: &Scenario) -> Vec<Located> {
             message: "the cluster DNS objects are refused".into(),
         }];
     }
-    let mut out = apply(&api, &s.objects);
+    let mut out = super::steps::apply::dry_run(&api, &s.objects);
     for step in &s.steps {
         let here = |message: String| Located {
             file: None,
             pos: step.pos,
             message: format!("steps[{}]: {message}", step.index),
         };
-        for (what, target) in targets(&step.action) {
+        for (what, target) in step.action.targets() {
             if let Some(why) = unknown(&api, s, what, target) {
                 out.push(here(why));
             }
         }
-        match &step.action {
-            Action::Apply(ms) => out.extend(apply(&api, ms)),
-            Action::Delete {
-                kind,
-                namespace,
-                name,
-            } if *kind != Kind::Pod => {
-                // Pods come and go with Deployments and the kubelets: not checked here.
-                if let Err(p) = api.delete(&Key::new(*kind, namespace, name)) {
-                    out.push(here(format!(
-                        "{p} (no step before it creates it, and the cluster does not have it)"
-                    )));
-                }
-            }
-            Action::Scale {
-                namespace, name, ..
-            } => {
-                if let Err(p) = api.scale(namespace, name, 0) {
-                    out.extend(p.iter().map(|p| here(p.to_string())));
-                }
-            }
-            _ => {}
-        }
+        out.extend(step.action.dry_run(&api, &here));
     }
     out
-}
-
-/// The pods and nodes a step acts on or from, each with what the step calls it.
-fn targets(action: &Action) -> Vec<(&'static str, &str)> {
-    use super::steps::{Until, View};
-    fn pod_or_node(t: &str) -> (&'static str, &str) {
-        (
-            if t.starts_with("node/") {
-                "node"
-            } else {
-                "pod"
-            },
-            t,
-        )
-    }
-    match action {
-        Action::Dns(q) => vec![("pod", q.from.as_str())],
-        Action::Connect(c) => vec![("pod", c.from.as_str())],
-        Action::Exec { target, .. } => vec![pod_or_node(target)],
-        Action::Kill(pod) | Action::Readiness { pod, .. } => vec![("pod", pod.as_str())],
-        Action::Node { name, .. } => vec![("node", name.as_str())],
-        Action::Link { of, .. } => vec![pod_or_node(of)],
-        Action::Wait {
-            until: Until::Pod { pod, .. } | Until::Resolves { from: pod, .. },
-            ..
-        } => vec![("pod", pod.as_str())],
-        Action::Snapshot { view, .. } => match view {
-            View::Dns(q) => vec![("pod", q.from.as_str())],
-            View::Backends(c) => vec![("pod", c.from.as_str())],
-            View::Pod(p) => vec![("pod", p.as_str())],
-            View::Nat(n) => vec![("node", n.as_str())],
-            _ => vec![],
-        },
-        _ => vec![],
-    }
 }
 
 /// Why `target` (a pod, `NAMESPACE/POD`, or a node, `node/NAME` or `NAME`) names
@@ -145,42 +86,6 @@ fn unknown(api: &Api, s: &Scenario, what: &str, target: &str) -> Option<String> 
          (pods: {})",
         if known.is_empty() { "none".to_string() } else { known.join(", ") }
     ))
-}
-
-fn apply(api: &Api, manifests: &[Manifest]) -> Vec<Located> {
-    let mut objects = Vec::new();
-    let mut problems = Vec::new();
-    for m in manifests {
-        let kind = m
-            .value
-            .get("kind")
-            .and_then(|k| k.as_str())
-            .and_then(Kind::parse);
-        match kind.map(|k| Object::from_value(k, m.value.clone())) {
-            Some(Ok(o)) => objects.push(o),
-            Some(Err(e)) => problems.push(m.problem("", e)),
-            None => problems.push(m.problem("kind", "not a kind the testbed serves".into())),
-        }
-    }
-    if !problems.is_empty() {
-        return problems;
-    }
-    match api.apply(objects) {
-        Ok(_) => Vec::new(),
-        Err(ps) => ps
-            .iter()
-            .map(
-                |p: &ObjectProblem| match p.index.and_then(|i| manifests.get(i)) {
-                    Some(m) => m.problem(&p.path, p.to_string()),
-                    None => Located {
-                        file: None,
-                        pos: None,
-                        message: p.to_string(),
-                    },
-                },
-            )
-            .collect(),
-    }
 }
 
 /// Reads a scenario and checks everything that can be checked without building it:

@@ -1,11 +1,97 @@
-//! What a step saw against what its `expect` says: pure comparisons, each mismatch
-//! with the expected and the seen value as a user would write them.
+//! What a step must see (`expect`), checked against the kind of step, and what it
+//! saw against that: pure comparisons, each mismatch with the expected and the seen
+//! value as a user would write them.
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use super::{Ctx, StepKind, KINDS};
 use crate::probe::connect::Outcome;
 use crate::probe::dns::Answer;
-use crate::scenario::steps::Expect;
+
+/// What a `dns`, `connect` or `exec` step must see (all optional).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Expect {
+    /// dns: NOERROR, NXDOMAIN, SERVFAIL, REFUSED, ...
+    pub rcode: Option<String>,
+    /// dns: the answer records' data, in any order (`10.96.0.2`, `0 100 80 web.default.svc.cluster.local.`).
+    pub answers: Option<Vec<String>>,
+    /// dns: the name that was answered, after the search path (`web.default.svc.cluster.local.`).
+    pub answered: Option<String>,
+    /// connect: exactly these pods answered (names; any order).
+    pub backends: Option<Vec<String>>,
+    /// connect: this many different pods answered.
+    pub backend_count: Option<u32>,
+    /// connect: this many connections got an answer.
+    pub ok: Option<u32>,
+    /// connect: every connection failed this way: `refused`, `timeout`, `unreachable`.
+    pub error: Option<String>,
+    /// exec: the exit code.
+    pub exit_code: Option<i32>,
+    /// exec: the whole standard output (trailing newlines aside).
+    pub stdout: Option<String>,
+    /// exec: text the standard output contains.
+    pub contains: Option<String>,
+}
+
+/// Checks the `expect` of step `path`, of kind `kind`: every key is one its kind
+/// takes, and its values are ones a step can see.
+pub(super) fn check(cx: &mut Ctx, path: &str, kind: &StepKind, e: Option<Expect>) -> Expect {
+    let Some(e) = e else {
+        return Expect::default();
+    };
+    let at = |key: &str| format!("{path}.expect.{key}");
+    let given = [
+        ("rcode", e.rcode.is_some()),
+        ("answers", e.answers.is_some()),
+        ("answered", e.answered.is_some()),
+        ("backends", e.backends.is_some()),
+        ("backendCount", e.backend_count.is_some()),
+        ("ok", e.ok.is_some()),
+        ("error", e.error.is_some()),
+        ("exitCode", e.exit_code.is_some()),
+        ("stdout", e.stdout.is_some()),
+        ("contains", e.contains.is_some()),
+    ];
+    for (key, present) in given {
+        if present && !kind.expects.contains(&key) {
+            let owner = KINDS
+                .iter()
+                .find(|k| k.expects.contains(&key))
+                .map_or("no", |k| k.key);
+            cx.fail(
+                &at(key),
+                format!(
+                    "{key} is expected of {owner} steps, and this is a {} step",
+                    kind.key
+                ),
+            );
+        }
+    }
+    if let Some(rcode) = &e.rcode {
+        if crate::probe::dns::rcode_from_name(rcode).is_none() {
+            cx.fail(
+                &at("rcode"),
+                format!("{rcode:?} is not an rcode like NOERROR, NXDOMAIN, SERVFAIL, REFUSED"),
+            );
+        }
+    }
+    if let Some(err) = &e.error {
+        if !["refused", "timeout", "unreachable"].contains(&err.as_str()) {
+            cx.fail(
+                &at("error"),
+                format!("{err:?} is not refused, timeout or unreachable"),
+            );
+        }
+    }
+    Expect {
+        rcode: e.rcode.map(|r| r.to_ascii_uppercase()),
+        ..e
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mismatch {

@@ -1,0 +1,84 @@
+//! `delete`: delete an object through the API server (`service/web`, `pod/client-1`,
+//! `deployment/kube-system/coredns`).
+
+use serde_json::Value;
+
+use super::{schema_of, Action, At, Context, Ctx, Expect, Seen, StepKind};
+use crate::api::server::Api;
+use crate::api::{Key, Kind};
+use crate::scenario::Located;
+
+pub const KIND: StepKind = StepKind {
+    key: "delete",
+    about: "Delete an object: `service/web`, `pod/client-1`, `deployment/kube-system/coredns`.",
+    schema: schema_of::<String>,
+    expects: &[],
+    parse,
+};
+
+#[derive(Debug)]
+struct Delete {
+    kind: Kind,
+    namespace: String,
+    name: String,
+}
+
+fn parse(cx: &mut Ctx, at: &At, value: Value) -> Option<Box<dyn Action>> {
+    let d: String = cx.value(value, at.path)?;
+    let parts: Vec<&str> = d.split('/').collect();
+    let (kind, namespace, name) = match parts.as_slice() {
+        [k, n] => (*k, "default", *n),
+        [k, ns, n] => (*k, *ns, *n),
+        _ => ("", "", ""),
+    };
+    match Kind::parse(kind).filter(|k| k.user_writable()) {
+        Some(k) if !name.is_empty() => Some(Box::new(Delete {
+            kind: k,
+            namespace: namespace.into(),
+            name: name.into(),
+        })),
+        _ => {
+            cx.fail(
+                at.path,
+                format!("{d:?} is not KIND/NAME or KIND/NAMESPACE/NAME of a pod, service or deployment"),
+            );
+            None
+        }
+    }
+}
+
+#[async_trait::async_trait(?Send)]
+impl Action for Delete {
+    fn title(&self) -> String {
+        format!(
+            "delete {} {}/{}",
+            self.kind.singular(),
+            self.namespace,
+            self.name
+        )
+    }
+
+    fn dry_run(&self, api: &Api, here: &dyn Fn(String) -> Located) -> Vec<Located> {
+        // Pods come and go with Deployments and the kubelets: not checked here.
+        if self.kind == Kind::Pod {
+            return Vec::new();
+        }
+        match api.delete(&Key::new(self.kind, &self.namespace, &self.name)) {
+            Ok(_) => Vec::new(),
+            Err(p) => vec![here(format!(
+                "{p} (no step before it creates it, and the cluster does not have it)"
+            ))],
+        }
+    }
+
+    async fn run(&self, cx: &mut dyn Context, _: &Expect) -> Result<Seen, String> {
+        let key = Key::new(self.kind, &self.namespace, &self.name);
+        cx.api().delete(&key).map_err(|p| p.to_string())?;
+        Ok(Seen::line(format!(
+            "{} {}/{} deleted",
+            self.kind.singular(),
+            self.namespace,
+            self.name
+        )))
+    }
+}

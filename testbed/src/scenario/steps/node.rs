@@ -1,0 +1,116 @@
+//! `node`: take a node down or bring it up. Its port on the underlay and its cbr0
+//! go down (or up) for real, and the node lifecycle controller's part is played by
+//! the kubelets: the node's pods become not ready (or ready again).
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::context::settle;
+use super::{schema_of, Action, At, Context, Ctx, Expect, Seen, StepKind};
+use crate::api::labels::pod_ready;
+use crate::api::{Kind, Object};
+
+pub const KIND: StepKind = StepKind {
+    key: "node",
+    about: "Take a node down or bring it up (its links; its pods become not ready).",
+    schema: schema_of::<NodeFile>,
+    expects: &[],
+    parse,
+};
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct NodeFile {
+    pub name: String,
+    /// `down` or `up`.
+    pub state: String,
+}
+
+#[derive(Debug)]
+struct Node {
+    name: String,
+    up: bool,
+}
+
+fn parse(cx: &mut Ctx, at: &At, value: Value) -> Option<Box<dyn Action>> {
+    let n: NodeFile = cx.value(value, at.path)?;
+    Some(Box::new(Node {
+        up: cx.state(&at.key("state"), &n.state),
+        name: n.name,
+    }))
+}
+
+/// The pods the store has on `node`.
+fn pods_of_node(cx: &dyn Context, node: &str) -> Vec<k8s_openapi::api::core::v1::Pod> {
+    cx.store()
+        .list(Kind::Pod, None)
+        .into_iter()
+        .filter_map(|o| match o {
+            Object::Pod(p) if p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node) => {
+                Some(p)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[async_trait::async_trait(?Send)]
+impl Action for Node {
+    fn title(&self) -> String {
+        format!(
+            "take node {} {}",
+            self.name,
+            if self.up { "up" } else { "down" }
+        )
+    }
+
+    fn targets(&self) -> Vec<(&'static str, &str)> {
+        vec![("node", &self.name)]
+    }
+
+    async fn run(&self, cx: &mut dyn Context, _: &Expect) -> Result<Seen, String> {
+        let (name, up) = (self.name.as_str(), self.up);
+        let plan = cx.plan();
+        let node = plan.node(name).ok_or_else(|| {
+            let known: Vec<&str> = plan.nodes.iter().map(|n| n.name.as_str()).collect();
+            format!("there is no node {name:?} (nodes: {})", known.join(", "))
+        })?;
+        // Its port on the underlay (the node's eth0 loses its carrier) and its cbr0.
+        for (netns, link) in [(&plan.fabric.netns, &*node.fabric_port), (&node.netns, "cbr0")] {
+            cx.links()
+                .set_up(netns, link, up)
+                .await
+                .map_err(|e| format!("{:#}", anyhow::Error::from(e)))?;
+        }
+        cx.faults().update(|s| {
+            if up {
+                s.nodes_down.remove(name);
+            } else {
+                s.nodes_down.insert(name.to_string());
+            }
+        });
+        let killed = cx.faults().get().killed;
+        let settled = |cx: &dyn Context| {
+            pods_of_node(cx, name).iter().all(|p| {
+                let key = (
+                    p.metadata.namespace.clone().unwrap_or_default(),
+                    p.metadata.name.clone().unwrap_or_default(),
+                );
+                killed.contains(&key) || pod_ready(p) == up
+            })
+        };
+        let pods = pods_of_node(cx, name).len();
+        if up {
+            settle(cx, &format!("node {name}'s pods becoming ready"), settled).await?;
+            Ok(Seen::line(format!(
+                "node {name} is up: its links are up, its {pods} pods ready"
+            )))
+        } else {
+            settle(cx, &format!("node {name}'s pods becoming not ready"), settled).await?;
+            Ok(Seen::line(format!(
+                "node {name} is down: its underlay port and cbr0 are down, its {pods} pods not ready"
+            )))
+        }
+    }
+}

@@ -53,6 +53,8 @@ impl ControlPlane {
 
     /// [`ControlPlane::start`], with `exe` the `testbed` program that kubelets run for
     /// container commands and exec probes (a test binary is not one).
+    // Long because it is the control plane's start-up order, one controller after another,
+    // and the order is the point.
     pub fn start_with(
         plan: &Plan,
         scenario: &Scenario,

@@ -65,6 +65,8 @@ impl ExecError {
 /// `user`, when given, is who the command runs as: with its groups set to its gid
 /// alone, no capabilities (a change from uid 0 clears them) and `no_new_privs`, so no
 /// setuid program takes it back to root. See [`crate::kubelet::identity`].
+// Long because it is the ordered sequence of a process entering a pod (namespace, /tmp,
+// groups, uid, no_new_privs, exec) and each step depends on the one before.
 pub fn exec_in(
     netns_name: &str,
     tmp: Option<&Path>,

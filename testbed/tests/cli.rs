@@ -8,13 +8,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn two_nodes() -> String {
-    repo()
-        .join("scenarios/two-nodes.yaml")
-        .display()
-        .to_string()
-}
-
 fn up_named(name: &str) -> String {
     run(testbed_bin().args(["up", &two_nodes(), "--name", name]))
 }
@@ -32,6 +25,8 @@ fn pid_of(name: &str) -> u32 {
 }
 
 #[test]
+// Long because it brings one testbed up once and walks through the commands a user would
+// run on it; split, each part would build its own.
 fn up_exec_tcp_across_nodes_and_down() {
     if !root() {
         return;

@@ -37,6 +37,8 @@ fn dns_dnat_packets(tb: &Running, node: &str) -> u64 {
 }
 
 #[test]
+// Long because it brings one cluster up once and asks every kind of name from its pods;
+// split, each part would build its own.
 fn pods_find_services_by_name() {
     if !root() {
         return;

@@ -15,17 +15,6 @@ use testbed::state::{self, Record};
 /// Tests that make or clean records by hand don't run beside each other.
 static RECORDS: Mutex<()> = Mutex::new(());
 
-fn two_nodes() -> String {
-    repo()
-        .join("scenarios/two-nodes.yaml")
-        .display()
-        .to_string()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 fn testbed(args: &[&str]) -> Output {
     testbed_bin().args(args).output().unwrap()
 }
@@ -393,6 +382,8 @@ fn wait_for_file(path: &Path) -> String {
 }
 
 #[test]
+// Long because it is one non-root testbed and every way a pod could reach root's files,
+// tried in turn.
 fn a_pod_of_a_non_root_owner_cannot_read_shadow_or_write_roots_files() {
     if !root() {
         return;

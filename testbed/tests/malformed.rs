@@ -39,10 +39,6 @@ fn corpus(file: &str) -> Vec<(String, String)> {
     cases
 }
 
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 /// The largest resident set any child of this process has had, in MiB.
 fn children_max_rss_mib() -> u64 {
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
@@ -268,6 +264,8 @@ fn args(line: &str, tb: &str, dir: &Path) -> Vec<String> {
 }
 
 #[test]
+// Long because it is one running testbed fed every malformed input, checking after each
+// that nothing changed.
 fn malformed_manifests_command_lines_and_api_requests_change_nothing() {
     if !root() {
         return;

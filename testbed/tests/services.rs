@@ -12,6 +12,8 @@ use testbed::proxy::render::Protocol;
 use testbed::proxy::tracer::{self, Packet, Tables, Verdict};
 
 #[test]
+// Long because it brings one cluster up once and walks a Deployment and its Service through
+// their life; split, each part would build its own.
 fn deployment_service_probes_scaling_and_deletion() {
     if !root() {
         return;
@@ -161,6 +163,8 @@ fn deployment_service_probes_scaling_and_deletion() {
 }
 
 #[test]
+// Long because it brings one cluster up once for several Service behaviours; split, each
+// would build its own.
 fn hairpin_udp_affinity_and_a_service_without_endpoints() {
     if !root() {
         return;

@@ -7,7 +7,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, Probe, Service};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use serde_json::Value;
 
 use super::object::Object;
 use crate::names;
@@ -42,7 +41,7 @@ pub fn admit(obj: Object, old: Option<&Object>) -> Result<Admitted, Vec<Problem>
     let mut problems = Vec::new();
     check_meta(&obj, &mut problems);
     check_size(&obj, &mut problems);
-    let ignored = ignored_fields(&obj);
+    let ignored = super::ignored::fields(&obj);
     let object = match obj {
         Object::Service(s) => Object::Service(service(s, old, &mut problems)),
         Object::Pod(p) => Object::Pod(pod(p, old, &mut problems)),
@@ -179,6 +178,8 @@ fn check_selector(path: &str, sel: &BTreeMap<String, String>, problems: &mut Vec
     }
 }
 
+// Long because it checks a Service field by field in the order of Kubernetes'
+// ValidateService and its defaulting, so the two read side by side.
 fn service(mut s: Service, old: Option<&Object>, problems: &mut Vec<Problem>) -> Service {
     let old = match old {
         Some(Object::Service(o)) => Some(o),
@@ -529,137 +530,4 @@ fn deployment(mut d: Deployment, problems: &mut Vec<Problem>) -> Deployment {
     }
     d.status = None;
     d
-}
-
-/// Fields the testbed accepts without acting on them, as paths.
-fn ignored_fields(obj: &Object) -> Vec<String> {
-    let v = obj.to_value();
-    let mut out = Vec::new();
-    let mut check = |at: &str, value: Option<&Value>, known: &[&str]| {
-        if let Some(Value::Object(m)) = value {
-            for (k, v) in m {
-                let empty = v.is_null() || v.as_array().is_some_and(|a| a.is_empty());
-                if !empty && !known.contains(&k.as_str()) {
-                    out.push(format!("{at}.{k}"));
-                }
-            }
-        }
-    };
-    let pod_known: &[&str] = &[
-        "containers",
-        "nodeName",
-        "hostname",
-        "subdomain",
-        "dnsPolicy",
-        "dnsConfig",
-        "restartPolicy",
-        "terminationGracePeriodSeconds",
-        "securityContext",
-    ];
-    // Of a securityContext, who runs (see kubelet::identity); the rest is reported.
-    let security_known: &[&str] = &["runAsUser", "runAsGroup", "runAsNonRoot"];
-    let container_known: &[&str] = &[
-        "name",
-        "image",
-        "command",
-        "args",
-        "ports",
-        "readinessProbe",
-        "env",
-        "imagePullPolicy",
-        "resources",
-        "securityContext",
-    ];
-    match obj {
-        Object::Service(_) => check(
-            "spec",
-            v.get("spec"),
-            &[
-                "type",
-                "ports",
-                "selector",
-                "clusterIP",
-                "clusterIPs",
-                "externalName",
-                "sessionAffinity",
-                "sessionAffinityConfig",
-                "publishNotReadyAddresses",
-                "internalTrafficPolicy",
-                "ipFamilies",
-                "ipFamilyPolicy",
-            ],
-        ),
-        Object::Pod(_) => {
-            check("spec", v.get("spec"), pod_known);
-            check(
-                "spec.securityContext",
-                v.pointer("/spec/securityContext"),
-                security_known,
-            );
-            for (i, c) in v
-                .pointer("/spec/containers")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .enumerate()
-            {
-                check(&format!("spec.containers[{i}]"), Some(c), container_known);
-                check(
-                    &format!("spec.containers[{i}].securityContext"),
-                    c.get("securityContext"),
-                    security_known,
-                );
-            }
-        }
-        Object::Deployment(_) => {
-            check(
-                "spec",
-                v.get("spec"),
-                &[
-                    "replicas",
-                    "selector",
-                    "template",
-                    "strategy",
-                    "revisionHistoryLimit",
-                ],
-            );
-            check(
-                "spec.template.spec",
-                v.pointer("/spec/template/spec"),
-                pod_known,
-            );
-            check(
-                "spec.template.spec.securityContext",
-                v.pointer("/spec/template/spec/securityContext"),
-                security_known,
-            );
-            for (i, c) in v
-                .pointer("/spec/template/spec/containers")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .enumerate()
-            {
-                check(
-                    &format!("spec.template.spec.containers[{i}]"),
-                    Some(c),
-                    container_known,
-                );
-                check(
-                    &format!("spec.template.spec.containers[{i}].securityContext"),
-                    c.get("securityContext"),
-                    security_known,
-                );
-            }
-        }
-        _ => {}
-    }
-    if let Object::Service(s) = obj {
-        if let Some(t) = s.spec.as_ref().and_then(|s| s.type_.as_deref()) {
-            if t == "NodePort" || t == "LoadBalancer" {
-                out.push(format!("spec.type {t} (node ports and load balancers are not emulated; it is handled as ClusterIP)"));
-            }
-        }
-    }
-    out
 }

@@ -2,6 +2,7 @@
 //! admission (validation, defaulting, ClusterIP allocation).
 
 pub mod admission;
+mod ignored;
 pub mod ipalloc;
 pub mod labels;
 pub mod object;

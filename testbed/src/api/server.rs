@@ -131,6 +131,9 @@ impl Api {
 
     /// Creates or updates every object, or none: any problem with any of them and
     /// nothing changes.
+    // Long because admission, ClusterIP allocation, the limits and the store write are one
+    // transaction over the whole batch; split, the transaction would be spread over
+    // functions.
     pub fn apply(&self, objects: Vec<Object>) -> Result<Vec<Applied>, Vec<ObjectProblem>> {
         let mut alloc = self.alloc.lock().expect("allocator lock");
         let mut next_alloc = alloc.clone();
@@ -296,13 +299,10 @@ impl Api {
     }
 }
 
-/// The testbed's totals after `admitted` is stored: Services, and pods (bare ones
-/// plus every Deployment's replicas), against [`crate::limits`].
-fn totals(tx: &super::store::Tx, admitted: &[(Object, Action, Vec<String>)]) -> Vec<ObjectProblem> {
-    use crate::limits::{count, PODS, SERVICES};
-    let replaced: std::collections::BTreeSet<Key> =
-        admitted.iter().map(|(o, _, _)| o.key()).collect();
-    let pods_of = |o: &Object| match o {
+/// The pods an object makes: a Deployment its replicas, a bare pod itself (a pod a
+/// Deployment owns is counted with its Deployment).
+fn pods_of(o: &Object) -> usize {
+    match o {
         Object::Deployment(d) => {
             d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1).max(0) as usize
         }
@@ -315,7 +315,15 @@ fn totals(tx: &super::store::Tx, admitted: &[(Object, Action, Vec<String>)]) -> 
             1
         }
         _ => 0,
-    };
+    }
+}
+
+/// The testbed's totals after `admitted` is stored: Services, and pods (bare ones
+/// plus every Deployment's replicas), against [`crate::limits`].
+fn totals(tx: &super::store::Tx, admitted: &[(Object, Action, Vec<String>)]) -> Vec<ObjectProblem> {
+    use crate::limits::{count, PODS, SERVICES};
+    let replaced: std::collections::BTreeSet<Key> =
+        admitted.iter().map(|(o, _, _)| o.key()).collect();
     let stored = |kind: Kind| tx.list(kind).filter(|o| !replaced.contains(&o.key()));
     let services = stored(Kind::Service).count()
         + admitted

@@ -147,6 +147,8 @@ impl Refusals {
     }
 }
 
+// Long because it owns one connection's life (peer check, framing, the request size and
+// rate limits, the watch hand-off) and those share the connection's state.
 pub async fn serve(listener: UnixListener, owner_uid: u32, api: Arc<Api>, nodes: NodesFn) {
     use std::collections::HashMap;
     use std::sync::Mutex;
@@ -363,6 +365,7 @@ async fn handle(conn: UnixStream, api: Arc<Api>, nodes: NodesFn) -> std::io::Res
     }
 }
 
+// Long because it is the API's dispatch: one arm per request, each a few lines.
 fn answer(api: &Api, nodes: &NodesFn, req: Request) -> Response {
     match req {
         Request::Apply { objects } => {

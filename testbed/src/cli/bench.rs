@@ -54,6 +54,7 @@ pub(super) enum BenchCommand {
     },
 }
 
+// Long because it is the dispatch of every benchmark's arguments, one arm each.
 pub(super) fn run(cmd: BenchCommand) -> Result<ExitCode> {
     let (nodes, pods, runs) = match cmd {
         BenchCommand::Up { nodes, pods, runs } => (nodes, pods, runs),

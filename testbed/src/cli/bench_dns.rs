@@ -137,6 +137,8 @@ pub(super) fn run(services: usize, seconds: u32, outstanding: u32) -> Result<Exi
     Ok(ExitCode::SUCCESS)
 }
 
+// Long because it is one benchmark run top to bottom (set-up, the reference server, the
+// load, the figures), which reads best in order.
 async fn measure(
     cp: &ControlPlane,
     tb: &Testbed,

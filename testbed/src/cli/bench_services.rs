@@ -149,6 +149,8 @@ async fn settle(cp: &ControlPlane) -> Result<()> {
     Ok(())
 }
 
+// Long because it is one benchmark run top to bottom (set-up, the raw tool, our partial and
+// full syncs, the figures), which reads best in order.
 async fn measure(
     cp: &ControlPlane,
     tb: &Testbed,

@@ -7,6 +7,7 @@ mod client;
 mod daemon;
 mod objects;
 mod ops;
+mod print;
 mod run;
 mod up;
 

@@ -60,6 +60,8 @@ pub fn slice_name(service: &str) -> String {
 
 /// The `Endpoints` and `EndpointSlice` of `svc` given the pods of its namespace, or
 /// `None` when the controller leaves the Service alone (no selector, ExternalName).
+// Long because it follows the upstream endpoints and EndpointSlice controllers' loop over
+// pods and ports step by step, so it can be read beside them.
 pub fn endpoints_for<'a>(
     svc: &Service,
     pods: impl IntoIterator<Item = &'a Pod>,

@@ -87,6 +87,9 @@ fn failed(request: &Request, code: ResponseCode) -> ResponseInfo {
 
 #[async_trait::async_trait]
 impl RequestHandler for Handler {
+    // Long because it is the request's path through CoreDNS's checks in their order
+    // (opcode, class, EDNS, the zone or the upstream, truncation), which is the behaviour
+    // under test.
     async fn handle_request<R: ResponseHandler, T: Time>(
         &self,
         request: &Request,

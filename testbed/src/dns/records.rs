@@ -159,6 +159,8 @@ impl Builder {
         }
     }
 
+    // Long because it transcribes the Kubernetes DNS specification's records of a Service
+    // (A, SRV, PTR, per port and endpoint) section by section.
     fn service(&mut self, svc: &Service, slices: &[&EndpointSlice]) {
         let (Some(svc_name), Some(spec)) = (svc.metadata.name.as_deref(), svc.spec.as_ref()) else {
             return;

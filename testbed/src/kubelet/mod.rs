@@ -124,6 +124,9 @@ struct Life {
 
 /// A pod's life: its sandbox made, its containers started, its readiness reported
 /// (what the probes say, unless a fault says otherwise) until `stop`, then torn down.
+// Long because it is the pod's life as one state machine (made, started, readiness reported
+// until stopped, torn down); its states share the runtime, the faults and the probe
+// channel.
 async fn pod_life(life: Life, mut stop: oneshot::Receiver<()>) {
     let Life {
         cfg,
@@ -140,25 +143,9 @@ async fn pod_life(life: Life, mut stop: oneshot::Receiver<()>) {
         while previous.changed().await.is_ok() {}
     }
     let info = &cfg.nodes[node];
-    let ns = pod
-        .metadata
-        .namespace
-        .clone()
-        .unwrap_or_else(|| "default".into());
-    let name = pod.metadata.name.clone().unwrap_or_default();
+    let plan = pod_plan(&cfg.testbed, info, &pod, ip);
+    let (ns, name) = (plan.namespace.clone(), plan.name.clone());
     let key = (ns.clone(), name.clone());
-    let plan = PodPlan {
-        namespace: ns.clone(),
-        name: name.clone(),
-        node: info.name.clone(),
-        netns: names::pod_netns(&cfg.testbed, &ns, &name),
-        ip,
-        prefix_len: info.pod_cidr.prefix_len(),
-        gateway: info.bridge_ip,
-        host_veth: names::pod_host_veth(&ns, &name),
-        labels: pod.metadata.labels.clone().unwrap_or_default(),
-        dns: crate::dns::pod_files::PodDns::of(pod.spec.as_ref()),
-    };
     if !adopted {
         if let Err(msg) = runtime.create_sandbox(node, &plan).await {
             tracing::error!("kubelet: pod {ns}/{name}: {msg}");
@@ -180,27 +167,7 @@ async fn pod_life(life: Life, mut stop: oneshot::Receiver<()>) {
         .iter()
         .filter_map(probe::readiness)
         .collect();
-    let started = now();
-    let node_ip = info.ip;
-    set_status(&store, &key, |st| {
-        st.phase = Some("Running".into());
-        st.pod_ip = Some(ip.to_string());
-        st.pod_ips = Some(vec![k8s_openapi::api::core::v1::PodIP {
-            ip: ip.to_string(),
-        }]);
-        st.host_ip = Some(node_ip.to_string());
-        st.start_time = Some(started.clone());
-        st.message = if problems.is_empty() {
-            None
-        } else {
-            Some(problems.join("; "))
-        };
-        st.conditions = Some(vec![
-            condition("PodScheduled", true),
-            condition("Initialized", true),
-        ]);
-        set_ready(st, probes.is_empty());
-    });
+    report_running(&store, &key, ip, info.ip, problems, probes.is_empty());
     let target = probe::Target {
         testbed: cfg.testbed.clone(),
         node_netns: info.netns.clone(),
@@ -250,6 +217,60 @@ async fn pod_life(life: Life, mut stop: oneshot::Receiver<()>) {
     drop(probing);
     running.kill().await;
     runtime.remove_sandbox(&plan).await;
+}
+
+/// Where and how pod `pod` runs on the node `info`, at `ip`.
+fn pod_plan(testbed: &str, info: &NodeInfo, pod: &Pod, ip: Ipv4Addr) -> PodPlan {
+    let ns = pod
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    PodPlan {
+        netns: names::pod_netns(testbed, &ns, &name),
+        host_veth: names::pod_host_veth(&ns, &name),
+        namespace: ns,
+        name,
+        node: info.name.clone(),
+        ip,
+        prefix_len: info.pod_cidr.prefix_len(),
+        gateway: info.bridge_ip,
+        labels: pod.metadata.labels.clone().unwrap_or_default(),
+        dns: crate::dns::pod_files::PodDns::of(pod.spec.as_ref()),
+    }
+}
+
+/// Reports the pod started: Running at `ip` on the node at `node_ip`, with the
+/// containers that could not start, and Ready at once if it has no probes.
+fn report_running(
+    store: &Store,
+    key: &PodKey,
+    ip: Ipv4Addr,
+    node_ip: Ipv4Addr,
+    problems: Vec<String>,
+    ready: bool,
+) {
+    let started = now();
+    set_status(store, key, |st| {
+        st.phase = Some("Running".into());
+        st.pod_ip = Some(ip.to_string());
+        st.pod_ips = Some(vec![k8s_openapi::api::core::v1::PodIP {
+            ip: ip.to_string(),
+        }]);
+        st.host_ip = Some(node_ip.to_string());
+        st.start_time = Some(started.clone());
+        st.message = if problems.is_empty() {
+            None
+        } else {
+            Some(problems.join("; "))
+        };
+        st.conditions = Some(vec![
+            condition("PodScheduled", true),
+            condition("Initialized", true),
+        ]);
+        set_ready(st, ready);
+    });
 }
 
 /// Runs every readiness probe on its period and sends whether all of them pass.

@@ -23,6 +23,8 @@ pub struct Model {
 impl Model {
     /// Applies restore input with `--noflush` semantics. On an error, the table being
     /// restored is left as it was (tables committed before it stay committed).
+    // Long because it is iptables-restore's line grammar, one arm per line kind, as the
+    // real parser is.
     pub fn restore(&mut self, text: &str) -> Result<(), String> {
         let mut open: Option<(String, Table)> = None;
         for (i, raw) in text.lines().enumerate() {

@@ -114,6 +114,8 @@ fn comment(text: &str) -> String {
 }
 
 /// The rules of one service port, as kube-proxy's `syncProxyRules` writes them.
+// Long because it writes a service port's chains in the order kube-proxy's syncProxyRules
+// does, so the output can be diffed against upstream's.
 pub fn service_rules(cfg: &Config, sp: &ServicePort) -> ServiceRules {
     let spn = sp.port_name_string();
     let proto = sp.protocol.lower();

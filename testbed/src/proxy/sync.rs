@@ -118,6 +118,8 @@ impl Proxier {
     /// The restore text for a change of some service ports: `upserts` are their
     /// state now (unchanged ones are skipped), `removed` the keys of those gone.
     /// Its cost is in the size of the change, not of the node's tables.
+    // Long because it follows kube-proxy's syncProxyRules (chains kept, written, deleted;
+    // the full-sync fallback) in upstream's order, which is how it is checked.
     pub fn prepare_changes(&self, upserts: Vec<ServicePort>, removed: Vec<Key>) -> Update {
         let full = !self.in_sync;
         let mut delta: BTreeMap<Key, Option<Entry>> = BTreeMap::new();

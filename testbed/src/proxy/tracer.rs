@@ -258,6 +258,8 @@ fn run(
 }
 
 #[allow(clippy::too_many_arguments)]
+// Long because it is the match of one rule against a packet, criterion by criterion, as the
+// kernel checks them.
 fn apply(
     tables: &Tables,
     table: &str,

@@ -50,6 +50,8 @@ pub fn check(s: &Scenario) -> Vec<Problem> {
     out
 }
 
+// Long because it is every check of the cluster's address plan, each a few lines, and all
+// of them report at once.
 fn check_cluster(s: &Scenario, out: &mut Vec<Problem>) {
     let c = &s.cluster;
     if c.nodes.is_empty() {

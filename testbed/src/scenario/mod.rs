@@ -202,6 +202,8 @@ pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
 }
 
 /// Parses and checks scenario text; `file` names it in errors.
+// Long because it is the scenario's checks in order (shape, cluster, pods, objects, steps),
+// collecting every problem before it gives up.
 pub fn parse(file: &Path, text: &str) -> Result<Scenario, ScenarioError> {
     let fail = |problems: Vec<Located>| ScenarioError {
         file: file.to_path_buf(),

@@ -197,6 +197,8 @@ impl Receiver {
 }
 
 impl MarkedEventReceiver for Receiver {
+    // Long because it is the YAML event state machine, one arm per event, as the parser
+    // sends them.
     fn on_event(&mut self, ev: Event, mark: Marker) {
         if self.error.is_some() {
             return;

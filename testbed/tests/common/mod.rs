@@ -7,7 +7,7 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -133,4 +133,17 @@ pub fn traces(name: &str) -> Vec<String> {
 
 pub fn testbed_bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_testbed"))
+}
+
+/// The path of `scenarios/two-nodes.yaml`, as an argument.
+pub fn two_nodes() -> String {
+    repo()
+        .join("scenarios/two-nodes.yaml")
+        .display()
+        .to_string()
+}
+
+/// A command's standard error, as text.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }

@@ -109,7 +109,10 @@ async fn api_steps_change_the_cluster_and_say_what_they_did() {
         .store
         .get(&Key::new(Kind::Service, "default", "web"))
         .is_none());
-    assert_eq!(lines[0], "service default/web created (clusterIP 10.96.0.2)");
+    assert_eq!(
+        lines[0],
+        "service default/web created (clusterIP 10.96.0.2)"
+    );
     assert_eq!(lines[1], "deployment default/web created");
     assert_eq!(lines[2], "deployment default/web scaled to 5");
     assert!(

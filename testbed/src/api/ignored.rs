@@ -1,0 +1,141 @@
+//! The fields admission accepts without the testbed acting on them: reported as
+//! ignored (in `testbed apply`'s output and the API's warnings), never misread.
+
+use serde_json::Value;
+
+use super::object::Object;
+
+/// Fields the testbed accepts without acting on them, as paths.
+// Long because it is one table, per kind, of the fields the testbed acts on; whole, it can
+// be checked against the product's list at a glance.
+pub(super) fn fields(obj: &Object) -> Vec<String> {
+    let v = obj.to_value();
+    let mut out = Vec::new();
+    let mut check = |at: &str, value: Option<&Value>, known: &[&str]| {
+        if let Some(Value::Object(m)) = value {
+            for (k, v) in m {
+                let empty = v.is_null() || v.as_array().is_some_and(|a| a.is_empty());
+                if !empty && !known.contains(&k.as_str()) {
+                    out.push(format!("{at}.{k}"));
+                }
+            }
+        }
+    };
+    let pod_known: &[&str] = &[
+        "containers",
+        "nodeName",
+        "hostname",
+        "subdomain",
+        "dnsPolicy",
+        "dnsConfig",
+        "restartPolicy",
+        "terminationGracePeriodSeconds",
+        "securityContext",
+    ];
+    // Of a securityContext, who runs (see kubelet::identity); the rest is reported.
+    let security_known: &[&str] = &["runAsUser", "runAsGroup", "runAsNonRoot"];
+    let container_known: &[&str] = &[
+        "name",
+        "image",
+        "command",
+        "args",
+        "ports",
+        "readinessProbe",
+        "env",
+        "imagePullPolicy",
+        "resources",
+        "securityContext",
+    ];
+    match obj {
+        Object::Service(_) => check(
+            "spec",
+            v.get("spec"),
+            &[
+                "type",
+                "ports",
+                "selector",
+                "clusterIP",
+                "clusterIPs",
+                "externalName",
+                "sessionAffinity",
+                "sessionAffinityConfig",
+                "publishNotReadyAddresses",
+                "internalTrafficPolicy",
+                "ipFamilies",
+                "ipFamilyPolicy",
+            ],
+        ),
+        Object::Pod(_) => {
+            check("spec", v.get("spec"), pod_known);
+            check(
+                "spec.securityContext",
+                v.pointer("/spec/securityContext"),
+                security_known,
+            );
+            for (i, c) in v
+                .pointer("/spec/containers")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
+                check(&format!("spec.containers[{i}]"), Some(c), container_known);
+                check(
+                    &format!("spec.containers[{i}].securityContext"),
+                    c.get("securityContext"),
+                    security_known,
+                );
+            }
+        }
+        Object::Deployment(_) => {
+            check(
+                "spec",
+                v.get("spec"),
+                &[
+                    "replicas",
+                    "selector",
+                    "template",
+                    "strategy",
+                    "revisionHistoryLimit",
+                ],
+            );
+            check(
+                "spec.template.spec",
+                v.pointer("/spec/template/spec"),
+                pod_known,
+            );
+            check(
+                "spec.template.spec.securityContext",
+                v.pointer("/spec/template/spec/securityContext"),
+                security_known,
+            );
+            for (i, c) in v
+                .pointer("/spec/template/spec/containers")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
+                check(
+                    &format!("spec.template.spec.containers[{i}]"),
+                    Some(c),
+                    container_known,
+                );
+                check(
+                    &format!("spec.template.spec.containers[{i}].securityContext"),
+                    c.get("securityContext"),
+                    security_known,
+                );
+            }
+        }
+        _ => {}
+    }
+    if let Object::Service(s) = obj {
+        if let Some(t) = s.spec.as_ref().and_then(|s| s.type_.as_deref()) {
+            if t == "NodePort" || t == "LoadBalancer" {
+                out.push(format!("spec.type {t} (node ports and load balancers are not emulated; it is handled as ClusterIP)"));
+            }
+        }
+    }
+    out
+}

@@ -3,19 +3,17 @@
 //! each a task on the runtime. The scenario's pods enter the store as the kubelets'
 //! pods, already running in the namespaces the topology made for them.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Pod, PodStatus};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::api::core::v1::PodStatus;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::api::server::Api;
 use crate::api::socket::NodeStatus;
-use crate::api::{Object, Store};
+use crate::api::{Key, Kind, Object, Store};
 use crate::controllers;
 use crate::dns::{self, Dns};
 use crate::kubelet::{self, NodeInfo};
@@ -78,35 +76,29 @@ impl ControlPlane {
         .with_domain(&settings.domain)
         .map_err(|e| anyhow::anyhow!("cluster.dns.domain: {e}"))?;
         let dns = Dns::new(&cfg, settings.upstream.clone());
-        // The scenario's pods, as the kubelets will find them: placed, addressed.
+        // The scenario's pods, through admission as every pod (its checks and
+        // defaults), bound to the node the plan placed them on; their sandboxes are
+        // built already at the address the plan gave them, which the kubelets adopt.
         let pods: Vec<Object> = scenario
             .pods
             .iter()
             .zip(&plan.pods)
-            .map(|(decl, p)| {
-                let mut spec = decl.spec.clone().unwrap_or_default();
-                spec.node_name = Some(p.node.clone());
-                Object::Pod(Pod {
-                    metadata: ObjectMeta {
-                        name: Some(p.name.clone()),
-                        namespace: Some(p.namespace.clone()),
-                        labels: Some(p.labels.clone()).filter(|l: &BTreeMap<_, _>| !l.is_empty()),
-                        ..Default::default()
-                    },
-                    spec: Some(spec),
-                    status: Some(PodStatus {
-                        phase: Some("Pending".into()),
-                        pod_ip: Some(p.ip.to_string()),
-                        ..Default::default()
-                    }),
-                })
-            })
+            .map(|(decl, p)| Object::Pod(decl.to_pod(Some(&p.node))))
             .collect();
         if !pods.is_empty() {
-            // Straight into the store: the scenario's check already validated them.
+            api.apply(pods)
+                .map_err(|p| anyhow::anyhow!("the scenario's pods: {}", p[0]))?;
             store.write(|tx| {
-                for p in pods {
-                    tx.put(p);
+                for p in &plan.pods {
+                    let key = Key::new(Kind::Pod, &p.namespace, &p.name);
+                    if let Some(Object::Pod(mut pod)) = tx.get(&key).cloned() {
+                        pod.status = Some(PodStatus {
+                            phase: Some("Pending".into()),
+                            pod_ip: Some(p.ip.to_string()),
+                            ..Default::default()
+                        });
+                        tx.put(Object::Pod(pod));
+                    }
                 }
             });
         }
@@ -201,7 +193,7 @@ impl ControlPlane {
                     syncs: s.syncs,
                     last_sync_ms: s.last_took.as_secs_f64() * 1e3,
                     service_ports: s.service_ports,
-                    last_error: s.last_error,
+                    last_error: s.last_error.map(|e| e.to_string()),
                 }
             })
             .collect()

@@ -87,6 +87,83 @@ impl PodDecl {
             spec: None,
         }
     }
+
+    /// The pod as its manifest says (on `node`, when placed), for admission and the
+    /// API server.
+    pub fn to_pod(&self, node: Option<&str>) -> k8s_openapi::api::core::v1::Pod {
+        let mut spec = self.spec.clone().unwrap_or_default();
+        spec.node_name = node.map(String::from).or_else(|| self.node.clone());
+        k8s_openapi::api::core::v1::Pod {
+            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                name: Some(self.name.clone()),
+                namespace: Some(self.namespace.clone()),
+                labels: Some(self.labels.clone()).filter(|l| !l.is_empty()),
+                ..Default::default()
+            },
+            spec: Some(spec),
+            status: None,
+        }
+    }
+}
+
+/// Where pods go and the address each gets, by one rule for every pod: the
+/// scheduler's part (the node with the fewest pods, the first of those) and the
+/// node IPAM's (the lowest free host of the node's pod CIDR from `.2`; `.1` is its
+/// bridge). The plan places the scenario's pods with it, the kubelets every pod
+/// made later.
+#[derive(Debug, Clone)]
+pub struct NodeAllocator {
+    cidrs: Vec<Ipv4Net>,
+    /// Pods bound to each node.
+    pods: Vec<usize>,
+    /// The host numbers taken in each node's pod CIDR.
+    used: Vec<std::collections::BTreeSet<u32>>,
+}
+
+impl NodeAllocator {
+    /// For nodes with these pod CIDRs, in order.
+    pub fn new(cidrs: Vec<Ipv4Net>) -> Self {
+        NodeAllocator {
+            pods: vec![0; cidrs.len()],
+            used: vec![Default::default(); cidrs.len()],
+            cidrs,
+        }
+    }
+
+    /// Counts a pod bound to `node` (`by` is 1 or -1).
+    pub fn bind(&mut self, node: usize, by: isize) {
+        if let Some(n) = self.pods.get_mut(node) {
+            *n = n.saturating_add_signed(by);
+        }
+    }
+
+    /// The node the next pod that names none goes to.
+    pub fn schedule(&self) -> Option<usize> {
+        (0..self.pods.len()).min_by_key(|i| (self.pods[*i], *i))
+    }
+
+    /// The lowest free address of `node`'s pod CIDR, now taken; `None` when full.
+    pub fn allocate(&mut self, node: usize) -> Option<Ipv4Addr> {
+        let net = *self.cidrs.get(node)?;
+        let last = u32::from(net.broadcast()) - u32::from(net.network()) - 1;
+        let host = (2..=last).find(|h| !self.used[node].contains(h))?;
+        self.used[node].insert(host);
+        Some(nth_host(net, host))
+    }
+
+    /// Takes `ip` on `node` (a pod that has it already).
+    pub fn take(&mut self, node: usize, ip: Ipv4Addr) {
+        if let Some(net) = self.cidrs.get(node) {
+            self.used[node].insert(u32::from(ip).wrapping_sub(u32::from(net.network())));
+        }
+    }
+
+    /// Frees `ip` on `node`.
+    pub fn release(&mut self, node: usize, ip: Ipv4Addr) {
+        if let Some(net) = self.cidrs.get(node) {
+            self.used[node].remove(&u32::from(ip).wrapping_sub(u32::from(net.network())));
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -201,14 +278,16 @@ impl Plan {
                 .collect();
         }
         let placement = place(c, decls);
-        let mut next = vec![2u32; nodes.len()];
+        let mut alloc = NodeAllocator::new(nodes.iter().map(|n| n.pod_cidr).collect());
         let pods = decls
             .iter()
             .zip(placement)
             .map(|(pod, n)| {
                 let node = &nodes[n];
-                let ip = nth_host(node.pod_cidr, next[n]);
-                next[n] += 1;
+                // A full node is refused by `check` before a plan is made.
+                let ip = alloc
+                    .allocate(n)
+                    .unwrap_or_else(|| nth_host(node.pod_cidr, 0));
                 PodPlan {
                     namespace: pod.namespace.clone(),
                     name: pod.name.clone(),
@@ -266,30 +345,29 @@ impl Plan {
     }
 }
 
-/// The node index each pod runs on: its `spec.nodeName`, or else the node with the
-/// fewest pods so far (the lowest index on a tie), in the order pods are declared.
-/// Pods naming an unknown node are put on node 0; `check` reports them.
+/// The node index each pod runs on: its `spec.nodeName`, or else the one the
+/// [`NodeAllocator`] schedules it to, the pods that name a node counted first and
+/// the others placed in the order they are declared. Pods naming an unknown node are
+/// put on node 0; `check` reports them.
 pub fn place(cluster: &ClusterSpec, pods: &[PodDecl]) -> Vec<usize> {
-    let mut load = vec![0usize; cluster.nodes.len().max(1)];
-    for pod in pods {
-        if let Some(i) = pod
-            .node
+    let n = cluster.nodes.len().max(1);
+    let mut alloc = NodeAllocator::new(vec![Ipv4Net::default(); n]);
+    let named = |pod: &PodDecl| {
+        pod.node
             .as_ref()
-            .and_then(|n| cluster.nodes.iter().position(|x| x == n))
-        {
-            load[i] += 1;
+            .map(|name| cluster.nodes.iter().position(|x| x == name))
+    };
+    for pod in pods {
+        if let Some(Some(i)) = named(pod) {
+            alloc.bind(i, 1);
         }
     }
     pods.iter()
-        .map(|pod| match &pod.node {
-            Some(n) => cluster.nodes.iter().position(|x| x == n).unwrap_or(0),
+        .map(|pod| match named(pod) {
+            Some(i) => i.unwrap_or(0),
             None => {
-                let (i, _) = load
-                    .iter()
-                    .enumerate()
-                    .min_by_key(|(i, l)| (**l, *i))
-                    .expect("at least one node");
-                load[i] += 1;
+                let i = alloc.schedule().expect("at least one node");
+                alloc.bind(i, 1);
                 i
             }
         })
@@ -396,5 +474,32 @@ mod tests {
             plan.all_netns(),
             ["tb.demo", "tb.demo.node-1", "tb.demo.default.a"]
         );
+    }
+
+    #[test]
+    fn the_allocator_schedules_to_the_emptiest_node_and_gives_the_lowest_free_address() {
+        let cidrs = ["10.244.1.0/30", "10.244.2.0/24"];
+        let mut a = NodeAllocator::new(cidrs.iter().map(|c| c.parse().unwrap()).collect());
+        assert_eq!(a.schedule(), Some(0), "a tie goes to the first node");
+        a.bind(0, 1);
+        assert_eq!(a.schedule(), Some(1));
+        a.bind(1, 1);
+        a.bind(1, 1);
+        assert_eq!(a.schedule(), Some(0));
+        // A /30 has one pod address: .1 is the bridge, .3 the broadcast.
+        assert_eq!(a.allocate(0), Some("10.244.1.2".parse().unwrap()));
+        assert_eq!(a.allocate(0), None, "full");
+        a.take(1, "10.244.2.2".parse().unwrap());
+        assert_eq!(a.allocate(1), Some("10.244.2.3".parse().unwrap()));
+        a.release(1, "10.244.2.2".parse().unwrap());
+        assert_eq!(
+            a.allocate(1),
+            Some("10.244.2.2".parse().unwrap()),
+            "freed, it is the lowest again"
+        );
+        a.bind(1, -1);
+        a.bind(1, -1);
+        a.bind(1, -1);
+        assert_eq!(a.schedule(), Some(1), "a count never goes below zero");
     }
 }

@@ -16,6 +16,7 @@ use super::runtime::{Machine, PodRuntime};
 use super::{condition, pod_life, set_status, Config, Life, PodKey, Task};
 use crate::api::{Event, EventType, Key, Kind, Object, Store};
 use crate::informer::Reconcile;
+use crate::plan::NodeAllocator;
 
 /// A pod whose task runs.
 struct Running {
@@ -25,7 +26,7 @@ struct Running {
     /// Closed when the task has ended.
     alive: watch::Receiver<()>,
     node: usize,
-    host: u32,
+    ip: Ipv4Addr,
 }
 
 /// A pod told to stop whose task has not ended yet: its address stays taken.
@@ -33,7 +34,7 @@ struct Stopping {
     _task: Task,
     alive: watch::Receiver<()>,
     node: usize,
-    host: u32,
+    ip: Ipv4Addr,
 }
 
 /// Runs the kubelets of every node on this machine until the store's watch ends.
@@ -52,8 +53,13 @@ pub async fn run_on(
     synced: &watch::Sender<u64>,
 ) {
     let kubelets = Kubelets {
-        per_node: PerNode::new(&cfg),
-        used: vec![BTreeSet::new(); cfg.nodes.len()],
+        index: cfg
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.name.clone(), i))
+            .collect(),
+        alloc: NodeAllocator::new(cfg.nodes.iter().map(|n| n.pod_cidr).collect()),
         cfg,
         store: store.clone(),
         runtime,
@@ -70,12 +76,13 @@ struct Kubelets {
     store: Arc<Store>,
     runtime: Arc<dyn PodRuntime>,
     pods: HashMap<PodKey, Pod>,
-    /// Pods per node, kept as pods come and go, so scheduling one is O(nodes).
-    per_node: PerNode,
+    /// Each node's index by name.
+    index: HashMap<String, usize>,
+    /// Pods per node (kept as pods come and go, so scheduling one is O(nodes)) and
+    /// the addresses taken: the one rule the plan placed the scenario's pods by.
+    alloc: NodeAllocator,
     running: HashMap<PodKey, Running>,
     stopping: HashMap<PodKey, Vec<Stopping>>,
-    /// The host numbers taken in each node's pod CIDR.
-    used: Vec<BTreeSet<u32>>,
     /// The dirty pods in the order their changes came: pods are scheduled in that
     /// order (the order a Deployment made them), not by name.
     arrival: Vec<PodKey>,
@@ -102,12 +109,12 @@ impl Reconcile for Kubelets {
         );
         if event.kind == EventType::Deleted {
             if let Some(old) = self.pods.remove(&key) {
-                self.per_node.add(&old, -1);
+                self.bind(&old, -1);
             }
         } else {
-            self.per_node.add(&pod, 1);
+            self.bind(&pod, 1);
             if let Some(old) = self.pods.insert(key.clone(), pod) {
-                self.per_node.add(&old, -1);
+                self.bind(&old, -1);
             }
         }
         if dirty.insert(key.clone()) {
@@ -135,14 +142,22 @@ impl Reconcile for Kubelets {
 }
 
 impl Kubelets {
+    /// Counts `pod` on its node (`by` is 1 or -1); a pod with no node counts nowhere.
+    fn bind(&mut self, pod: &Pod, by: isize) {
+        let node = pod.spec.as_ref().and_then(|s| s.node_name.as_deref());
+        if let Some(&i) = node.and_then(|n| self.index.get(n)) {
+            self.alloc.bind(i, by);
+        }
+    }
+
     /// Frees the addresses of pods whose teardown has ended.
     fn reap(&mut self) {
-        let used = &mut self.used;
+        let alloc = &mut self.alloc;
         self.stopping.retain(|_, all| {
             all.retain(|s| {
                 let ended = s.alive.has_changed().is_err();
                 if ended {
-                    used[s.node].remove(&s.host);
+                    alloc.release(s.node, s.ip);
                 }
                 !ended
             });
@@ -168,7 +183,7 @@ impl Kubelets {
                     _task: r.task,
                     alive: r.alive,
                     node: r.node,
-                    host: r.host,
+                    ip: r.ip,
                 });
         }
         let Some(pod) = pod.cloned() else { return };
@@ -177,13 +192,14 @@ impl Kubelets {
         }
         let node_name = pod.spec.as_ref().and_then(|s| s.node_name.clone());
         let Some(node_name) = node_name else {
-            if let Some(node) = schedule(&self.store, &self.cfg, &self.per_node, &key) {
+            if let Some(node) = self.alloc.schedule() {
+                bind_to(&self.store, &key, &self.cfg.nodes[node].name);
                 // Counted at once, so the next pod of a batch sees it.
                 if let Some(p) = self.pods.get_mut(&key) {
                     if let Some(spec) = p.spec.as_mut() {
-                        spec.node_name = Some(node);
+                        spec.node_name = Some(self.cfg.nodes[node].name.clone());
                     }
-                    self.per_node.add(p, 1);
+                    self.alloc.bind(node, 1);
                 }
             }
             return;
@@ -211,28 +227,25 @@ impl Kubelets {
             .and_then(|s| s.pod_ip.as_deref())
             .and_then(|ip| ip.parse::<Ipv4Addr>().ok())
             .filter(|_| previous.is_none() && self.runtime.sandbox_exists(&key.0, &key.1));
-        let host = match adopted {
-            Some(ip) => u32::from(ip) - u32::from(info.pod_cidr.network()),
-            None => {
-                let last =
-                    u32::from(info.pod_cidr.broadcast()) - u32::from(info.pod_cidr.network()) - 1;
-                match (2..=last).find(|h| !self.used[node].contains(h)) {
-                    Some(h) => h,
-                    None => {
-                        set_status(&self.store, &key, |st| {
-                            st.phase = Some("Pending".into());
-                            st.message = Some(format!(
-                                "node {} has no free pod address in {}",
-                                info.name, info.pod_cidr
-                            ));
-                        });
-                        return;
-                    }
-                }
+        let ip = match adopted {
+            Some(ip) => {
+                self.alloc.take(node, ip);
+                ip
             }
+            None => match self.alloc.allocate(node) {
+                Some(ip) => ip,
+                None => {
+                    set_status(&self.store, &key, |st| {
+                        st.phase = Some("Pending".into());
+                        st.message = Some(format!(
+                            "node {} has no free pod address in {}",
+                            info.name, info.pod_cidr
+                        ));
+                    });
+                    return;
+                }
+            },
         };
-        self.used[node].insert(host);
-        let ip = Ipv4Addr::from(u32::from(info.pod_cidr.network()) + host);
         let (stop, stop_rx) = oneshot::channel();
         let (alive_tx, alive) = watch::channel(());
         let life = pod_life(
@@ -261,51 +274,20 @@ impl Kubelets {
                 task,
                 alive,
                 node,
-                host,
+                ip,
             },
         );
     }
 }
 
-/// How many pods each node has (by `spec.nodeName`).
-struct PerNode {
-    index: HashMap<String, usize>,
-    count: Vec<usize>,
-}
-
-impl PerNode {
-    fn new(cfg: &Config) -> Self {
-        PerNode {
-            index: cfg
-                .nodes
-                .iter()
-                .enumerate()
-                .map(|(i, n)| (n.name.clone(), i))
-                .collect(),
-            count: vec![0; cfg.nodes.len()],
-        }
-    }
-
-    /// Counts `pod` on its node (`by` is 1 or -1); a pod with no node counts nowhere.
-    fn add(&mut self, pod: &Pod, by: isize) {
-        let node = pod.spec.as_ref().and_then(|s| s.node_name.as_deref());
-        if let Some(&i) = node.and_then(|n| self.index.get(n)) {
-            self.count[i] = self.count[i].saturating_add_signed(by);
-        }
-    }
-}
-
-/// The scheduler's part: the node with the fewest pods (the first of those).
-fn schedule(store: &Store, cfg: &Config, per_node: &PerNode, key: &PodKey) -> Option<String> {
-    let count = &per_node.count;
-    let best = (0..cfg.nodes.len()).min_by_key(|i| (count[*i], *i))?;
-    let node = cfg.nodes[best].name.clone();
+/// Binds pod `key` to `node` in the store (as the scheduler does), if it names none yet.
+fn bind_to(store: &Store, key: &PodKey, node: &str) {
     store.write(|tx| {
         let k = Key::new(Kind::Pod, &key.0, &key.1);
         if let Some(Object::Pod(mut p)) = tx.get(&k).cloned() {
             if let Some(spec) = &mut p.spec {
                 if spec.node_name.is_none() {
-                    spec.node_name = Some(node.clone());
+                    spec.node_name = Some(node.to_string());
                     let st = p.status.get_or_insert_with(Default::default);
                     st.phase = Some("Pending".into());
                     st.conditions = Some(vec![condition("PodScheduled", true)]);
@@ -314,5 +296,4 @@ fn schedule(store: &Store, cfg: &Config, per_node: &PerNode, key: &PodKey) -> Op
             }
         }
     });
-    Some(node)
 }

@@ -27,8 +27,19 @@ pub struct SyncState {
     pub last_took: Duration,
     /// Of `last_took`: the time in the backend's command (`iptables-restore`).
     pub last_restore: Duration,
-    pub last_error: Option<String>,
+    /// Why the last sync failed, if it did.
+    pub last_error: Option<SyncError>,
     pub service_ports: usize,
+}
+
+/// Why a node's rules could not be written, as a caller can tell the causes apart:
+/// the backend's program missing, or the kernel (or the program) refusing the rules.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SyncError {
+    #[error("the namespace of node {node}: {message}")]
+    Namespace { node: String, message: String },
+    #[error(transparent)]
+    Apply(#[from] CommandError),
 }
 
 /// Runs `program args` inside the namespace mounted at `ns`, feeding it `stdin`.
@@ -54,7 +65,12 @@ pub async fn run(
 ) {
     let ns = netns::netns_path(&node_netns);
     if let Err(e) = std::fs::metadata(&ns) {
-        state.send_modify(|s| s.last_error = Some(format!("the namespace of {node}: {e}")));
+        state.send_modify(|s| {
+            s.last_error = Some(SyncError::Namespace {
+                node: node.clone(),
+                message: e.to_string(),
+            })
+        });
         return;
     }
     let proxy = NodeProxy::new(node, backend, Nsenter { netns: ns }, state);
@@ -132,7 +148,7 @@ impl<E: NodeExec> Reconcile for NodeProxy<E> {
                 }
                 Err(e) => {
                     tracing::error!(node = self.node, "kube-proxy sync failed: {e}");
-                    error = Some(e.to_string());
+                    error = Some(SyncError::Apply(e));
                     self.backend.failed();
                 }
             }

@@ -12,7 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use tokio::sync::watch;
 
 use super::fake::{self, Model};
-use super::node::{NodeProxy, SyncState};
+use super::node::{NodeProxy, SyncError, SyncState};
 use super::render::Config;
 use super::sync::Proxier;
 use super::tracker::SvcKey;
@@ -361,8 +361,12 @@ async fn a_refused_restore_is_reported_and_the_next_sync_is_full() {
         &mut dirty,
     );
     assert!(proxy.reconcile(dirty, 7).await.is_err());
-    let error = state.borrow().last_error.clone().unwrap_or_default();
-    assert!(error.contains("line 3 failed"), "{error}");
+    let error = state.borrow().last_error.clone();
+    // Told apart from a missing program: the kernel (here, the program) refused.
+    assert!(
+        matches!(&error, Some(SyncError::Apply(CommandError::Failed { stderr, .. })) if stderr.contains("line 3 failed")),
+        "{error:?}"
+    );
     assert!(proxy.unfinished(), "a retry is due");
     // The retry, with nothing new: a full sync, which the node now takes.
     *refuse.lock().unwrap() = false;
@@ -382,5 +386,34 @@ async fn a_refused_restore_is_reported_and_the_next_sync_is_full() {
             .chain("nat", "KUBE-SERVICES")
             .map(<[String]>::len),
         Some(2)
+    );
+}
+
+#[tokio::test]
+async fn a_missing_iptables_restore_is_told_apart_from_refused_rules() {
+    let exec = Recorder::answering(|call| {
+        Err(CommandError::Missing {
+            program: call.program.clone(),
+        })
+    });
+    let (tx, state) = watch::channel(SyncState::default());
+    let mut proxy = NodeProxy::new("node-1".into(), Mode::Iptables.backend(cfg()), exec, tx);
+    let ports = [("http", 80, "TCP")];
+    let mut dirty = BTreeSet::new();
+    proxy.observe(
+        event(EventType::Added, service("web", 20, &ports)),
+        &mut dirty,
+    );
+    assert!(proxy.reconcile(dirty, 3).await.is_err());
+    let error = state.borrow().last_error.clone();
+    assert_eq!(
+        error,
+        Some(SyncError::Apply(CommandError::Missing {
+            program: "iptables-restore".into()
+        }))
+    );
+    assert_eq!(
+        error.unwrap().to_string(),
+        "cannot run iptables-restore: it is not installed"
     );
 }

@@ -282,6 +282,23 @@ fn check_pods(s: &Scenario, out: &mut Vec<Problem>) {
     if !out.is_empty() {
         return;
     }
+    // Admission, as for every pod the API server takes: its checks, at the pod's path.
+    for (i, pod) in s.pods.iter().enumerate() {
+        let obj = crate::api::Object::Pod(pod.to_pod(None));
+        if let Err(problems) = crate::api::admission::admit(obj, None) {
+            out.extend(problems.into_iter().map(|p| {
+                let path = if p.path.is_empty() {
+                    format!("pods[{i}]")
+                } else {
+                    format!("pods[{i}].{}", p.path)
+                };
+                problem(path, p.message)
+            }));
+        }
+    }
+    if !out.is_empty() {
+        return;
+    }
     let placement = plan::place(&s.cluster, &s.pods);
     let capacity = plan::pods_per_node(&s.cluster);
     let mut count = vec![0u64; s.cluster.nodes.len()];

@@ -305,3 +305,17 @@ fn manifests_in_files_are_checked_at_their_lines() {
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn scenario_pods_go_through_admission_at_their_lines() {
+    // Refused by admission, as the API server refuses such a pod (the scenario's own
+    // checks knew nothing of ports or container names).
+    let text = "name: demo\npods:\n  - apiVersion: v1\n    kind: Pod\n    metadata: {name: a}\n    spec:\n      containers:\n      - name: main\n        ports: [{containerPort: 70000}]\n      - name: main\n";
+    assert_eq!(
+        errors(text),
+        [
+            "s.yaml:9:33: pods[0].spec.containers[0].ports[0].containerPort: 70000 is not a port number (1-65535)",
+            "s.yaml:10:15: pods[0].spec.containers[1].name: \"main\" is used by another container",
+        ]
+    );
+}

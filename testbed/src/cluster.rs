@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 
 use crate::api::socket;
-use crate::control::ControlPlane;
+use crate::control::{ControlPlane, ControlPlaneError};
 use crate::lifecycle::{Teardown, Testbed, UpError};
 use crate::plan::Plan;
 use crate::scenario::Scenario;
@@ -54,16 +54,16 @@ impl Options<'_> {
 pub enum StartError {
     #[error("{0}")]
     Topology(#[source] UpError),
-    #[error("{0:#}")]
-    ControlPlane(anyhow::Error),
+    #[error(transparent)]
+    ControlPlane(ControlPlaneError),
     #[error("cannot serve the API on {}: {source}", .path.display())]
     Socket {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("{0:#}")]
-    Dns(anyhow::Error),
+    #[error(transparent)]
+    Dns(ControlPlaneError),
     /// Admission's problems with the scenario's objects, at their files and lines.
     #[error("{0}")]
     Objects(String),

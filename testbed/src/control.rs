@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::PodStatus;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::api::server::Api;
+use crate::api::server::{Api, ObjectProblem};
 use crate::api::socket::NodeStatus;
 use crate::api::{Key, Kind, Object, Store};
 use crate::controllers;
@@ -39,18 +39,29 @@ pub struct ControlPlane {
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
 }
 
-impl ControlPlane {
-    /// Starts everything for the testbed built from `plan` and `scenario`.
-    pub fn start(
-        plan: &Plan,
-        scenario: &Scenario,
-        shared_etc: PathBuf,
-    ) -> anyhow::Result<ControlPlane> {
-        Self::start_with(plan, scenario, shared_etc, std::env::current_exe()?)
-    }
+/// Why the control plane did not start, or its cluster DNS did not come up.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlPlaneError {
+    #[error("the cluster DNS objects are refused")]
+    DnsObjects(#[source] ObjectProblem),
+    #[error("cluster.dns.domain: {0}")]
+    Domain(String),
+    #[error("the scenario's pods are refused")]
+    Pods(#[source] ObjectProblem),
+    #[error("the cluster DNS did not come up in {timeout:?}: kube-system/kube-dns has {ready} of {want} ready endpoints")]
+    DnsNotReady {
+        timeout: Duration,
+        ready: usize,
+        want: usize,
+    },
+    #[error("the nodes' kube-proxy did not sync the cluster DNS in {0:?}")]
+    DnsNotSynced(Duration),
+}
 
-    /// [`ControlPlane::start`], with `exe` the `testbed` program that kubelets run for
-    /// container commands and exec probes (a test binary is not one).
+impl ControlPlane {
+    /// Starts everything for the testbed built from `plan` and `scenario`, with
+    /// `exe` the `testbed` program that kubelets run for container commands and exec
+    /// probes (a test binary is not one).
     // Long because it is the control plane's start-up order, one controller after another,
     // and the order is the point.
     pub fn start_with(
@@ -58,7 +69,7 @@ impl ControlPlane {
         scenario: &Scenario,
         shared_etc: PathBuf,
         exe: PathBuf,
-    ) -> anyhow::Result<ControlPlane> {
+    ) -> Result<ControlPlane, ControlPlaneError> {
         let store = Arc::new(Store::default());
         let api = Arc::new(Api::with_dns_ip(
             store.clone(),
@@ -67,14 +78,14 @@ impl ControlPlane {
         ));
         // The cluster DNS, as kubeadm installs it.
         api.apply(dns::addon::objects(plan.dns_ip, DNS_REPLICAS))
-            .map_err(|p| anyhow::anyhow!("the cluster DNS objects: {}", p[0]))?;
+            .map_err(|mut p| ControlPlaneError::DnsObjects(p.swap_remove(0)))?;
         let settings = &scenario.cluster.dns;
         let cfg = dns::Config {
             ttl: settings.ttl,
             ..dns::Config::new(plan.dns_ip, plan.service_cidr, scenario.cluster.pod_cidr)
         }
         .with_domain(&settings.domain)
-        .map_err(|e| anyhow::anyhow!("cluster.dns.domain: {e}"))?;
+        .map_err(ControlPlaneError::Domain)?;
         let dns = Dns::new(&cfg, settings.upstream.clone());
         // The scenario's pods, through admission as every pod (its checks and
         // defaults), bound to the node the plan placed them on; their sandboxes are
@@ -87,7 +98,7 @@ impl ControlPlane {
             .collect();
         if !pods.is_empty() {
             api.apply(pods)
-                .map_err(|p| anyhow::anyhow!("the scenario's pods: {}", p[0]))?;
+                .map_err(|mut p| ControlPlaneError::Pods(p.swap_remove(0)))?;
             store.write(|tx| {
                 for p in &plan.pods {
                     let key = Key::new(Kind::Pod, &p.namespace, &p.name);
@@ -201,7 +212,7 @@ impl ControlPlane {
 
     /// Waits until the cluster DNS serves: every coredns pod is a ready endpoint of
     /// kube-dns, and every node's rules lead there.
-    pub async fn wait_dns(&self, timeout: Duration) -> anyhow::Result<()> {
+    pub async fn wait_dns(&self, timeout: Duration) -> Result<(), ControlPlaneError> {
         let key = crate::api::Key::new(
             crate::api::Kind::Endpoints,
             dns::addon::NAMESPACE,
@@ -223,16 +234,17 @@ impl ControlPlane {
                 .await
                 .is_err()
             {
-                anyhow::bail!(
-                    "the cluster DNS did not come up in {timeout:?}: kube-system/kube-dns has {} of {DNS_REPLICAS} ready endpoints",
-                    ready(&self.store)
-                );
+                return Err(ControlPlaneError::DnsNotReady {
+                    timeout,
+                    ready: ready(&self.store),
+                    want: DNS_REPLICAS as usize,
+                });
             }
         }
         let now = *self.store.subscribe().borrow();
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         if !self.wait_synced(now, left).await {
-            anyhow::bail!("the nodes' kube-proxy did not sync the cluster DNS in {timeout:?}");
+            return Err(ControlPlaneError::DnsNotSynced(timeout));
         }
         Ok(())
     }

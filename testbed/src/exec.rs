@@ -11,7 +11,6 @@ use std::ffi::CString;
 use std::fs::File;
 use std::path::Path;
 
-use anyhow::Context;
 use nix::errno::Errno;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
@@ -19,26 +18,47 @@ use nix::sched::{setns, unshare, CloneFlags};
 use crate::kubelet::identity::Identity;
 use crate::netns;
 
+/// What a step of the way into a pod was for, when it fails.
+trait Doing<T> {
+    fn doing(self, what: impl FnOnce() -> String) -> Result<T, ExecError>;
+}
+
+impl<T, E: Into<std::io::Error>> Doing<T> for Result<T, E> {
+    fn doing(self, what: impl FnOnce() -> String) -> Result<T, ExecError> {
+        self.map_err(|e| ExecError::Setup {
+            what: what(),
+            source: e.into(),
+        })
+    }
+}
+
 /// Drops to `who` for good (real, effective and saved ids).
-fn become_user(who: Identity) -> anyhow::Result<()> {
+fn become_user(who: Identity) -> Result<(), ExecError> {
     use nix::unistd::{setgroups, setresgid, setresuid, Gid, Uid};
     // Set before the ids change, and inherited by everything the command starts.
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-        return Err(std::io::Error::last_os_error()).context("set no_new_privs");
+        return Err(std::io::Error::last_os_error()).doing(|| "set no_new_privs".into());
     }
     let (uid, gid) = (Uid::from_raw(who.uid), Gid::from_raw(who.gid));
-    setgroups(&[gid]).context("set the groups")?;
-    setresgid(gid, gid, gid).with_context(|| format!("become group {}", who.gid))?;
-    setresuid(uid, uid, uid).with_context(|| format!("become user {}", who.uid))?;
+    setgroups(&[gid]).doing(|| "set the groups".into())?;
+    setresgid(gid, gid, gid).doing(|| format!("become group {}", who.gid))?;
+    setresuid(uid, uid, uid).doing(|| format!("become user {}", who.uid))?;
     Ok(())
 }
 
 /// Why `exec_in` returned.
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
-    /// Entering the namespace or preparing its view failed.
-    #[error(transparent)]
-    Setup(#[from] anyhow::Error),
+    /// No command was given.
+    #[error("no command given: testbed exec POD -- COMMAND [ARGS...]")]
+    NoCommand,
+    /// Entering the namespace or preparing its view failed: what for, and why.
+    #[error("{what}")]
+    Setup {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// The command itself could not be started.
     #[error("cannot run {program:?}: {}", errno.desc())]
     Run { program: String, errno: Errno },
@@ -74,15 +94,13 @@ pub fn exec_in(
     argv: &[String],
 ) -> Result<Infallible, ExecError> {
     let Some(program) = argv.first() else {
-        return Err(
-            anyhow::anyhow!("no command given: testbed exec POD -- COMMAND [ARGS...]").into(),
-        );
+        return Err(ExecError::NoCommand);
     };
     let file = File::open(netns::netns_path(netns_name))
-        .with_context(|| format!("open network namespace {netns_name}"))?;
+        .doing(|| format!("open network namespace {netns_name}"))?;
     setns(&file, CloneFlags::CLONE_NEWNET)
-        .with_context(|| format!("enter network namespace {netns_name}"))?;
-    unshare(CloneFlags::CLONE_NEWNS).context("unshare the mount namespace")?;
+        .doing(|| format!("enter network namespace {netns_name}"))?;
+    unshare(CloneFlags::CLONE_NEWNS).doing(|| "unshare the mount namespace".into())?;
     // Keep our mounts from propagating back to the host.
     mount(
         None::<&str>,
@@ -91,7 +109,7 @@ pub fn exec_in(
         MsFlags::MS_SLAVE | MsFlags::MS_REC,
         None::<&str>,
     )
-    .context("make / a slave mount")?;
+    .doing(|| "make / a slave mount".into())?;
     // /sys shows the interfaces of the namespace that mounted it.
     if umount2("/sys", MntFlags::MNT_DETACH).is_ok() {
         mount(
@@ -101,7 +119,7 @@ pub fn exec_in(
             MsFlags::empty(),
             None::<&str>,
         )
-        .context("mount /sys for the namespace")?;
+        .doing(|| "mount /sys for the namespace".into())?;
     }
     let etc = Path::new(netns::ETC_NETNS_DIR).join(netns_name);
     if let Ok(entries) = std::fs::read_dir(&etc) {
@@ -114,9 +132,7 @@ pub fn exec_in(
                 MsFlags::MS_BIND,
                 None::<&str>,
             )
-            .with_context(|| {
-                format!("bind {} over {}", entry.path().display(), target.display())
-            })?;
+            .doing(|| format!("bind {} over {}", entry.path().display(), target.display()))?;
         }
     }
     if let Some(tmp) = tmp.filter(|t| t.is_dir()) {
@@ -127,11 +143,11 @@ pub fn exec_in(
             MsFlags::MS_BIND,
             None::<&str>,
         )
-        .with_context(|| format!("bind {} over /tmp", tmp.display()))?;
+        .doing(|| format!("bind {} over /tmp", tmp.display()))?;
         // A working directory under /tmp is hidden now: tools that go back to $PWD by
         // name would fail, so start from / as a container does.
         if std::env::current_dir().is_ok_and(|d| d.starts_with("/tmp")) {
-            std::env::set_current_dir("/").context("change to /")?;
+            std::env::set_current_dir("/").doing(|| "change to /".into())?;
             std::env::set_var("PWD", "/");
         }
     }
@@ -142,7 +158,7 @@ pub fn exec_in(
         .iter()
         .map(|a| CString::new(a.as_bytes()))
         .collect::<Result<_, _>>()
-        .context("an argument contains a NUL byte")?;
+        .doing(|| "an argument contains a NUL byte".into())?;
     let errno = nix::unistd::execvp(&args[0], &args).unwrap_err();
     Err(ExecError::Run {
         program: program.clone(),

@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod control;
 pub mod controllers;
 pub mod dns;
+pub mod errors;
 pub mod exec;
 pub mod informer;
 pub mod input;

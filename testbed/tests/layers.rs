@@ -21,7 +21,7 @@ type Graph = BTreeMap<String, BTreeMap<String, Vec<String>>>;
 const LAYERS: &[(&str, &[&str])] = &[
     (
         "foundations",
-        &["names", "limits", "input", "yaml", "tools"],
+        &["names", "limits", "input", "yaml", "tools", "errors"],
     ),
     ("kernel and the API's core", &["netns", "kernel", "api"]),
     ("the controller runtime", &["informer"]),

@@ -37,6 +37,8 @@ impl std::fmt::Display for ObjectProblem {
     }
 }
 
+impl std::error::Error for ObjectProblem {}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {

@@ -218,7 +218,7 @@ pub(super) fn exec(
     };
     match exec::exec_in(&netns, tmp.as_deref(), user, command) {
         Ok(never) => match never {},
-        Err(exec::ExecError::Setup(e)) => Err(e),
+        Err(e @ (exec::ExecError::Setup { .. } | exec::ExecError::NoCommand)) => Err(e.into()),
         Err(e) => {
             eprintln!("error: {e}");
             Ok(ExitCode::from(e.exit_code()))

@@ -147,7 +147,8 @@ async fn pod_life(life: Life, mut stop: oneshot::Receiver<()>) {
     let (ns, name) = (plan.namespace.clone(), plan.name.clone());
     let key = (ns.clone(), name.clone());
     if !adopted {
-        if let Err(msg) = runtime.create_sandbox(node, &plan).await {
+        if let Err(e) = runtime.create_sandbox(node, &plan).await {
+            let msg = crate::errors::chain(&e);
             tracing::error!("kubelet: pod {ns}/{name}: {msg}");
             set_status(&store, &key, |st| {
                 st.phase = Some("Failed".into());

@@ -21,7 +21,7 @@ pub trait PodRuntime: Send + Sync + 'static {
     fn sandbox_exists(&self, namespace: &str, name: &str) -> bool;
 
     /// Makes the pod's sandbox on node `node` (an index into [`Config::nodes`]).
-    async fn create_sandbox(&self, node: usize, pod: &PodPlan) -> Result<(), String>;
+    async fn create_sandbox(&self, node: usize, pod: &PodPlan) -> Result<(), SandboxError>;
 
     /// Starts the pod's containers in its sandbox: what runs, and the containers
     /// that could not start.
@@ -33,6 +33,11 @@ pub trait PodRuntime: Send + Sync + 'static {
     /// Removes the pod's sandbox and its files.
     async fn remove_sandbox(&self, pod: &PodPlan);
 }
+
+/// Why a pod's sandbox could not be made: the runtime's own error, its causes kept.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct SandboxError(pub Box<dyn std::error::Error + Send + Sync>);
 
 /// A pod's started containers.
 pub struct Containers {
@@ -77,11 +82,11 @@ impl PodRuntime for Machine {
         netns::netns_path(&names::pod_netns(&self.cfg.testbed, namespace, name)).exists()
     }
 
-    async fn create_sandbox(&self, node: usize, pod: &PodPlan) -> Result<(), String> {
+    async fn create_sandbox(&self, node: usize, pod: &PodPlan) -> Result<(), SandboxError> {
         let cfg = &self.cfg;
         topology::add_pod(pod, &self.netlink[node], &cfg.shared_etc, &cfg.cluster_dns)
             .await
-            .map_err(|e| format!("{:#}", anyhow::Error::from(e)))
+            .map_err(|e| SandboxError(Box::new(e)))
     }
 
     async fn start_containers(&self, pod: &PodPlan, spec: &PodSpec) -> Containers {

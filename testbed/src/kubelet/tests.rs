@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{Pod, PodSpec};
 use tokio::sync::watch;
 
 use super::probe::{ProbeSpec, Target};
-use super::runtime::{Containers, PodRuntime, Processes};
+use super::runtime::{Containers, PodRuntime, Processes, SandboxError};
 use super::{faults::Faults, Config, NodeInfo};
 use crate::api::labels::pod_ready;
 use crate::api::{Key, Kind, Object, Store};
@@ -62,6 +62,11 @@ impl Fake {
     }
 }
 
+/// A cause with a cause, as the topology's errors are.
+#[derive(Debug, thiserror::Error)]
+#[error("create veth pair {0}")]
+struct Veth(String, #[source] std::io::Error);
+
 struct FakeProcesses {
     fake: Fake,
     pod: String,
@@ -84,10 +89,11 @@ impl PodRuntime for Fake {
         self.with(|s| s.existing.contains(&format!("{namespace}/{name}")))
     }
 
-    async fn create_sandbox(&self, _node: usize, pod: &PodPlan) -> Result<(), String> {
+    async fn create_sandbox(&self, _node: usize, pod: &PodPlan) -> Result<(), SandboxError> {
         self.log(format!("create {} {} {}", pod.node, id(pod), pod.ip));
         if self.with(|s| s.broken.contains(&id(pod))) {
-            return Err(format!("create veth pair {}: File exists", pod.host_veth));
+            let cause = std::io::Error::from_raw_os_error(17);
+            return Err(SandboxError(Box::new(Veth(pod.host_veth.clone(), cause))));
         }
         Ok(())
     }
@@ -356,7 +362,9 @@ async fn a_sandbox_that_cannot_be_made_fails_the_pod_with_why() {
     let veth = crate::names::pod_host_veth("default", "web");
     assert_eq!(
         message,
-        Some(format!("create veth pair {veth}: File exists"))
+        Some(format!(
+            "create veth pair {veth}: File exists (os error 17)"
+        ))
     );
     assert!(!k.ready("web"));
     // Nothing was started in it.

@@ -148,7 +148,12 @@ pub async fn run(
             report.setup = failure.setup;
             report.setup_error = Some(match &failure.error {
                 StartError::Topology(e) => format!("cannot build the cluster: {e}"),
-                StartError::ControlPlane(e) => format!("cannot start the control plane: {e:#}"),
+                StartError::ControlPlane(e) => {
+                    format!(
+                        "cannot start the control plane: {}",
+                        crate::errors::chain(e)
+                    )
+                }
                 e => e.to_string(),
             });
             for l in &report.setup {

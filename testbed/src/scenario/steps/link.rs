@@ -88,7 +88,7 @@ impl Action for Link {
         cx.links()
             .set_up(&netns, &link, self.up)
             .await
-            .map_err(|e| format!("{:#}", anyhow::Error::from(e)))?;
+            .map_err(|e| crate::errors::chain(&e))?;
         Ok(Seen::line(line))
     }
 }

@@ -81,7 +81,7 @@ impl Action for Node {
             cx.links()
                 .set_up(netns, link, up)
                 .await
-                .map_err(|e| format!("{:#}", anyhow::Error::from(e)))?;
+                .map_err(|e| crate::errors::chain(&e))?;
         }
         cx.faults().update(|s| {
             if up {

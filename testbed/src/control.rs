@@ -164,8 +164,8 @@ impl ControlPlane {
         let mut proxies = Vec::new();
         for n in &plan.nodes {
             let (tx, rx) = watch::channel(SyncState::default());
-            // Every node runs kube-proxy's default mode (the only one so far).
-            let backend = proxy::Mode::default().backend(cfg.clone());
+            // Each node's kube-proxy in the mode its configuration says.
+            let backend = n.proxy_mode.backend(cfg.clone());
             tasks.push(tokio::spawn(proxy::node::run(
                 store.clone(),
                 n.name.clone(),

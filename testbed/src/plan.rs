@@ -19,6 +19,8 @@ pub struct ClusterSpec {
     pub node_network: Ipv4Net,
     pub service_cidr: Ipv4Net,
     pub dns: DnsSettings,
+    /// kube-proxy's mode on every node.
+    pub proxy_mode: crate::proxy::Mode,
 }
 
 /// How the cluster DNS is set up.
@@ -61,6 +63,7 @@ impl ClusterSpec {
             node_network: "172.18.0.0/24".parse().expect("valid"),
             service_cidr: "10.96.0.0/12".parse().expect("valid"),
             dns: DnsSettings::default(),
+            proxy_mode: Default::default(),
         }
     }
 }
@@ -207,6 +210,9 @@ pub struct NodePlan {
     pub bridge_ip: Ipv4Addr,
     /// Routes to the other nodes' pod CIDRs through their underlay addresses.
     pub routes: Vec<Route>,
+    /// The mode its kube-proxy runs in (its configuration's `mode`).
+    #[serde(default)]
+    pub proxy_mode: crate::proxy::Mode,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -266,6 +272,7 @@ impl Plan {
                     pod_cidr,
                     bridge_ip: nth_host(pod_cidr, 1),
                     routes: Vec::new(),
+                    proxy_mode: c.proxy_mode,
                 }
             })
             .collect();

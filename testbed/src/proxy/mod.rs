@@ -22,7 +22,8 @@ mod tests;
 use tracker::{Changes, Tracker};
 
 /// kube-proxy's mode: which backend writes a node's rules.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// `iptables-restore`, as kube-proxy's default mode.
     #[default]
@@ -30,6 +31,21 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// The mode named as kube-proxy's `--proxy-mode` (and its configuration's
+    /// `mode`) names it, or why this testbed does not run it.
+    pub fn parse(name: &str) -> Result<Mode, String> {
+        match name {
+            "" | "iptables" => Ok(Mode::Iptables),
+            "ipvs" => Err("\"ipvs\" cannot run here: this kernel has no IPVS; iptables is".into()),
+            "nftables" => {
+                Err("\"nftables\" is not a mode this testbed runs yet; iptables is".into())
+            }
+            other => Err(format!(
+                "{other:?} is not a kube-proxy mode: iptables, ipvs or nftables"
+            )),
+        }
+    }
+
     /// A backend of this mode for a node, with `cfg`.
     pub fn backend(self, cfg: render::Config) -> Box<dyn ProxyBackend> {
         match self {

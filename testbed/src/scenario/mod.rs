@@ -139,6 +139,17 @@ struct ClusterFile {
     service_cidr: String,
     #[serde(default)]
     dns: ClusterDnsFile,
+    /// kube-proxy's configuration on every node (its KubeProxyConfiguration).
+    #[serde(default)]
+    kube_proxy: KubeProxyFile,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct KubeProxyFile {
+    /// The proxy mode: `iptables` (the default). `ipvs` needs a kernel with IPVS,
+    /// `nftables` is not run yet.
+    mode: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]
@@ -161,6 +172,7 @@ impl Default for ClusterFile {
             node_network: default_node_network(),
             service_cidr: default_service_cidr(),
             dns: ClusterDnsFile::default(),
+            kube_proxy: KubeProxyFile::default(),
         }
     }
 }
@@ -331,6 +343,18 @@ fn cluster_from(raw: ClusterFile, spans: &Spans, problems: &mut Vec<Located>) ->
         NodesFile::Names(names) => names,
     };
     let dns = dns_from(raw.dns, spans, problems);
+    let proxy_mode = match crate::proxy::Mode::parse(raw.kube_proxy.mode.as_deref().unwrap_or("")) {
+        Ok(mode) => mode,
+        Err(why) => {
+            let path = "cluster.kubeProxy.mode";
+            problems.push(Located {
+                file: None,
+                pos: spans.find(path),
+                message: format!("{path}: {why}"),
+            });
+            Default::default()
+        }
+    };
     ClusterSpec {
         nodes,
         pod_cidr,
@@ -338,6 +362,7 @@ fn cluster_from(raw: ClusterFile, spans: &Spans, problems: &mut Vec<Located>) ->
         node_network,
         service_cidr,
         dns,
+        proxy_mode,
     }
 }
 

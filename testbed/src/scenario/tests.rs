@@ -57,7 +57,7 @@ fn bad_yaml_names_the_line() {
 fn unknown_fields_name_the_line() {
     assert_eq!(
         errors("name: demo\ncluster:\n  nodes: 2\n  podCidr: 10.0.0.0/16\n"),
-        ["s.yaml:4:3: cluster.podCidr: unknown field `podCidr`, expected one of `nodes`, `podCIDR`, `nodeCIDRMaskSize`, `nodeNetwork`, `serviceCIDR`, `dns`"]
+        ["s.yaml:4:3: cluster.podCidr: unknown field `podCidr`, expected one of `nodes`, `podCIDR`, `nodeCIDRMaskSize`, `nodeNetwork`, `serviceCIDR`, `dns`, `kubeProxy`"]
     );
     assert_eq!(
         errors("name: demo\nstpes: []\n"),
@@ -317,5 +317,21 @@ fn scenario_pods_go_through_admission_at_their_lines() {
             "s.yaml:9:33: pods[0].spec.containers[0].ports[0].containerPort: 70000 is not a port number (1-65535)",
             "s.yaml:10:15: pods[0].spec.containers[1].name: \"main\" is used by another container",
         ]
+    );
+}
+
+#[test]
+fn kube_proxy_s_mode_is_configured_and_each_node_runs_it() {
+    let s = parse_str("name: demo\ncluster: {nodes: 2, kubeProxy: {mode: iptables}}\n").unwrap();
+    let plan = s.plan("demo");
+    let modes: Vec<_> = plan.nodes.iter().map(|n| n.proxy_mode).collect();
+    assert_eq!(modes, [crate::proxy::Mode::Iptables; 2]);
+    assert_eq!(
+        errors("name: demo\ncluster:\n  kubeProxy: {mode: ipvs}\n"),
+        ["s.yaml:3:21: cluster.kubeProxy.mode: \"ipvs\" cannot run here: this kernel has no IPVS; iptables is"]
+    );
+    assert_eq!(
+        errors("name: demo\ncluster:\n  kubeProxy: {mode: userspace}\n"),
+        ["s.yaml:3:21: cluster.kubeProxy.mode: \"userspace\" is not a kube-proxy mode: iptables, ipvs or nftables"]
     );
 }

@@ -81,13 +81,21 @@ pub struct PodDecl {
 }
 
 impl PodDecl {
+    /// Pod `default/NAME` with one container, `main`, that serves nothing: the
+    /// least a pod admission takes.
     pub fn new(name: impl Into<String>) -> Self {
         PodDecl {
             namespace: "default".into(),
             name: name.into(),
             labels: BTreeMap::new(),
             node: None,
-            spec: None,
+            spec: Some(k8s_openapi::api::core::v1::PodSpec {
+                containers: vec![k8s_openapi::api::core::v1::Container {
+                    name: "main".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
         }
     }
 

@@ -355,3 +355,32 @@ fn run_prints_each_step_and_a_wrong_expectation_with_its_line() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn the_benchmarks_bring_their_clusters_up_and_report() {
+    if !root() {
+        return;
+    }
+    // Small: this checks that the benchmarks' clusters start (their pods pass
+    // admission like any pod) and that they report, not how fast they are.
+    let up = run(testbed_bin().args(["bench", "up", "--nodes", "2", "--pods", "4", "--runs", "1"]));
+    assert!(up.contains("median: up"), "{up}");
+    let services = run(testbed_bin().args([
+        "bench",
+        "services",
+        "--nodes",
+        "2",
+        "--services",
+        "20",
+        "--endpoints",
+        "1",
+        "--runs",
+        "1",
+        "--full-runs",
+        "0",
+    ]));
+    assert!(
+        services.contains("Service create to rules on every node"),
+        "{services}"
+    );
+}

@@ -41,8 +41,22 @@ fn pods_are_pod_manifests() {
             spec: None,
             ..s.pods[0].clone()
         },
-        PodDecl::new("a")
+        PodDecl {
+            spec: None,
+            ..PodDecl::new("a")
+        }
     );
+}
+
+#[test]
+fn pods_made_in_code_are_admitted_as_the_benchmarks_make_them() {
+    let s = Scenario {
+        name: "bench".into(),
+        cluster: crate::plan::ClusterSpec::with_nodes(2),
+        pods: (0..3).map(|i| PodDecl::new(format!("pod-{i}"))).collect(),
+        ..Default::default()
+    };
+    assert_eq!(check(&s), Vec::new());
 }
 
 #[test]

@@ -218,8 +218,9 @@ pub struct NodePlan {
     pub bridge_ip: Ipv4Addr,
     /// Routes to the other nodes' pod CIDRs through their underlay addresses.
     pub routes: Vec<Route>,
-    /// The mode its kube-proxy runs in (its configuration's `mode`).
-    #[serde(default)]
+    /// The mode its kube-proxy runs in (its configuration's `mode`); written out only
+    /// when it is not the default.
+    #[serde(default, skip_serializing_if = "crate::proxy::Mode::is_default")]
     pub proxy_mode: crate::proxy::Mode,
 }
 

@@ -31,6 +31,10 @@ pub enum Mode {
 }
 
 impl Mode {
+    pub fn is_default(&self) -> bool {
+        *self == Mode::default()
+    }
+
     /// The mode named as kube-proxy's `--proxy-mode` (and its configuration's
     /// `mode`) names it, or why this testbed does not run it.
     pub fn parse(name: &str) -> Result<Mode, String> {

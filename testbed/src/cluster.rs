@@ -39,7 +39,7 @@ pub struct Options<'a> {
 
 impl Options<'_> {
     /// No file, no API socket, no progress: what the benchmarks start.
-    pub fn bare() -> anyhow::Result<Options<'static>> {
+    pub fn bare() -> std::io::Result<Options<'static>> {
         Ok(Options {
             exe: std::env::current_exe()?,
             file: None,

@@ -248,6 +248,33 @@ pub struct PodPlan {
     pub dns: crate::dns::pod_files::PodDns,
 }
 
+impl PodPlan {
+    /// Pod `pod` of testbed `testbed` on node `node`, whose pod CIDR is `pod_cidr` and
+    /// whose bridge is `gateway`, at `ip`: for a pod the plan places and for one a
+    /// kubelet starts later alike.
+    pub fn new(
+        testbed: &str,
+        pod: &PodDecl,
+        node: &str,
+        pod_cidr: Ipv4Net,
+        gateway: Ipv4Addr,
+        ip: Ipv4Addr,
+    ) -> PodPlan {
+        PodPlan {
+            namespace: pod.namespace.clone(),
+            name: pod.name.clone(),
+            node: node.to_string(),
+            netns: names::pod_netns(testbed, &pod.namespace, &pod.name),
+            ip,
+            prefix_len: pod_cidr.prefix_len(),
+            gateway,
+            host_veth: names::pod_host_veth(&pod.namespace, &pod.name),
+            labels: pod.labels.clone(),
+            dns: crate::dns::pod_files::PodDns::of(pod.spec.as_ref()),
+        }
+    }
+}
+
 impl Plan {
     /// Plans a checked cluster and its pods as testbed `testbed`.
     ///
@@ -304,18 +331,7 @@ impl Plan {
                 let ip = alloc
                     .allocate(n)
                     .unwrap_or_else(|| nth_host(node.pod_cidr, 0));
-                PodPlan {
-                    namespace: pod.namespace.clone(),
-                    name: pod.name.clone(),
-                    node: node.name.clone(),
-                    netns: names::pod_netns(testbed, &pod.namespace, &pod.name),
-                    ip,
-                    prefix_len: node.pod_cidr.prefix_len(),
-                    gateway: node.bridge_ip,
-                    host_veth: names::pod_host_veth(&pod.namespace, &pod.name),
-                    labels: pod.labels.clone(),
-                    dns: crate::dns::pod_files::PodDns::of(pod.spec.as_ref()),
-                }
+                PodPlan::new(testbed, pod, &node.name, node.pod_cidr, node.bridge_ip, ip)
             })
             .collect();
         Plan {

@@ -39,6 +39,15 @@ impl std::fmt::Display for ObjectProblem {
 
 impl std::error::Error for ObjectProblem {}
 
+/// Problems on one line, `; ` between them, as an error message.
+pub fn joined(problems: &[ObjectProblem]) -> String {
+    problems
+        .iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {

@@ -476,11 +476,7 @@ fn answer(api: &Api, nodes: &NodesFn, req: Request) -> Response {
             match api.scale(&namespace, &name, replicas) {
                 Ok(a) => Response::Applied { results: vec![a] },
                 Err(problems) => Response::Error {
-                    message: problems
-                        .iter()
-                        .map(|p| p.to_string())
-                        .collect::<Vec<_>>()
-                        .join("; "),
+                    message: super::server::joined(&problems),
                     problems,
                 },
             }

@@ -26,8 +26,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::api::{Key, Kind, Object, Store};
-use crate::names;
-use crate::plan::PodPlan;
+use crate::plan::{PodDecl, PodPlan};
 
 /// What a kubelet knows of its node.
 #[derive(Debug, Clone)]
@@ -222,24 +221,25 @@ async fn pod_life(life: Life, mut stop: oneshot::Receiver<()>) {
 
 /// Where and how pod `pod` runs on the node `info`, at `ip`.
 fn pod_plan(testbed: &str, info: &NodeInfo, pod: &Pod, ip: Ipv4Addr) -> PodPlan {
-    let ns = pod
-        .metadata
-        .namespace
-        .clone()
-        .unwrap_or_else(|| "default".into());
-    let name = pod.metadata.name.clone().unwrap_or_default();
-    PodPlan {
-        netns: names::pod_netns(testbed, &ns, &name),
-        host_veth: names::pod_host_veth(&ns, &name),
-        namespace: ns,
-        name,
-        node: info.name.clone(),
-        ip,
-        prefix_len: info.pod_cidr.prefix_len(),
-        gateway: info.bridge_ip,
+    let decl = PodDecl {
+        namespace: pod
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into()),
+        name: pod.metadata.name.clone().unwrap_or_default(),
         labels: pod.metadata.labels.clone().unwrap_or_default(),
-        dns: crate::dns::pod_files::PodDns::of(pod.spec.as_ref()),
-    }
+        node: None,
+        spec: pod.spec.clone(),
+    };
+    PodPlan::new(
+        testbed,
+        &decl,
+        &info.name,
+        info.pod_cidr,
+        info.bridge_ip,
+        ip,
+    )
 }
 
 /// Reports the pod started: Running at `ip` on the node at `node_ip`, with the

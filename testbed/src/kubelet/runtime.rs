@@ -66,9 +66,12 @@ impl Machine {
         let mut netlink = Vec::new();
         for n in &cfg.nodes {
             let (name, rt) = (n.netns.clone(), rt.clone());
-            match tokio::task::spawn_blocking(move || netns::open_netlink(&name, &rt)).await {
-                Ok(Ok(h)) => netlink.push(h),
-                Ok(Err(e)) => return Err(format!("cannot open netlink in {}: {e}", n.netns)),
+            let opened = tokio::task::spawn_blocking(move || netns::open_netlink(&name, &rt))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| crate::errors::chain(&e)));
+            match opened {
+                Ok(h) => netlink.push(h),
                 Err(e) => return Err(format!("cannot open netlink in {}: {e}", n.netns)),
             }
         }

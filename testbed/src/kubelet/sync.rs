@@ -204,7 +204,7 @@ impl Kubelets {
             }
             return;
         };
-        let Some(node) = self.cfg.nodes.iter().position(|n| n.name == node_name) else {
+        let Some(&node) = self.index.get(&node_name) else {
             set_status(&self.store, &key, |st| {
                 st.phase = Some("Failed".into());
                 st.reason = Some("NodeNotFound".into());

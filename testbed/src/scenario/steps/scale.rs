@@ -44,14 +44,6 @@ fn parse(cx: &mut Ctx, at: &At, value: Value) -> Option<Box<dyn Action>> {
     }))
 }
 
-fn join(problems: &[crate::api::server::ObjectProblem]) -> String {
-    problems
-        .iter()
-        .map(|p| p.to_string())
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
 #[async_trait::async_trait(?Send)]
 impl Action for Scale {
     fn title(&self) -> String {
@@ -71,7 +63,7 @@ impl Action for Scale {
     async fn run(&self, cx: &mut dyn Context, _: &Expect) -> Result<Seen, String> {
         cx.api()
             .scale(&self.namespace, &self.name, self.replicas)
-            .map_err(|p| join(&p))?;
+            .map_err(|p| crate::api::server::joined(&p))?;
         Ok(Seen::line(format!(
             "deployment {}/{} scaled to {}",
             self.namespace, self.name, self.replicas

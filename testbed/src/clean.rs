@@ -41,6 +41,7 @@ pub fn foreign() -> Vec<String> {
     let mut v: Vec<String> = netns::list()
         .into_iter()
         .chain(netns::list_etc())
+        .chain(netns::list_uts())
         .filter(|ns| {
             names::testbed_of_netns(ns).is_some()
                 && !recorded.iter().any(|r| names::netns_belongs_to(ns, r))
@@ -56,6 +57,7 @@ pub fn namespaces_of(name: &str) -> Vec<String> {
     let mut v: Vec<String> = netns::list()
         .into_iter()
         .chain(netns::list_etc())
+        .chain(netns::list_uts())
         .filter(|ns| names::netns_belongs_to(ns, name))
         .collect();
     v.sort();
@@ -72,10 +74,13 @@ pub fn remove_testbed(name: &str) -> usize {
     }
     // Namespaces the kubelet is making now finish first; no new ones start.
     netns::close_gate(name);
-    let mine: Vec<String> = netns::list()
+    let mut mine: Vec<String> = netns::list()
         .into_iter()
+        .chain(netns::list_uts())
         .filter(|ns| names::netns_belongs_to(ns, name))
         .collect();
+    mine.sort();
+    mine.dedup();
     let removed = netns::remove_all(&mine);
     for entry in netns::list_etc() {
         if names::netns_belongs_to(&entry, name) {

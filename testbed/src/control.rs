@@ -82,6 +82,7 @@ impl ControlPlane {
         let settings = &scenario.cluster.dns;
         let cfg = dns::Config {
             ttl: settings.ttl,
+            pods: settings.pods,
             ..dns::Config::new(plan.dns_ip, plan.service_cidr, scenario.cluster.pod_cidr)
         }
         .with_domain(&settings.domain)

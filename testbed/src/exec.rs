@@ -1,7 +1,8 @@
 //! `testbed exec`: run a real command inside a pod's or node's namespace.
 //!
 //! Does what `ip netns exec` does, in this process before it starts any thread:
-//! enter the network namespace, take a private mount namespace, mount a `/sys` that
+//! enter the network namespace (and a pod's UTS namespace, with its hostname), take a
+//! private mount namespace, mount a `/sys` that
 //! shows the namespace's interfaces, bind the namespace's `/etc/netns/<name>/*` files
 //! (the pod's `resolv.conf`) over `/etc`, then replace this process with the command,
 //! so stdin, stdout and the exit code are the command's own.
@@ -100,6 +101,11 @@ pub fn exec_in(
         .doing(|| format!("open network namespace {netns_name}"))?;
     setns(&file, CloneFlags::CLONE_NEWNET)
         .doing(|| format!("enter network namespace {netns_name}"))?;
+    // A pod's hostname (nodes have none of their own: they show the machine's).
+    if let Ok(uts) = File::open(netns::uts_path(netns_name)) {
+        setns(&uts, CloneFlags::CLONE_NEWUTS)
+            .doing(|| format!("enter the UTS namespace of {netns_name}"))?;
+    }
     unshare(CloneFlags::CLONE_NEWNS).doing(|| "unshare the mount namespace".into())?;
     // Keep our mounts from propagating back to the host.
     mount(

@@ -19,6 +19,9 @@ use nix::sched::{unshare, CloneFlags};
 pub const NETNS_DIR: &str = "/run/netns";
 /// Per-namespace files that `ip netns exec` (and `testbed exec`) bind over `/etc`.
 pub const ETC_NETNS_DIR: &str = "/etc/netns";
+/// Pods' UTS namespaces (their hostnames), each under its pod's network namespace's
+/// name, kept alive by a bind mount as network namespaces are in [`NETNS_DIR`].
+pub const UTS_DIR: &str = "/run/testbed-uts";
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetnsError {
@@ -64,6 +67,56 @@ pub struct OpenNs {
 
 pub fn netns_path(name: &str) -> PathBuf {
     Path::new(NETNS_DIR).join(name)
+}
+
+/// The UTS namespace of the pod whose network namespace is `name`.
+pub fn uts_path(name: &str) -> PathBuf {
+    Path::new(UTS_DIR).join(name)
+}
+
+/// Makes the UTS namespace of the pod whose network namespace is `name`, with
+/// hostname `hostname`, as kubelet gives every pod one. The calling thread must be a
+/// dedicated OS thread that ends soon: it is left inside the new namespace.
+pub fn create_uts_on_this_thread(name: &str, hostname: &str) -> io::Result<()> {
+    std::fs::create_dir_all(UTS_DIR)?;
+    let path = uts_path(name);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)?;
+    let made = (|| {
+        unshare(CloneFlags::CLONE_NEWUTS)?;
+        nix::unistd::sethostname(hostname)?;
+        mount(
+            Some("/proc/thread-self/ns/uts"),
+            &path,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+    })();
+    if made.is_err() {
+        let _ = std::fs::remove_file(&path);
+    }
+    made.map_err(io::Error::from)
+}
+
+fn unmount_uts(name: &str) -> bool {
+    let path = uts_path(name);
+    let mounted = umount2(&path, MntFlags::MNT_DETACH).is_ok();
+    let existed = std::fs::remove_file(&path).is_ok();
+    mounted || existed
+}
+
+/// Names of the pods' UTS namespaces (their network namespaces' names).
+pub fn list_uts() -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir(UTS_DIR) else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect()
 }
 
 /// Makes `/run/netns` exist and be a shared mount point, as `ip netns add` does.
@@ -205,15 +258,17 @@ pub fn on_dedicated_threads<T: Sync, R: Send>(
         .collect()
 }
 
-/// Removes the namespace `name` and its `/etc/netns` entry; true if it was there.
-/// Equivalent to `ip netns delete NAME`. The kernel frees the namespace, and every
-/// interface in it, once no process is left inside.
+/// Removes the namespace `name`, its pod's UTS namespace and its `/etc/netns` entry;
+/// true if it was there. Equivalent to `ip netns delete NAME`. The kernel frees the
+/// namespace, and every interface in it, once no process is left inside.
 pub fn remove(name: &str) -> bool {
     remove_etc(name);
     unmount(name)
 }
 
+/// Unmounts network namespace `name` and the UTS namespace of the same name.
 fn unmount(name: &str) -> bool {
+    unmount_uts(name);
     let path = netns_path(name);
     // MNT_DETACH: a lazy unmount never fails because a process still uses the file.
     let mounted = umount2(&path, MntFlags::MNT_DETACH).is_ok();

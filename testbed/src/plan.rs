@@ -34,15 +34,18 @@ pub struct DnsSettings {
     pub ttl: u32,
     /// Servers asked, in order, for names outside the cluster domain.
     pub upstream: Vec<SocketAddr>,
+    /// How pod names are answered.
+    pub pods: crate::dns::PodMode,
 }
 
 impl Default for DnsSettings {
     fn default() -> Self {
         DnsSettings {
-            domain: crate::dns::records::DEFAULT_DOMAIN.into(),
+            domain: crate::dns::config::DEFAULT_DOMAIN.into(),
             service_ip: None,
-            ttl: crate::dns::records::DEFAULT_TTL,
+            ttl: crate::dns::config::DEFAULT_TTL,
             upstream: Vec::new(),
+            pods: crate::dns::PodMode::default(),
         }
     }
 }
@@ -193,7 +196,7 @@ pub struct Plan {
 }
 
 fn default_domain() -> String {
-    crate::dns::records::DEFAULT_DOMAIN.into()
+    crate::dns::config::DEFAULT_DOMAIN.into()
 }
 
 /// The underlay: a bridge in a namespace of its own, the nodes' gateway.

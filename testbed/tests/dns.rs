@@ -320,3 +320,111 @@ fn domain_address_ttl_and_upstream_come_from_the_scenario() {
     let full = dig(&tb, &["www.example.com"]);
     assert!(full.contains("flags: qr rd ra;"), "{full}");
 }
+
+#[test]
+// Long because it brings one cluster up once and checks, with real programs in its pods,
+// each answer a real cluster gives that this one once gave otherwise.
+fn external_names_hostnames_and_case_as_a_real_cluster_has_them() {
+    if !root() {
+        return;
+    }
+    // scenarios/custom-dns.yaml: domain corp.example, upstream 10.96.0.53.
+    let tb = Running::up_scenario("dns-real", "custom-dns.yaml");
+    tb.apply("upstream-dns.yaml");
+    tb.apply("web.yaml");
+    tb.apply("external-names.yaml");
+    tb.apply("hostnames.yaml");
+    tb.wait_ready("kube-system/kube-dns", 2);
+    tb.wait_ready("upstream-dns", 1);
+    tb.wait_ready("web", 3);
+    tb.wait_ready("www", 3);
+    let web = tb.cluster_ip("web");
+    let words = |s: &[u8]| {
+        String::from_utf8_lossy(s)
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+
+    // An ExternalName inside the cluster: the CNAME, then the target's address, in
+    // one answer; glibc and curl get there.
+    assert_eq!(
+        words(dig(&tb, &["+noall", "+answer", "inside.default.svc.corp.example"]).as_bytes()),
+        format!("inside.default.svc.corp.example. 30 IN CNAME web.default.svc.corp.example. web.default.svc.corp.example. 30 IN A {web}")
+    );
+    let out = tb.exec("client-1", &["getent", "hosts", "inside"]);
+    assert_eq!(
+        words(&out.stdout),
+        format!("{web} web.default.svc.corp.example inside.default.svc.corp.example"),
+        "exit {:?}",
+        out.status
+    );
+    let out = tb.exec(
+        "client-1",
+        &["curl", "-sS", "-m", "3", "http://inside/hostname"],
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("web-"),
+        "{}",
+        stderr(&out)
+    );
+
+    // One outside: the CNAME, then what the upstream server (a pod) answers for it.
+    assert_eq!(
+        words(dig(&tb, &["+noall", "+answer", "outside.default.svc.corp.example"]).as_bytes()),
+        "outside.default.svc.corp.example. 30 IN CNAME web.example.com. web.example.com. 60 IN A 10.96.0.80"
+    );
+    let out = tb.exec("client-1", &["getent", "hosts", "outside"]);
+    assert_eq!(
+        words(&out.stdout),
+        "10.96.0.80 web.example.com outside.default.svc.corp.example",
+        "exit {:?}",
+        out.status
+    );
+    let out = tb.exec(
+        "client-1",
+        &["curl", "-sS", "-m", "3", "http://outside/hostname"],
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("web-"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Hostnames: the pod's name, or spec.hostname; the FQDN with a subdomain.
+    for (pod, short, full) in [
+        ("plain", "plain", "plain"),
+        ("db-2", "db-2", "db-2.db.default.svc.corp.example"),
+        (
+            "fqdn",
+            "fqdn.db.default.svc.corp.example",
+            "fqdn.db.default.svc.corp.example",
+        ),
+    ] {
+        let out = tb.exec(pod, &["hostname"]);
+        assert_eq!(words(&out.stdout), short, "{pod}: {}", stderr(&out));
+        let out = tb.exec(pod, &["hostname", "-f"]);
+        assert_eq!(words(&out.stdout), full, "{pod}: {}", stderr(&out));
+    }
+    // A node has none of its own: it shows the machine's.
+    let node = tb.exec("node/node-1", &["hostname"]);
+    let machine = std::process::Command::new("hostname").output().unwrap();
+    assert_eq!(words(&node.stdout), words(&machine.stdout));
+
+    // The question's case is kept in the owner names, as CoreDNS keeps it.
+    assert_eq!(
+        words(dig(&tb, &["+noall", "+answer", "WeB.DeFaUlT.SvC.CoRp.ExAmPlE"]).as_bytes()),
+        format!("WeB.DeFaUlT.SvC.CoRp.ExAmPlE. 30 IN A {web}")
+    );
+    let nx = words(
+        dig(
+            &tb,
+            &["+noall", "+authority", "NoPe.DeFaUlT.SvC.CoRp.ExAmPlE"],
+        )
+        .as_bytes(),
+    );
+    assert!(
+        nx.starts_with("CoRp.ExAmPlE. 30 IN SOA ns.dns.CoRp.ExAmPlE."),
+        "{nx}"
+    );
+}

@@ -26,6 +26,7 @@ pub(super) fn fields(obj: &Object) -> Vec<String> {
         "nodeName",
         "hostname",
         "subdomain",
+        "setHostnameAsFQDN",
         "dnsPolicy",
         "dnsConfig",
         "restartPolicy",

@@ -150,15 +150,15 @@ async fn measure(
         .apply((0..services).map(service).collect())
         .map_err(|p| anyhow::anyhow!("{}", p[0]))?;
     // Every Service in the records the server answers from.
-    let last = hickory_proto::rr::LowerName::from(hickory_proto::rr::Name::from_ascii(format!(
+    let last = hickory_proto::rr::Name::from_ascii(format!(
         "svc-{}.default.svc.cluster.local.",
         services.saturating_sub(1)
-    ))?);
+    ))?;
     for _ in 0..200 {
         let z = cp.dns.zone.load();
         if matches!(
             z.lookup(&last, hickory_proto::rr::RecordType::A),
-            crate::dns::records::Outcome::Answer { .. }
+            crate::dns::answer::Outcome::Reply(ref r) if !r.answers.is_empty()
         ) {
             break;
         }

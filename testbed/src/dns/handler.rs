@@ -8,15 +8,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use hickory_proto::op::Query;
 use hickory_proto::op::{Edns, Header, HeaderCounts, Message, MessageType, OpCode, ResponseCode};
-use hickory_proto::rr::{DNSClass, Record};
+use hickory_proto::rr::{DNSClass, Name, Record, RecordType};
 use hickory_server::net::runtime::Time;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
 
+use super::answer::{Outcome, Part};
 use super::client::{ask_tcp, ask_udp};
-use super::records::{Outcome, Zone};
+use super::zone::Zone;
 
 /// The largest UDP answer we send to a client that asks for more (RFC 9715's advice);
 /// larger answers are truncated and the client retries over TCP.
@@ -74,6 +76,48 @@ impl Handler {
         }
         None
     }
+
+    /// The upstream servers' answer to `name` `qtype`, asked as a recursive question
+    /// of our own.
+    async fn resolve(&self, name: &Name, qtype: RecordType, tcp: bool) -> Option<Message> {
+        let mut q = Message::new(question_id(), MessageType::Query, OpCode::Query);
+        q.metadata.recursion_desired = true;
+        q.add_query(Query::query(name.clone(), qtype));
+        self.forward(&q.to_vec().ok()?, tcp).await
+    }
+
+    /// The answer section with every CNAME chain that leaves the cluster completed by
+    /// the upstream servers (without them, the CNAME alone), and whether one of them
+    /// truncated its answer.
+    async fn complete(&self, parts: Vec<Part>, tcp: bool) -> (Vec<Record>, bool) {
+        let mut out = Vec::with_capacity(parts.len());
+        let mut truncated = false;
+        for part in parts {
+            match part {
+                Part::Record(r) => out.push(r),
+                Part::Upstream { .. } if self.upstream.is_empty() => {}
+                Part::Upstream { name, qtype } => {
+                    if let Some(m) = self.resolve(&name, qtype, tcp).await {
+                        truncated |= m.metadata.truncation;
+                        out.extend(m.answers);
+                    }
+                }
+            }
+        }
+        (out, truncated)
+    }
+}
+
+/// An id for a question of our own: hard to guess from outside (the clock's
+/// nanoseconds) and different for questions asked together (a counter).
+fn question_id() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    (nanos as u16) ^ NEXT.fetch_add(0x9e37, Ordering::Relaxed)
 }
 
 fn failed(request: &Request, code: ResponseCode) -> ResponseInfo {
@@ -104,8 +148,9 @@ impl RequestHandler for Handler {
         if let Some(e) = &edns {
             builder.edns(e);
         }
+        // Recursion is not offered (CoreDNS's answers have no `ra`; `dig` warns so);
+        // forwarded answers carry the upstream's flag.
         let mut metadata = hickory_proto::op::Metadata::response_from_request(&request.metadata);
-        metadata.recursion_available = !self.upstream.is_empty();
         let refuse = |code: ResponseCode| {
             let mut m = metadata;
             m.response_code = code;
@@ -124,29 +169,22 @@ impl RequestHandler for Handler {
             let b = builder.build_no_records(refuse(ResponseCode::Refused));
             response.send_response(b).await
         } else {
-            let q = &queries[0];
+            let q = queries[0].original();
             let zone = self.zone.load();
             match zone.lookup(q.name(), q.query_type()) {
-                Outcome::Answer {
-                    answers,
-                    additionals,
-                } => {
+                Outcome::Reply(reply) => {
                     metadata.authoritative = true;
-                    let none: [&Record; 0] = [];
-                    let b = builder.build(metadata, answers.iter(), none, none, additionals.iter());
-                    response.send_response(b).await
-                }
-                Outcome::NoData { soa } => {
-                    metadata.authoritative = true;
-                    let none: [&Record; 0] = [];
-                    let b = builder.build(metadata, none, none, [&soa], none);
-                    response.send_response(b).await
-                }
-                Outcome::NxDomain { soa } => {
-                    metadata.authoritative = true;
-                    metadata.response_code = ResponseCode::NXDomain;
-                    let none: [&Record; 0] = [];
-                    let b = builder.build(metadata, none, none, [&soa], none);
+                    metadata.response_code = reply.rcode;
+                    let tcp = request.protocol() == Protocol::Tcp;
+                    let (answers, truncated) = self.complete(reply.answers, tcp).await;
+                    metadata.truncation = truncated;
+                    let b = builder.build(
+                        metadata,
+                        answers.iter(),
+                        [],
+                        reply.authority.iter(),
+                        reply.additionals.iter(),
+                    );
                     response.send_response(b).await
                 }
                 Outcome::NotOurs if self.upstream.is_empty() => {

@@ -1,30 +1,39 @@
-//! The cluster DNS: records computed from the store ([`records`]), a hickory-server
-//! handler answering from the latest snapshot ([`handler`]), and the server of each
-//! kube-dns pod ([`serve`]). [`run`] keeps the snapshot current.
+//! The cluster DNS: the store's objects indexed as CoreDNS indexes them ([`zone`]),
+//! answers computed from them per question as CoreDNS computes them ([`answer`]), a
+//! hickory-server handler answering from the latest snapshot ([`handler`]), and the
+//! server of each kube-dns pod ([`serve`]). [`run`] keeps the snapshot current.
 
 pub mod addon;
+pub mod answer;
+#[cfg(test)]
+mod chain_tests;
 pub mod client;
+pub mod config;
+#[cfg(test)]
+mod coredns_tests;
+mod find;
 pub mod handler;
 pub mod pod_files;
-pub mod records;
 pub mod serve;
 pub mod tcp;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod upstream_tests;
+pub mod zone;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use crate::api::{Event, EventType, Kind, Object, Store};
 use crate::informer::Reconcile;
-pub use records::{Config, Zone};
+pub use config::{Config, PodMode};
+pub use zone::{Objects, Zone};
 
 /// The images whose containers the kubelet runs as the cluster DNS server.
 pub fn is_dns_image(image: &str) -> bool {
@@ -43,16 +52,11 @@ pub struct Dns {
 }
 
 impl Dns {
+    /// A DNS whose zone is not built yet: until [`run`] builds it from the store, a
+    /// name not found is SERVFAIL.
     pub fn new(cfg: &Config, upstream: Vec<SocketAddr>) -> Self {
-        let empty: [&Service; 0] = [];
-        let none: [&EndpointSlice; 0] = [];
         Dns {
-            zone: Arc::new(ArcSwap::from_pointee(Zone::build(
-                cfg,
-                empty,
-                none,
-                serial(),
-            ))),
+            zone: Arc::new(ArcSwap::from_pointee(Zone::unsynced(cfg, serial()))),
             upstream,
             revision: Arc::new(tokio::sync::watch::Sender::new(0)),
         }
@@ -73,24 +77,42 @@ fn serial() -> u32 {
 
 type Key = (String, String);
 
-/// Keeps `dns`'s zone equal to the store's Services and EndpointSlices: every batch
-/// of changes builds a new snapshot and swaps it in; readers never wait.
+/// Keeps `dns`'s zone equal to the store's Services, EndpointSlices and Pods: every
+/// batch of changes builds a new snapshot and swaps it in; readers never wait.
 pub async fn run(store: Arc<Store>, dns: Dns) {
     let zone = ZoneWriter {
         cfg: dns.zone.load().config().clone(),
         dns: dns.clone(),
         services: BTreeMap::new(),
         slices: HashMap::new(),
+        pods: HashMap::new(),
     };
     crate::informer::run(store, zone, &dns.revision).await
 }
 
-/// The zone's writer: the Services and EndpointSlices it is built from.
+/// The zone's writer: the objects it is built from.
 struct ZoneWriter {
     dns: Dns,
     cfg: Config,
     services: BTreeMap<Key, Service>,
     slices: HashMap<Key, EndpointSlice>,
+    /// Of a pod, only its namespace and addresses count.
+    pods: HashMap<Key, Pod>,
+}
+
+/// A pod as the zone sees it: its namespace and its addresses.
+fn pod_view(p: &Pod) -> Pod {
+    let mut view = Pod::default();
+    view.metadata.namespace = p.metadata.namespace.clone();
+    view.status = p
+        .status
+        .as_ref()
+        .map(|s| k8s_openapi::api::core::v1::PodStatus {
+            pod_ip: s.pod_ip.clone(),
+            pod_ips: s.pod_ips.clone(),
+            ..Default::default()
+        });
+    view
 }
 
 #[async_trait::async_trait]
@@ -99,7 +121,7 @@ impl Reconcile for ZoneWriter {
     type Key = ();
 
     fn kinds(&self) -> &'static [Kind] {
-        &[Kind::Service, Kind::EndpointSlice]
+        &[Kind::Service, Kind::EndpointSlice, Kind::Pod]
     }
 
     fn observe(&mut self, event: Event, dirty: &mut BTreeSet<()>) {
@@ -121,18 +143,30 @@ impl Reconcile for ZoneWriter {
             (Object::EndpointSlice(s), false) => {
                 self.slices.insert(key, s);
             }
+            (Object::Pod(_), true) => {
+                self.pods.remove(&key);
+            }
+            (Object::Pod(p), false) => {
+                // Status changes that move no address change no answer.
+                let view = pod_view(&p);
+                if self.pods.get(&key) == Some(&view) {
+                    return;
+                }
+                self.pods.insert(key, view);
+            }
             _ => return,
         }
         dirty.insert(());
     }
 
     async fn reconcile(&mut self, _: BTreeSet<()>, _: u64) -> Result<(), BTreeSet<()>> {
-        let zone = Zone::build(
-            &self.cfg,
-            self.services.values(),
-            self.slices.values(),
-            serial(),
-        );
+        let objects = Objects {
+            services: self.services.values().collect(),
+            slices: self.slices.values().collect(),
+            pods: self.pods.values().collect(),
+            namespaces: Vec::new(),
+        };
+        let zone = Zone::build(&self.cfg, objects, serial());
         self.dns.zone.store(Arc::new(zone));
         Ok(())
     }

@@ -1,5 +1,6 @@
-//! The `/etc/resolv.conf` and `/etc/hosts` kubelet writes for a pod: from its
-//! `dnsPolicy`, `dnsConfig`, `hostname` and `subdomain`.
+//! The `/etc/resolv.conf` and `/etc/hosts` kubelet writes for a pod, and the hostname
+//! it gives the pod's UTS namespace: from its `dnsPolicy`, `dnsConfig`, `hostname`,
+//! `subdomain` and `setHostnameAsFQDN`.
 
 use std::net::Ipv4Addr;
 
@@ -12,6 +13,7 @@ pub struct PodDns {
     pub config: Option<PodDNSConfig>,
     pub hostname: Option<String>,
     pub subdomain: Option<String>,
+    pub set_hostname_as_fqdn: bool,
 }
 
 // Plans compare pods; the DNS config compares as data.
@@ -24,6 +26,7 @@ impl PodDns {
             config: s.dns_config.clone(),
             hostname: s.hostname.clone(),
             subdomain: s.subdomain.clone(),
+            set_hostname_as_fqdn: s.set_hostname_as_fqdn == Some(true),
         })
         .unwrap_or_default()
     }
@@ -36,22 +39,25 @@ pub struct ClusterDns {
     pub domain: String,
 }
 
-/// The two files of pod `namespace/name` at `ip`: `(resolv.conf, hosts)`, with the
-/// node's (this machine's) resolv.conf for `dnsPolicy: Default`.
+/// What kubelet makes for pod `namespace/name` at `ip`: its resolv.conf (with the
+/// node's, this machine's, for `dnsPolicy: Default`), its hosts file and its names;
+/// an error where kubelet refuses to start it.
 pub fn files(
     pod: &PodDns,
     namespace: &str,
     name: &str,
     ip: Ipv4Addr,
     cluster: &ClusterDns,
-) -> (String, String) {
+) -> Result<(String, String, PodNames), String> {
     static NODE_RESOLV: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let node =
         NODE_RESOLV.get_or_init(|| std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default());
-    (
+    let names = names(pod, name, namespace, &cluster.domain)?;
+    Ok((
         resolv_conf(pod, namespace, cluster.ip, &cluster.domain, node),
-        hosts(pod, name, namespace, ip, &cluster.domain),
-    )
+        hosts(&names, ip),
+        names,
+    ))
 }
 
 /// Kubelet's limits (`validation.MaxDNSNameservers`, `MaxDNSSearchPaths`).
@@ -133,14 +139,67 @@ pub fn resolv_conf(
     out
 }
 
+/// Kubelet's limits on a pod's hostname (`hostnameMaxLen`) and on the FQDN it is set
+/// to with `setHostnameAsFQDN` (Linux's `HOST_NAME_MAX` + 1).
+const HOSTNAME_MAX: usize = 63;
+const FQDN_MAX: usize = 64;
+
+/// A pod's names, as kubelet's `GeneratePodHostNameAndDomain` makes them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodNames {
+    /// `spec.hostname`, or the pod's name, cut to 63 characters.
+    pub hostname: String,
+    /// `<hostname>.<subdomain>.<namespace>.svc.<domain>`, with a subdomain.
+    pub fqdn: Option<String>,
+    /// What `hostname` prints in the pod: the FQDN with `setHostnameAsFQDN`, else the
+    /// hostname.
+    pub uts: String,
+}
+
+/// The names of pod `namespace/name`; an error where kubelet refuses to start it.
+pub fn names(pod: &PodDns, name: &str, namespace: &str, domain: &str) -> Result<PodNames, String> {
+    let domain = domain.trim_end_matches('.');
+    let mut hostname = pod.hostname.clone().unwrap_or_else(|| name.to_string());
+    if hostname.len() > HOSTNAME_MAX {
+        // truncatePodHostnameIfNeeded: cut, then no trailing '-' or '.'.
+        hostname.truncate(HOSTNAME_MAX);
+        let kept = hostname.trim_end_matches(['-', '.']).len();
+        hostname.truncate(kept);
+        if hostname.is_empty() {
+            return Err(format!("hostname for pod {name:?} was invalid: \"\""));
+        }
+    }
+    let fqdn = pod
+        .subdomain
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .map(|sub| format!("{hostname}.{sub}.{namespace}.svc.{domain}"));
+    let uts = match &fqdn {
+        Some(f) if pod.set_hostname_as_fqdn => {
+            if f.len() > FQDN_MAX {
+                return Err(format!(
+                    "failed to construct FQDN from pod hostname and cluster domain, FQDN {f} is too long ({FQDN_MAX} characters is the max, {} characters requested)",
+                    f.len()
+                ));
+            }
+            f.clone()
+        }
+        _ => hostname.clone(),
+    };
+    Ok(PodNames {
+        hostname,
+        fqdn,
+        uts,
+    })
+}
+
 /// The pod's /etc/hosts, as kubelet's `managedHostsFileContent`: localhost, then the
 /// pod's IP with its hostname (its fully qualified name first when it has a
-/// subdomain).
-pub fn hosts(pod: &PodDns, name: &str, namespace: &str, ip: Ipv4Addr, domain: &str) -> String {
-    let domain = domain.trim_end_matches('.');
-    let host = pod.hostname.as_deref().unwrap_or(name);
-    let own = match pod.subdomain.as_deref() {
-        Some(sub) => format!("{ip}\t{host}.{sub}.{namespace}.svc.{domain}\t{host}"),
+/// subdomain), so that `hostname -f` prints the FQDN.
+pub fn hosts(names: &PodNames, ip: Ipv4Addr) -> String {
+    let host = &names.hostname;
+    let own = match &names.fqdn {
+        Some(fqdn) => format!("{ip}\t{fqdn}\t{host}"),
         None => format!("{ip}\t{host}"),
     };
     format!(
@@ -226,30 +285,61 @@ mod tests {
 
     #[test]
     fn hosts_has_the_pod_and_its_subdomain_name() {
-        let plain = hosts(
-            &PodDns::default(),
-            "web-1",
-            "default",
-            Ipv4Addr::new(10, 244, 1, 3),
-            "cluster.local",
-        );
-        assert!(plain.starts_with("# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n"));
-        assert!(plain.ends_with("\n10.244.1.3\tweb-1\n"), "{plain}");
+        let ip = Ipv4Addr::new(10, 244, 1, 3);
+        let plain = names(&PodDns::default(), "web-1", "default", "cluster.local").unwrap();
+        assert_eq!(plain.uts, "web-1");
+        assert_eq!(plain.fqdn, None);
+        let text = hosts(&plain, ip);
+        assert!(text.starts_with("# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n"));
+        assert!(text.ends_with("\n10.244.1.3\tweb-1\n"), "{text}");
         let pod = PodDns {
             hostname: Some("db-0".into()),
             subdomain: Some("db".into()),
             ..Default::default()
         };
-        let named = hosts(
-            &pod,
-            "db-0-pod",
-            "prod",
-            Ipv4Addr::new(10, 244, 2, 6),
-            "cluster.local",
+        let named = names(&pod, "db-0-pod", "prod", "cluster.local.").unwrap();
+        assert_eq!(named.uts, "db-0", "the hostname, not the FQDN");
+        assert_eq!(
+            named.fqdn.as_deref(),
+            Some("db-0.db.prod.svc.cluster.local")
         );
+        let text = hosts(&named, Ipv4Addr::new(10, 244, 2, 6));
         assert!(
-            named.ends_with("\n10.244.2.6\tdb-0.db.prod.svc.cluster.local\tdb-0\n"),
-            "{named}"
+            text.ends_with("\n10.244.2.6\tdb-0.db.prod.svc.cluster.local\tdb-0\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn hostnames_are_cut_and_set_as_fqdn_as_kubelet_does() {
+        let long = format!("{}-{}", "a".repeat(62), "b".repeat(10));
+        let cut = names(&PodDns::default(), &long, "default", "cluster.local").unwrap();
+        assert_eq!(
+            cut.hostname,
+            "a".repeat(62),
+            "63 characters, the trailing '-' dropped"
+        );
+        let fqdn = PodDns {
+            subdomain: Some("db".into()),
+            set_hostname_as_fqdn: true,
+            ..Default::default()
+        };
+        let n = names(&fqdn, "db-0", "prod", "cluster.local").unwrap();
+        assert_eq!(n.uts, "db-0.db.prod.svc.cluster.local");
+        assert_eq!(n.hostname, "db-0", "/etc/hosts keeps the short name too");
+        // Without a subdomain there is no FQDN to set.
+        let alone = PodDns {
+            set_hostname_as_fqdn: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            names(&alone, "db-0", "prod", "cluster.local").unwrap().uts,
+            "db-0"
+        );
+        let too_long = names(&fqdn, &"x".repeat(40), "prod", "cluster.local").unwrap_err();
+        assert_eq!(
+            too_long,
+            "failed to construct FQDN from pod hostname and cluster domain, FQDN xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.db.prod.svc.cluster.local is too long (64 characters is the max, 66 characters requested)"
         );
     }
 }

@@ -16,7 +16,8 @@ use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use super::records::{Config, Zone};
+use super::config::Config;
+use super::zone::{Objects, Zone};
 use super::Dns;
 use crate::api::labels::SERVICE_NAME_LABEL;
 
@@ -57,7 +58,7 @@ fn meta(name: &str, ns: &str) -> ObjectMeta {
     }
 }
 
-fn port(name: Option<&str>, proto: &str, port: i32) -> ServicePort {
+pub(super) fn port(name: Option<&str>, proto: &str, port: i32) -> ServicePort {
     ServicePort {
         name: name.map(str::to_string),
         protocol: Some(proto.into()),
@@ -66,7 +67,7 @@ fn port(name: Option<&str>, proto: &str, port: i32) -> ServicePort {
     }
 }
 
-fn service(name: &str, ns: &str, ip: &str, ports: Vec<ServicePort>) -> Service {
+pub(super) fn service(name: &str, ns: &str, ip: &str, ports: Vec<ServicePort>) -> Service {
     Service {
         metadata: meta(name, ns),
         spec: Some(ServiceSpec {
@@ -118,6 +119,20 @@ fn slice(
     }
 }
 
+pub(super) fn build(
+    cfg: &Config,
+    services: &[Service],
+    slices: &[EndpointSlice],
+    serial: u32,
+) -> Zone {
+    let objects = Objects {
+        services: services.iter().collect(),
+        slices: slices.iter().collect(),
+        ..Default::default()
+    };
+    Zone::build(cfg, objects, serial)
+}
+
 pub(super) fn cfg() -> Config {
     Config::new(
         "10.96.0.10".parse().unwrap(),
@@ -166,7 +181,7 @@ pub(super) fn zone() -> Zone {
         ],
         &[("pg", 5433)],
     )];
-    Zone::build(&cfg(), &services, &slices, 42)
+    build(&cfg(), &services, &slices, 42)
 }
 
 async fn ask_with(zone: Zone, q: Message, protocol: Protocol, max: u16) -> Message {
@@ -338,7 +353,6 @@ async fn nxdomain_and_nodata_carry_the_soa() {
         ("web.default.svc.cluster.local.", RecordType::TXT),
         ("default.svc.cluster.local.", RecordType::A),
         ("svc.cluster.local.", RecordType::A),
-        ("_tcp.web.default.svc.cluster.local.", RecordType::SRV),
     ] {
         let m = ask(name, t).await;
         assert_eq!(
@@ -349,6 +363,22 @@ async fn nxdomain_and_nodata_carry_the_soa() {
         assert!(m.answers.is_empty(), "{name} {t}");
         assert_eq!(m.authorities.len(), 1, "{name} {t}");
         assert_eq!(m.authorities[0].record_type(), RecordType::SOA);
+    }
+
+    // CoreDNS reads one label left of a Service as an endpoint's name, so a bare
+    // `_tcp` is an endpoint that does not exist; and a namespace nothing is in does
+    // not exist.
+    for (name, t) in [
+        ("_tcp.web.default.svc.cluster.local.", RecordType::SRV),
+        ("nothing-here.svc.cluster.local.", RecordType::A),
+        ("10-244-1-7.nothing-here.pod.cluster.local.", RecordType::A),
+    ] {
+        let m = ask(name, t).await;
+        assert_eq!(
+            m.metadata.response_code,
+            ResponseCode::NXDomain,
+            "{name} {t}"
+        );
     }
 
     // A reverse name in the cluster's ranges that nothing has: NXDOMAIN.
@@ -362,18 +392,19 @@ async fn version_apex_and_pod_records() {
     let m = ask("dns-version.cluster.local.", RecordType::TXT).await;
     assert_eq!(
         lines(&m.answers),
-        ["dns-version.cluster.local. 5 TXT 1.1.0"]
+        ["dns-version.cluster.local. 28800 TXT 1.1.0"]
     );
     let m = ask("cluster.local.", RecordType::SOA).await;
     assert_eq!(m.answers[0].record_type(), RecordType::SOA);
+    // The name server is kube-dns, the Service whose ClusterIP the server has.
     let m = ask("cluster.local.", RecordType::NS).await;
     assert_eq!(
         lines(&m.answers),
-        ["cluster.local. 5 NS ns.dns.cluster.local."]
+        ["cluster.local. 5 NS kube-dns.kube-system.svc.cluster.local."]
     );
     assert_eq!(
         lines(&m.additionals),
-        ["ns.dns.cluster.local. 5 A 10.96.0.10"]
+        ["kube-dns.kube-system.svc.cluster.local. 5 A 10.96.0.10"]
     );
 
     let m = ask("10-244-1-7.default.pod.cluster.local.", RecordType::A).await;
@@ -381,7 +412,7 @@ async fn version_apex_and_pod_records() {
         lines(&m.answers),
         ["10-244-1-7.default.pod.cluster.local. 5 A 10.244.1.7"]
     );
-    let m = ask("10-244-1-7.anyns.pod.cluster.local.", RecordType::AAAA).await;
+    let m = ask("10-244-1-7.default.pod.cluster.local.", RecordType::AAAA).await;
     assert_eq!(m.metadata.response_code, ResponseCode::NoError);
     assert!(m.answers.is_empty());
     let m = ask("10-244-1-300.default.pod.cluster.local.", RecordType::A).await;
@@ -412,7 +443,7 @@ async fn a_big_answer_is_truncated_over_udp_and_whole_over_tcp() {
         eps.iter().map(|e| (e.as_str(), None, true)).collect();
     let services = [service("big", "default", "None", vec![])];
     let slices = [slice("big", "default", &ep_refs, &[])];
-    let z = Zone::build(&cfg(), &services, &slices, 1);
+    let z = build(&cfg(), &services, &slices, 1);
     let name = "big.default.svc.cluster.local.";
 
     let m = ask_with(z.clone(), query(name, RecordType::A), Protocol::Udp, 512).await;
@@ -444,8 +475,7 @@ async fn the_cluster_domain_and_ttl_are_configurable() {
         "10.96.0.2",
         vec![port(Some("http"), "TCP", 80)],
     )];
-    let none: [&EndpointSlice; 0] = [];
-    let z = Zone::build(&cfg, &services, none, 1);
+    let z = build(&cfg, &services, &[], 1);
     let a = ask_with(
         z.clone(),
         query("web.default.svc.corp.example.", RecordType::A),

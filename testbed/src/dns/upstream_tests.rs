@@ -14,26 +14,37 @@ use super::Dns;
 /// An upstream server on 127.0.0.1 (UDP and TCP on the same port) that answers every
 /// A question with `answer`, and counts the questions.
 async fn upstream(answer: std::net::Ipv4Addr) -> (SocketAddr, Arc<Mutex<usize>>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let addr = udp.local_addr().unwrap();
-    let tcp = tokio::net::TcpListener::bind(addr).await.unwrap();
-    let asked = Arc::new(Mutex::new(0));
-    let reply = move |raw: &[u8]| {
-        let q = Message::from_vec(raw).unwrap();
+    stub(move |q: &Message| {
         let mut m = Message::new(q.metadata.id, MessageType::Response, OpCode::Query);
         m.metadata.recursion_available = true;
         let name = q.queries[0].name().clone();
         m.add_query(q.queries[0].clone());
         m.add_answer(Record::from_rdata(name, 60, RData::A(answer.into())));
-        m.to_vec().unwrap()
-    };
+        m
+    })
+    .await
+}
+
+/// An upstream server on 127.0.0.1 (UDP and TCP on the same port) that answers every
+/// question with what `reply` makes of it, and counts the questions.
+pub(super) async fn stub<F>(reply: F) -> (SocketAddr, Arc<Mutex<usize>>)
+where
+    F: Fn(&Message) -> Message + Send + Sync + 'static,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = udp.local_addr().unwrap();
+    let tcp = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let asked = Arc::new(Mutex::new(0));
+    let reply =
+        Arc::new(move |raw: &[u8]| reply(&Message::from_vec(raw).unwrap()).to_vec().unwrap());
     let count = asked.clone();
+    let answer = reply.clone();
     tokio::spawn(async move {
         let mut buf = vec![0u8; 4096];
         while let Ok((n, from)) = udp.recv_from(&mut buf).await {
             *count.lock().unwrap() += 1;
-            udp.send_to(&reply(&buf[..n]), from).await.unwrap();
+            udp.send_to(&answer(&buf[..n]), from).await.unwrap();
         }
     });
     let count = asked.clone();

@@ -15,6 +15,8 @@
 //!     ttl: 5                 # seconds, for answers and negative caching
 //!     upstream: [10.96.0.53] # where names outside the domain go (ip or ip:port);
 //!                            # without one they are REFUSED
+//!     pods: insecure         # pod records (CoreDNS's `pods`): insecure (as kubeadm
+//!                            # sets it), verified (only real pods) or disabled
 //! pods:                      # Kubernetes Pod manifests
 //!   - apiVersion: v1
 //!     kind: Pod
@@ -161,6 +163,9 @@ struct ClusterDnsFile {
     ttl: Option<u32>,
     #[serde(default)]
     upstream: Vec<String>,
+    /// How `a-b-c-d.<namespace>.pod.<domain>` is answered (CoreDNS's `pods`):
+    /// `insecure` (the default, as kubeadm's Corefile), `verified` or `disabled`.
+    pods: Option<String>,
 }
 
 impl Default for ClusterFile {
@@ -389,6 +394,18 @@ fn dns_from(raw: ClusterDnsFile, spans: &Spans, problems: &mut Vec<Located>) -> 
     }
     if let Some(ttl) = raw.ttl {
         out.ttl = ttl;
+    }
+    if let Some(mode) = raw.pods {
+        match crate::dns::PodMode::parse(&mode) {
+            Some(m) => out.pods = m,
+            None => fail(
+                "cluster.dns.pods".into(),
+                format!(
+                    "{mode:?} is not a pod-record mode: {} (CoreDNS's `pods` option)",
+                    crate::dns::PodMode::NAMES.join(", ")
+                ),
+            ),
+        }
     }
     for (i, up) in raw.upstream.iter().enumerate() {
         let parsed = up

@@ -193,7 +193,7 @@ fn dns_settings_have_defaults_and_can_be_set() {
     assert_eq!(s.cluster.dns.domain, "cluster.local");
     assert_eq!(s.cluster.dns.ttl, 5);
     let s = parse_str(
-        "name: demo\ncluster:\n  dns:\n    domain: Corp.Example.\n    serviceIP: 10.96.0.20\n    ttl: 30\n    upstream: [10.96.0.53, \"192.0.2.1:5353\"]\n",
+        "name: demo\ncluster:\n  dns:\n    domain: Corp.Example.\n    serviceIP: 10.96.0.20\n    ttl: 30\n    upstream: [10.96.0.53, \"192.0.2.1:5353\"]\n    pods: verified\n",
     )
     .unwrap();
     assert_eq!(
@@ -206,6 +206,7 @@ fn dns_settings_have_defaults_and_can_be_set() {
                 "10.96.0.53:53".parse().unwrap(),
                 "192.0.2.1:5353".parse().unwrap()
             ],
+            pods: crate::dns::PodMode::Verified,
         }
     );
     let plan = s.plan("demo");
@@ -236,7 +237,11 @@ fn bad_dns_settings_name_their_lines() {
     );
     assert_eq!(
         errors("name: demo\ncluster:\n  dns:\n    domian: x\n"),
-        ["s.yaml:4:5: cluster.dns.domian: unknown field `domian`, expected one of `domain`, `serviceIP`, `ttl`, `upstream`"]
+        ["s.yaml:4:5: cluster.dns.domian: unknown field `domian`, expected one of `domain`, `serviceIP`, `ttl`, `upstream`, `pods`"]
+    );
+    assert_eq!(
+        errors("name: demo\ncluster:\n  dns:\n    pods: secure\n"),
+        ["s.yaml:4:11: cluster.dns.pods: \"secure\" is not a pod-record mode: insecure, verified, disabled (CoreDNS's `pods` option)"]
     );
 }
 

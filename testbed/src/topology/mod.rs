@@ -68,6 +68,9 @@ pub enum TopologyError {
     },
     #[error("fabric")]
     Fabric(#[source] LinkError),
+    /// Kubelet would not start the pod (its hostname cannot be made).
+    #[error("pod {pod}: {message}")]
+    Refused { pod: String, message: String },
     #[error("write {path}")]
     Io {
         path: String,
@@ -163,37 +166,48 @@ pub async fn build(
     })
 }
 
-/// A pod's `/etc` files, as kubelet writes them, in `dir`.
+/// A pod's `/etc` files, as kubelet writes them, in `dir`, and its hostname; or why
+/// kubelet would not start it.
 struct PodEtc {
+    pod: String,
     dir: PathBuf,
-    resolv: String,
-    hosts: String,
+    made: Result<(String, String, String), String>,
 }
 
 impl PodEtc {
     fn new(pod: &PodPlan, shared_etc: &Path, dns: &crate::dns::pod_files::ClusterDns) -> Self {
-        let (resolv, hosts) =
-            crate::dns::pod_files::files(&pod.dns, &pod.namespace, &pod.name, pod.ip, dns);
+        let made = crate::dns::pod_files::files(&pod.dns, &pod.namespace, &pod.name, pod.ip, dns)
+            .map(|(resolv, hosts, names)| (resolv, hosts, names.uts));
         PodEtc {
+            pod: format!("{}/{}", pod.namespace, pod.name),
             dir: shared_etc.join(&pod.namespace).join(&pod.name),
-            resolv,
-            hosts,
+            made,
         }
     }
 
-    /// Writes the files and links `/etc/netns/<netns>` to them.
+    /// Writes the files, links `/etc/netns/<netns>` to them and makes the pod's UTS
+    /// namespace with its hostname (on this dedicated thread, which it is left in).
     fn install(&self, netns_name: &str) -> Result<(), TopologyError> {
         let io = |path: &Path| {
             let path = path.display().to_string();
             move |source| TopologyError::Io { path, source }
         };
+        let (resolv, hosts, hostname) =
+            self.made
+                .as_ref()
+                .map_err(|message| TopologyError::Refused {
+                    pod: self.pod.clone(),
+                    message: message.clone(),
+                })?;
         std::fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
-        for (file, text) in [("resolv.conf", &self.resolv), ("hosts", &self.hosts)] {
+        for (file, text) in [("resolv.conf", resolv), ("hosts", hosts)] {
             let path = self.dir.join(file);
             std::fs::write(&path, text).map_err(io(&path))?;
         }
         netns::link_etc(netns_name, &self.dir)
-            .map_err(io(&Path::new(netns::ETC_NETNS_DIR).join(netns_name)))
+            .map_err(io(&Path::new(netns::ETC_NETNS_DIR).join(netns_name)))?;
+        netns::create_uts_on_this_thread(netns_name, hostname)
+            .map_err(io(&netns::uts_path(netns_name)))
     }
 }
 

@@ -384,3 +384,72 @@ fn strangers_are_refused_and_bad_manifests_change_nothing() {
     assert_eq!(tb.ok(&["get", "svc", "-o", "name"]), before);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+// Long because it checks one Service's EndpointSlices field by field against what the
+// EndpointSlice controller writes, then the traffic they lead to.
+fn endpoint_slices_have_the_controllers_shape() {
+    if !root() {
+        return;
+    }
+    // scenarios/multi-port-pods.yaml: Service multi, ports a and b; serves-a serves
+    // only a, serves-b only b.
+    let tb = Running::up_scenario("slices", "multi-port-pods.yaml");
+    tb.wait_ready("multi", 2);
+    let list = tb.json(&["get", "endpointslices"]);
+    let mut slices: Vec<&serde_json::Value> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["metadata"]["labels"]["kubernetes.io/service-name"] == "multi")
+        .collect();
+    slices.sort_by_key(|s| s["ports"][0]["name"].as_str().unwrap().to_string());
+    assert_eq!(slices.len(), 2, "one slice per set of ports: {list:#}");
+    for (slice, (port_name, port, pod, node)) in slices.iter().zip([
+        ("a", 8080, "serves-a", "node-1"),
+        ("b", 9090, "serves-b", "node-2"),
+    ]) {
+        let name = slice["metadata"]["name"].as_str().unwrap();
+        assert!(name.starts_with("multi-") && name.len() == 11, "{name}");
+        assert_eq!(
+            slice["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"],
+            "endpointslice-controller.k8s.io"
+        );
+        assert_eq!(slice["metadata"]["ownerReferences"][0]["kind"], "Service");
+        assert_eq!(slice["metadata"]["ownerReferences"][0]["name"], "multi");
+        assert_eq!(slice["addressType"], "IPv4");
+        assert_eq!(
+            slice["ports"],
+            serde_json::json!([{"name": port_name, "port": port, "protocol": "TCP"}])
+        );
+        let eps = slice["endpoints"].as_array().unwrap();
+        assert_eq!(eps.len(), 1);
+        assert_eq!(
+            eps[0]["conditions"],
+            serde_json::json!({"ready": true, "serving": true, "terminating": false})
+        );
+        assert_eq!(eps[0]["nodeName"], node);
+        assert_eq!(eps[0]["targetRef"]["kind"], "Pod");
+        assert_eq!(eps[0]["targetRef"]["name"], pod);
+    }
+    // Each port reaches a ready endpoint: the pod that serves it.
+    for (port, pod) in [("80", "serves-a"), ("81", "serves-b")] {
+        let ip = tb.cluster_ip("multi");
+        let out = tb.exec(
+            "client",
+            &[
+                "curl",
+                "-sS",
+                "-m",
+                "3",
+                &format!("http://{ip}:{port}/hostname"),
+            ],
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            pod,
+            "{}",
+            stderr(&out)
+        );
+    }
+}

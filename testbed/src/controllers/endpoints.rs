@@ -1,7 +1,8 @@
-//! The endpoints controller: for each Service with a selector, the pods that match,
-//! split into ready and not-ready addresses with the Service's ports resolved against
-//! each pod's container ports (by name or number), written as an `Endpoints` object
-//! and an `EndpointSlice`, as the control plane does.
+//! The endpoints and EndpointSlice controllers: for each Service with a selector, the
+//! pods that match, with the Service's ports resolved against each pod's container
+//! ports (by name or number), written as an `Endpoints` object (one subset per set of
+//! ports) and EndpointSlices (one or more per set of ports), as the control plane's
+//! two controllers write them.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -15,12 +16,12 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
-use crate::api::labels::{pod_ready, selects, MANAGED_BY, MANAGED_BY_LABEL, SERVICE_NAME_LABEL};
+use crate::api::labels::{selects, MANAGED_BY, MANAGED_BY_LABEL, SERVICE_NAME_LABEL};
 use crate::api::{Event, EventType, Key, Kind, Object, Store};
 use crate::informer::Reconcile;
 
 /// A Service port resolved for one pod: name, number, protocol.
-type ResolvedPort = (String, i32, String);
+pub type ResolvedPort = (String, i32, String);
 
 /// The port a pod serves a Service port on: a number, or the container port that
 /// has the name. `None` when the pod has no port of that name.
@@ -51,136 +52,183 @@ fn owner(svc: &Service) -> OwnerReference {
     }
 }
 
-/// The slice's name: the Service's, a dash and five characters that do not change
-/// (Kubernetes picks them at random).
-pub fn slice_name(service: &str) -> String {
-    let h = Sha256::digest(service.as_bytes());
-    format!("{service}-{}", crate::names::k8s_suffix(&h, 5))
+/// The most endpoints in one EndpointSlice (the controller's
+/// `--max-endpoints-per-slice` default).
+pub const MAX_PER_SLICE: usize = 100;
+
+/// The label both controllers put on a headless Service's objects.
+const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";
+
+/// A slice's name: the Service's, a dash and five characters (Kubernetes picks them
+/// at random; here they follow from the Service, the slice's ports and its place, so
+/// a slice keeps its name while those stay).
+pub fn slice_name(service: &str, ports: &[ResolvedPort], chunk: usize) -> String {
+    let mut h = Sha256::new();
+    h.update(service.as_bytes());
+    for (name, port, protocol) in ports {
+        h.update(format!("/{name}:{port}/{protocol}").as_bytes());
+    }
+    if chunk > 0 {
+        h.update(format!("#{chunk}").as_bytes());
+    }
+    format!("{service}-{}", crate::names::k8s_suffix(&h.finalize(), 5))
 }
 
-/// The `Endpoints` and `EndpointSlice` of `svc` given the pods of its namespace, or
-/// `None` when the controller leaves the Service alone (no selector, ExternalName).
-// Long because it follows the upstream endpoints and EndpointSlice controllers' loop over
-// pods and ports step by step, so it can be read beside them.
-pub fn endpoints_for<'a>(
-    svc: &Service,
-    pods: impl IntoIterator<Item = &'a Pod>,
-) -> Option<(Endpoints, EndpointSlice)> {
-    let spec = svc.spec.as_ref()?;
-    if spec.type_.as_deref() == Some("ExternalName") {
-        return None;
-    }
-    let sel = spec.selector.as_ref().filter(|s| !s.is_empty())?;
-    let name = svc.metadata.name.clone()?;
-    let ns = svc
-        .metadata
-        .namespace
-        .clone()
-        .unwrap_or_else(|| "default".into());
-    let publish_all = spec.publish_not_ready_addresses == Some(true);
-    let ports = spec.ports.clone().unwrap_or_default();
+/// The pod's Ready condition (upstream's `IsPodReady`): a terminating pod whose
+/// probes still pass is ready, and so still serving.
+fn ready_condition(pod: &Pod) -> bool {
+    pod.status
+        .iter()
+        .flat_map(|s| s.conditions.iter().flatten())
+        .any(|c| c.type_ == "Ready" && c.status == "True")
+}
 
-    let mut matched: Vec<&Pod> = pods
+/// A pod that belongs in a Service's endpoints, with what they say of it.
+struct Member<'a> {
+    pod: &'a Pod,
+    ip: String,
+    /// The Service's ports this pod serves, in the Service's order.
+    ports: Vec<ResolvedPort>,
+    ready: bool,
+    terminating: bool,
+    hostname: Option<String>,
+    target_ref: ObjectReference,
+}
+
+/// The pods `sel` selects that have an address and have not ended (terminating ones
+/// included), by address then name.
+fn members<'a>(
+    svc: &Service,
+    sel: &BTreeMap<String, String>,
+    pods: impl IntoIterator<Item = &'a Pod>,
+) -> Vec<Member<'a>> {
+    let name = svc.metadata.name.as_deref().unwrap_or_default();
+    let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
+    let ports = svc
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.clone())
+        .unwrap_or_default();
+    let mut out: Vec<Member> = pods
         .into_iter()
         .filter(|p| selects(sel, p))
-        .filter(|p| p.status.as_ref().and_then(|s| s.pod_ip.as_ref()).is_some())
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        // A pod that has ended (Failed, Succeeded) is in no Service, ready or not.
         .filter(|p| {
             !matches!(
                 p.status.as_ref().and_then(|s| s.phase.as_deref()),
                 Some("Failed" | "Succeeded")
             )
         })
-        .collect();
-    matched.sort_by_key(|p| {
-        let ip: std::net::Ipv4Addr = p
-            .status
-            .as_ref()
-            .and_then(|s| s.pod_ip.as_deref())
-            .and_then(|ip| ip.parse().ok())
-            .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
-        (ip, p.metadata.name.clone())
-    });
-
-    // Endpoints: pods grouped by the ports they resolve to, one subset per group.
-    let mut subsets: BTreeMap<Vec<ResolvedPort>, (Vec<EndpointAddress>, Vec<EndpointAddress>)> =
-        BTreeMap::new();
-    let mut slice_ports: Option<Vec<ResolvedPort>> = None;
-    let mut slice_endpoints = Vec::new();
-    for pod in &matched {
-        let resolved: Vec<ResolvedPort> = ports
-            .iter()
-            .filter_map(|p| {
-                let proto = p.protocol.clone().unwrap_or_else(|| "TCP".into());
-                let target = p.target_port.clone().unwrap_or(IntOrString::Int(p.port));
-                resolve(&target, &proto, pod)
-                    .map(|n| (p.name.clone().unwrap_or_default(), n, proto))
+        .filter_map(|pod| {
+            let ip = pod.status.as_ref()?.pod_ip.clone()?;
+            let spec = pod.spec.as_ref();
+            Some(Member {
+                pod,
+                ip,
+                ports: ports
+                    .iter()
+                    .filter_map(|p| {
+                        let proto = p.protocol.clone().unwrap_or_else(|| "TCP".into());
+                        let target = p.target_port.clone().unwrap_or(IntOrString::Int(p.port));
+                        resolve(&target, &proto, pod)
+                            .map(|n| (p.name.clone().unwrap_or_default(), n, proto))
+                    })
+                    .collect(),
+                ready: ready_condition(pod),
+                terminating: pod.metadata.deletion_timestamp.is_some(),
+                // ShouldSetHostname: a hostname, and the Service as its subdomain.
+                hostname: spec
+                    .filter(|s| s.subdomain.as_deref() == Some(name))
+                    .and_then(|s| s.hostname.clone())
+                    .filter(|h| !h.is_empty()),
+                target_ref: ObjectReference {
+                    kind: Some("Pod".into()),
+                    namespace: Some(ns.to_string()),
+                    name: pod.metadata.name.clone(),
+                    uid: pod.metadata.uid.clone(),
+                    ..Default::default()
+                },
             })
-            .collect();
-        if resolved.is_empty() && !ports.is_empty() {
+        })
+        .collect();
+    out.sort_by_key(|m| {
+        let ip: std::net::Ipv4Addr = m.ip.parse().unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
+        (ip, m.pod.metadata.name.clone())
+    });
+    out
+}
+
+/// The `Endpoints` and `EndpointSlice`s of `svc` given the pods of its namespace, or
+/// `None` when the controllers leave the Service alone (no selector, ExternalName).
+pub fn endpoints_for<'a>(
+    svc: &Service,
+    pods: impl IntoIterator<Item = &'a Pod>,
+) -> Option<(Endpoints, Vec<EndpointSlice>)> {
+    let spec = svc.spec.as_ref()?;
+    if spec.type_.as_deref() == Some("ExternalName") {
+        return None;
+    }
+    let sel = spec.selector.as_ref().filter(|s| !s.is_empty())?;
+    svc.metadata.name.as_ref()?;
+    let members = members(svc, sel, pods);
+    Some((endpoints_object(svc, &members), slices(svc, &members)))
+}
+
+fn is_headless(svc: &Service) -> bool {
+    svc.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()) == Some("None")
+}
+
+/// The Service's labels, with the headless label on a headless Service's objects.
+fn labels(svc: &Service) -> BTreeMap<String, String> {
+    let mut l = svc.metadata.labels.clone().unwrap_or_default();
+    if is_headless(svc) {
+        l.insert(HEADLESS_LABEL.into(), String::new());
+    }
+    l
+}
+
+/// The `Endpoints` object as the endpoints controller makes it: an address per pod
+/// and Service port it serves, repacked into one subset per set of ports
+/// (`RepackSubsets`); ready pods (all, with publishNotReadyAddresses) as
+/// `addresses`, the others as `notReadyAddresses`; terminating pods left out unless
+/// publishNotReadyAddresses; a Service without ports lists its pods only if headless.
+fn endpoints_object(svc: &Service, members: &[Member]) -> Endpoints {
+    let spec = svc.spec.as_ref();
+    let publish_all = spec.and_then(|s| s.publish_not_ready_addresses) == Some(true);
+    let portless = spec
+        .and_then(|s| s.ports.as_ref())
+        .is_none_or(|p| p.is_empty());
+    type Group = (Vec<EndpointAddress>, Vec<EndpointAddress>);
+    let mut subsets: BTreeMap<Vec<ResolvedPort>, Group> = BTreeMap::new();
+    for m in members {
+        if m.terminating && !publish_all {
             continue;
         }
-        let ip = pod
-            .status
-            .as_ref()
-            .and_then(|s| s.pod_ip.clone())
-            .unwrap_or_default();
-        let pod_spec = pod.spec.as_ref();
-        let node = pod_spec.and_then(|s| s.node_name.clone());
-        let hostname = pod_spec
-            .filter(|s| s.subdomain.as_deref() == Some(name.as_str()))
-            .and_then(|s| s.hostname.clone());
-        let target_ref = ObjectReference {
-            kind: Some("Pod".into()),
-            namespace: Some(ns.clone()),
-            name: pod.metadata.name.clone(),
-            uid: pod.metadata.uid.clone(),
-            ..Default::default()
-        };
-        let ready = pod_ready(pod);
+        if m.ports.is_empty() && !(portless && is_headless(svc)) {
+            continue;
+        }
         let addr = EndpointAddress {
-            ip: ip.clone(),
-            hostname: hostname.clone(),
-            node_name: node.clone(),
-            target_ref: Some(target_ref.clone()),
+            ip: m.ip.clone(),
+            hostname: m.hostname.clone(),
+            node_name: m.pod.spec.as_ref().and_then(|s| s.node_name.clone()),
+            target_ref: Some(m.target_ref.clone()),
         };
-        let group = subsets.entry(resolved.clone()).or_default();
-        if ready || publish_all {
+        let group = subsets.entry(m.ports.clone()).or_default();
+        if m.ready || publish_all {
             group.0.push(addr);
         } else {
             group.1.push(addr);
         }
-        // One slice holds endpoints with the same ports; those of the first group.
-        if slice_ports.get_or_insert_with(|| resolved.clone()) == &resolved {
-            slice_endpoints.push(discovery::Endpoint {
-                addresses: vec![ip],
-                conditions: Some(EndpointConditions {
-                    ready: Some(ready || publish_all),
-                    serving: Some(ready),
-                    terminating: Some(false),
-                }),
-                hostname,
-                node_name: node,
-                target_ref: Some(target_ref),
-                ..Default::default()
-            });
-        }
     }
-
-    let labels = |extra: bool| {
-        let mut l = svc.metadata.labels.clone().unwrap_or_default();
-        if extra {
-            l.insert(SERVICE_NAME_LABEL.into(), name.clone());
-            l.insert(MANAGED_BY_LABEL.into(), MANAGED_BY.into());
-        }
-        Some(l).filter(|l| !l.is_empty())
-    };
-    let endpoints = Endpoints {
+    Endpoints {
         metadata: ObjectMeta {
-            name: Some(name.clone()),
-            namespace: Some(ns.clone()),
-            labels: labels(false),
+            name: svc.metadata.name.clone(),
+            namespace: Some(
+                svc.metadata
+                    .namespace
+                    .clone()
+                    .unwrap_or_else(|| "default".into()),
+            ),
+            labels: Some(labels(svc)).filter(|l| !l.is_empty()),
             ..Default::default()
         },
         subsets: Some(
@@ -205,34 +253,85 @@ pub fn endpoints_for<'a>(
                 .collect(),
         )
         .filter(|s: &Vec<EndpointSubset>| !s.is_empty()),
-    };
-    let slice_ports = slice_ports.unwrap_or_else(|| {
-        // No endpoints: the slice still lists the Service's ports (numbers unknown).
-        Vec::new()
-    });
-    let slice = EndpointSlice {
-        metadata: ObjectMeta {
-            name: Some(slice_name(&name)),
-            namespace: Some(ns),
-            labels: labels(true),
-            owner_references: Some(vec![owner(svc)]),
-            ..Default::default()
-        },
-        address_type: "IPv4".into(),
-        endpoints: slice_endpoints,
-        ports: Some(
-            slice_ports
-                .into_iter()
-                .map(|(name, port, protocol)| discovery::EndpointPort {
-                    name: Some(name),
-                    port: Some(port),
-                    protocol: Some(protocol),
-                    app_protocol: None,
-                })
-                .collect(),
-        ),
-    };
-    Some((endpoints, slice))
+    }
+}
+
+/// The EndpointSlices as the EndpointSlice controller makes them: one group per set
+/// of ports the pods serve (a pod that serves none is in a group without ports), at
+/// most [`MAX_PER_SLICE`] endpoints a slice, each endpoint with its conditions
+/// (`ready` never true while terminating unless publishNotReadyAddresses; `serving`
+/// the pod's readiness), hostname, node and pod. With no pods, one empty slice.
+fn slices(svc: &Service, members: &[Member]) -> Vec<EndpointSlice> {
+    let name = svc.metadata.name.clone().unwrap_or_default();
+    let publish_all = svc
+        .spec
+        .as_ref()
+        .and_then(|s| s.publish_not_ready_addresses)
+        == Some(true);
+    let mut groups: BTreeMap<Vec<ResolvedPort>, Vec<discovery::Endpoint>> = BTreeMap::new();
+    for m in members {
+        // Never ready while terminating, unless every pod is published.
+        let ready = publish_all || (m.ready && !m.terminating);
+        groups
+            .entry(m.ports.clone())
+            .or_default()
+            .push(discovery::Endpoint {
+                addresses: vec![m.ip.clone()],
+                conditions: Some(EndpointConditions {
+                    ready: Some(ready),
+                    serving: Some(m.ready),
+                    terminating: Some(m.terminating),
+                }),
+                hostname: m.hostname.clone(),
+                node_name: m.pod.spec.as_ref().and_then(|s| s.node_name.clone()),
+                target_ref: Some(m.target_ref.clone()),
+                ..Default::default()
+            });
+    }
+    if groups.is_empty() {
+        groups.insert(Vec::new(), Vec::new());
+    }
+    let mut labels = labels(svc);
+    labels.insert(SERVICE_NAME_LABEL.into(), name.clone());
+    labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY.into());
+    let mut out = Vec::new();
+    for (ports, endpoints) in groups {
+        let chunks: Vec<&[discovery::Endpoint]> = if endpoints.is_empty() {
+            vec![&[]]
+        } else {
+            endpoints.chunks(MAX_PER_SLICE).collect()
+        };
+        for (i, chunk) in chunks.into_iter().enumerate() {
+            out.push(EndpointSlice {
+                metadata: ObjectMeta {
+                    name: Some(slice_name(&name, &ports, i)),
+                    namespace: Some(
+                        svc.metadata
+                            .namespace
+                            .clone()
+                            .unwrap_or_else(|| "default".into()),
+                    ),
+                    labels: Some(labels.clone()),
+                    owner_references: Some(vec![owner(svc)]),
+                    ..Default::default()
+                },
+                address_type: "IPv4".into(),
+                endpoints: chunk.to_vec(),
+                ports: Some(
+                    ports
+                        .iter()
+                        .map(|(name, port, protocol)| discovery::EndpointPort {
+                            name: Some(name.clone()),
+                            port: Some(*port),
+                            protocol: Some(protocol.clone()),
+                            app_protocol: None,
+                        })
+                        .collect(),
+                ),
+            });
+        }
+    }
+    out
 }
 
 /// Runs the controller until the store's watch ends: reacts to every Service and Pod
@@ -255,7 +354,7 @@ struct EndpointsController {
     /// Pods by namespace, then name.
     pods: HashMap<String, BTreeMap<String, Pod>>,
     /// What it last wrote for each Service.
-    written: HashMap<SvcKey, (Endpoints, EndpointSlice)>,
+    written: HashMap<SvcKey, (Endpoints, Vec<EndpointSlice>)>,
 }
 
 #[async_trait::async_trait]
@@ -310,22 +409,47 @@ impl Reconcile for EndpointsController {
                     self.pods.get(&key.0).into_iter().flat_map(|m| m.values()),
                 )
             });
-            match (want, self.written.get(&key)) {
-                (Some(w), Some(old)) if *old == w => {}
-                (Some(w), _) => {
-                    self.store.write(|tx| {
-                        tx.put(Object::Endpoints(w.0.clone()));
-                        tx.put(Object::EndpointSlice(w.1.clone()));
-                    });
+            let old = self.written.get(&key);
+            if want.as_ref() == old {
+                continue;
+            }
+            // Slices written before and not wanted now go.
+            let gone: Vec<String> = old
+                .map(|(_, slices)| slices.iter())
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s.metadata.name.clone())
+                .filter(|n| {
+                    !want
+                        .iter()
+                        .flat_map(|(_, w)| w)
+                        .any(|s| s.metadata.name.as_ref() == Some(n))
+                })
+                .collect();
+            let had_endpoints = old.is_some();
+            self.store.write(|tx| {
+                match &want {
+                    Some((endpoints, slices)) => {
+                        tx.put(Object::Endpoints(endpoints.clone()));
+                        for s in slices {
+                            tx.put(Object::EndpointSlice(s.clone()));
+                        }
+                    }
+                    None if had_endpoints => {
+                        tx.delete(&Key::new(Kind::Endpoints, &key.0, &key.1));
+                    }
+                    None => {}
+                }
+                for name in &gone {
+                    tx.delete(&Key::new(Kind::EndpointSlice, &key.0, name));
+                }
+            });
+            match want {
+                Some(w) => {
                     self.written.insert(key, w);
                 }
-                (None, _) => {
-                    if self.written.remove(&key).is_some() {
-                        self.store.write(|tx| {
-                            tx.delete(&Key::new(Kind::Endpoints, &key.0, &key.1));
-                            tx.delete(&Key::new(Kind::EndpointSlice, &key.0, &slice_name(&key.1)));
-                        });
-                    }
+                None => {
+                    self.written.remove(&key);
                 }
             }
         }

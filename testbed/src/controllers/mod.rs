@@ -5,4 +5,6 @@ pub mod deployment;
 pub mod endpoints;
 
 #[cfg(test)]
+mod endpoints_tests;
+#[cfg(test)]
 mod tests;

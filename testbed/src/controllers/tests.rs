@@ -11,14 +11,14 @@ fn api() -> Api {
     Api::new(Arc::new(Store::default()), "10.96.0.0/12".parse().unwrap())
 }
 
-fn objects(yaml: &str) -> Vec<Object> {
+pub(super) fn objects(yaml: &str) -> Vec<Object> {
     let docs = crate::yaml::load_all(yaml).unwrap();
     docs.into_iter()
         .map(|(v, _)| serde_json::from_value(v).unwrap())
         .collect()
 }
 
-fn pod(name: &str, ip: &str, labels: &str, ready: bool) -> Pod {
+pub(super) fn pod(name: &str, ip: &str, labels: &str, ready: bool) -> Pod {
     let mut p: Pod = serde_json::from_value(serde_json::json!({
         "metadata": {"name": name, "namespace": "default", "labels": serde_json::from_str::<serde_json::Value>(labels).unwrap()},
         "spec": {"nodeName": "node-1", "containers": [{"name": "main", "ports": [{"name": "http", "containerPort": 8080}]}]},
@@ -171,7 +171,9 @@ fn endpoints_split_ready_and_resolve_named_ports() {
         pod("web-a", "10.244.1.2", r#"{"app":"web"}"#, false),
         pod("other", "10.244.1.4", r#"{"app":"db"}"#, true),
     ];
-    let (ep, slice) = endpoints_for(&svc, &pods).unwrap();
+    let (ep, slices) = endpoints_for(&svc, &pods).unwrap();
+    assert_eq!(slices.len(), 1, "one set of ports");
+    let slice = &slices[0];
     let v = serde_json::to_value(&ep).unwrap();
     let subset = &v["subsets"][0];
     assert_eq!(subset["addresses"][0]["ip"], "10.244.1.3");

@@ -240,8 +240,26 @@ fn service(mut s: Service, old: Option<&Object>, problems: &mut Vec<Problem>) ->
             ));
         }
     }
-    // spec.clusterIP is immutable: an update keeps the old one, and may not change it.
+    // spec.clusterIP is immutable: an update keeps the old one, and may not change it;
+    // except that a Service that becomes ExternalName loses it, as Kubernetes clears
+    // the fields of the type it leaves (and one that stops being ExternalName is given
+    // a new one).
     if let Some(o) = old.and_then(|o| o.spec.as_ref()) {
+        let before = o.cluster_ip.clone();
+        let kept =
+            spec.cluster_ip.as_deref().is_none_or(|ip| ip.is_empty()) || spec.cluster_ip == before;
+        if ty == "ExternalName" && kept {
+            spec.cluster_ip = None;
+            spec.cluster_ips = None;
+            spec.ip_families = None;
+            spec.ip_family_policy = None;
+            spec.internal_traffic_policy = None;
+        }
+    }
+    if let Some(o) = old
+        .and_then(|o| o.spec.as_ref())
+        .filter(|o| o.type_.as_deref() != Some("ExternalName") && ty != "ExternalName")
+    {
         let before = o.cluster_ip.clone();
         match spec.cluster_ip.as_deref() {
             None | Some("") => spec.cluster_ip = before,

@@ -93,6 +93,35 @@ fn comparable(o: &Object) -> serde_json::Value {
     v
 }
 
+/// `default/kubernetes`, the API server's own Service, at the first address of the
+/// service CIDR.
+fn kubernetes_service(service_cidr: ipnet::Ipv4Net) -> Service {
+    let first = Ipv4Addr::from(u32::from(service_cidr.network()) + 1);
+    Service {
+        metadata: ObjectMeta {
+            name: Some(ipalloc::API_SERVICE.1.into()),
+            namespace: Some(ipalloc::API_SERVICE.0.into()),
+            labels: Some(BTreeMap::from([
+                ("component".to_string(), "apiserver".to_string()),
+                ("provider".to_string(), "kubernetes".to_string()),
+            ])),
+            ..Default::default()
+        },
+        spec: Some(ServiceSpec {
+            cluster_ip: Some(first.to_string()),
+            ports: Some(vec![ServicePort {
+                name: Some("https".into()),
+                port: 443,
+                protocol: Some("TCP".into()),
+                target_port: Some(IntOrString::Int(6443)),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
 impl Api {
     /// An API server over `store` giving ClusterIPs from `service_cidr`, with the
     /// `default/kubernetes` Service in place, as every cluster has it.
@@ -111,30 +140,7 @@ impl Api {
             store,
             alloc: Mutex::new(alloc),
         };
-        let first = Ipv4Addr::from(u32::from(service_cidr.network()) + 1);
-        let kubernetes = Service {
-            metadata: ObjectMeta {
-                name: Some(ipalloc::API_SERVICE.1.into()),
-                namespace: Some(ipalloc::API_SERVICE.0.into()),
-                labels: Some(BTreeMap::from([
-                    ("component".to_string(), "apiserver".to_string()),
-                    ("provider".to_string(), "kubernetes".to_string()),
-                ])),
-                ..Default::default()
-            },
-            spec: Some(ServiceSpec {
-                cluster_ip: Some(first.to_string()),
-                ports: Some(vec![ServicePort {
-                    name: Some("https".into()),
-                    port: 443,
-                    protocol: Some("TCP".into()),
-                    target_port: Some(IntOrString::Int(6443)),
-                    ..Default::default()
-                }]),
-                ..Default::default()
-            }),
-            status: None,
-        };
+        let kubernetes = kubernetes_service(service_cidr);
         api.apply(vec![Object::Service(kubernetes)])
             .expect("the kubernetes Service is valid");
         api
@@ -209,6 +215,10 @@ impl Api {
                     if let Some(ip) = spec.cluster_ip.clone() {
                         spec.cluster_ips = Some(vec![ip]);
                     }
+                    // Its address goes when its type no longer has one (ExternalName).
+                    if let (Some(ip), false) = (old_ip, wants_ip) {
+                        next_alloc.release(ip);
+                    }
                 }
                 if let (Object::Deployment(d), Some(Object::Deployment(o))) = (&mut a.object, old) {
                     d.status = o.status.clone();
@@ -277,6 +287,20 @@ impl Api {
             if let Some(ip) = cluster_ip(s) {
                 alloc.release(ip);
             }
+        }
+        let cidr = alloc.cidr();
+        drop(alloc);
+        // The API server keeps its own Service: deleted, it is made again (upstream's
+        // reconciler does so within seconds; here at once), at the same address.
+        if *key
+            == Key::new(
+                Kind::Service,
+                ipalloc::API_SERVICE.0,
+                ipalloc::API_SERVICE.1,
+            )
+        {
+            self.apply(vec![Object::Service(kubernetes_service(cidr))])
+                .map_err(|mut p| p.swap_remove(0))?;
         }
         Ok(gone)
     }

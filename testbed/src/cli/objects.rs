@@ -112,6 +112,16 @@ pub(super) fn apply(testbed: Option<String>, file: &Path) -> Result<ExitCode> {
 /// `KIND/NAME` or `KIND` and `NAME`.
 fn kind_and_name(what: &str, name: Option<&str>) -> Result<(Kind, Option<String>)> {
     let (k, n) = match what.split_once('/') {
+        Some((k, n)) if n.contains('/') => {
+            let (ns, rest) = n.split_once('/').unwrap_or_default();
+            bail!(
+                "{what:?}: arguments in resource/name form may not have more than one slash (as kubectl has it); \
+                 name the namespace with -n: {k}/{rest} -n {ns}"
+            )
+        }
+        Some(_) if name.is_some() => bail!(
+            "{what:?}: there is no need to name the kind separately when passing KIND/NAME (as kubectl has it)"
+        ),
         Some((k, n)) => (k, Some(n.to_string())),
         None => (what, name.map(str::to_string)),
     };

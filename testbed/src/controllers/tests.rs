@@ -354,3 +354,80 @@ fn limits_refuse_what_would_be_too_big_and_name_the_limit() {
         "{err:?}"
     );
 }
+
+#[test]
+fn reapplying_a_pod_changes_nothing_and_its_labels_may_change() {
+    let api = api();
+    let p = "apiVersion: v1\nkind: Pod\nmetadata: {name: p, labels: {a: b}}\nspec:\n  containers: [{name: main, image: agnhost, ports: [{containerPort: 80}]}]\n";
+    assert_eq!(api.apply(objects(p)).unwrap()[0].action, Action::Created);
+    let key = Key::new(Kind::Pod, "default", "p");
+    let version = |api: &Api| api.store.get(&key).unwrap().meta().resource_version.clone();
+    let before = version(&api);
+    assert_eq!(api.apply(objects(p)).unwrap()[0].action, Action::Unchanged);
+    assert_eq!(version(&api), before, "an unchanged apply writes nothing");
+    let relabelled = p.replace("a: b", "a: c");
+    assert_eq!(
+        api.apply(objects(&relabelled)).unwrap()[0].action,
+        Action::Configured
+    );
+    assert_ne!(version(&api), before);
+    let Some(Object::Pod(stored)) = api.store.get(&key) else {
+        panic!()
+    };
+    assert_eq!(stored.metadata.labels.unwrap()["a"], "c");
+    // The spec stays as it was made.
+    let problems = api
+        .apply(objects(
+            &relabelled.replace("containerPort: 80", "containerPort: 81"),
+        ))
+        .unwrap_err();
+    assert_eq!(problems[0].path, "spec");
+}
+
+#[test]
+fn a_service_that_becomes_external_name_gives_its_address_back() {
+    let api = api();
+    let cluster_ip = "apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec:\n  selector: {a: b}\n  ports: [{port: 80}]\n";
+    let external = "apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec:\n  type: ExternalName\n  externalName: www.example.com\n";
+    let ip = api.apply(objects(cluster_ip)).unwrap()[0]
+        .cluster_ip
+        .clone()
+        .unwrap();
+    let applied = api.apply(objects(external)).unwrap();
+    assert_eq!(applied[0].action, Action::Configured);
+    assert_eq!(applied[0].cluster_ip, None);
+    let Some(Object::Service(s)) = api.store.get(&Key::new(Kind::Service, "default", "s")) else {
+        panic!()
+    };
+    let spec = s.spec.unwrap();
+    assert_eq!(
+        (spec.cluster_ip, spec.cluster_ips, spec.ip_families),
+        (None, None, None)
+    );
+    assert!(!api.cluster_ip_in_use(ip.parse().unwrap()), "released");
+    // Back to ClusterIP: an address again.
+    let again = api.apply(objects(cluster_ip)).unwrap();
+    assert!(again[0].cluster_ip.is_some());
+    // An ExternalName may not ask for an address.
+    let asks = external.replace(
+        "type: ExternalName",
+        "type: ExternalName\n  clusterIP: 10.96.0.9",
+    );
+    assert_eq!(
+        api.apply(objects(&asks)).unwrap_err()[0].path,
+        "spec.clusterIP"
+    );
+}
+
+#[test]
+fn the_kubernetes_service_comes_back_when_deleted() {
+    let api = api();
+    let key = Key::new(Kind::Service, "default", "kubernetes");
+    let before = api.store.get(&key).unwrap().meta().uid.clone();
+    api.delete(&key).unwrap();
+    let Some(Object::Service(s)) = api.store.get(&key) else {
+        panic!("recreated")
+    };
+    assert_ne!(s.metadata.uid, before, "a new object");
+    assert_eq!(s.spec.unwrap().cluster_ip.as_deref(), Some("10.96.0.1"));
+}

@@ -384,3 +384,70 @@ fn the_benchmarks_bring_their_clusters_up_and_report() {
         "{services}"
     );
 }
+
+#[test]
+// Long because it walks one pod and one Service through the updates kubectl users make,
+// checking what apply prints and what the store then holds after each.
+fn apply_updates_as_kubectl_users_expect() {
+    if !root() {
+        return;
+    }
+    let tb = common::running::Running::up("apply");
+    let dir = std::env::temp_dir().join(&tb.0);
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |name: &str, text: &str| {
+        let f = dir.join(name);
+        std::fs::write(&f, text).unwrap();
+        f.display().to_string()
+    };
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: p, labels: {role: a}}\nspec:\n  containers:\n  - {name: main, image: registry.k8s.io/e2e-test-images/agnhost:2.52, ports: [{containerPort: 8080}]}\n";
+    let svc = "apiVersion: v1\nkind: Service\nmetadata: {name: b}\nspec:\n  selector: {role: b}\n  ports: [{port: 80, targetPort: 8080}]\n";
+    let version = || tb.json(&["get", "pod", "p"])["metadata"]["resourceVersion"].clone();
+    let f = write("pod.yaml", pod);
+    assert_eq!(tb.ok(&["apply", "-f", &f]), "pod/p created\n");
+    tb.ok(&["apply", "-f", &write("svc.yaml", svc)]);
+    // Once the kubelet has written its status, the pod stays as it is.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tb.json(&["get", "pod", "p"])["status"]["conditions"]
+        .as_array()
+        .is_none_or(|c| {
+            !c.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
+    {
+        assert!(Instant::now() < deadline, "pod p never became ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let before = version();
+    assert_eq!(tb.ok(&["apply", "-f", &f]), "pod/p unchanged\n");
+    assert_eq!(version(), before, "an unchanged apply writes nothing");
+
+    // New labels on the running pod: taken, and the pod joins the Service that
+    // selects them.
+    let f = write("pod.yaml", &pod.replace("role: a", "role: b"));
+    assert_eq!(tb.ok(&["apply", "-f", &f]), "pod/p configured\n");
+    assert_ne!(version(), before);
+    tb.wait_ready("b", 1);
+
+    // ClusterIP -> ExternalName -> ClusterIP, as Kubernetes does it.
+    let external = "apiVersion: v1\nkind: Service\nmetadata: {name: b}\nspec:\n  type: ExternalName\n  externalName: www.example.com\n";
+    assert_eq!(
+        tb.ok(&["apply", "-f", &write("svc.yaml", external)]),
+        "service/b configured\n"
+    );
+    let spec = tb.json(&["get", "svc", "b"])["spec"].clone();
+    assert!(spec.get("clusterIP").is_none(), "{spec}");
+    let back = tb.ok(&["apply", "-f", &write("svc.yaml", svc)]);
+    assert!(
+        back.starts_with("service/b configured (clusterIP 10.96."),
+        "{back}"
+    );
+
+    // The API server's own Service comes back when deleted.
+    tb.ok(&["delete", "service/kubernetes"]);
+    assert_eq!(
+        tb.json(&["get", "svc", "kubernetes"])["spec"]["clusterIP"],
+        "10.96.0.1"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -5,6 +5,15 @@ use serde_json::Value;
 
 use super::object::Object;
 
+/// A container's `env` entries, numbered.
+fn env_entries(c: &Value) -> impl Iterator<Item = (usize, &Value)> {
+    c.get("env")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+}
+
 /// Fields the testbed accepts without acting on them, as paths.
 // Long because it is one table, per kind, of the fields the testbed acts on; whole, it can
 // be checked against the product's list at a glance.
@@ -35,6 +44,8 @@ pub(super) fn fields(obj: &Object) -> Vec<String> {
     ];
     // Of a securityContext, who runs (see kubelet::identity); the rest is reported.
     let security_known: &[&str] = &["runAsUser", "runAsGroup", "runAsNonRoot"];
+    // Of an env entry, a literal value (see kubelet::env); valueFrom is reported.
+    let env_known: &[&str] = &["name", "value"];
     let container_known: &[&str] = &[
         "name",
         "image",
@@ -80,12 +91,16 @@ pub(super) fn fields(obj: &Object) -> Vec<String> {
                 .flatten()
                 .enumerate()
             {
-                check(&format!("spec.containers[{i}]"), Some(c), container_known);
+                let at = format!("spec.containers[{i}]");
+                check(&at, Some(c), container_known);
                 check(
-                    &format!("spec.containers[{i}].securityContext"),
+                    &format!("{at}.securityContext"),
                     c.get("securityContext"),
                     security_known,
                 );
+                for (j, e) in env_entries(c) {
+                    check(&format!("{at}.env[{j}]"), Some(e), env_known);
+                }
             }
         }
         Object::Deployment(_) => {
@@ -117,16 +132,16 @@ pub(super) fn fields(obj: &Object) -> Vec<String> {
                 .flatten()
                 .enumerate()
             {
+                let at = format!("spec.template.spec.containers[{i}]");
+                check(&at, Some(c), container_known);
                 check(
-                    &format!("spec.template.spec.containers[{i}]"),
-                    Some(c),
-                    container_known,
-                );
-                check(
-                    &format!("spec.template.spec.containers[{i}].securityContext"),
+                    &format!("{at}.securityContext"),
                     c.get("securityContext"),
                     security_known,
                 );
+                for (j, e) in env_entries(c) {
+                    check(&format!("{at}.env[{j}]"), Some(e), env_known);
+                }
             }
         }
         _ => {}

@@ -431,3 +431,15 @@ fn the_kubernetes_service_comes_back_when_deleted() {
     assert_ne!(s.metadata.uid, before, "a new object");
     assert_eq!(s.spec.unwrap().cluster_ip.as_deref(), Some("10.96.0.1"));
 }
+
+#[test]
+fn fields_not_acted_on_are_reported_by_path() {
+    let api = api();
+    let p = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  setHostnameAsFQDN: true\n  hostname: h\n  subdomain: s\n  priority: 5\n  containers:\n  - name: main\n    image: agnhost\n    env:\n    - {name: A, value: one}\n    - {name: B, valueFrom: {fieldRef: {fieldPath: metadata.name}}}\n";
+    let applied = api.apply(objects(p)).unwrap();
+    assert_eq!(
+        applied[0].ignored,
+        ["spec.priority", "spec.containers[0].env[1].valueFrom"],
+        "setHostnameAsFQDN and literal env values are acted on"
+    );
+}

@@ -3,6 +3,7 @@
 //! containers (the [`netexec`] server on their ports, or their `command` as a real
 //! process inside the pod) and its readiness probes, and report its status.
 
+pub mod env;
 pub mod faults;
 pub mod identity;
 pub mod netexec;

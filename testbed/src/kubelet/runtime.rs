@@ -9,7 +9,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::PodSpec;
 use tokio::task::JoinHandle;
 
-use super::{identity, netexec, probe, Config};
+use super::{env, identity, netexec, probe, Config};
 use crate::plan::PodPlan;
 use crate::{names, netns, state, topology};
 
@@ -140,17 +140,20 @@ impl Machine {
     ) -> Result<(), String> {
         let cfg = &self.cfg;
         if c.command.as_ref().is_some_and(|c| !c.is_empty()) {
-            let argv: Vec<&String> = c
+            let env = env::of(c);
+            let argv: Vec<String> = c
                 .command
                 .iter()
                 .flatten()
                 .chain(c.args.iter().flatten())
+                .map(|a| env::expand(a, &env))
                 .collect();
             let who = identity::of(spec, Some(c), cfg.owner_uid)?;
             let child = tokio::process::Command::new(&cfg.exe)
                 .args(["exec", "-t", &cfg.testbed, "--user", &who.arg()])
                 .args([&format!("{}/{}", pod.namespace, pod.name), "--"])
                 .args(&argv)
+                .envs(env)
                 .stdin(std::process::Stdio::null())
                 .kill_on_drop(true)
                 .spawn()

@@ -79,15 +79,21 @@ pub(super) fn reverse_address(lower: &str) -> Option<IpAddr> {
 impl Zone {
     /// The zone `qname` is in (the longest that matches), in the question's case,
     /// and whether it is a reverse zone.
-    fn zone_of(&self, qname: &Name) -> Option<(Name, bool)> {
-        let lower = LowerName::from(qname);
+    fn zone_of(&self, qname: &Name) -> Option<(usize, u8)> {
+        let within = |z: &LowerName| {
+            z.num_labels() <= qname.num_labels()
+                && z.iter()
+                    .rev()
+                    .zip(qname.iter().rev())
+                    .all(|(a, b)| a.eq_ignore_ascii_case(b))
+        };
         let (i, z) = self
-            .cfg
-            .zones()
+            .zones
+            .iter()
             .enumerate()
-            .filter(|(_, z)| LowerName::from(*z).zone_of(&lower))
+            .filter(|(_, z)| within(z))
             .max_by_key(|(_, z)| z.num_labels())?;
-        Some((qname.trim_to(z.num_labels() as usize), i > 0))
+        Some((i, z.num_labels()))
     }
 
     fn soa(&self, apex: &Name) -> Record {
@@ -121,15 +127,19 @@ impl Zone {
     // from what was found, in that order.
     /// The answer to `qname` `qtype`, as CoreDNS's `kubernetes` plugin gives it.
     pub fn lookup(&self, qname: &Name, qtype: RecordType) -> Outcome {
-        let Some((apex, reverse)) = self.zone_of(qname) else {
+        let Some((zone_index, apex_labels)) = self.zone_of(qname) else {
             return Outcome::NotOurs;
         };
+        let reverse = zone_index > 0;
         let ask = Ask {
             zone: self,
-            apex,
+            qname,
+            zone_index,
+            apex_labels,
             reverse,
+            targets: matches!(qtype, RecordType::SRV | RecordType::NS),
         };
-        let at_apex = qname.num_labels() == ask.apex.num_labels();
+        let at_apex = qname.num_labels() == apex_labels;
         let mut answers = Vec::new();
         let mut additionals = Vec::new();
         let found: Result<(), NameError> = match qtype {
@@ -158,7 +168,7 @@ impl Zone {
             }),
             RecordType::SOA => {
                 if at_apex {
-                    answers.push(Part::Record(self.soa(&ask.apex)));
+                    answers.push(Part::Record(self.soa(&ask.apex())));
                 }
                 Ok(())
             }
@@ -172,10 +182,13 @@ impl Zone {
             }
             RecordType::NS if at_apex => ask.services(qname, qtype).map(|found| {
                 for f in found {
+                    let Some(target) = f.target else {
+                        continue;
+                    };
                     let ns =
-                        Record::from_rdata(qname.clone(), f.ttl, RData::NS(NS(f.target.clone())));
+                        Record::from_rdata(qname.clone(), f.ttl, RData::NS(NS(target.clone())));
                     if let Host::Ip(ip) = f.host {
-                        additionals.push(address(&f.target, ip, f.ttl));
+                        additionals.push(address(&target, ip, f.ttl));
                     }
                     if !answers.contains(&Part::Record(ns.clone())) {
                         answers.push(Part::Record(ns));
@@ -186,14 +199,15 @@ impl Zone {
             // NXDOMAIN.
             _ => ask.services(qname, RecordType::A).map(|_| ()),
         };
-        let lower = qname.to_lowercase().to_ascii();
         let (rcode, authority) = match found {
-            Err(NameError) if self.falls_through(&lower, reverse) => return Outcome::NotOurs,
-            Err(NameError) if !self.synced => (ResponseCode::ServFail, vec![self.soa(&ask.apex)]),
-            Err(NameError) => (ResponseCode::NXDomain, vec![self.soa(&ask.apex)]),
+            Err(NameError) if self.falls_through(&qname.to_lowercase().to_ascii(), reverse) => {
+                return Outcome::NotOurs
+            }
+            Err(NameError) if !self.synced => (ResponseCode::ServFail, vec![self.soa(&ask.apex())]),
+            Err(NameError) => (ResponseCode::NXDomain, vec![self.soa(&ask.apex())]),
             Ok(()) if answers.is_empty() => {
                 additionals.clear();
-                (ResponseCode::NoError, vec![self.soa(&ask.apex)])
+                (ResponseCode::NoError, vec![self.soa(&ask.apex())])
             }
             Ok(()) => (ResponseCode::NoError, Vec::new()),
         };
@@ -224,7 +238,7 @@ impl Ask<'_> {
         qtype: RecordType,
         chain: &[Name],
     ) -> Result<Vec<Part>, NameError> {
-        if name.num_labels() == self.apex.num_labels() {
+        if name.num_labels() == self.apex_labels {
             return Ok(Vec::new());
         }
         let mut out = Vec::new();
@@ -246,7 +260,7 @@ impl Ask<'_> {
                         f.ttl,
                         RData::CNAME(CNAME(target.clone())),
                     ));
-                    if LowerName::from(&self.apex).zone_of(&LowerName::from(&target)) {
+                    if self.zone.zones[self.zone_index].zone_of(&LowerName::from(&target)) {
                         let mut longer = chain.to_vec();
                         longer.push(target.clone());
                         if let Ok(next) = self.address(&target, qtype, &longer) {
@@ -282,16 +296,18 @@ impl Ask<'_> {
         let mut seen: HashSet<(LowerName, u16)> = HashSet::new();
         let mut seen_address: HashSet<(LowerName, IpAddr)> = HashSet::new();
         for f in found {
-            let (Host::Ip(ip), Ok(port)) = (&f.host, u16::try_from(f.port)) else {
+            let (Host::Ip(ip), Ok(port), Some(name_of)) =
+                (&f.host, u16::try_from(f.port), &f.target)
+            else {
                 continue;
             };
-            let target = LowerName::from(&f.target);
+            let target = LowerName::from(name_of);
             if seen.insert((target.clone(), port)) {
-                let data = RData::SRV(SRV::new(0, weight, port, f.target.clone()));
+                let data = RData::SRV(SRV::new(0, weight, port, name_of.clone()));
                 records.push(Part::Record(Record::from_rdata(name.clone(), f.ttl, data)));
             }
             if seen_address.insert((target, *ip)) {
-                extra.push(address(&f.target, *ip, f.ttl));
+                extra.push(address(name_of, *ip, f.ttl));
             }
         }
         Ok((records, extra))
@@ -302,7 +318,7 @@ impl Ask<'_> {
     fn ptr(&self, name: &Name) -> Result<Vec<Part>, NameError> {
         let lower = name.to_lowercase().to_ascii();
         let Some(ip) = reverse_address(&lower) else {
-            return self.records(&self.base(name)).map(|_| Vec::new());
+            return self.records(self.base(name)).map(|_| Vec::new());
         };
         let domain = &self.cfg().domain;
         let hosts: Vec<Name> = match self.zone.by_cluster_ip.get(&ip) {

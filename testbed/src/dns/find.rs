@@ -19,8 +19,9 @@ pub(super) struct NameError;
 pub(super) struct Found {
     pub host: Host,
     pub port: i32,
-    /// The name of the thing found, for SRV targets (`msg.Domain(Key)`).
-    pub target: Name,
+    /// The name of the thing found, for SRV and NS targets (`msg.Domain(Key)`); made
+    /// only for questions that show it ([`Ask::targets`]).
+    pub target: Option<Name>,
     pub ttl: u32,
 }
 
@@ -75,9 +76,14 @@ pub(super) fn fqdn(s: &str) -> Option<Name> {
 /// One question against one zone.
 pub(super) struct Ask<'z> {
     pub zone: &'z Zone,
-    /// The zone the question is in, in the question's case.
-    pub apex: Name,
+    /// The name asked, as asked.
+    pub qname: &'z Name,
+    /// Which of the zone's zones it is in ([`Zone::zones`]), and that zone's labels.
+    pub zone_index: usize,
+    pub apex_labels: u8,
     pub reverse: bool,
+    /// Whether what is found needs its name (SRV and NS answers show it).
+    pub targets: bool,
 }
 
 pub(super) fn family(qtype: RecordType, ip: &IpAddr) -> bool {
@@ -93,32 +99,34 @@ impl Ask<'_> {
     }
 
     /// The labels of `name` left of the zone, lower-cased.
+    /// The zone the question is in, in the question's case.
+    pub(super) fn apex(&self) -> Name {
+        self.qname.trim_to(self.apex_labels as usize)
+    }
+
     pub(super) fn base(&self, name: &Name) -> Vec<String> {
-        let keep = (name.num_labels() - self.apex.num_labels()) as usize;
-        name.to_lowercase()
-            .iter()
+        let keep = (name.num_labels() - self.apex_labels) as usize;
+        name.iter()
             .take(keep)
-            .map(|l| String::from_utf8_lossy(l).into_owned())
+            .map(|l| String::from_utf8_lossy(l).to_ascii_lowercase())
             .collect()
     }
 
-    fn parse(&self, base: &[String]) -> Result<Request, NameError> {
+    fn parse(&self, mut base: Vec<String>) -> Result<Request, NameError> {
         let mut r = Request::default();
         if base.is_empty() || base == ["svc"] || base == ["pod"] {
             return Ok(r);
         }
-        let mut segs = base.iter().rev();
-        r.pod_or_svc = segs.next().cloned().unwrap_or_default();
+        r.pod_or_svc = base.pop().unwrap_or_default();
         if r.pod_or_svc != "pod" && r.pod_or_svc != "svc" {
             return Err(NameError);
         }
-        r.namespace = segs.next().cloned().unwrap_or_default();
-        r.service = segs.next().cloned().unwrap_or_default();
-        let rest: Vec<&String> = segs.collect();
-        match rest.as_slice() {
+        r.namespace = base.pop().unwrap_or_default();
+        r.service = base.pop().unwrap_or_default();
+        match base.as_mut_slice() {
             [] => {}
-            [endpoint] => r.endpoint = endpoint.to_string(),
-            [protocol, port] => {
+            [endpoint] => r.endpoint = std::mem::take(endpoint),
+            [port, protocol] => {
                 r.protocol = strip_underscore(protocol);
                 r.port = strip_underscore(port);
             }
@@ -135,13 +143,13 @@ impl Ask<'_> {
                 return Ok(vec![Found {
                     host: Host::Text(SCHEMA_VERSION),
                     port: 0,
-                    target: name.clone(),
+                    target: Some(name.clone()),
                     ttl: VERSION_TTL,
                 }])
             }
             // Only the version has TXT; a name that exists otherwise is NODATA.
             RecordType::TXT => {
-                return match self.records(&base) {
+                return match self.records(base) {
                     Ok(found) if !found.is_empty() => Ok(Vec::new()),
                     _ => Err(NameError),
                 }
@@ -153,11 +161,11 @@ impl Ask<'_> {
             let mut found = self.name_servers();
             found.retain(|f| matches!(&f.host, Host::Ip(ip) if family(qtype, ip)));
             for f in &mut found {
-                f.target = name.clone();
+                f.target = Some(name.clone());
             }
             return Ok(found);
         }
-        let mut found = self.records(&base)?;
+        let mut found = self.records(base)?;
         if qtype == RecordType::SRV {
             found.retain(|f| !matches!(f.host, Host::Name(_)));
         }
@@ -174,14 +182,14 @@ impl Ask<'_> {
         if let Some((ns, name)) = self.zone.by_cluster_ip.get(&dns_ip) {
             if let (Some(svc), Some(target)) = (
                 self.zone.services.get(&(ns.clone(), name.clone())),
-                under(&[name, ns, "svc"], &self.apex),
+                under(&[name, ns, "svc"], &self.apex()),
             ) {
                 if let SvcKind::ClusterIp(ips) = &svc.kind {
                     for ip in ips {
                         found.push(Found {
                             host: Host::Ip(*ip),
                             port: 0,
-                            target: target.clone(),
+                            target: Some(target.clone()),
                             ttl,
                         });
                     }
@@ -192,7 +200,7 @@ impl Ask<'_> {
             found.push(Found {
                 host: Host::Ip(dns_ip),
                 port: 0,
-                target: under(&["ns", "dns"], &self.apex).expect("valid name"),
+                target: under(&["ns", "dns"], &self.apex()),
                 ttl,
             });
         }
@@ -200,7 +208,7 @@ impl Ask<'_> {
     }
 
     /// CoreDNS's `Records`: the Services, endpoints or pods the labels name.
-    pub(super) fn records(&self, base: &[String]) -> Result<Vec<Found>, NameError> {
+    pub(super) fn records(&self, base: Vec<String>) -> Result<Vec<Found>, NameError> {
         let r = self.parse(base)?;
         if r.pod_or_svc.is_empty() {
             return Ok(Vec::new());
@@ -211,7 +219,7 @@ impl Ask<'_> {
         if r.pod_or_svc == "pod" {
             self.pods(&r)
         } else {
-            self.find_services(&r)
+            self.find_services(r)
         }
     }
 
@@ -238,7 +246,10 @@ impl Ask<'_> {
         {
             return Err(NameError);
         }
-        let target = under(&[&r.service, &r.namespace, "pod"], &self.apex).ok_or(NameError)?;
+        let target = match self.targets {
+            true => Some(under(&[&r.service, &r.namespace, "pod"], &self.apex()).ok_or(NameError)?),
+            false => None,
+        };
         Ok(vec![Found {
             host: Host::Ip(ip),
             port: 0,
@@ -249,17 +260,21 @@ impl Ask<'_> {
 
     // Long because it is CoreDNS's findServices: ExternalName, endpoints (headless, or a
     // name under any Service), and ClusterIP, each as upstream answers them.
-    fn find_services(&self, r: &Request) -> Result<Vec<Found>, NameError> {
+    fn find_services(&self, r: Request) -> Result<Vec<Found>, NameError> {
         if r.service.is_empty() {
             return Ok(Vec::new());
         }
-        let key = (r.namespace.clone(), r.service.clone());
+        let key = (r.namespace, r.service);
         let svc: &Svc = self.zone.services.get(&key).ok_or(NameError)?;
         let ttl = self.cfg().ttl;
+        // `Some(None)` when the question does not show names, `None` for a bad one.
         let svc_name = |labels: &[&str]| {
+            if !self.targets {
+                return Some(None);
+            }
             let mut all = labels.to_vec();
             all.extend([svc.name.as_str(), svc.namespace.as_str(), "svc"]);
-            under(&all, &self.apex)
+            under(&all, &self.apex()).map(Some)
         };
         let mut found = Vec::new();
         let mut any = false;

@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 
+use hickory_proto::rr::LowerName;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
@@ -73,6 +74,8 @@ pub struct Objects<'a> {
 #[derive(Debug, Clone)]
 pub struct Zone {
     pub(super) cfg: Config,
+    /// The zones served, lower-cased: the cluster domain first, then the reverse ones.
+    pub(super) zones: Vec<LowerName>,
     pub(super) serial: u32,
     /// False until the first build from the store: a name not found then is
     /// SERVFAIL, not NXDOMAIN, as CoreDNS answers before its informers have synced.
@@ -252,6 +255,7 @@ impl Zone {
         }
         Zone {
             cfg: cfg.clone(),
+            zones: cfg.zones().map(LowerName::from).collect(),
             serial,
             synced: true,
             namespaces,

@@ -93,6 +93,14 @@ fn comparable(o: &Object) -> serde_json::Value {
     v
 }
 
+fn kubernetes_key() -> Key {
+    Key::new(
+        Kind::Service,
+        ipalloc::API_SERVICE.0,
+        ipalloc::API_SERVICE.1,
+    )
+}
+
 /// `default/kubernetes`, the API server's own Service, at the first address of the
 /// service CIDR.
 fn kubernetes_service(service_cidr: ipnet::Ipv4Net) -> Service {
@@ -177,6 +185,15 @@ impl Api {
                     continue;
                 }
                 let old = tx.get(&key);
+                // The API server keeps its own Service's type and ports as it made them
+                // (upstream's reconciler puts them back within seconds; here at once).
+                if let (Object::Service(s), true) = (&mut obj, key == kubernetes_key()) {
+                    let canonical = kubernetes_service(alloc.cidr()).spec.unwrap_or_default();
+                    let spec = s.spec.get_or_insert_with(Default::default);
+                    spec.type_ = canonical.type_;
+                    spec.ports = canonical.ports;
+                    spec.external_name = None;
+                }
                 let mut a = match admission::admit(obj, old) {
                     Ok(a) => a,
                     Err(ps) => {

@@ -430,6 +430,22 @@ fn the_kubernetes_service_comes_back_when_deleted() {
     };
     assert_ne!(s.metadata.uid, before, "a new object");
     assert_eq!(s.spec.unwrap().cluster_ip.as_deref(), Some("10.96.0.1"));
+    // Its type and ports are the API server's: a change to them does not stay.
+    let edited = "apiVersion: v1\nkind: Service\nmetadata: {name: kubernetes, labels: {mine: yes}}\nspec:\n  type: ExternalName\n  externalName: example.com\n  ports: [{name: web, port: 8443}]\n";
+    api.apply(objects(edited)).unwrap();
+    let Some(Object::Service(s)) = api.store.get(&key) else {
+        panic!()
+    };
+    let spec = s.spec.unwrap();
+    assert_eq!(spec.type_.as_deref(), Some("ClusterIP"));
+    assert_eq!(spec.cluster_ip.as_deref(), Some("10.96.0.1"));
+    let port = &spec.ports.unwrap()[0];
+    assert_eq!((port.name.as_deref(), port.port), (Some("https"), 443));
+    assert_eq!(
+        s.metadata.labels.unwrap()["mine"],
+        "yes",
+        "the rest is the user's"
+    );
 }
 
 #[test]

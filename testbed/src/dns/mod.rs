@@ -124,6 +124,11 @@ impl Reconcile for ZoneWriter {
         &[Kind::Service, Kind::EndpointSlice, Kind::Pod]
     }
 
+    /// The first build is due even from an empty store: until it, names are SERVFAIL.
+    fn unfinished(&self) -> bool {
+        !self.dns.zone.load().synced
+    }
+
     fn observe(&mut self, event: Event, dirty: &mut BTreeSet<()>) {
         let deleted = event.kind == EventType::Deleted;
         let key = (

@@ -542,3 +542,38 @@ async fn over_tcp_a_question_is_answered_and_a_broken_one_gets_formerr() {
             .is_none()
     );
 }
+
+#[tokio::test]
+async fn the_zone_is_built_once_even_from_an_empty_store() {
+    let dns = Dns::new(&cfg(), Vec::new());
+    let m = ask_dns(
+        &dns,
+        query("web.default.svc.cluster.local.", RecordType::A),
+        Protocol::Udp,
+        512,
+    )
+    .await;
+    assert_eq!(
+        m.metadata.response_code,
+        ResponseCode::ServFail,
+        "not read yet"
+    );
+    let task = tokio::spawn(super::run(
+        Arc::new(crate::api::Store::default()),
+        dns.clone(),
+    ));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !dns.zone.load().synced {
+        assert!(std::time::Instant::now() < deadline, "never built");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let m = ask_dns(
+        &dns,
+        query("web.default.svc.cluster.local.", RecordType::A),
+        Protocol::Udp,
+        512,
+    )
+    .await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    task.abort();
+}

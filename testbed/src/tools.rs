@@ -70,6 +70,12 @@ pub const TOOLS: &[Tool] = &[
         false,
     ),
     tool("python3", "python3", "the DNS tests' small servers", false),
+    tool(
+        "hostname",
+        "hostname",
+        "pods' hostnames; the DNS tests",
+        false,
+    ),
     tool("dnsperf", "dnsperf", "`testbed bench dns`", false),
     tool(
         "nsd",

@@ -346,50 +346,36 @@ fn external_names_hostnames_and_case_as_a_real_cluster_has_them() {
             .join(" ")
     };
 
-    // An ExternalName inside the cluster: the CNAME, then the target's address, in
-    // one answer; glibc and curl get there.
-    assert_eq!(
-        words(dig(&tb, &["+noall", "+answer", "inside.default.svc.corp.example"]).as_bytes()),
-        format!("inside.default.svc.corp.example. 30 IN CNAME web.default.svc.corp.example. web.default.svc.corp.example. 30 IN A {web}")
-    );
-    let out = tb.exec("client-1", &["getent", "hosts", "inside"]);
-    assert_eq!(
-        words(&out.stdout),
-        format!("{web} web.default.svc.corp.example inside.default.svc.corp.example"),
-        "exit {:?}",
-        out.status
-    );
-    let out = tb.exec(
-        "client-1",
-        &["curl", "-sS", "-m", "3", "http://inside/hostname"],
-    );
-    assert!(
-        String::from_utf8_lossy(&out.stdout).starts_with("web-"),
-        "{}",
-        stderr(&out)
-    );
-
-    // One outside: the CNAME, then what the upstream server (a pod) answers for it.
-    assert_eq!(
-        words(dig(&tb, &["+noall", "+answer", "outside.default.svc.corp.example"]).as_bytes()),
-        "outside.default.svc.corp.example. 30 IN CNAME web.example.com. web.example.com. 60 IN A 10.96.0.80"
-    );
-    let out = tb.exec("client-1", &["getent", "hosts", "outside"]);
-    assert_eq!(
-        words(&out.stdout),
-        "10.96.0.80 web.example.com outside.default.svc.corp.example",
-        "exit {:?}",
-        out.status
-    );
-    let out = tb.exec(
-        "client-1",
-        &["curl", "-sS", "-m", "3", "http://outside/hostname"],
-    );
-    assert!(
-        String::from_utf8_lossy(&out.stdout).starts_with("web-"),
-        "{}",
-        stderr(&out)
-    );
+    // An ExternalName inside the cluster (the CNAME, then the target's address from the
+    // cluster's records) and one outside it (then what the upstream server, a pod,
+    // answers), in one answer each: glibc and curl get there.
+    for (name, answer, hosts) in [
+        (
+            "inside",
+            format!("inside.default.svc.corp.example. 30 IN CNAME web.default.svc.corp.example. web.default.svc.corp.example. 30 IN A {web}"),
+            format!("{web} web.default.svc.corp.example inside.default.svc.corp.example"),
+        ),
+        (
+            "outside",
+            "outside.default.svc.corp.example. 30 IN CNAME web.example.com. web.example.com. 60 IN A 10.96.0.80".to_string(),
+            "10.96.0.80 web.example.com outside.default.svc.corp.example".to_string(),
+        ),
+    ] {
+        let fqdn = format!("{name}.default.svc.corp.example");
+        assert_eq!(
+            words(dig(&tb, &["+noall", "+answer", &fqdn]).as_bytes()),
+            answer
+        );
+        let out = tb.exec("client-1", &["getent", "hosts", name]);
+        assert_eq!(words(&out.stdout), hosts, "exit {:?}", out.status);
+        let url = format!("http://{name}/hostname");
+        let out = tb.exec("client-1", &["curl", "-sS", "-m", "3", &url]);
+        assert!(
+            String::from_utf8_lossy(&out.stdout).starts_with("web-"),
+            "{name}: {}",
+            stderr(&out)
+        );
+    }
 
     // Hostnames: the pod's name, or spec.hostname; the FQDN with a subdomain.
     for (pod, short, full) in [

@@ -19,11 +19,16 @@ pub fn pod_ready(pod: &Pod) -> bool {
     st.phase.as_deref() == Some("Running")
         && st.pod_ip.is_some()
         && pod.metadata.deletion_timestamp.is_none()
-        && st
-            .conditions
-            .iter()
-            .flatten()
-            .any(|c| c.type_ == "Ready" && c.status == "True")
+        && ready_condition(pod)
+}
+
+/// Whether `pod`'s Ready condition is true (upstream's `IsPodReady`), whatever else:
+/// a terminating pod whose probes still pass is ready by it, and so still serving.
+pub fn ready_condition(pod: &Pod) -> bool {
+    pod.status
+        .iter()
+        .flat_map(|s| s.conditions.iter().flatten())
+        .any(|c| c.type_ == "Ready" && c.status == "True")
 }
 
 /// Whether the non-empty selector `sel` matches `pod`'s labels.

@@ -309,13 +309,7 @@ impl Api {
         drop(alloc);
         // The API server keeps its own Service: deleted, it is made again (upstream's
         // reconciler does so within seconds; here at once), at the same address.
-        if *key
-            == Key::new(
-                Kind::Service,
-                ipalloc::API_SERVICE.0,
-                ipalloc::API_SERVICE.1,
-            )
-        {
+        if *key == kubernetes_key() {
             self.apply(vec![Object::Service(kubernetes_service(cidr))])
                 .map_err(|mut p| p.swap_remove(0))?;
         }

@@ -16,7 +16,9 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
-use crate::api::labels::{selects, MANAGED_BY, MANAGED_BY_LABEL, SERVICE_NAME_LABEL};
+use crate::api::labels::{
+    ready_condition, selects, MANAGED_BY, MANAGED_BY_LABEL, SERVICE_NAME_LABEL,
+};
 use crate::api::{Event, EventType, Key, Kind, Object, Store};
 use crate::informer::Reconcile;
 
@@ -72,15 +74,6 @@ pub fn slice_name(service: &str, ports: &[ResolvedPort], chunk: usize) -> String
         h.update(format!("#{chunk}").as_bytes());
     }
     format!("{service}-{}", crate::names::k8s_suffix(&h.finalize(), 5))
-}
-
-/// The pod's Ready condition (upstream's `IsPodReady`): a terminating pod whose
-/// probes still pass is ready, and so still serving.
-fn ready_condition(pod: &Pod) -> bool {
-    pod.status
-        .iter()
-        .flat_map(|s| s.conditions.iter().flatten())
-        .any(|c| c.type_ == "Ready" && c.status == "True")
 }
 
 /// A pod that belongs in a Service's endpoints, with what they say of it.

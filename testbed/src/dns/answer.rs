@@ -77,8 +77,8 @@ pub(super) fn reverse_address(lower: &str) -> Option<IpAddr> {
 }
 
 impl Zone {
-    /// The zone `qname` is in (the longest that matches), in the question's case,
-    /// and whether it is a reverse zone.
+    /// The zone `qname` is in (the longest that matches), as its index in
+    /// [`Zone::zones`] (0 is the cluster domain) and its number of labels.
     fn zone_of(&self, qname: &Name) -> Option<(usize, u8)> {
         let within = |z: &LowerName| {
             z.num_labels() <= qname.num_labels()
@@ -130,13 +130,11 @@ impl Zone {
         let Some((zone_index, apex_labels)) = self.zone_of(qname) else {
             return Outcome::NotOurs;
         };
-        let reverse = zone_index > 0;
         let ask = Ask {
             zone: self,
             qname,
             zone_index,
             apex_labels,
-            reverse,
             targets: matches!(qtype, RecordType::SRV | RecordType::NS),
         };
         let at_apex = qname.num_labels() == apex_labels;
@@ -200,7 +198,9 @@ impl Zone {
             _ => ask.services(qname, RecordType::A).map(|_| ()),
         };
         let (rcode, authority) = match found {
-            Err(NameError) if self.falls_through(&qname.to_lowercase().to_ascii(), reverse) => {
+            Err(NameError)
+                if self.falls_through(&qname.to_lowercase().to_ascii(), ask.reverse()) =>
+            {
                 return Outcome::NotOurs
             }
             Err(NameError) if !self.synced => (ResponseCode::ServFail, vec![self.soa(&ask.apex())]),

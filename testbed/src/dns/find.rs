@@ -81,7 +81,6 @@ pub(super) struct Ask<'z> {
     /// Which of the zone's zones it is in ([`Zone::zones`]), and that zone's labels.
     pub zone_index: usize,
     pub apex_labels: u8,
-    pub reverse: bool,
     /// Whether what is found needs its name (SRV and NS answers show it).
     pub targets: bool,
 }
@@ -99,6 +98,11 @@ impl Ask<'_> {
     }
 
     /// The labels of `name` left of the zone, lower-cased.
+    /// Whether the question is in a reverse zone (every zone but the first).
+    pub(super) fn reverse(&self) -> bool {
+        self.zone_index > 0
+    }
+
     /// The zone the question is in, in the question's case.
     pub(super) fn apex(&self) -> Name {
         self.qname.trim_to(self.apex_labels as usize)
@@ -213,7 +217,7 @@ impl Ask<'_> {
         if r.pod_or_svc.is_empty() {
             return Ok(Vec::new());
         }
-        if self.reverse || !self.zone.namespaces.contains(&r.namespace) {
+        if self.reverse() || !self.zone.namespaces.contains(&r.namespace) {
             return Err(NameError);
         }
         if r.pod_or_svc == "pod" {

@@ -208,6 +208,11 @@ pub(super) async fn ask_dns(dns: &Dns, q: Message, protocol: Protocol, max: u16)
     Message::from_vec(&bytes).unwrap()
 }
 
+/// `name` `rtype` asked of `dns` over UDP, 512 bytes at most.
+pub(super) async fn ask_udp(dns: &Dns, name: &str, rtype: RecordType) -> Message {
+    ask_dns(dns, query(name, rtype), Protocol::Udp, 512).await
+}
+
 pub(super) fn query(name: &str, rtype: RecordType) -> Message {
     let mut m = Message::new(7, MessageType::Query, OpCode::Query);
     m.add_query(Query::query(Name::from_ascii(name).unwrap(), rtype));
@@ -347,38 +352,47 @@ async fn nxdomain_and_nodata_carry_the_soa() {
         ["cluster.local. 5 SOA ns.dns.cluster.local. hostmaster.cluster.local. 42 7200 1800 86400 5"]
     );
 
-    // The name exists, not with that type: NOERROR, no answer, the SOA.
-    for (name, t) in [
-        ("web.default.svc.cluster.local.", RecordType::AAAA),
-        ("web.default.svc.cluster.local.", RecordType::TXT),
-        ("default.svc.cluster.local.", RecordType::A),
-        ("svc.cluster.local.", RecordType::A),
+    // The name exists, not with that type: NOERROR, no answer, the SOA. CoreDNS
+    // reads one label left of a Service as an endpoint's name, so a bare `_tcp` is an
+    // endpoint that does not exist; and a namespace nothing is in does not exist.
+    for (name, t, rcode) in [
+        (
+            "web.default.svc.cluster.local.",
+            RecordType::AAAA,
+            ResponseCode::NoError,
+        ),
+        (
+            "web.default.svc.cluster.local.",
+            RecordType::TXT,
+            ResponseCode::NoError,
+        ),
+        (
+            "default.svc.cluster.local.",
+            RecordType::A,
+            ResponseCode::NoError,
+        ),
+        ("svc.cluster.local.", RecordType::A, ResponseCode::NoError),
+        (
+            "_tcp.web.default.svc.cluster.local.",
+            RecordType::SRV,
+            ResponseCode::NXDomain,
+        ),
+        (
+            "nothing-here.svc.cluster.local.",
+            RecordType::A,
+            ResponseCode::NXDomain,
+        ),
+        (
+            "10-244-1-7.nothing-here.pod.cluster.local.",
+            RecordType::A,
+            ResponseCode::NXDomain,
+        ),
     ] {
         let m = ask(name, t).await;
-        assert_eq!(
-            m.metadata.response_code,
-            ResponseCode::NoError,
-            "{name} {t}"
-        );
+        assert_eq!(m.metadata.response_code, rcode, "{name} {t}");
         assert!(m.answers.is_empty(), "{name} {t}");
         assert_eq!(m.authorities.len(), 1, "{name} {t}");
         assert_eq!(m.authorities[0].record_type(), RecordType::SOA);
-    }
-
-    // CoreDNS reads one label left of a Service as an endpoint's name, so a bare
-    // `_tcp` is an endpoint that does not exist; and a namespace nothing is in does
-    // not exist.
-    for (name, t) in [
-        ("_tcp.web.default.svc.cluster.local.", RecordType::SRV),
-        ("nothing-here.svc.cluster.local.", RecordType::A),
-        ("10-244-1-7.nothing-here.pod.cluster.local.", RecordType::A),
-    ] {
-        let m = ask(name, t).await;
-        assert_eq!(
-            m.metadata.response_code,
-            ResponseCode::NXDomain,
-            "{name} {t}"
-        );
     }
 
     // A reverse name in the cluster's ranges that nothing has: NXDOMAIN.
@@ -546,13 +560,7 @@ async fn over_tcp_a_question_is_answered_and_a_broken_one_gets_formerr() {
 #[tokio::test]
 async fn the_zone_is_built_once_even_from_an_empty_store() {
     let dns = Dns::new(&cfg(), Vec::new());
-    let m = ask_dns(
-        &dns,
-        query("web.default.svc.cluster.local.", RecordType::A),
-        Protocol::Udp,
-        512,
-    )
-    .await;
+    let m = ask_udp(&dns, "web.default.svc.cluster.local.", RecordType::A).await;
     assert_eq!(
         m.metadata.response_code,
         ResponseCode::ServFail,
@@ -567,13 +575,7 @@ async fn the_zone_is_built_once_even_from_an_empty_store() {
         assert!(std::time::Instant::now() < deadline, "never built");
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
-    let m = ask_dns(
-        &dns,
-        query("web.default.svc.cluster.local.", RecordType::A),
-        Protocol::Udp,
-        512,
-    )
-    .await;
+    let m = ask_udp(&dns, "web.default.svc.cluster.local.", RecordType::A).await;
     assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
     task.abort();
 }

@@ -8,7 +8,7 @@ use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::{RData, Record, RecordType};
 use hickory_server::net::xfer::Protocol;
 
-use super::tests::{ask_dns, cfg, lines, query};
+use super::tests::{ask_dns, ask_udp, cfg, lines, query};
 use super::Dns;
 
 /// An upstream server on 127.0.0.1 (UDP and TCP on the same port) that answers every
@@ -92,13 +92,7 @@ async fn outside_names_go_to_the_upstream_servers_in_order() {
     }
     assert_eq!(*asked.lock().unwrap(), 2, "once over UDP, once over TCP");
     // Cluster names are still answered here, not upstream.
-    let m = ask_dns(
-        &dns,
-        query("web.default.svc.cluster.local.", RecordType::A),
-        Protocol::Udp,
-        512,
-    )
-    .await;
+    let m = ask_udp(&dns, "web.default.svc.cluster.local.", RecordType::A).await;
     assert!(m.metadata.authoritative);
     assert_eq!(*asked.lock().unwrap(), 2);
 }
@@ -106,13 +100,7 @@ async fn outside_names_go_to_the_upstream_servers_in_order() {
 #[tokio::test]
 async fn an_upstream_that_does_not_answer_gives_servfail() {
     let dns = Dns::new(&cfg(), vec![dead_port()]);
-    let m = ask_dns(
-        &dns,
-        query("www.example.com.", RecordType::A),
-        Protocol::Udp,
-        512,
-    )
-    .await;
+    let m = ask_udp(&dns, "www.example.com.", RecordType::A).await;
     assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
     assert!(m.answers.is_empty());
 }

@@ -18,7 +18,7 @@ use crate::control::{ControlPlane, ControlPlaneError};
 use crate::lifecycle::{Teardown, Testbed, UpError};
 use crate::plan::Plan;
 use crate::scenario::Scenario;
-use crate::{dns, state};
+use crate::{dns, rest, state};
 
 /// How long the cluster DNS, and then the scenario's objects, may take to settle.
 pub const SETTLE: Duration = Duration::from_secs(20);
@@ -56,6 +56,8 @@ pub enum StartError {
     Topology(#[source] UpError),
     #[error(transparent)]
     ControlPlane(ControlPlaneError),
+    #[error("cannot serve the Kubernetes API: {0}")]
+    Rest(String),
     #[error("cannot serve the API on {}: {source}", .path.display())]
     Socket {
         path: PathBuf,
@@ -86,6 +88,8 @@ pub struct StartFailure {
 pub struct Cluster {
     control: Arc<ControlPlane>,
     server: Option<JoinHandle<()>>,
+    /// The Kubernetes REST API (HTTPS on loopback).
+    rest: Option<JoinHandle<()>>,
     /// What the start did, a line each: the build, the DNS, each object applied.
     pub setup: Vec<String>,
     /// The lines about the scenario's objects (the end of `setup`).
@@ -96,7 +100,7 @@ pub struct Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        if let Some(server) = self.server.take() {
+        for server in [self.server.take(), self.rest.take()].into_iter().flatten() {
             server.abort();
         }
         self.control.abort();
@@ -152,6 +156,7 @@ impl Cluster {
         let mut cluster = Cluster {
             control: Arc::new(control),
             server: None,
+            rest: None,
             setup,
             objects: Vec::new(),
             testbed: Some(testbed),
@@ -188,6 +193,7 @@ impl Cluster {
                 self.control.api.clone(),
                 nodes,
             )));
+            self.rest = Some(self.serve_rest().await?);
         }
         self.control
             .wait_dns(SETTLE)
@@ -208,6 +214,37 @@ impl Cluster {
             return Err(StartError::Settle(SETTLE));
         }
         Ok(())
+    }
+
+    /// Starts the Kubernetes REST API on a loopback port with the testbed's own
+    /// certificates, and writes the owner's kubeconfig.
+    async fn serve_rest(&self) -> Result<JoinHandle<()>, StartError> {
+        let fail = |what: &str, e: &dyn std::fmt::Display| StartError::Rest(format!("{what}: {e}"));
+        let listener = rest::bind()
+            .await
+            .map_err(|e| fail("bind a loopback port", &e))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| fail("read the port", &e))?;
+        let plan = self.plan();
+        let first = std::net::Ipv4Addr::from(u32::from(plan.service_cidr.network()) + 1);
+        let pki = rest::Pki::make(
+            self.name(),
+            &plan.cluster_domain,
+            &[addr.ip(), first.into()],
+        )
+        .map_err(|e| fail("certificates", &e))?;
+        let server = format!("https://{addr}");
+        let name = self.name();
+        rest::pki::write_private(
+            &state::kubeconfig_path(name),
+            &pki.kubeconfig(name, &server),
+            0o600,
+            self.testbed().owner_uid(),
+        )
+        .map_err(|e| fail("write the kubeconfig", &e))?;
+        let door = Arc::new(rest::Door::new(self.control.api.clone(), pki, server));
+        Ok(tokio::spawn(rest::serve(listener, door)))
     }
 
     pub fn name(&self) -> &str {
@@ -231,7 +268,7 @@ impl Cluster {
     /// Stops the API socket, then the control plane's tasks, then removes the
     /// namespaces, links and files.
     pub async fn shutdown(mut self) -> Teardown {
-        if let Some(server) = self.server.take() {
+        for server in [self.server.take(), self.rest.take()].into_iter().flatten() {
             server.abort();
             let _ = server.await;
         }

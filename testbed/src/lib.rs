@@ -22,6 +22,7 @@ pub mod netns;
 pub mod plan;
 pub mod probe;
 pub mod proxy;
+pub mod rest;
 pub mod run;
 pub mod scenario;
 pub mod state;

@@ -67,6 +67,11 @@ pub fn pod_dir(name: &str, namespace: &str, pod: &str) -> PathBuf {
     dir(name).join("pods").join(namespace).join(pod)
 }
 
+/// The owner's kubeconfig for the testbed's Kubernetes API (mode 0600, the owner's).
+pub fn kubeconfig_path(name: &str) -> PathBuf {
+    dir(name).join("kubeconfig")
+}
+
 pub fn log_path(name: &str) -> PathBuf {
     dir(name).join("log")
 }

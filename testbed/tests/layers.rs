@@ -35,6 +35,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         "pods and the scenario format",
         &["kubelet", "exec", "scenario"],
     ),
+    ("the Kubernetes REST API", &["rest"]),
     ("the cluster", &["lifecycle", "control", "cluster"]),
     ("the runner", &["run"]),
     ("the command line", &["cli"]),

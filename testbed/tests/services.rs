@@ -371,7 +371,7 @@ fn strangers_are_refused_and_bad_manifests_change_nothing() {
     let out = tb.cli(&["apply", "-f", &bad.display().to_string()]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&format!("{}:13:19: Service default/broken: spec.ports[0].targetPort: 99999 is not a port number", bad.display())), "{err}");
+    assert!(err.contains(&format!("{}:13:19: Service default/broken: spec.ports[0].targetPort: Invalid value: 99999: must be between 1 and 65535, inclusive", bad.display())), "{err}");
     assert!(err.contains("nothing was changed"), "{err}");
     let typo = dir.join("typo.yaml");
     std::fs::write(&typo, "apiVersion: v1\nkind: Service\nmetadata: {name: typo}\nspec:\n  selectr: {app: web}\n  ports: [{port: 80}]\n").unwrap();

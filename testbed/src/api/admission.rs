@@ -67,7 +67,10 @@ pub fn admit(obj: Object, old: Option<&Object>) -> Result<Admitted, Vec<Problem>
 fn check_meta(obj: &Object, problems: &mut Vec<Problem>) {
     let meta = obj.meta();
     match meta.name.as_deref() {
-        None | Some("") => problems.push(problem("metadata.name", "is required")),
+        None | Some("") => problems.push(problem(
+            "metadata.name",
+            "Required value: name or generateName is required",
+        )),
         Some(name) => {
             if let Err(why) = names::check_dns1123_label(name, 63) {
                 problems.push(problem("metadata.name", format!("{name:?} {why}")));
@@ -154,7 +157,7 @@ fn check_port(path: &str, port: i32, problems: &mut Vec<Problem>) {
     if !(1..=65535).contains(&port) {
         problems.push(problem(
             path,
-            format!("{port} is not a port number (1-65535)"),
+            format!("Invalid value: {port}: must be between 1 and 65535, inclusive"),
         ));
     }
 }
@@ -165,7 +168,7 @@ fn check_protocol(path: &str, proto: &mut Option<String>, problems: &mut Vec<Pro
         Some("TCP" | "UDP" | "SCTP") => {}
         Some(other) => problems.push(problem(
             path,
-            format!("{other:?} is not a protocol: TCP, UDP or SCTP"),
+            format!("Unsupported value: {other:?}: supported values: \"SCTP\", \"TCP\", \"UDP\""),
         )),
     }
 }
@@ -191,7 +194,7 @@ fn service(mut s: Service, old: Option<&Object>, problems: &mut Vec<Problem>) ->
         "ClusterIP" | "NodePort" | "LoadBalancer" | "ExternalName" => {}
         other => problems.push(problem(
             "spec.type",
-            format!("{other:?} is not a Service type: ClusterIP, NodePort, LoadBalancer or ExternalName"),
+            format!("Unsupported value: {other:?}: supported values: \"ClusterIP\", \"ExternalName\", \"LoadBalancer\", \"NodePort\""),
         )),
     }
     let headless = spec.cluster_ip.as_deref() == Some("None");
@@ -209,7 +212,7 @@ fn service(mut s: Service, old: Option<&Object>, problems: &mut Vec<Problem>) ->
         match spec.external_name.as_deref() {
             None | Some("") => problems.push(problem(
                 "spec.externalName",
-                "is required for type ExternalName",
+                "Required value: for type ExternalName",
             )),
             Some(n) => {
                 let n = n.trim_end_matches('.');
@@ -287,7 +290,7 @@ fn service(mut s: Service, old: Option<&Object>, problems: &mut Vec<Problem>) ->
         match p.name.as_deref() {
             None | Some("") if many => problems.push(problem(
                 at("name"),
-                "is required when a Service has more than one port",
+                "Required value: when a Service has more than one port",
             )),
             None | Some("") => {}
             Some(n) => {
@@ -403,7 +406,7 @@ fn probe(path: &str, p: &mut Probe, ports: &BTreeSet<String>, problems: &mut Vec
     }
     if let Some(e) = &p.exec {
         if e.command.as_ref().is_none_or(|c| c.is_empty()) {
-            problems.push(problem(format!("{path}.exec.command"), "is required"));
+            problems.push(problem(format!("{path}.exec.command"), "Required value"));
         }
     }
     for (field, v, min, default) in [
@@ -477,7 +480,7 @@ fn pod_spec(path: &str, spec: &mut PodSpec, problems: &mut Vec<Problem>) {
 
 fn pod(mut p: Pod, old: Option<&Object>, problems: &mut Vec<Problem>) -> Pod {
     match &mut p.spec {
-        None => problems.push(problem("spec", "is required")),
+        None => problems.push(problem("spec", "Required value")),
         Some(spec) => pod_spec("spec", spec, problems),
     }
     if let Some(Object::Pod(o)) = old {
@@ -504,7 +507,7 @@ fn pod(mut p: Pod, old: Option<&Object>, problems: &mut Vec<Problem>) -> Pod {
 
 fn deployment(mut d: Deployment, problems: &mut Vec<Problem>) -> Deployment {
     let Some(spec) = &mut d.spec else {
-        problems.push(problem("spec", "is required"));
+        problems.push(problem("spec", "Required value"));
         return d;
     };
     let replicas = *spec.replicas.get_or_insert(1);
@@ -526,7 +529,7 @@ fn deployment(mut d: Deployment, problems: &mut Vec<Problem>) -> Deployment {
     if sel.is_empty() {
         problems.push(problem(
             "spec.selector.matchLabels",
-            "is required and may not be empty",
+            "Required value: may not be empty",
         ));
     }
     check_selector("spec.selector.matchLabels", &sel, problems);
@@ -543,7 +546,7 @@ fn deployment(mut d: Deployment, problems: &mut Vec<Problem>) -> Deployment {
         ));
     }
     match &mut spec.template.spec {
-        None => problems.push(problem("spec.template.spec", "is required")),
+        None => problems.push(problem("spec.template.spec", "Required value")),
         Some(ps) => pod_spec("spec.template.spec", ps, problems),
     }
     d.status = None;

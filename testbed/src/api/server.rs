@@ -25,6 +25,37 @@ pub struct ObjectProblem {
     /// A field path, `spec.ports[0].port`; empty for the whole object.
     pub path: String,
     pub message: String,
+    /// What kind of refusal it is (a Kubernetes Status reason).
+    #[serde(default)]
+    pub reason: Reason,
+}
+
+/// Why a request was refused, as a Kubernetes `Status` says it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reason {
+    /// A field's value (422 Invalid).
+    #[default]
+    Invalid,
+    /// A create of an object that exists (409).
+    AlreadyExists,
+    /// An update or delete of one that does not (404).
+    NotFound,
+    /// An update from a resource version that is no longer the object's (409).
+    Conflict,
+    /// Something this API server does not allow (403).
+    Forbidden,
+}
+
+/// What a write expects of the object it replaces.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Expect {
+    /// Create it or update it (`apply`).
+    #[default]
+    Any,
+    /// Create it: it must not exist (`POST`).
+    Absent,
+    /// Update it: it must exist and, when given, be at this resource version (`PUT`).
+    Present { resource_version: Option<String> },
 }
 
 impl std::fmt::Display for ObjectProblem {
@@ -64,6 +95,9 @@ pub struct Applied {
     pub cluster_ip: Option<String>,
     /// Fields accepted without being acted on.
     pub ignored: Vec<String>,
+    /// The object as stored (for the REST API's answer; not sent on the socket).
+    #[serde(skip)]
+    pub stored: Option<Object>,
 }
 
 pub struct Api {
@@ -156,10 +190,20 @@ impl Api {
 
     /// Creates or updates every object, or none: any problem with any of them and
     /// nothing changes.
+    pub fn apply(&self, objects: Vec<Object>) -> Result<Vec<Applied>, Vec<ObjectProblem>> {
+        let expect = vec![Expect::Any; objects.len()];
+        self.write(objects, &expect)
+    }
+
+    /// [`Api::apply`], each object with what it expects of the one it replaces.
     // Long because admission, ClusterIP allocation, the limits and the store write are one
     // transaction over the whole batch; split, the transaction would be spread over
     // functions.
-    pub fn apply(&self, objects: Vec<Object>) -> Result<Vec<Applied>, Vec<ObjectProblem>> {
+    pub fn write(
+        &self,
+        objects: Vec<Object>,
+        expect: &[Expect],
+    ) -> Result<Vec<Applied>, Vec<ObjectProblem>> {
         let mut alloc = self.alloc.lock().expect("allocator lock");
         let mut next_alloc = alloc.clone();
         let result = self.store.write(|tx| {
@@ -176,6 +220,7 @@ impl Api {
                     object: label(&key),
                     path: path.into(),
                     message,
+                    reason: Reason::Invalid,
                 };
                 if let Some(first) = keys.insert(key.clone(), i) {
                     problems.push(at(
@@ -185,6 +230,13 @@ impl Api {
                     continue;
                 }
                 let old = tx.get(&key);
+                if let Some(p) = precondition(expect.get(i), old) {
+                    problems.push(ObjectProblem {
+                        reason: p.0,
+                        ..at("", p.1)
+                    });
+                    continue;
+                }
                 // The API server keeps its own Service's type and ports as it made them
                 // (upstream's reconciler puts them back within seconds; here at once).
                 if let (Object::Service(s), true) = (&mut obj, key == kubernetes_key()) {
@@ -257,7 +309,7 @@ impl Api {
                 .into_iter()
                 .map(|(obj, action, ignored)| {
                     let stored = if action == Action::Unchanged {
-                        obj
+                        tx.get(&obj.key()).cloned().unwrap_or(obj)
                     } else {
                         tx.put(obj)
                     };
@@ -271,6 +323,7 @@ impl Api {
                         },
                         action,
                         ignored,
+                        stored: Some(stored),
                     }
                 })
                 .collect())
@@ -288,6 +341,7 @@ impl Api {
             object: label(key),
             path: String::new(),
             message,
+            reason: Reason::Forbidden,
         };
         if !key.kind.user_writable() {
             return Err(refuse(format!(
@@ -299,7 +353,10 @@ impl Api {
         let gone = self
             .store
             .write(|tx| tx.delete(key))
-            .ok_or_else(|| refuse("not found".into()))?;
+            .ok_or_else(|| ObjectProblem {
+                reason: Reason::NotFound,
+                ..refuse("not found".into())
+            })?;
         if let Object::Service(s) = &gone {
             if let Some(ip) = cluster_ip(s) {
                 alloc.release(ip);
@@ -330,6 +387,7 @@ impl Api {
                 object: label(&key),
                 path: String::new(),
                 message: "not found".into(),
+                reason: Reason::NotFound,
             }]);
         };
         if let Some(spec) = &mut d.spec {
@@ -342,6 +400,25 @@ impl Api {
     /// Whether `ip` is allocated to a Service now.
     pub fn cluster_ip_in_use(&self, ip: Ipv4Addr) -> bool {
         self.alloc.lock().expect("allocator lock").in_use(ip)
+    }
+}
+
+/// Why a write that expects `expect` may not replace `old`, if it may not.
+fn precondition(expect: Option<&Expect>, old: Option<&Object>) -> Option<(Reason, String)> {
+    match (expect?, old) {
+        (Expect::Any, _) => None,
+        (Expect::Absent, Some(_)) => Some((Reason::AlreadyExists, "already exists".into())),
+        (Expect::Absent, None) => None,
+        (Expect::Present { .. }, None) => Some((Reason::NotFound, "not found".into())),
+        (Expect::Present { resource_version: Some(want) }, Some(o))
+            if !want.is_empty() && o.meta().resource_version.as_deref() != Some(want) =>
+        {
+            Some((
+                Reason::Conflict,
+                "the object has been modified; please apply your changes to the latest version and try again".into(),
+            ))
+        }
+        (Expect::Present { .. }, Some(_)) => None,
     }
 }
 
@@ -391,6 +468,7 @@ fn totals(tx: &super::store::Tx, admitted: &[(Object, Action, Vec<String>)]) -> 
     if services > SERVICES {
         let (index, object) = first(Kind::Service).unzip();
         out.push(ObjectProblem {
+            reason: Reason::Forbidden,
             index,
             object: object.unwrap_or_default(),
             path: String::new(),
@@ -421,6 +499,7 @@ fn totals(tx: &super::store::Tx, admitted: &[(Object, Action, Vec<String>)]) -> 
             None => (None, String::new(), ""),
         };
         out.push(ObjectProblem {
+            reason: Reason::Forbidden,
             index,
             object,
             path: path.into(),

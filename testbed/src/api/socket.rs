@@ -121,14 +121,14 @@ pub mod limits {
 /// Counts refusals so a stranger who keeps knocking adds a log line now and then,
 /// not one per connection.
 #[derive(Default)]
-struct Refusals {
+pub struct Refusals {
     last_logged: Option<std::time::Instant>,
     unlogged: u64,
 }
 
 impl Refusals {
     /// The line to log for one more refusal, when one is due.
-    fn note(&mut self, what: &str) -> Option<String> {
+    pub fn note(&mut self, what: &str) -> Option<String> {
         let now = std::time::Instant::now();
         let due = self
             .last_logged
@@ -392,6 +392,7 @@ fn answer(api: &Api, nodes: &NodesFn, req: Request) -> Response {
                     object: object.clone(),
                     path: path.into(),
                     message,
+                    reason: Default::default(),
                 };
                 let Some(k) = Kind::parse(&kind).filter(|_| !kind.is_empty()) else {
                     problems.push(problem(

@@ -2,7 +2,7 @@
 //! and watchers that see every change, in order. Controllers that only need "something
 //! changed, look again" subscribe to the revision instead.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
@@ -54,6 +54,22 @@ struct Inner {
     rv: u64,
     uid: u64,
     watchers: Vec<Watcher>,
+    /// The latest changes, oldest first, for a watch that starts from a resource
+    /// version (as the API server's watch cache keeps them).
+    history: VecDeque<Event>,
+    /// Every change after this resource version is in `history`.
+    history_from: u64,
+}
+
+/// Changes kept for watches that start from a resource version; one from before them
+/// is told "410 Gone", as the API server's watch cache answers.
+pub const HISTORY: usize = 10_000;
+
+/// A watch asked to start before the oldest change kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooOld {
+    /// The oldest resource version a watch may start from now.
+    pub oldest: u64,
 }
 
 pub struct Store {
@@ -157,6 +173,14 @@ impl Store {
         let out = f(&mut tx);
         let events = std::mem::take(&mut tx.events);
         if !events.is_empty() {
+            for e in &events {
+                if inner.history.len() == HISTORY {
+                    if let Some(old) = inner.history.pop_front() {
+                        inner.history_from = old.object.resource_version();
+                    }
+                }
+                inner.history.push_back(e.clone());
+            }
             inner.watchers.retain(|w| {
                 events
                     .iter()
@@ -220,6 +244,52 @@ impl Store {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let now = self.watch_with(kinds, namespace, WatchTx::Bounded(tx));
         (now, rx)
+    }
+
+    /// A client's watch from resource version `since`: the kept changes after it to
+    /// `kinds` (in `namespace`), then every later one, at most `capacity` waiting.
+    pub fn watch_since(
+        &self,
+        kinds: &[Kind],
+        namespace: Option<&str>,
+        since: u64,
+        capacity: usize,
+    ) -> Result<(Vec<Event>, mpsc::Receiver<Event>), TooOld> {
+        let mut inner = self.inner.lock().expect("store lock");
+        if since < inner.history_from {
+            return Err(TooOld {
+                oldest: inner.history_from,
+            });
+        }
+        let matches = |e: &Event| {
+            kinds.contains(&e.object.kind()) && namespace.is_none_or(|n| n == e.object.namespace())
+        };
+        let past = inner
+            .history
+            .iter()
+            .filter(|e| e.object.resource_version() > since && matches(e))
+            .cloned()
+            .collect();
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        inner.watchers.push(Watcher {
+            kinds: kinds.to_vec(),
+            namespace: namespace.map(str::to_string),
+            tx: WatchTx::Bounded(tx),
+        });
+        Ok((past, rx))
+    }
+
+    /// The objects of `kind` (in `namespace`, or all) and the resource version they
+    /// are as of.
+    pub fn list_at(&self, kind: Kind, namespace: Option<&str>) -> (Vec<Object>, u64) {
+        self.read(|tx| {
+            let items = tx
+                .list(kind)
+                .filter(|o| namespace.is_none_or(|n| n == o.namespace()))
+                .cloned()
+                .collect();
+            (items, tx.inner.rv)
+        })
     }
 
     fn watch_with(&self, kinds: &[Kind], namespace: Option<&str>, tx: WatchTx) -> Vec<Object> {

@@ -118,6 +118,12 @@ enum Command {
         #[arg(long, short = 'n', default_value = "default", value_parser = namespace_arg)]
         namespace: String,
     },
+    /// Print the path of a testbed's kubeconfig, for kubectl and client libraries:
+    /// `export KUBECONFIG=$(testbed kubeconfig)`
+    Kubeconfig {
+        /// The testbed (may be left out when only one runs)
+        name: Option<String>,
+    },
     /// Run scenarios: build each cluster, replay its steps, check expectations and snapshots
     Run {
         /// Scenario files
@@ -225,6 +231,7 @@ pub fn main() -> ExitCode {
             snapshots,
             name,
         } => need_root("run").and_then(|_| run::run(&files, accept, snapshots, name)),
+        Command::Kubeconfig { name } => ops::kubeconfig(name),
         Command::Validate { files } => run::validate(&files),
         Command::Schema => run::schema(),
         Command::Plan { file, name } => ops::plan(&file, name),

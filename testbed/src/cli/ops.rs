@@ -305,3 +305,21 @@ pub fn render_plan(plan: &Plan, max_pods: usize) -> String {
     }
     out
 }
+
+/// `testbed kubeconfig [NAME]`: the path of the testbed's kubeconfig, once it is
+/// there and readable by the caller.
+pub fn kubeconfig(name: Option<String>) -> Result<ExitCode> {
+    let name = super::pick_testbed(name)?;
+    if !crate::state::Record::load(&name).is_ok_and(|r| r.alive()) {
+        anyhow::bail!("testbed {name} is not running (`testbed ls` lists the testbeds)");
+    }
+    let path = crate::state::kubeconfig_path(&name);
+    if let Err(e) = std::fs::File::open(&path) {
+        anyhow::bail!(
+            "cannot read {}: {e} (it is readable by the testbed's owner and root)",
+            path.display()
+        );
+    }
+    println!("{}", path.display());
+    Ok(ExitCode::SUCCESS)
+}

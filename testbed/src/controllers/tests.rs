@@ -82,13 +82,14 @@ fn admission_refuses_with_field_paths_and_changes_nothing() {
         "{text:?}"
     );
     assert!(
-        text.iter()
-            .any(|t| t.contains("spec.ports[0].port: 70000 is not a port number")),
+        text.iter().any(|t| t.contains(
+            "spec.ports[0].port: Invalid value: 70000: must be between 1 and 65535, inclusive"
+        )),
         "{text:?}"
     );
     assert!(
         text.iter()
-            .any(|t| t.contains("spec.ports[0].name: is required")),
+            .any(|t| t.contains("spec.ports[0].name: Required value")),
         "{text:?}"
     );
     assert!(err.iter().all(|p| p.index == Some(1)));

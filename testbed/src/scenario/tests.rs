@@ -333,7 +333,7 @@ fn scenario_pods_go_through_admission_at_their_lines() {
     assert_eq!(
         errors(text),
         [
-            "s.yaml:9:33: pods[0].spec.containers[0].ports[0].containerPort: 70000 is not a port number (1-65535)",
+            "s.yaml:9:33: pods[0].spec.containers[0].ports[0].containerPort: Invalid value: 70000: must be between 1 and 65535, inclusive",
             "s.yaml:10:15: pods[0].spec.containers[1].name: \"main\" is used by another container",
         ]
     );

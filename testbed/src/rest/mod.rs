@@ -1,0 +1,154 @@
+//! The Kubernetes REST API, a second door to the testbed's one API server: HTTPS
+//! with the testbed's own CA on a loopback port, so kubectl, client-go, kube-rs and
+//! the Python client work against a testbed as they do against a cluster. Every write
+//! goes through [`crate::api::server::Api`]: admission, ClusterIP allocation and the
+//! limits are where they are for the CLI and scenarios.
+//!
+//! Who may call: the owner's client certificate (`kubernetes-admin`, in the
+//! kubeconfig only the owner and root can read). Anyone else is answered
+//! `401 Unauthorized`, as an API server with anonymous access off answers, and the
+//! refusal is logged.
+
+pub mod handler;
+pub mod openapi;
+pub mod patch;
+pub mod pki;
+pub mod resources;
+pub mod schema;
+pub mod select;
+pub mod status;
+pub mod table;
+pub mod watch;
+pub mod write;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http_body_util::combinators::BoxBody;
+use hyper::body::Bytes;
+use tokio::net::TcpListener;
+
+use crate::api::server::Api;
+use crate::api::socket::Refusals;
+
+pub use pki::Pki;
+
+/// A response body: whole, or a stream (a watch).
+pub type Body = BoxBody<Bytes, std::convert::Infallible>;
+
+/// Bounds on what the REST door serves, as the API server bounds its own.
+pub mod limits {
+    use std::time::Duration;
+    /// Connections served at once; more wait in the kernel's backlog.
+    pub const CONNECTIONS: usize = 4096;
+    /// A request body (the API server's limit is 3 MiB per object; a list of
+    /// manifests is sent one object per request).
+    pub const BODY_BYTES: usize = 3 << 20;
+    /// A TLS handshake or a request's headers that take longer are dropped.
+    pub const HANDSHAKE: Duration = Duration::from_secs(10);
+    /// Changes queued for one watch that does not read, before it is closed.
+    pub const WATCH_BUFFER: usize = 10_000;
+}
+
+/// Who is calling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum User {
+    /// The owner's certificate: every verb on everything.
+    Admin,
+    /// No credentials the server knows.
+    Anonymous,
+}
+
+/// What the REST door serves with.
+pub struct Door {
+    pub api: Arc<Api>,
+    pub pki: Pki,
+    /// `https://127.0.0.1:PORT`, as discovery reports it.
+    pub address: String,
+    refusals: Mutex<Refusals>,
+}
+
+impl Door {
+    pub fn new(api: Arc<Api>, pki: Pki, address: String) -> Door {
+        Door {
+            api,
+            pki,
+            address,
+            refusals: Mutex::new(Refusals::default()),
+        }
+    }
+
+    /// Logs a refused request (a few lines, however many are refused).
+    pub fn log_refusal(&self, line: &str) {
+        if let Some(line) = self.refusals.lock().expect("refusals").note(line) {
+            tracing::warn!("{line}");
+            eprintln!("{line}");
+        }
+    }
+
+    fn user(&self, certs: Option<&[rustls::pki_types::CertificateDer<'_>]>) -> User {
+        match certs.and_then(|c| c.first()) {
+            Some(c) if c.as_ref() == self.pki.admin_der.as_ref() => User::Admin,
+            _ => User::Anonymous,
+        }
+    }
+}
+
+/// Binds the API's port on loopback (a free one the kernel picks).
+pub async fn bind() -> std::io::Result<TcpListener> {
+    TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await
+}
+
+/// Serves the REST API on `listener` until the task is aborted.
+pub async fn serve(listener: TcpListener, door: Arc<Door>) {
+    let config = match door.pki.server_config() {
+        Ok(c) => Arc::new(c),
+        Err(e) => {
+            eprintln!("api: cannot serve HTTPS: {e}");
+            return;
+        }
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits::CONNECTIONS));
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let (tcp, peer) = match listener.accept().await {
+            Ok(c) => {
+                backoff = Duration::from_millis(5);
+                c
+            }
+            Err(e) => {
+                door.log_refusal(&format!("api: accept: {e}"));
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let (door, acceptor) = (door.clone(), acceptor.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let Ok(Ok(tls)) = tokio::time::timeout(limits::HANDSHAKE, acceptor.accept(tcp)).await
+            else {
+                return;
+            };
+            let user = door.user(tls.get_ref().1.peer_certificates());
+            let service = hyper::service::service_fn(move |req| {
+                let door = door.clone();
+                let user = user.clone();
+                async move {
+                    Ok::<_, std::convert::Infallible>(handler::handle(door, user, peer, req).await)
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(limits::HANDSHAKE)
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                .with_upgrades()
+                .await;
+        });
+    }
+}

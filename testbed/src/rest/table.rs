@@ -1,0 +1,418 @@
+//! `meta.k8s.io/v1` Tables: the columns kubectl prints for each kind, filled as the
+//! API server's printers fill them (pkg/printers/internalversion/printers.go), so
+//! `kubectl get pods -o wide` reads as it does against a real cluster.
+
+use serde_json::{json, Value};
+
+use crate::api::{Kind, Object};
+
+/// An empty object of `kind` (for checks that need one).
+pub fn blank(kind: Kind) -> Object {
+    match kind {
+        Kind::Pod => Object::Pod(Default::default()),
+        Kind::Service => Object::Service(Default::default()),
+        Kind::Endpoints => Object::Endpoints(Default::default()),
+        Kind::EndpointSlice => Object::EndpointSlice(Default::default()),
+        Kind::Deployment => Object::Deployment(Default::default()),
+    }
+}
+
+/// `(name, type, priority, description)`: priority 1 shows only with `-o wide`.
+type Column = (&'static str, &'static str, u8, &'static str);
+
+const NAME: Column = (
+    "Name",
+    "string",
+    0,
+    "Name must be unique within a namespace.",
+);
+const AGE: Column = (
+    "Age",
+    "string",
+    0,
+    "CreationTimestamp is a timestamp representing the server time when this object was created.",
+);
+
+fn columns(kind: Kind) -> Vec<Column> {
+    match kind {
+        Kind::Pod => vec![
+            NAME,
+            ("Ready", "string", 0, "The aggregate readiness state of this pod for accepting traffic."),
+            ("Status", "string", 0, "The aggregate status of the containers in this pod."),
+            ("Restarts", "string", 0, "The number of times the containers in this pod have been restarted and when the last container in this pod has restarted."),
+            AGE,
+            ("IP", "string", 1, "IP address allocated to the pod. Routable at least within the cluster. Empty if not yet allocated."),
+            ("Node", "string", 1, "NodeName is a request to schedule this pod onto a specific node."),
+            ("Nominated Node", "string", 1, "nominatedNodeName is set only when this pod preempts other pods on the node."),
+            ("Readiness Gates", "string", 1, "If specified, all readiness gates will be evaluated for pod readiness."),
+        ],
+        Kind::Service => vec![
+            NAME,
+            ("Type", "string", 0, "type determines how the Service is exposed."),
+            ("Cluster-IP", "string", 0, "clusterIP is the IP address of the service and is usually assigned randomly."),
+            ("External-IP", "string", 0, "externalIPs is a list of IP addresses for which nodes in the cluster will also accept traffic for this service."),
+            ("Port(s)", "string", 0, "The list of ports that are exposed by this service."),
+            AGE,
+            ("Selector", "string", 1, "Route service traffic to pods with label keys and values matching this selector."),
+        ],
+        Kind::Endpoints => vec![
+            NAME,
+            ("Endpoints", "string", 0, "Endpoints is the list of endpoints in the endpoints object."),
+            AGE,
+        ],
+        Kind::EndpointSlice => vec![
+            NAME,
+            ("AddressType", "string", 0, "addressType specifies the type of address carried by this EndpointSlice."),
+            ("Ports", "string", 0, "ports specifies the list of network ports exposed by each endpoint in this slice."),
+            ("Endpoints", "string", 0, "endpoints is a list of unique endpoints in this slice."),
+            AGE,
+        ],
+        Kind::Deployment => vec![
+            NAME,
+            ("Ready", "string", 0, "Number of the pod with ready state"),
+            ("Up-to-date", "string", 0, "Total number of non-terminated pods targeted by this deployment that have the desired template spec."),
+            ("Available", "string", 0, "Total number of available pods (ready for at least minReadySeconds) targeted by this deployment."),
+            AGE,
+            ("Containers", "string", 1, "Names of each container in the template."),
+            ("Images", "string", 1, "Images referenced by each container in the template."),
+            ("Selector", "string", 1, "Label selector for pods. Existing ReplicaSets whose pods are selected by this will be the ones affected by this deployment."),
+        ],
+    }
+}
+
+/// How much of each object a row carries (`includeObject`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Include {
+    None,
+    Metadata,
+    Object,
+}
+
+/// A Table of `objects` (all of one kind).
+pub fn table(kind: Kind, objects: &[Object], resource_version: &str, include: Include) -> Value {
+    let defs: Vec<Value> = columns(kind)
+        .into_iter()
+        .map(|(name, ty, priority, description)| {
+            json!({
+                "name": name,
+                "type": ty,
+                "format": if name == "Name" { "name" } else { "" },
+                "description": description,
+                "priority": priority,
+            })
+        })
+        .collect();
+    let now = now_secs();
+    let rows: Vec<Value> = objects.iter().map(|o| row(o, now, include)).collect();
+    json!({
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": { "resourceVersion": resource_version },
+        "columnDefinitions": defs,
+        "rows": rows,
+    })
+}
+
+fn row(o: &Object, now: i64, include: Include) -> Value {
+    let mut r = json!({ "cells": cells(o, now) });
+    match include {
+        Include::None => {}
+        Include::Metadata => {
+            r["object"] = json!({
+                "kind": "PartialObjectMetadata",
+                "apiVersion": "meta.k8s.io/v1",
+                "metadata": o.meta(),
+            })
+        }
+        Include::Object => r["object"] = o.to_value(),
+    }
+    r
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn age(o: &Object, now: i64) -> String {
+    match &o.meta().creation_timestamp {
+        Some(t) => human_duration(now - t.0.as_second()),
+        None => "<unknown>".into(),
+    }
+}
+
+/// apimachinery's `duration.HumanDuration`: `45s`, `2m5s`, `12m`, `3h20m`, `5d`.
+pub fn human_duration(secs: i64) -> String {
+    if secs < -1 {
+        return "<invalid>".into();
+    }
+    let secs = secs.max(0);
+    let (m, h, d) = (secs / 60, secs / 3600, secs / 86400);
+    let y = d / 365;
+    if secs < 120 {
+        format!("{secs}s")
+    } else if m < 10 {
+        match secs % 60 {
+            0 => format!("{m}m"),
+            s => format!("{m}m{s}s"),
+        }
+    } else if h < 3 {
+        format!("{m}m")
+    } else if h < 8 {
+        match m % 60 {
+            0 => format!("{h}h"),
+            mm => format!("{h}h{mm}m"),
+        }
+    } else if h < 48 {
+        format!("{h}h")
+    } else if h < 24 * 8 {
+        match h % 24 {
+            0 => format!("{d}d"),
+            hh => format!("{d}d{hh}h"),
+        }
+    } else if y < 2 {
+        format!("{d}d")
+    } else if y < 8 {
+        match d % 365 {
+            0 => format!("{y}y"),
+            dd => format!("{y}y{dd}d"),
+        }
+    } else {
+        format!("{y}y")
+    }
+}
+
+fn or_none(s: String) -> String {
+    if s.is_empty() {
+        "<none>".into()
+    } else {
+        s
+    }
+}
+
+fn selector_text(sel: Option<&std::collections::BTreeMap<String, String>>) -> String {
+    or_none(
+        sel.into_iter()
+            .flatten()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(","),
+    )
+}
+
+/// A list of at most 3 things, then ` + N more...`, as the printers shorten them.
+fn at_most_three(items: Vec<String>, empty: &str) -> String {
+    if items.is_empty() {
+        return empty.into();
+    }
+    let more = items.len().saturating_sub(3);
+    let mut s = items.into_iter().take(3).collect::<Vec<_>>().join(",");
+    if more > 0 {
+        s += &format!(" + {more} more...");
+    }
+    s
+}
+
+// Long because it is one printer per kind, each a few lines, as upstream's printers.go.
+fn cells(o: &Object, now: i64) -> Vec<Value> {
+    let name = json!(o.name());
+    let age = json!(age(o, now));
+    match o {
+        Object::Pod(p) => {
+            let spec = p.spec.clone().unwrap_or_default();
+            let status = p.status.clone().unwrap_or_default();
+            let total = spec.containers.len();
+            let ready = if crate::api::labels::pod_ready(p) {
+                total
+            } else {
+                0
+            };
+            let mut reason = status
+                .reason
+                .clone()
+                .or(status.phase.clone())
+                .unwrap_or_else(|| "Pending".into());
+            if p.metadata.deletion_timestamp.is_some() {
+                reason = "Terminating".into();
+            }
+            let restarts: i32 = status
+                .container_statuses
+                .iter()
+                .flatten()
+                .map(|c| c.restart_count)
+                .sum();
+            let gates = spec.readiness_gates.as_ref().map_or(0, Vec::len);
+            vec![
+                name,
+                json!(format!("{ready}/{total}")),
+                json!(reason),
+                json!(restarts),
+                age,
+                json!(status.pod_ip.clone().unwrap_or_else(|| "<none>".into())),
+                json!(spec.node_name.clone().unwrap_or_else(|| "<none>".into())),
+                json!(status
+                    .nominated_node_name
+                    .clone()
+                    .unwrap_or_else(|| "<none>".into())),
+                json!(if gates == 0 {
+                    "<none>".to_string()
+                } else {
+                    format!("0/{gates}")
+                }),
+            ]
+        }
+        Object::Service(s) => {
+            let spec = s.spec.clone().unwrap_or_default();
+            let ty = spec.type_.clone().unwrap_or_else(|| "ClusterIP".into());
+            let external = match ty.as_str() {
+                "ExternalName" => spec.external_name.clone().unwrap_or_default(),
+                "LoadBalancer" => {
+                    let ingress: Vec<String> = s
+                        .status
+                        .as_ref()
+                        .and_then(|st| st.load_balancer.as_ref())
+                        .and_then(|lb| lb.ingress.as_ref())
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|i| i.ip.clone().or(i.hostname.clone()))
+                        .chain(spec.external_ips.clone().into_iter().flatten())
+                        .collect();
+                    if ingress.is_empty() {
+                        "<pending>".into()
+                    } else {
+                        ingress.join(",")
+                    }
+                }
+                _ => or_none(spec.external_ips.clone().unwrap_or_default().join(",")),
+            };
+            let ports: Vec<String> = spec
+                .ports
+                .iter()
+                .flatten()
+                .map(|p| {
+                    let proto = p.protocol.clone().unwrap_or_else(|| "TCP".into());
+                    match p.node_port {
+                        Some(np) if np > 0 => format!("{}:{np}/{proto}", p.port),
+                        _ => format!("{}/{proto}", p.port),
+                    }
+                })
+                .collect();
+            vec![
+                name,
+                json!(ty),
+                json!(spec.cluster_ip.clone().unwrap_or_else(|| "<none>".into())),
+                json!(external),
+                json!(or_none(ports.join(","))),
+                age,
+                json!(selector_text(spec.selector.as_ref())),
+            ]
+        }
+        Object::Endpoints(e) => {
+            let mut items = Vec::new();
+            for ss in e.subsets.iter().flatten() {
+                for port in ss.ports.clone().unwrap_or_default() {
+                    for a in ss.addresses.iter().flatten() {
+                        items.push(format!("{}:{}", a.ip, port.port));
+                    }
+                }
+                if ss.ports.as_ref().is_none_or(|p| p.is_empty()) {
+                    items.extend(ss.addresses.iter().flatten().map(|a| a.ip.clone()));
+                }
+            }
+            vec![name, json!(at_most_three(items, "<none>")), age]
+        }
+        Object::EndpointSlice(s) => {
+            let ports: Vec<String> = s
+                .ports
+                .iter()
+                .flatten()
+                .filter_map(|p| p.port.map(|p| p.to_string()))
+                .collect();
+            let addrs: Vec<String> = s
+                .endpoints
+                .iter()
+                .flat_map(|e| e.addresses.iter().cloned())
+                .collect();
+            vec![
+                name,
+                json!(s.address_type),
+                json!(at_most_three(ports, "<unset>")),
+                json!(at_most_three(addrs, "<unset>")),
+                age,
+            ]
+        }
+        Object::Deployment(d) => {
+            let spec = d.spec.clone().unwrap_or_default();
+            let status = d.status.clone().unwrap_or_default();
+            let containers = spec.template.spec.clone().unwrap_or_default().containers;
+            let names: Vec<String> = containers.iter().map(|c| c.name.clone()).collect();
+            let images: Vec<String> = containers
+                .iter()
+                .map(|c| c.image.clone().unwrap_or_default())
+                .collect();
+            vec![
+                name,
+                json!(format!(
+                    "{}/{}",
+                    status.ready_replicas.unwrap_or(0),
+                    spec.replicas.unwrap_or(1)
+                )),
+                json!(status.updated_replicas.unwrap_or(0)),
+                json!(status.available_replicas.unwrap_or(0)),
+                age,
+                json!(names.join(",")),
+                json!(images.join(",")),
+                json!(selector_text(spec.selector.match_labels.as_ref())),
+            ]
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_read_as_kubectl_prints_them() {
+        for (secs, want) in [
+            (-5, "<invalid>"),
+            (0, "0s"),
+            (119, "119s"),
+            (125, "2m5s"),
+            (600, "10m"),
+            (3 * 3600 + 20 * 60, "3h20m"),
+            (10 * 3600, "10h"),
+            (3 * 86400 + 3600, "3d1h"),
+            (30 * 86400, "30d"),
+            (3 * 365 * 86400 + 86400, "3y1d"),
+        ] {
+            assert_eq!(human_duration(secs), want, "{secs}");
+        }
+    }
+
+    #[test]
+    fn a_service_row_has_kubectls_columns() {
+        let s: k8s_openapi::api::core::v1::Service = serde_json::from_value(json!({
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"type": "ClusterIP", "clusterIP": "10.96.0.20", "selector": {"app": "web"},
+                     "ports": [{"port": 80, "protocol": "TCP"}, {"port": 53, "protocol": "UDP"}]},
+        }))
+        .unwrap();
+        let t = table(Kind::Service, &[Object::Service(s)], "7", Include::None);
+        assert_eq!(
+            t["rows"][0]["cells"],
+            json!([
+                "web",
+                "ClusterIP",
+                "10.96.0.20",
+                "<none>",
+                "80/TCP,53/UDP",
+                "<unknown>",
+                "app=web"
+            ])
+        );
+        assert_eq!(t["columnDefinitions"][6]["priority"], 1);
+    }
+}

@@ -193,7 +193,7 @@ impl Cluster {
                 self.control.api.clone(),
                 nodes,
             )));
-            self.rest = Some(self.serve_rest().await?);
+            self.rest = Some(self.serve_rest(&opts.exe).await?);
         }
         self.control
             .wait_dns(SETTLE)
@@ -218,7 +218,7 @@ impl Cluster {
 
     /// Starts the Kubernetes REST API on a loopback port with the testbed's own
     /// certificates, and writes the owner's kubeconfig.
-    async fn serve_rest(&self) -> Result<JoinHandle<()>, StartError> {
+    async fn serve_rest(&self, exe: &Path) -> Result<JoinHandle<()>, StartError> {
         let fail = |what: &str, e: &dyn std::fmt::Display| StartError::Rest(format!("{what}: {e}"));
         let listener = rest::bind()
             .await
@@ -243,7 +243,16 @@ impl Cluster {
             self.testbed().owner_uid(),
         )
         .map_err(|e| fail("write the kubeconfig", &e))?;
-        let door = Arc::new(rest::Door::new(self.control.api.clone(), pki, server));
+        let door = Arc::new(rest::Door::new(
+            self.control.api.clone(),
+            pki,
+            server,
+            rest::Testbed {
+                name: name.to_string(),
+                exe: exe.to_path_buf(),
+                owner_uid: self.testbed().owner_uid(),
+            },
+        ));
         Ok(tokio::spawn(rest::serve(listener, door)))
     }
 

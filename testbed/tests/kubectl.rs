@@ -368,3 +368,126 @@ fn callers_without_the_owners_certificate_are_refused() {
         "{log}"
     );
 }
+
+#[test]
+// Long because exec (plain, with stdin, with a terminal) and logs share one testbed.
+fn kubectl_exec_and_logs_reach_the_pods_processes() {
+    if !root() {
+        return;
+    }
+    let tb = Running::up("kubectl-exec");
+    let k = Kubectl::for_testbed(&tb);
+    k.ok(&["apply", "-f", &manifest("scenarios/manifests/web.yaml")]);
+    k.ok(&[
+        "apply",
+        "-f",
+        &manifest("testbed/tests/kubectl/talker.yaml"),
+    ]);
+    let v = k.wait(&["get", "deployment", "web"], "3 ready", |v| {
+        ready_replicas(v) == 3
+    });
+    assert_eq!(ready_replicas(&v), 3);
+    let pods = k.json(&["get", "pods", "-l", "app=web"]);
+    let pod = pods["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
+        .find(|n| n.starts_with("web-") && n.len() > 6)
+        .unwrap();
+    let ip = k.json(&["get", "svc", "web"])["spec"]["clusterIP"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // The pod's resolver, through the node's rules to the cluster DNS (dig asks
+    // for `web.` without +search, as in any pod).
+    assert_eq!(
+        k.ok(&["exec", &pod, "--", "dig", "+short", "+search", "web"]),
+        format!("{ip}\n")
+    );
+    assert_eq!(k.ok(&["exec", &pod, "--", "id", "-u"]), "65534\n");
+    let out = k.out(&[
+        "exec",
+        &pod,
+        "--",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 3",
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
+    assert!(stderr(&out).starts_with("err\n"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("command terminated with exit code 3"),
+        "{}",
+        stderr(&out)
+    );
+    let mut cat = k
+        .cmd()
+        .args(["exec", "-i", &pod, "--", "wc", "-c"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    cat.stdin.take().unwrap().write_all(b"12345").unwrap();
+    let out = cat.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "5");
+
+    // -it: a terminal of the size kubectl's own has, and the shell's exit code.
+    let out = Command::new("script")
+        .args([
+            "-qec",
+            &format!(
+                "stty cols 100 rows 30; kubectl exec -it {pod} -- sh -c 'tty; stty size; exit 5'"
+            ),
+            "/dev/null",
+        ])
+        .env("KUBECONFIG", &k.kubeconfig)
+        .env("HOME", std::env::temp_dir())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("/dev/pts/"), "{text}");
+    assert!(text.contains("30 100"), "{text}");
+    assert_eq!(out.status.code(), Some(5), "{text}");
+
+    // logs: a command's stdout and stderr in order, --tail, --timestamps, -f.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !k.ok(&["logs", "talker"]).contains("tick 3") {
+        assert!(Instant::now() < deadline, "talker never ticked");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let logs = k.ok(&["logs", "talker"]);
+    assert!(logs.starts_with("hello\n"), "{logs}");
+    assert!(logs.contains("oops\n"), "{logs}");
+    let last = k.ok(&["logs", "talker", "--tail=1", "--timestamps"]);
+    let (time, text) = last.trim().split_once(' ').unwrap();
+    assert!(time.ends_with('Z') && time.len() > 20, "{last}");
+    assert!(text.starts_with("tick "), "{last}");
+    let mut follow = k
+        .cmd()
+        .args(["logs", "-f", "talker", "--tail=1"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(follow.stdout.take().unwrap()).lines();
+    let first: u32 = lines.next().unwrap().unwrap()["tick ".len()..]
+        .parse()
+        .unwrap();
+    let later: u32 = lines.next().unwrap().unwrap()["tick ".len()..]
+        .parse()
+        .unwrap();
+    assert_eq!(later, first + 1);
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert_eq!(k.ok(&["logs", &pod]), "Started HTTP server on port 8080\n");
+    // kubectl words this one itself, from the server's NotFound.
+    let out = k.out(&["logs", "nope"]);
+    assert_eq!(
+        stderr(&out).trim(),
+        "error: error from server (NotFound): pods \"nope\" not found in namespace \"default\""
+    );
+}

@@ -6,6 +6,7 @@
 pub mod env;
 pub mod faults;
 pub mod identity;
+pub mod logs;
 pub mod netexec;
 pub mod probe;
 pub mod runtime;

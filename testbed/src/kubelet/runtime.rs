@@ -9,7 +9,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::PodSpec;
 use tokio::task::JoinHandle;
 
-use super::{env, identity, netexec, probe, Config};
+use super::{env, identity, logs, netexec, probe, Config};
 use crate::plan::PodPlan;
 use crate::{names, netns, state, topology};
 
@@ -139,6 +139,7 @@ impl Machine {
         running: &mut Running,
     ) -> Result<(), String> {
         let cfg = &self.cfg;
+        let log = logs::Log::open(logs::path(&cfg.testbed, &pod.namespace, &pod.name, &c.name));
         if c.command.as_ref().is_some_and(|c| !c.is_empty()) {
             let env = env::of(c);
             let argv: Vec<String> = c
@@ -149,15 +150,21 @@ impl Machine {
                 .map(|a| env::expand(a, &env))
                 .collect();
             let who = identity::of(spec, Some(c), cfg.owner_uid)?;
-            let child = tokio::process::Command::new(&cfg.exe)
+            let mut child = tokio::process::Command::new(&cfg.exe)
                 .args(["exec", "-t", &cfg.testbed, "--user", &who.arg()])
                 .args([&format!("{}/{}", pod.namespace, pod.name), "--"])
                 .args(&argv)
                 .envs(env)
                 .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
                 .kill_on_drop(true)
                 .spawn()
                 .map_err(|e| format!("cannot start {argv:?}: {e}"))?;
+            if let (Some(out), Some(err)) = (child.stdout.take(), child.stderr.take()) {
+                log.copy(out, "stdout");
+                log.copy(err, "stderr");
+            }
             running.children.push(child);
             return Ok(());
         }
@@ -172,6 +179,19 @@ impl Machine {
             let server = crate::dns::serve::serve(&pod.netns, 53, udp, tcp, dns.handler())
                 .await
                 .map_err(|e| format!("DNS server: {e}"))?;
+            log.line(
+                "stdout",
+                &format!(
+                    ".:53 on {} ({}): the cluster DNS (hickory-server)",
+                    pod.ip,
+                    [(udp, "udp"), (tcp, "tcp")]
+                        .iter()
+                        .filter(|(on, _)| *on)
+                        .map(|(_, p)| *p)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                ),
+            );
             running.dns.push(server);
             return Ok(());
         }
@@ -185,6 +205,14 @@ impl Machine {
                 "container {} port {port}/{}",
                 c.name,
                 if udp { "UDP" } else { "TCP" }
+            );
+            // As agnhost netexec logs its servers starting.
+            log.line(
+                "stderr",
+                &format!(
+                    "Started {} server on port {port}",
+                    if udp { "UDP" } else { "HTTP" }
+                ),
             );
             running.servers.push(tokio::spawn(async move {
                 let r = if udp {

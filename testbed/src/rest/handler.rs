@@ -42,7 +42,7 @@ impl Query {
 }
 
 /// Percent-decoding (and `+` as a space) of one query component.
-fn decode(s: &str) -> String {
+pub fn decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -268,6 +268,13 @@ async fn resource(
                 .get(&key)
                 .ok_or_else(|| status::not_found(&target(&t, name)))?;
             Ok(json_response(StatusCode::OK, &write::scale_of(&o)))
+        }
+        (&Method::GET, Some(name), Some("log")) if t.res.kind == Kind::Pod => {
+            super::logs::log(door, &t, name, &q)
+        }
+        (&Method::GET | &Method::POST, Some(name), Some("exec")) if t.res.kind == Kind::Pod => {
+            let name = name.to_string();
+            super::exec::exec(door, req, &t, &name)
         }
         (&Method::POST, None, None) => {
             no_dry_run(&q)?;

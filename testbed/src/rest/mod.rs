@@ -9,7 +9,9 @@
 //! `401 Unauthorized`, as an API server with anonymous access off answers, and the
 //! refusal is logged.
 
+pub mod exec;
 pub mod handler;
+pub mod logs;
 pub mod openapi;
 pub mod patch;
 pub mod pki;
@@ -60,20 +62,35 @@ pub enum User {
     Anonymous,
 }
 
+/// The testbed a door serves.
+pub struct Testbed {
+    pub name: String,
+    pub exe: std::path::PathBuf,
+    pub owner_uid: u32,
+}
+
 /// What the REST door serves with.
 pub struct Door {
     pub api: Arc<Api>,
     pub pki: Pki,
+    /// The testbed's name, the `testbed` program and the owner: `exec` runs commands
+    /// in pods through `testbed exec`, as the kubelet starts containers.
+    pub testbed: String,
+    pub exe: std::path::PathBuf,
+    pub owner_uid: u32,
     /// `https://127.0.0.1:PORT`, as discovery reports it.
     pub address: String,
     refusals: Mutex<Refusals>,
 }
 
 impl Door {
-    pub fn new(api: Arc<Api>, pki: Pki, address: String) -> Door {
+    pub fn new(api: Arc<Api>, pki: Pki, address: String, testbed: Testbed) -> Door {
         Door {
             api,
             pki,
+            testbed: testbed.name,
+            exe: testbed.exe,
+            owner_uid: testbed.owner_uid,
             address,
             refusals: Mutex::new(Refusals::default()),
         }

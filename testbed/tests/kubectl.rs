@@ -285,6 +285,45 @@ fn kubectl_applies_gets_watches_scales_reapplies_and_deletes() {
         assert!(describe.contains(want), "{want}: {describe}");
     }
 
+    // Events: the registration flow as it happened, and describe's Events.
+    let events = k.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=web",
+    ]);
+    assert!(
+        events.contains(&format!("admitted and stored; ClusterIP {ip} allocated")),
+        "{events}"
+    );
+    assert!(events.contains("EndpointsChanged"), "{events}");
+    assert!(describe.contains("Events:"), "{describe}");
+    assert!(describe.contains("kube-apiserver"), "{describe}");
+    let warnings = k.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "type=Warning,involvedObject.name=x",
+    ]);
+    assert!(
+        warnings.contains("FailedAdmission   service/x   refused, nothing was changed: Service default/x: spec.ports[0].port: Invalid value: 70000"),
+        "{warnings}"
+    );
+    let nodes = k.ok(&["get", "events", "--field-selector", "reason=Synced"]);
+    assert!(
+        nodes.contains("node/node-1") && nodes.contains("node/node-2"),
+        "{nodes}"
+    );
+    let pods = k.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.kind=Pod",
+    ]);
+    for reason in ["Scheduled", "Started", "Ready", "Killing"] {
+        assert!(pods.contains(reason), "{reason}: {pods}");
+    }
+
     // delete -f, and kubectl's wait for the objects to be gone.
     assert_eq!(
         k.ok(&["delete", "-f", &web]),

@@ -46,6 +46,7 @@ pub fn admit(obj: Object, old: Option<&Object>) -> Result<Admitted, Vec<Problem>
         Object::Service(s) => Object::Service(service(s, old, &mut problems)),
         Object::Pod(p) => Object::Pod(pod(p, old, &mut problems)),
         Object::Deployment(d) => Object::Deployment(deployment(d, &mut problems)),
+        Object::Event(e) => Object::Event(e),
         other => {
             problems.push(problem(
                 "kind",

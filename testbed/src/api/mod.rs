@@ -2,6 +2,7 @@
 //! admission (validation, defaulting, ClusterIP allocation).
 
 pub mod admission;
+pub mod events;
 mod ignored;
 pub mod ipalloc;
 pub mod labels;

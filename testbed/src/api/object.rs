@@ -4,7 +4,7 @@
 use std::fmt;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Event, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Serialize};
@@ -17,15 +17,17 @@ pub enum Kind {
     Endpoints,
     EndpointSlice,
     Deployment,
+    Event,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::Pod,
         Kind::Service,
         Kind::Endpoints,
         Kind::EndpointSlice,
         Kind::Deployment,
+        Kind::Event,
     ];
 
     /// The names `kubectl` takes for a kind: singular, plural and short, any case.
@@ -38,13 +40,14 @@ impl Kind {
             "endpoints" | "ep" => Kind::Endpoints,
             "endpointslice" | "endpointslices" => Kind::EndpointSlice,
             "deployment" | "deployments" | "deploy" => Kind::Deployment,
+            "event" | "events" | "ev" => Kind::Event,
             _ => return None,
         })
     }
 
     pub fn api_version(self) -> &'static str {
         match self {
-            Kind::Pod | Kind::Service | Kind::Endpoints => "v1",
+            Kind::Pod | Kind::Service | Kind::Endpoints | Kind::Event => "v1",
             Kind::EndpointSlice => "discovery.k8s.io/v1",
             Kind::Deployment => "apps/v1",
         }
@@ -58,6 +61,7 @@ impl Kind {
             Kind::Endpoints => "endpoints",
             Kind::EndpointSlice => "endpointslice",
             Kind::Deployment => "deployment",
+            Kind::Event => "event",
         }
     }
 
@@ -69,12 +73,16 @@ impl Kind {
             Kind::Endpoints => "endpoints",
             Kind::EndpointSlice => "endpointslices",
             Kind::Deployment => "deployments",
+            Kind::Event => "events",
         }
     }
 
     /// Whether users write this kind (the others are the control plane's output).
     pub fn user_writable(self) -> bool {
-        matches!(self, Kind::Pod | Kind::Service | Kind::Deployment)
+        matches!(
+            self,
+            Kind::Pod | Kind::Service | Kind::Deployment | Kind::Event
+        )
     }
 }
 
@@ -116,6 +124,7 @@ pub enum Object {
     Endpoints(Endpoints),
     EndpointSlice(EndpointSlice),
     Deployment(Deployment),
+    Event(Event),
 }
 
 impl Object {
@@ -126,6 +135,7 @@ impl Object {
             Object::Endpoints(_) => Kind::Endpoints,
             Object::EndpointSlice(_) => Kind::EndpointSlice,
             Object::Deployment(_) => Kind::Deployment,
+            Object::Event(_) => Kind::Event,
         }
     }
 
@@ -136,6 +146,7 @@ impl Object {
             Object::Endpoints(o) => &o.metadata,
             Object::EndpointSlice(o) => &o.metadata,
             Object::Deployment(o) => &o.metadata,
+            Object::Event(o) => &o.metadata,
         }
     }
 
@@ -146,6 +157,7 @@ impl Object {
             Object::Endpoints(o) => &mut o.metadata,
             Object::EndpointSlice(o) => &mut o.metadata,
             Object::Deployment(o) => &mut o.metadata,
+            Object::Event(o) => &mut o.metadata,
         }
     }
 
@@ -177,6 +189,7 @@ impl Object {
             Object::Endpoints(o) => serde_json::to_value(o),
             Object::EndpointSlice(o) => serde_json::to_value(o),
             Object::Deployment(o) => serde_json::to_value(o),
+            Object::Event(o) => serde_json::to_value(o),
         };
         v.expect("Kubernetes objects serialize")
     }
@@ -199,6 +212,7 @@ impl Object {
             Kind::Endpoints => Object::Endpoints(de(v)?),
             Kind::EndpointSlice => Object::EndpointSlice(de(v)?),
             Kind::Deployment => Object::Deployment(de(v)?),
+            Kind::Event => Object::Event(de(v)?),
         })
     }
 }

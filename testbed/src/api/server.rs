@@ -11,6 +11,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::{Deserialize, Serialize};
 
 use super::admission::{self, Problem};
+use super::events;
 use super::ipalloc::{self, Allocator};
 use super::object::{Key, Kind, Object};
 use super::store::Store;
@@ -311,7 +312,9 @@ impl Api {
                     let stored = if action == Action::Unchanged {
                         tx.get(&obj.key()).cloned().unwrap_or(obj)
                     } else {
-                        tx.put(obj)
+                        let stored = tx.put(obj);
+                        events::service_written(tx, &stored, action == Action::Created);
+                        stored
                     };
                     Applied {
                         key: stored.key(),
@@ -331,7 +334,34 @@ impl Api {
         if result.is_ok() {
             *alloc = next_alloc;
         }
+        if let Err(problems) = &result {
+            self.record_refusal(problems);
+        }
         result
+    }
+
+    /// A refused write, as a Warning event about the object it named.
+    fn record_refusal(&self, problems: &[ObjectProblem]) {
+        let Some(first) = problems.first() else {
+            return;
+        };
+        // `Service default/web` names the object.
+        let (kind, rest) = first.object.split_once(' ').unwrap_or(("", &first.object));
+        let (ns, name) = rest.split_once('/').unwrap_or(("default", rest));
+        let api_version = Kind::parse(kind).map_or("v1", Kind::api_version);
+        self.store.write(|tx| {
+            events::record_in(
+                tx,
+                events::Record {
+                    about: events::reference_to(kind, api_version, Some(ns), name),
+                    type_: events::Type::Warning,
+                    reason: "FailedAdmission",
+                    message: format!("refused, nothing was changed: {}", joined(problems)),
+                    source: events::API_SERVER,
+                },
+                false,
+            )
+        });
     }
 
     /// Deletes one object; a Service's ClusterIP is free again at once.
@@ -357,10 +387,28 @@ impl Api {
                 reason: Reason::NotFound,
                 ..refuse("not found".into())
             })?;
-        if let Object::Service(s) = &gone {
-            if let Some(ip) = cluster_ip(s) {
-                alloc.release(ip);
-            }
+        let released = match &gone {
+            Object::Service(s) => cluster_ip(s).inspect(|ip| alloc.release(*ip)),
+            _ => None,
+        };
+        if gone.kind() == Kind::Service {
+            let message = match released {
+                Some(ip) => format!("deleted; ClusterIP {ip} released"),
+                None => "deleted".to_string(),
+            };
+            self.store.write(|tx| {
+                events::record_in(
+                    tx,
+                    events::Record {
+                        about: events::reference(&gone),
+                        type_: events::Type::Normal,
+                        reason: "Deleted",
+                        message,
+                        source: events::API_SERVER,
+                    },
+                    false,
+                )
+            });
         }
         let cidr = alloc.cidr();
         drop(alloc);

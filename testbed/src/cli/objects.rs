@@ -56,6 +56,7 @@ fn read_manifests(file: &Path) -> Result<(String, Vec<(Value, Spans)>)> {
 fn kind_label(kind: Kind) -> &'static str {
     match kind {
         Kind::Deployment => "deployment.apps",
+        Kind::Event => "event",
         Kind::EndpointSlice => "endpointslice.discovery.k8s.io",
         Kind::Pod => "pod",
         Kind::Service => "service",

@@ -172,11 +172,26 @@ pub(super) fn table(kind: Kind, items: &[Object], wide: bool) -> Vec<Vec<String>
             "AGE",
             "SELECTOR",
         ],
+        (Kind::Event, _) => &["NAME", "TYPE", "REASON", "OBJECT", "MESSAGE"],
     };
     rows.push(header.iter().map(|s| s.to_string()).collect());
     for o in items {
         let mut r = vec![o.name().to_string()];
         match o {
+            Object::Event(e) => {
+                r.push(e.type_.clone().unwrap_or_default());
+                r.push(e.reason.clone().unwrap_or_default());
+                r.push(format!(
+                    "{}/{}",
+                    e.involved_object
+                        .kind
+                        .as_deref()
+                        .unwrap_or_default()
+                        .to_ascii_lowercase(),
+                    e.involved_object.name.as_deref().unwrap_or_default()
+                ));
+                r.push(e.message.clone().unwrap_or_default());
+            }
             Object::Pod(p) => {
                 let st = p.status.clone().unwrap_or_default();
                 let containers = p.spec.as_ref().map_or(0, |s| s.containers.len());

@@ -437,6 +437,9 @@ impl Reconcile for EndpointsController {
                     tx.delete(&Key::new(Kind::EndpointSlice, &key.0, name));
                 }
             });
+            if let Some(svc) = self.services.get(&key) {
+                record_change(&self.store, svc, want.as_ref().map(|(e, _)| e));
+            }
             match want {
                 Some(w) => {
                     self.written.insert(key, w);
@@ -448,4 +451,55 @@ impl Reconcile for EndpointsController {
         }
         Ok(())
     }
+}
+
+/// A Service's endpoints changed, as an event: the ready and not-ready addresses.
+fn record_change(store: &Store, svc: &Service, endpoints: Option<&Endpoints>) {
+    use crate::api::events::{record_in, reference, Record, Source, Type};
+    let (mut ready, mut not_ready) = (Vec::new(), 0);
+    for ss in endpoints.iter().flat_map(|e| e.subsets.iter().flatten()) {
+        let ports: Vec<i32> = ss.ports.iter().flatten().map(|p| p.port).collect();
+        for a in ss.addresses.iter().flatten() {
+            match ports.as_slice() {
+                [] => ready.push(a.ip.clone()),
+                ps => ready.extend(ps.iter().map(|p| format!("{}:{p}", a.ip))),
+            }
+        }
+        not_ready += ss.not_ready_addresses.as_ref().map_or(0, Vec::len);
+    }
+    let message = if ready.is_empty() && not_ready == 0 {
+        "no endpoints: no pod matches the selector".to_string()
+    } else {
+        format!(
+            "{} ready{}{}",
+            ready.len(),
+            if ready.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", ready.join(", "))
+            },
+            if not_ready > 0 {
+                format!(", {not_ready} not ready")
+            } else {
+                String::new()
+            }
+        )
+    };
+    let about = reference(&Object::Service(svc.clone()));
+    store.write(|tx| {
+        record_in(
+            tx,
+            Record {
+                about,
+                type_: Type::Normal,
+                reason: "EndpointsChanged",
+                message,
+                source: Source {
+                    component: "endpoint-controller",
+                    host: None,
+                },
+            },
+            false,
+        )
+    });
 }

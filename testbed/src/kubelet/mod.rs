@@ -27,6 +27,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
+use crate::api::events::{self, Type};
 use crate::api::{Key, Kind, Object, Store};
 use crate::plan::{PodDecl, PodPlan};
 
@@ -170,6 +171,23 @@ async fn pod_life(life: Life, mut stop: oneshot::Receiver<()>) {
         .filter_map(probe::readiness)
         .collect();
     report_running(&store, &key, ip, info.ip, problems, probes.is_empty());
+    let event = |type_, reason: &str, message: String, component: &str| {
+        pod_event(&store, &key, type_, reason, message, component, &info.name)
+    };
+    event(
+        Type::Normal,
+        "Scheduled",
+        format!("Successfully assigned {ns}/{name} to {}", info.name),
+        "default-scheduler",
+    );
+    for c in &spec.containers {
+        event(
+            Type::Normal,
+            "Started",
+            format!("Started container {} at {ip}", c.name),
+            "kubelet",
+        );
+    }
     let target = probe::Target {
         testbed: cfg.testbed.clone(),
         node_netns: info.netns.clone(),
@@ -197,6 +215,12 @@ async fn pod_life(life: Life, mut stop: oneshot::Receiver<()>) {
             killed = true;
             running.kill().await;
             probing = Box::pin(std::future::pending());
+            event(
+                Type::Warning,
+                "Killing",
+                "its processes were killed (a scenario's fault)".into(),
+                "kubelet",
+            );
             set_status(&store, &key, |st| {
                 st.phase = Some("Failed".into());
                 st.reason = Some("Killed".into());
@@ -207,6 +231,20 @@ async fn pod_life(life: Life, mut stop: oneshot::Receiver<()>) {
         let ready = !f.forced_unready(&key, &info.name) && *probe_rx.borrow_and_update();
         if ready != reported {
             set_status(&store, &key, |s| set_ready(s, ready));
+            let (type_, reason, message) = if ready {
+                (
+                    Type::Normal,
+                    "Ready",
+                    "the pod is Ready: it joins its Services' endpoints",
+                )
+            } else {
+                (
+                    Type::Warning,
+                    "NotReady",
+                    "the pod is not Ready: it leaves its Services' endpoints",
+                )
+            };
+            event(type_, reason, message.into(), "kubelet");
             reported = ready;
         }
         tokio::select! {
@@ -217,8 +255,48 @@ async fn pod_life(life: Life, mut stop: oneshot::Receiver<()>) {
         }
     }
     drop(probing);
+    for c in &spec.containers {
+        event(
+            Type::Normal,
+            "Killing",
+            format!("Stopping container {}", c.name),
+            "kubelet",
+        );
+    }
     running.kill().await;
     runtime.remove_sandbox(&plan).await;
+}
+
+/// An event about pod `key` from `component` on node `host`.
+fn pod_event(
+    store: &Store,
+    key: &PodKey,
+    type_: Type,
+    reason: &str,
+    message: String,
+    component: &str,
+    host: &str,
+) {
+    let about = match store.get(&Key::new(Kind::Pod, &key.0, &key.1)) {
+        Some(o) => events::reference(&o),
+        None => events::reference_to("Pod", "v1", Some(&key.0), &key.1),
+    };
+    store.write(|tx| {
+        events::record_in(
+            tx,
+            events::Record {
+                about,
+                type_,
+                reason,
+                message,
+                source: events::Source {
+                    component,
+                    host: Some(host),
+                },
+            },
+            false,
+        )
+    });
 }
 
 /// Where and how pod `pod` runs on the node `info`, at `ip`.

@@ -60,6 +60,43 @@ pub struct Machine {
 }
 
 impl Machine {
+    /// Starts a container that has a `command`: a real process in the pod, as the
+    /// container's user, its output into the container's log.
+    fn start_command(
+        &self,
+        pod: &PodPlan,
+        spec: &PodSpec,
+        c: &k8s_openapi::api::core::v1::Container,
+        log: &logs::Log,
+    ) -> Result<tokio::process::Child, String> {
+        let cfg = &self.cfg;
+        let env = env::of(c);
+        let argv: Vec<String> = c
+            .command
+            .iter()
+            .flatten()
+            .chain(c.args.iter().flatten())
+            .map(|a| env::expand(a, &env))
+            .collect();
+        let who = identity::of(spec, Some(c), cfg.owner_uid)?;
+        let mut child = tokio::process::Command::new(&cfg.exe)
+            .args(["exec", "-t", &cfg.testbed, "--user", &who.arg()])
+            .args([&format!("{}/{}", pod.namespace, pod.name), "--"])
+            .args(&argv)
+            .envs(env)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("cannot start {argv:?}: {e}"))?;
+        if let (Some(out), Some(err)) = (child.stdout.take(), child.stderr.take()) {
+            log.copy(out, "stdout");
+            log.copy(err, "stderr");
+        }
+        Ok(child)
+    }
+
     /// Opens a netlink handle in every node's namespace.
     pub async fn open(cfg: Arc<Config>) -> Result<Self, String> {
         let rt = tokio::runtime::Handle::current();
@@ -141,30 +178,7 @@ impl Machine {
         let cfg = &self.cfg;
         let log = logs::Log::open(logs::path(&cfg.testbed, &pod.namespace, &pod.name, &c.name));
         if c.command.as_ref().is_some_and(|c| !c.is_empty()) {
-            let env = env::of(c);
-            let argv: Vec<String> = c
-                .command
-                .iter()
-                .flatten()
-                .chain(c.args.iter().flatten())
-                .map(|a| env::expand(a, &env))
-                .collect();
-            let who = identity::of(spec, Some(c), cfg.owner_uid)?;
-            let mut child = tokio::process::Command::new(&cfg.exe)
-                .args(["exec", "-t", &cfg.testbed, "--user", &who.arg()])
-                .args([&format!("{}/{}", pod.namespace, pod.name), "--"])
-                .args(&argv)
-                .envs(env)
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .kill_on_drop(true)
-                .spawn()
-                .map_err(|e| format!("cannot start {argv:?}: {e}"))?;
-            if let (Some(out), Some(err)) = (child.stdout.take(), child.stderr.take()) {
-                log.copy(out, "stdout");
-                log.copy(err, "stderr");
-            }
+            let child = self.start_command(pod, spec, c, &log)?;
             running.children.push(child);
             return Ok(());
         }

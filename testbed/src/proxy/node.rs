@@ -73,7 +73,8 @@ pub async fn run(
         });
         return;
     }
-    let proxy = NodeProxy::new(node, backend, Nsenter { netns: ns }, state);
+    let mut proxy = NodeProxy::new(node, backend, Nsenter { netns: ns }, state);
+    proxy.events = Some(crate::api::events::Recorder::new(store.clone()));
     let synced = watch::Sender::new(0);
     crate::informer::run(store, proxy, &synced).await
 }
@@ -85,6 +86,8 @@ pub struct NodeProxy<E> {
     backend: Box<dyn ProxyBackend>,
     exec: E,
     state: watch::Sender<SyncState>,
+    /// Where each sync that wrote rules is reported, as an event about the node.
+    pub events: Option<crate::api::events::Recorder>,
 }
 
 impl<E: NodeExec> NodeProxy<E> {
@@ -100,6 +103,7 @@ impl<E: NodeExec> NodeProxy<E> {
             backend,
             exec,
             state,
+            events: None,
         }
     }
 
@@ -162,6 +166,33 @@ impl<E: NodeExec> Reconcile for NodeProxy<E> {
         let took = start.elapsed();
         let n = self.tracker.len();
         let failed = error.is_some();
+        if let (Some(events), true) = (&self.events, !text.is_empty()) {
+            use crate::api::events::{reference_to, Record, Source, Type};
+            let (type_, reason, message) = match &error {
+                None => (
+                    Type::Normal,
+                    "Synced",
+                    format!(
+                        "{n} Service ports in {:.1} ms ({} lines through {} in {:.1} ms)",
+                        took.as_secs_f64() * 1e3,
+                        text.lines().count(),
+                        self.backend.command().0,
+                        restore.as_secs_f64() * 1e3
+                    ),
+                ),
+                Some(e) => (Type::Warning, "SyncFailed", e.to_string()),
+            };
+            events.update(Record {
+                about: reference_to("Node", "v1", None, &self.node),
+                type_,
+                reason,
+                message,
+                source: Source {
+                    component: "kube-proxy",
+                    host: Some(&self.node),
+                },
+            });
+        }
         self.state.send_modify(|s| {
             s.syncs += 1;
             s.last_took = took;

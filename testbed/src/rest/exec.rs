@@ -99,6 +99,41 @@ pub fn exec(
     name: &str,
 ) -> Result<Response<Body>, Refusal> {
     let opts = Options::parse(req.uri().query());
+    let mut run = prepare(door, t, name, &opts)?;
+    let (protocol, accept) = handshake(&req)?;
+    run.v5 = protocol.starts_with("v5");
+    tokio::spawn(async move {
+        match hyper::upgrade::on(req).await {
+            Ok(up) => {
+                let ws = WebSocketStream::from_raw_socket(
+                    hyper_util::rt::TokioIo::new(up),
+                    Role::Server,
+                    None,
+                )
+                .await;
+                run.serve(ws).await;
+            }
+            Err(e) => tracing::warn!("exec: the upgrade failed: {e}"),
+        }
+    });
+    let mut r = full(StatusCode::SWITCHING_PROTOCOLS, "application/json", "");
+    let h = r.headers_mut();
+    h.remove(header::CONTENT_TYPE);
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(
+        header::SEC_WEBSOCKET_ACCEPT,
+        HeaderValue::from_str(&accept).expect("base64 is a header value"),
+    );
+    h.insert(
+        header::SEC_WEBSOCKET_PROTOCOL,
+        HeaderValue::from_static(protocol),
+    );
+    Ok(r)
+}
+
+/// The process an exec runs: the pod and container it names, who runs it, how.
+fn prepare(door: &Door, t: &ResourcePath, name: &str, opts: &Options) -> Result<Run, Refusal> {
     let target = Target {
         plural: "pods",
         group: "",
@@ -134,6 +169,29 @@ pub fn exec(
     let who = identity::of(&spec, Some(container), door.owner_uid).map_err(|e| {
         status::forbidden(format!("cannot run in container {}: {e}", container.name))
     })?;
+    let mut argv = vec![
+        "exec".to_string(),
+        "-t".into(),
+        door.testbed.clone(),
+        "--user".into(),
+        who.arg(),
+        format!("{ns}/{name}"),
+        "--".into(),
+    ];
+    argv.extend(opts.command.iter().cloned());
+    Ok(Run {
+        exe: door.exe.clone(),
+        argv,
+        command: opts.command.clone(),
+        env: env::of(container),
+        stdin: opts.stdin,
+        tty: opts.tty,
+        v5: false,
+    })
+}
+
+/// The WebSocket upgrade asked for: the subprotocol chosen and the accept key.
+fn handshake(req: &Request<Incoming>) -> Result<(&'static str, String), Refusal> {
     let upgrade = req
         .headers()
         .get(header::UPGRADE)
@@ -162,53 +220,7 @@ pub fn exec(
         .get(header::SEC_WEBSOCKET_KEY)
         .ok_or_else(|| status::bad_request("a WebSocket upgrade needs Sec-WebSocket-Key"))?;
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
-    let mut argv = vec![
-        "exec".to_string(),
-        "-t".into(),
-        door.testbed.clone(),
-        "--user".into(),
-        who.arg(),
-        format!("{ns}/{name}"),
-        "--".into(),
-    ];
-    argv.extend(opts.command.iter().cloned());
-    let run = Run {
-        exe: door.exe.clone(),
-        argv,
-        command: opts.command.clone(),
-        env: env::of(container),
-        stdin: opts.stdin,
-        tty: opts.tty,
-        v5: protocol.starts_with("v5"),
-    };
-    tokio::spawn(async move {
-        match hyper::upgrade::on(req).await {
-            Ok(up) => {
-                let ws = WebSocketStream::from_raw_socket(
-                    hyper_util::rt::TokioIo::new(up),
-                    Role::Server,
-                    None,
-                )
-                .await;
-                run.serve(ws).await;
-            }
-            Err(e) => tracing::warn!("exec: the upgrade failed: {e}"),
-        }
-    });
-    let mut r = full(StatusCode::SWITCHING_PROTOCOLS, "application/json", "");
-    let h = r.headers_mut();
-    h.remove(header::CONTENT_TYPE);
-    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    h.insert(
-        header::SEC_WEBSOCKET_ACCEPT,
-        HeaderValue::from_str(&accept).expect("base64 is a header value"),
-    );
-    h.insert(
-        header::SEC_WEBSOCKET_PROTOCOL,
-        HeaderValue::from_static(protocol),
-    );
-    Ok(r)
+    Ok((protocol, accept))
 }
 
 /// One exec's process and how it talks.
@@ -276,7 +288,7 @@ impl Run {
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let (mut sink, mut incoming) = ws.split();
+        let (mut sink, incoming) = ws.split();
         let (out_tx, mut out_rx) = mpsc::channel::<Message>(64);
         let writer = tokio::spawn(async move {
             while let Some(m) = out_rx.recv().await {
@@ -293,77 +305,13 @@ impl Run {
                 .await;
             let _ = sink.close().await;
         });
-        let mut cmd = tokio::process::Command::new(&self.exe);
-        cmd.args(&self.argv)
-            .envs(self.env.clone())
-            .kill_on_drop(true);
-        let mut pty: Option<OwnedFd> = None;
-        let mut input: Option<Box<dyn tokio::io::AsyncWrite + Unpin + Send>> = None;
-        let mut pumps = Vec::new();
-        let spawned = if self.tty {
-            match nix::pty::openpty(None, None) {
-                Ok(p) => {
-                    let slave = p.slave;
-                    cmd.stdin(Stdio::from(slave.try_clone().expect("dup")))
-                        .stdout(Stdio::from(slave.try_clone().expect("dup")))
-                        .stderr(Stdio::from(slave));
-                    unsafe {
-                        cmd.pre_exec(|| {
-                            libc::setsid();
-                            libc::ioctl(0, libc::TIOCSCTTY, 0);
-                            Ok(())
-                        });
-                    }
-                    let child = cmd.spawn();
-                    let master = p.master;
-                    let reader = tokio::fs::File::from_std(std::fs::File::from(
-                        master.try_clone().expect("dup"),
-                    ));
-                    pumps.push(pump(reader, STDOUT, out_tx.clone()));
-                    if self.stdin {
-                        input = Some(Box::new(tokio::fs::File::from_std(std::fs::File::from(
-                            master.try_clone().expect("dup"),
-                        ))));
-                    }
-                    pty = Some(master);
-                    child
-                }
-                Err(e) => Err(std::io::Error::from(e)),
-            }
-        } else {
-            cmd.stdin(if self.stdin {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-            let child = cmd.spawn();
-            if let Ok(c) = child {
-                let mut c = c;
-                pumps.push(pump(
-                    c.stdout.take().expect("piped"),
-                    STDOUT,
-                    out_tx.clone(),
-                ));
-                pumps.push(pump(
-                    c.stderr.take().expect("piped"),
-                    STDERR,
-                    out_tx.clone(),
-                ));
-                if let Some(i) = c.stdin.take() {
-                    input = Some(Box::new(i));
-                }
-                Ok(c)
-            } else {
-                child
-            }
-        };
-        // The command holds the terminal's other end now; ours must go, or reading
-        // the terminal would never see the command's end.
-        drop(cmd);
-        let mut child = match spawned {
-            Ok(c) => c,
+        let Spawned {
+            mut child,
+            pty,
+            input,
+            pumps,
+        } = match self.spawn(&out_tx) {
+            Ok(s) => s,
             Err(e) => {
                 let st = json!({ "metadata": {}, "status": "Failure",
                     "message": format!("cannot start {:?}: {e}", self.command), "reason": "InternalError" });
@@ -373,47 +321,13 @@ impl Run {
                 return;
             }
         };
-        // The client's messages: stdin, resizes, and (v5) the close of stdin.
-        let reading = async {
-            while let Some(Ok(m)) = incoming.next().await {
-                let data = match m {
-                    Message::Binary(b) => b.to_vec(),
-                    Message::Close(_) => break,
-                    _ => continue,
-                };
-                match data.split_first() {
-                    Some((&STDIN, rest)) => {
-                        if let Some(i) = input.as_mut() {
-                            if i.write_all(rest).await.is_err() {
-                                input = None;
-                            }
-                        }
-                    }
-                    Some((&RESIZE, rest)) => {
-                        if let Some(fd) = &pty {
-                            set_size(fd, rest);
-                        }
-                    }
-                    Some((&CLOSE, [STDIN, ..])) if self.v5 => {
-                        // The command sees the end of its input.
-                        if pty.is_none() {
-                            input = None;
-                        } else if let Some(i) = input.as_mut() {
-                            let _ = i.write_all(&[4]).await;
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            // The client went away: the command is stopped.
-            std::future::pending::<()>().await
-        };
         let status = tokio::select! {
             s = child.wait() => s.ok(),
-            _ = reading => None,
+            _ = read_client(incoming, input, pty.as_ref(), self.v5) => None,
         };
         let code = status.and_then(|s| s.code());
         if status.is_none() {
+            // The client went away: the command is stopped.
             let _ = child.kill().await;
         }
         // What the command wrote before it ended goes out before the Status.
@@ -430,6 +344,123 @@ impl Run {
         let _ = out_tx.send(frame(ERROR, st.to_string().as_bytes())).await;
         drop(out_tx);
         let _ = writer.await;
+    }
+
+    /// Starts the command, on a new terminal or on pipes, with its output pumped
+    /// to the client.
+    fn spawn(&self, out: &mpsc::Sender<Message>) -> std::io::Result<Spawned> {
+        let mut cmd = tokio::process::Command::new(&self.exe);
+        cmd.args(&self.argv)
+            .envs(self.env.clone())
+            .kill_on_drop(true);
+        if !self.tty {
+            cmd.stdin(if self.stdin {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+            let mut child = cmd.spawn()?;
+            let pumps = vec![
+                pump(child.stdout.take().expect("piped"), STDOUT, out.clone()),
+                pump(child.stderr.take().expect("piped"), STDERR, out.clone()),
+            ];
+            let input = child
+                .stdin
+                .take()
+                .map(|i| Box::new(i) as Box<dyn tokio::io::AsyncWrite + Unpin + Send>);
+            return Ok(Spawned {
+                child,
+                pty: None,
+                input,
+                pumps,
+            });
+        }
+        let p = nix::pty::openpty(None, None).map_err(std::io::Error::from)?;
+        let slave = p.slave;
+        cmd.stdin(Stdio::from(slave.try_clone()?))
+            .stdout(Stdio::from(slave.try_clone()?))
+            .stderr(Stdio::from(slave));
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::setsid();
+                libc::ioctl(0, libc::TIOCSCTTY, 0);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn()?;
+        // The command holds the terminal's other end now; ours must go, or reading
+        // the terminal would never see the command's end.
+        drop(cmd);
+        let master = p.master;
+        let file = |fd: &OwnedFd| -> std::io::Result<tokio::fs::File> {
+            Ok(tokio::fs::File::from_std(std::fs::File::from(
+                fd.try_clone()?,
+            )))
+        };
+        let pumps = vec![pump(file(&master)?, STDOUT, out.clone())];
+        let input = if self.stdin {
+            Some(Box::new(file(&master)?) as Box<dyn tokio::io::AsyncWrite + Unpin + Send>)
+        } else {
+            None
+        };
+        Ok(Spawned {
+            child,
+            pty: Some(master),
+            input,
+            pumps,
+        })
+    }
+}
+
+/// A started exec: the process, its terminal, its input, its output pumps.
+struct Spawned {
+    child: tokio::process::Child,
+    pty: Option<OwnedFd>,
+    input: Option<Box<dyn tokio::io::AsyncWrite + Unpin + Send>>,
+    pumps: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// The client's messages: stdin, resizes, and (v5) the close of stdin; returns when
+/// the client goes away.
+async fn read_client<S>(
+    mut incoming: futures::stream::SplitStream<WebSocketStream<S>>,
+    mut input: Option<Box<dyn tokio::io::AsyncWrite + Unpin + Send>>,
+    pty: Option<&OwnedFd>,
+    v5: bool,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    while let Some(Ok(m)) = incoming.next().await {
+        let data = match m {
+            Message::Binary(b) => b.to_vec(),
+            Message::Close(_) => return,
+            _ => continue,
+        };
+        match data.split_first() {
+            Some((&STDIN, rest)) => {
+                if let Some(i) = input.as_mut() {
+                    if i.write_all(rest).await.is_err() {
+                        input = None;
+                    }
+                }
+            }
+            Some((&RESIZE, rest)) => {
+                if let Some(fd) = pty {
+                    set_size(fd, rest);
+                }
+            }
+            Some((&CLOSE, [STDIN, ..])) if v5 => {
+                // The command sees the end of its input (^D on a terminal).
+                if pty.is_none() {
+                    input = None;
+                } else if let Some(i) = input.as_mut() {
+                    let _ = i.write_all(&[4]).await;
+                }
+            }
+            _ => {}
+        }
     }
 }
 

@@ -60,6 +60,17 @@ pub fn log(
             "previous terminated container \"{container}\" in pod \"{name}\" not found"
         )));
     }
+    let query = query(q)?;
+    let path = logs::path(&door.testbed, ns, name, &container);
+    let text = logs::read(&path, &query);
+    if !q.flag("follow") {
+        return Ok(full(StatusCode::OK, "text/plain", text));
+    }
+    Ok(follow(path, text, query.timestamps))
+}
+
+/// What `kubectl logs` asks for, from the query.
+fn query(q: &Query) -> Result<logs::Query, Refusal> {
     let num = |k: &str| -> Result<Option<i64>, Refusal> {
         q.get(k)
             .map(|v| {
@@ -79,21 +90,18 @@ pub fn log(
         ),
         (None, None) => None,
     };
-    let query = logs::Query {
+    Ok(logs::Query {
         tail_lines: num("tailLines")?.map(|n| n.max(0) as usize),
         timestamps: q.flag("timestamps"),
         since,
         limit_bytes: num("limitBytes")?.map(|n| n.max(0) as usize),
-    };
-    let path = logs::path(&door.testbed, ns, name, &container);
-    let text = logs::read(&path, &query);
-    if !q.flag("follow") {
-        return Ok(full(StatusCode::OK, "text/plain", text));
-    }
-    // Followed: what is there, then what comes, until the log file goes (the pod
-    // was deleted) or the client does.
+    })
+}
+
+/// A followed log: what is there, then what comes, until the log file goes (the
+/// pod was deleted) or the client does.
+fn follow(path: std::path::PathBuf, text: String, timestamps: bool) -> Response<Body> {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(16);
-    let timestamps = query.timestamps;
     tokio::spawn(async move {
         let mut offset = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         if tx.send(Ok(Frame::data(Bytes::from(text)))).await.is_err() {
@@ -134,7 +142,7 @@ pub fn log(
     let mut r = Response::new(StreamBody::new(stream).boxed());
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-    Ok(r)
+    r
 }
 
 fn now_secs() -> i64 {

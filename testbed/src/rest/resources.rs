@@ -77,6 +77,18 @@ pub const RESOURCES: &[Resource] = &[
         subresources: &[],
     },
     Resource {
+        kind: Kind::Event,
+        kind_name: "Event",
+        group: "",
+        version: "v1",
+        plural: "events",
+        singular: "event",
+        short_names: &["ev"],
+        in_all: false,
+        verbs: WRITE,
+        subresources: &[],
+    },
+    Resource {
         kind: Kind::EndpointSlice,
         kind_name: "EndpointSlice",
         group: "discovery.k8s.io",

@@ -118,6 +118,23 @@ fn field_value(o: &Object, field: &str) -> Option<Option<String>> {
                 s.spec.as_ref().and_then(|s| s.cluster_ip.clone())
             }
             (Object::Service(s), "spec.type") => s.spec.as_ref().and_then(|s| s.type_.clone()),
+            (Object::Event(e), f) => {
+                let o = &e.involved_object;
+                match f {
+                    "involvedObject.kind" => o.kind.clone(),
+                    "involvedObject.namespace" => o.namespace.clone(),
+                    "involvedObject.name" => o.name.clone(),
+                    "involvedObject.uid" => o.uid.clone(),
+                    "involvedObject.apiVersion" => o.api_version.clone(),
+                    "involvedObject.resourceVersion" => o.resource_version.clone(),
+                    "involvedObject.fieldPath" => o.field_path.clone(),
+                    "reason" => e.reason.clone(),
+                    "reportingComponent" => e.reporting_component.clone(),
+                    "source" => e.source.as_ref().and_then(|s| s.component.clone()),
+                    "type" => e.type_.clone(),
+                    _ => return None,
+                }
+            }
             _ => return None,
         },
     })
@@ -204,5 +221,11 @@ mod tests {
             "field label not supported: spec.nodeName"
         );
         assert!(Fields::parse("spec.nodeName=n1,status.phase!=Failed", Kind::Pod).is_ok());
+        // What kubectl describe asks for a Service's events.
+        assert!(Fields::parse(
+            "involvedObject.name=web,involvedObject.namespace=default,involvedObject.kind=Service,involvedObject.uid=x",
+            Kind::Event
+        )
+        .is_ok());
     }
 }

@@ -14,6 +14,7 @@ pub fn blank(kind: Kind) -> Object {
         Kind::Endpoints => Object::Endpoints(Default::default()),
         Kind::EndpointSlice => Object::EndpointSlice(Default::default()),
         Kind::Deployment => Object::Deployment(Default::default()),
+        Kind::Event => Object::Event(Default::default()),
     }
 }
 
@@ -76,6 +77,18 @@ fn columns(kind: Kind) -> Vec<Column> {
             ("Containers", "string", 1, "Names of each container in the template."),
             ("Images", "string", 1, "Images referenced by each container in the template."),
             ("Selector", "string", 1, "Label selector for pods. Existing ReplicaSets whose pods are selected by this will be the ones affected by this deployment."),
+        ],
+        Kind::Event => vec![
+            ("Last Seen", "string", 0, "The time at which the most recent occurrence of this event was recorded."),
+            ("Type", "string", 0, "Type of this event (Normal, Warning), new types could be added in the future."),
+            ("Reason", "string", 0, "This should be a short, machine understandable string that gives the reason for the transition into the object's current status."),
+            ("Object", "string", 0, "The object that this event is about."),
+            ("Subobject", "string", 1, "The subobject that this event is about."),
+            ("Source", "string", 1, "The component reporting this event."),
+            ("Message", "string", 0, "A human-readable description of the status of this operation."),
+            ("First Seen", "string", 1, "The time at which the event was first recorded."),
+            ("Count", "string", 1, "The number of times this event has occurred."),
+            ("Name", "string", 1, "Name must be unique within a namespace."),
         ],
     }
 }
@@ -341,6 +354,44 @@ fn cells(o: &Object, now: i64) -> Vec<Value> {
                 json!(at_most_three(ports, "<unset>")),
                 json!(at_most_three(addrs, "<unset>")),
                 age,
+            ]
+        }
+        Object::Event(e) => {
+            let since = |t: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| {
+                t.map_or("<unknown>".to_string(), |t| {
+                    human_duration(now - t.0.as_second())
+                })
+            };
+            let last = e
+                .last_timestamp
+                .as_ref()
+                .or(e.metadata.creation_timestamp.as_ref());
+            let first = e
+                .first_timestamp
+                .as_ref()
+                .or(e.metadata.creation_timestamp.as_ref());
+            let src = e.source.clone().unwrap_or_default();
+            let source = match (src.component, src.host) {
+                (Some(c), Some(h)) => format!("{c}, {h}"),
+                (Some(c), None) => c,
+                _ => String::new(),
+            };
+            let obj = &e.involved_object;
+            vec![
+                json!(since(last)),
+                json!(e.type_.clone().unwrap_or_default()),
+                json!(e.reason.clone().unwrap_or_default()),
+                json!(format!(
+                    "{}/{}",
+                    obj.kind.as_deref().unwrap_or_default().to_ascii_lowercase(),
+                    obj.name.as_deref().unwrap_or_default()
+                )),
+                json!(obj.field_path.clone().unwrap_or_default()),
+                json!(source),
+                json!(e.message.clone().unwrap_or_default()),
+                json!(since(first)),
+                json!(e.count.unwrap_or(1)),
+                name,
             ]
         }
         Object::Deployment(d) => {

@@ -12,6 +12,17 @@ use super::{Body, Door};
 use crate::api::server::Expect;
 use crate::api::{Key, Kind, Object};
 
+/// Endpoints and EndpointSlices are the endpoints controller's: clients read them.
+fn writable(t: &ResourcePath) -> Result<(), Refusal> {
+    if t.res.writable() {
+        return Ok(());
+    }
+    Err(status::method_not_allowed(format!(
+        "{} are kept by the endpoints controller from the Services' selectors; this server does not take them from clients (change or delete the Service)",
+        t.res.plural
+    )))
+}
+
 /// A 6-character suffix for `generateName`, from the letters Kubernetes uses.
 fn random_suffix() -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
@@ -127,12 +138,7 @@ pub(super) fn create(
     q: &Query,
     body: Value,
 ) -> Result<Response<Body>, Refusal> {
-    if !t.res.writable() {
-        return Err(status::method_not_allowed(format!(
-            "{} are kept by the endpoints controller; this server does not take them from clients",
-            t.res.plural
-        )));
-    }
+    writable(t)?;
     let mut warnings = Vec::new();
     let o = decode_object(t, q, body, &mut warnings)?;
     let stored = write_one(door, t, o, Expect::Absent)?;
@@ -149,12 +155,7 @@ pub(super) fn replace(
     name: &str,
     body: Value,
 ) -> Result<Response<Body>, Refusal> {
-    if !t.res.writable() {
-        return Err(status::method_not_allowed(format!(
-            "{} are kept by the endpoints controller; this server does not take them from clients",
-            t.res.plural
-        )));
-    }
+    writable(t)?;
     let mut warnings = Vec::new();
     let o = decode_object(t, q, body, &mut warnings)?;
     if o.name() != name {
@@ -353,12 +354,7 @@ pub(super) fn patch_object(
         let result = if sub == Some("status") {
             write_status(door, t, name, o, rv)
         } else {
-            if !t.res.writable() {
-                return Err(status::method_not_allowed(format!(
-                    "{} are kept by the endpoints controller; this server does not take them from clients",
-                    t.res.plural
-                )));
-            }
+            writable(t)?;
             write_one(
                 door,
                 t,
@@ -413,12 +409,7 @@ pub(super) fn delete(
     opts: &Value,
     q: &Query,
 ) -> Result<Response<Body>, Refusal> {
-    if !t.res.writable() {
-        return Err(status::method_not_allowed(format!(
-            "{} are kept by the endpoints controller; delete the Service instead",
-            t.res.plural
-        )));
-    }
+    writable(t)?;
     let key = Key::new(t.res.kind, ns(t), name);
     if let Some(pre) = opts.get("preconditions") {
         let now = door
@@ -457,12 +448,7 @@ pub(super) fn delete_collection(
     t: &ResourcePath,
     q: &Query,
 ) -> Result<Response<Body>, Refusal> {
-    if !t.res.writable() {
-        return Err(status::method_not_allowed(format!(
-            "{} are kept by the endpoints controller; delete the Services instead",
-            t.res.plural
-        )));
-    }
+    writable(t)?;
     let (labels, fields) = selectors(t, q)?;
     let (items, _) = door.api.store.list_at(t.res.kind, t.namespace.as_deref());
     let mut gone = Vec::new();

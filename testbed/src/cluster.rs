@@ -14,6 +14,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 
 use crate::api::socket;
+use crate::api::tokens::{ServiceAccounts, Tokens};
 use crate::control::{ControlPlane, ControlPlaneError};
 use crate::lifecycle::{Teardown, Testbed, UpError};
 use crate::plan::Plan;
@@ -82,14 +83,47 @@ pub struct StartFailure {
     pub error: StartError,
 }
 
+/// The API server's certificates and the pods' tokens.
+struct Credentials {
+    pki: rest::Pki,
+    accounts: Arc<ServiceAccounts>,
+}
+
+impl Credentials {
+    /// Fresh ones for `plan`: the server's certificate is valid on loopback, at the
+    /// `kubernetes` Service's ClusterIP and at the first node's address.
+    fn make(plan: &Plan) -> Result<Credentials, String> {
+        let service_ip = std::net::Ipv4Addr::from(u32::from(plan.service_cidr.network()) + 1);
+        let loopback = std::net::Ipv4Addr::LOCALHOST;
+        let mut addresses: Vec<std::net::IpAddr> = vec![loopback.into(), service_ip.into()];
+        addresses.extend(plan.nodes.first().map(|n| std::net::IpAddr::from(n.ip)));
+        let pki = rest::Pki::make(&plan.testbed, &plan.cluster_domain, &addresses)
+            .map_err(|e| format!("certificates: {e}"))?;
+        let issuer = format!(
+            "https://kubernetes.default.svc.{}",
+            plan.cluster_domain.trim_end_matches('.')
+        );
+        let tokens =
+            Tokens::new(&issuer).map_err(|_| "a key for tokens: no randomness".to_string())?;
+        let accounts = Arc::new(ServiceAccounts {
+            tokens,
+            ca_pem: pki.ca_pem.clone(),
+            service_ip,
+        });
+        Ok(Credentials { pki, accounts })
+    }
+}
+
 /// A running cluster. [`Cluster::shutdown`] stops it in order; dropping it (an
 /// error, a panic) aborts the API socket and the control plane's tasks and removes
 /// the namespaces, without waiting for the tasks to end.
 pub struct Cluster {
     control: Arc<ControlPlane>,
     server: Option<JoinHandle<()>>,
-    /// The Kubernetes REST API (HTTPS on loopback).
-    rest: Option<JoinHandle<()>>,
+    /// The Kubernetes REST API (HTTPS on loopback and on the API server's node).
+    rest: Vec<JoinHandle<()>>,
+    /// Its certificates and the pods' tokens, made before the kubelets start.
+    credentials: Option<Credentials>,
     /// What the start did, a line each: the build, the DNS, each object applied.
     pub setup: Vec<String>,
     /// The lines about the scenario's objects (the end of `setup`).
@@ -100,7 +134,7 @@ pub struct Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        for server in [self.server.take(), self.rest.take()].into_iter().flatten() {
+        for server in self.server.take().into_iter().chain(self.rest.drain(..)) {
             server.abort();
         }
         self.control.abort();
@@ -143,11 +177,17 @@ impl Cluster {
             testbed.plan().pods.len(),
             testbed.times.total.as_secs_f64() * 1e3
         )];
+        let credentials = if opts.serve_api {
+            Some(Credentials::make(testbed.plan()).map_err(|e| fail(StartError::Rest(e)))?)
+        } else {
+            None
+        };
         let control = ControlPlane::start_with(
             testbed.plan(),
             scenario,
             state::dir(name).join("etc"),
             opts.exe.clone(),
+            credentials.as_ref().map(|c| c.accounts.clone()),
         )
         .map_err(|e| StartFailure {
             setup: setup.clone(),
@@ -156,7 +196,8 @@ impl Cluster {
         let mut cluster = Cluster {
             control: Arc::new(control),
             server: None,
-            rest: None,
+            rest: Vec::new(),
+            credentials,
             setup,
             objects: Vec::new(),
             testbed: Some(testbed),
@@ -193,7 +234,7 @@ impl Cluster {
                 self.control.api.clone(),
                 nodes,
             )));
-            self.rest = Some(self.serve_rest(&opts.exe).await?);
+            self.rest = self.serve_rest(&opts.exe).await?;
         }
         self.control
             .wait_dns(SETTLE)
@@ -216,24 +257,25 @@ impl Cluster {
         Ok(())
     }
 
-    /// Starts the Kubernetes REST API on a loopback port with the testbed's own
-    /// certificates, and writes the owner's kubeconfig.
-    async fn serve_rest(&self, exe: &Path) -> Result<JoinHandle<()>, StartError> {
+    /// Starts the Kubernetes REST API on a loopback port and on the first node's
+    /// address (where pods reach it through the `kubernetes` Service, as they reach
+    /// kind's control-plane node), writes the owner's kubeconfig and registers the
+    /// node's address as the Service's endpoint.
+    async fn serve_rest(&mut self, exe: &Path) -> Result<Vec<JoinHandle<()>>, StartError> {
         let fail = |what: &str, e: &dyn std::fmt::Display| StartError::Rest(format!("{what}: {e}"));
+        let Some(Credentials { pki, accounts }) = self.credentials.take() else {
+            return Err(StartError::Rest("no certificates were made".into()));
+        };
         let listener = rest::bind()
             .await
             .map_err(|e| fail("bind a loopback port", &e))?;
         let addr = listener
             .local_addr()
             .map_err(|e| fail("read the port", &e))?;
-        let plan = self.plan();
-        let first = std::net::Ipv4Addr::from(u32::from(plan.service_cidr.network()) + 1);
-        let pki = rest::Pki::make(
-            self.name(),
-            &plan.cluster_domain,
-            &[addr.ip(), first.into()],
-        )
-        .map_err(|e| fail("certificates", &e))?;
+        let node = &self.plan().nodes[0];
+        let in_cluster = std::net::SocketAddr::from((node.ip, crate::api::kubernetes::PORT));
+        let pods = rest::bind_in(&node.netns, in_cluster)
+            .map_err(|e| fail(&format!("bind {in_cluster} in {}", node.netns), &e))?;
         let server = format!("https://{addr}");
         let name = self.name();
         rest::pki::write_private(
@@ -246,6 +288,7 @@ impl Cluster {
         let door = Arc::new(rest::Door::new(
             self.control.api.clone(),
             pki,
+            accounts,
             server,
             rest::Testbed {
                 name: name.to_string(),
@@ -253,7 +296,11 @@ impl Cluster {
                 owner_uid: self.testbed().owner_uid(),
             },
         ));
-        Ok(tokio::spawn(rest::serve(listener, door)))
+        crate::api::kubernetes::register(&self.control.store, node.ip);
+        Ok(vec![
+            tokio::spawn(rest::serve(listener, door.clone())),
+            tokio::spawn(rest::serve(pods, door)),
+        ])
     }
 
     pub fn name(&self) -> &str {
@@ -277,7 +324,7 @@ impl Cluster {
     /// Stops the API socket, then the control plane's tasks, then removes the
     /// namespaces, links and files.
     pub async fn shutdown(mut self) -> Teardown {
-        for server in [self.server.take(), self.rest.take()].into_iter().flatten() {
+        for server in self.server.take().into_iter().chain(self.rest.drain(..)) {
             server.abort();
             let _ = server.await;
         }

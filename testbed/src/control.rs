@@ -69,6 +69,7 @@ impl ControlPlane {
         scenario: &Scenario,
         shared_etc: PathBuf,
         exe: PathBuf,
+        service_accounts: Option<Arc<crate::api::tokens::ServiceAccounts>>,
     ) -> Result<ControlPlane, ControlPlaneError> {
         let store = Arc::new(Store::default());
         let api = Arc::new(Api::with_dns_ip(
@@ -154,6 +155,7 @@ impl ControlPlane {
                     exe,
                     faults: faults.clone(),
                     owner_uid: crate::state::owner_uid(),
+                    service_accounts,
                 });
                 let store = store.clone();
                 async move { kubelet::run(cfg, store, &kubelets_synced).await }

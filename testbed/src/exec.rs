@@ -79,24 +79,47 @@ impl ExecError {
     }
 }
 
-/// Enters `netns_name` and executes `argv`; returns only on failure. `tmp`, when
-/// given, is bound over `/tmp`: a pod's own, shared by its containers and `exec`s
-/// (so `touch /tmp/x` in one pod is not seen in another, as with containers).
+/// Enters `netns_name` and executes `argv`; returns only on failure. `pod`, when
+/// given, is the pod's directory, whose files make the pod's view as a container's:
+/// its `tmp` is bound over `/tmp` (shared by its containers and `exec`s, so `touch
+/// /tmp/x` in one pod is not seen in another), `/run` is the pod's own (the
+/// machine's is not a container's), and its `serviceaccount` files appear under
+/// `/var/run/secrets/kubernetes.io/serviceaccount`, as the kubelet mounts them.
 ///
 /// `user`, when given, is who the command runs as: with its groups set to its gid
 /// alone, no capabilities (a change from uid 0 clears them) and `no_new_privs`, so no
 /// setuid program takes it back to root. See [`crate::kubelet::identity`].
-// Long because it is the ordered sequence of a process entering a pod (namespace, /tmp,
-// groups, uid, no_new_privs, exec) and each step depends on the one before.
 pub fn exec_in(
     netns_name: &str,
-    tmp: Option<&Path>,
+    pod: Option<&Path>,
     user: Option<Identity>,
     argv: &[String],
 ) -> Result<Infallible, ExecError> {
     let Some(program) = argv.first() else {
         return Err(ExecError::NoCommand);
     };
+    enter(netns_name)?;
+    if let Some(dir) = pod {
+        pod_view(netns_name, dir)?;
+    }
+    if let Some(who) = user {
+        become_user(who)?;
+    }
+    let args: Vec<CString> = argv
+        .iter()
+        .map(|a| CString::new(a.as_bytes()))
+        .collect::<Result<_, _>>()
+        .doing(|| "an argument contains a NUL byte".into())?;
+    let errno = nix::unistd::execvp(&args[0], &args).unwrap_err();
+    Err(ExecError::Run {
+        program: program.clone(),
+        errno,
+    })
+}
+
+/// Enters the namespace with a private mount namespace that shows it: its `/sys`,
+/// its `/etc/netns/<name>/*` files over `/etc`.
+fn enter(netns_name: &str) -> Result<(), ExecError> {
     let file = File::open(netns::netns_path(netns_name))
         .doing(|| format!("open network namespace {netns_name}"))?;
     setns(&file, CloneFlags::CLONE_NEWNET)
@@ -131,25 +154,22 @@ pub fn exec_in(
     if let Ok(entries) = std::fs::read_dir(&etc) {
         for entry in entries.flatten() {
             let target = Path::new("/etc").join(entry.file_name());
-            mount(
-                Some(&entry.path()),
-                &target,
-                None::<&str>,
-                MsFlags::MS_BIND,
-                None::<&str>,
-            )
-            .doing(|| format!("bind {} over {}", entry.path().display(), target.display()))?;
+            bind(&entry.path(), &target)?;
         }
     }
-    if let Some(tmp) = tmp.filter(|t| t.is_dir()) {
-        mount(
-            Some(tmp),
-            "/tmp",
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        )
-        .doing(|| format!("bind {} over /tmp", tmp.display()))?;
+    Ok(())
+}
+
+fn bind(from: &Path, to: &Path) -> Result<(), ExecError> {
+    mount(Some(from), to, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+        .doing(|| format!("bind {} over {}", from.display(), to.display()))
+}
+
+/// A pod's `/tmp`, `/run` and ServiceAccount files (see [`exec_in`]).
+fn pod_view(netns_name: &str, dir: &Path) -> Result<(), ExecError> {
+    let tmp = dir.join("tmp");
+    if tmp.is_dir() {
+        bind(&tmp, Path::new("/tmp"))?;
         // A working directory under /tmp is hidden now: tools that go back to $PWD by
         // name would fail, so start from / as a container does.
         if std::env::current_dir().is_ok_and(|d| d.starts_with("/tmp")) {
@@ -157,17 +177,62 @@ pub fn exec_in(
             std::env::set_var("PWD", "/");
         }
     }
-    if let Some(who) = user {
-        become_user(who)?;
+    // Read before the machine's /run (where the pod's directory is) is covered.
+    let secrets: Vec<(std::ffi::OsString, Vec<u8>)> = std::fs::read_dir(dir.join("serviceaccount"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| Some((e.file_name(), std::fs::read(e.path()).ok()?)))
+        .collect();
+    let run = Path::new("/run");
+    // The pod's files bound over /etc where /etc links into /run (a resolv.conf kept
+    // by systemd-resolved) are written again into the pod's /run.
+    let linked: Vec<(std::path::PathBuf, Vec<u8>)> =
+        std::fs::read_dir(Path::new(netns::ETC_NETNS_DIR).join(netns_name))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let at = std::fs::canonicalize(Path::new("/etc").join(e.file_name())).ok()?;
+                at.starts_with(run)
+                    .then(|| Some((at, std::fs::read(e.path()).ok()?)))?
+            })
+            .collect();
+    if std::env::current_dir().is_ok_and(|d| d.starts_with(run)) {
+        std::env::set_current_dir("/").doing(|| "change to /".into())?;
+        std::env::set_var("PWD", "/");
     }
-    let args: Vec<CString> = argv
-        .iter()
-        .map(|a| CString::new(a.as_bytes()))
-        .collect::<Result<_, _>>()
-        .doing(|| "an argument contains a NUL byte".into())?;
-    let errno = nix::unistd::execvp(&args[0], &args).unwrap_err();
-    Err(ExecError::Run {
-        program: program.clone(),
-        errno,
-    })
+    mount(
+        Some("tmpfs"),
+        run,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=0755,size=1m"),
+    )
+    .doing(|| "mount the pod's own /run".into())?;
+    for (at, bytes) in linked {
+        if let Some(parent) = at.parent() {
+            std::fs::create_dir_all(parent).doing(|| format!("make {}", parent.display()))?;
+        }
+        std::fs::write(&at, bytes).doing(|| format!("write {}", at.display()))?;
+    }
+    if secrets.is_empty() {
+        return Ok(());
+    }
+    // /var/run is a link to /run on the machines this runs on.
+    let at = Path::new("/run/secrets/kubernetes.io/serviceaccount");
+    std::fs::create_dir_all(at).doing(|| format!("make {}", at.display()))?;
+    for (name, bytes) in secrets {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = at.join(&name);
+        // Readable by whoever the container runs as, as the kubelet's defaultMode 0644.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&path)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, &bytes))
+            .doing(|| format!("write {}", path.display()))?;
+    }
+    Ok(())
 }

@@ -5,66 +5,13 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::kubectl::Kubectl;
 use common::running::Running;
 use common::*;
 use serde_json::Value;
-
-struct Kubectl {
-    kubeconfig: String,
-}
-
-impl Kubectl {
-    fn for_testbed(tb: &Running) -> Kubectl {
-        let out = run(testbed_bin().args(["kubeconfig", &tb.0]));
-        Kubectl {
-            kubeconfig: out.trim().to_string(),
-        }
-    }
-
-    fn cmd(&self) -> Command {
-        let mut c = Command::new("kubectl");
-        c.env("KUBECONFIG", &self.kubeconfig)
-            .env("HOME", std::env::temp_dir());
-        c
-    }
-
-    fn out(&self, args: &[&str]) -> Output {
-        self.cmd().args(args).output().expect("kubectl runs")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.out(args);
-        assert!(
-            out.status.success(),
-            "kubectl {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            stderr(&out)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let mut a = args.to_vec();
-        a.extend(["-o", "json"]);
-        serde_json::from_str(&self.ok(&a)).unwrap()
-    }
-
-    /// Waits until `f` holds on `kubectl get ARGS -o json`.
-    fn wait(&self, args: &[&str], what: &str, f: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let v = self.json(args);
-            if f(&v) {
-                return v;
-            }
-            assert!(Instant::now() < deadline, "{what}: {v}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
 
 fn manifest(name: &str) -> String {
     repo().join(name).display().to_string()

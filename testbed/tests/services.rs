@@ -131,7 +131,8 @@ fn deployment_service_probes_scaling_and_deletion() {
         )
         .unwrap();
         if !nat.contains("default/web") {
-            // The KUBE-SEP chains left are kube-dns's, each with its rules.
+            // The KUBE-SEP chains left are kube-dns's and the API server's, each
+            // with its rules.
             let declared: BTreeSet<&str> = nat
                 .lines()
                 .filter_map(|l| l.strip_prefix(":KUBE-SEP-"))
@@ -142,7 +143,8 @@ fn deployment_service_probes_scaling_and_deletion() {
                 .filter(|l| l.starts_with("-A KUBE-SEP-"))
                 .collect();
             assert!(
-                sep_rules.iter().all(|l| l.contains("kube-system/kube-dns")),
+                sep_rules.iter().all(|l| l.contains("kube-system/kube-dns")
+                    || l.contains("default/kubernetes:https")),
                 "{nat}"
             );
             let used: BTreeSet<&str> = sep_rules

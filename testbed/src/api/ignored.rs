@@ -41,6 +41,9 @@ pub(super) fn fields(obj: &Object) -> Vec<String> {
         "restartPolicy",
         "terminationGracePeriodSeconds",
         "securityContext",
+        "automountServiceAccountToken",
+        "serviceAccountName",
+        "serviceAccount",
     ];
     // Of a securityContext, who runs (see kubelet::identity); the rest is reported.
     let security_known: &[&str] = &["runAsUser", "runAsGroup", "runAsNonRoot"];

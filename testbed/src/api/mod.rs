@@ -5,11 +5,13 @@ pub mod admission;
 pub mod events;
 mod ignored;
 pub mod ipalloc;
+pub mod kubernetes;
 pub mod labels;
 pub mod object;
 pub mod server;
 pub mod socket;
 pub mod store;
+pub mod tokens;
 
 pub use object::{Key, Kind, Object};
 pub use store::{Event, EventType, Store};

@@ -5,14 +5,14 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 
-use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::{Deserialize, Serialize};
+
+use k8s_openapi::api::core::v1::Service;
 
 use super::admission::{self, Problem};
 use super::events;
-use super::ipalloc::{self, Allocator};
+use super::ipalloc::Allocator;
+use super::kubernetes;
 use super::object::{Key, Kind, Object};
 use super::store::Store;
 
@@ -128,43 +128,6 @@ fn comparable(o: &Object) -> serde_json::Value {
     v
 }
 
-fn kubernetes_key() -> Key {
-    Key::new(
-        Kind::Service,
-        ipalloc::API_SERVICE.0,
-        ipalloc::API_SERVICE.1,
-    )
-}
-
-/// `default/kubernetes`, the API server's own Service, at the first address of the
-/// service CIDR.
-fn kubernetes_service(service_cidr: ipnet::Ipv4Net) -> Service {
-    let first = Ipv4Addr::from(u32::from(service_cidr.network()) + 1);
-    Service {
-        metadata: ObjectMeta {
-            name: Some(ipalloc::API_SERVICE.1.into()),
-            namespace: Some(ipalloc::API_SERVICE.0.into()),
-            labels: Some(BTreeMap::from([
-                ("component".to_string(), "apiserver".to_string()),
-                ("provider".to_string(), "kubernetes".to_string()),
-            ])),
-            ..Default::default()
-        },
-        spec: Some(ServiceSpec {
-            cluster_ip: Some(first.to_string()),
-            ports: Some(vec![ServicePort {
-                name: Some("https".into()),
-                port: 443,
-                protocol: Some("TCP".into()),
-                target_port: Some(IntOrString::Int(6443)),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
-        status: None,
-    }
-}
-
 impl Api {
     /// An API server over `store` giving ClusterIPs from `service_cidr`, with the
     /// `default/kubernetes` Service in place, as every cluster has it.
@@ -183,7 +146,7 @@ impl Api {
             store,
             alloc: Mutex::new(alloc),
         };
-        let kubernetes = kubernetes_service(service_cidr);
+        let kubernetes = kubernetes::service(service_cidr);
         api.apply(vec![Object::Service(kubernetes)])
             .expect("the kubernetes Service is valid");
         api
@@ -240,8 +203,8 @@ impl Api {
                 }
                 // The API server keeps its own Service's type and ports as it made them
                 // (upstream's reconciler puts them back within seconds; here at once).
-                if let (Object::Service(s), true) = (&mut obj, key == kubernetes_key()) {
-                    let canonical = kubernetes_service(alloc.cidr()).spec.unwrap_or_default();
+                if let (Object::Service(s), true) = (&mut obj, key == kubernetes::key()) {
+                    let canonical = kubernetes::service(alloc.cidr()).spec.unwrap_or_default();
                     let spec = s.spec.get_or_insert_with(Default::default);
                     spec.type_ = canonical.type_;
                     spec.ports = canonical.ports;
@@ -414,8 +377,8 @@ impl Api {
         drop(alloc);
         // The API server keeps its own Service: deleted, it is made again (upstream's
         // reconciler does so within seconds; here at once), at the same address.
-        if *key == kubernetes_key() {
-            self.apply(vec![Object::Service(kubernetes_service(cidr))])
+        if *key == kubernetes::key() {
+            self.apply(vec![Object::Service(kubernetes::service(cidr))])
                 .map_err(|mut p| p.swap_remove(0))?;
         }
         Ok(gone)

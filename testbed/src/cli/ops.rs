@@ -181,7 +181,7 @@ pub(super) fn exec(
     let record =
         Record::load(&name).map_err(|_| anyhow!("no testbed named {name} (see `testbed ls`)"))?;
     let plan = &record.plan;
-    let mut tmp = None;
+    let mut pod_dir = None;
     let netns = match target.strip_prefix("node/") {
         Some(node) => plan.node(node).map(|n| n.netns.clone()).ok_or_else(|| {
             let known: Vec<&str> = plan.nodes.iter().map(|n| n.name.as_str()).collect();
@@ -212,11 +212,11 @@ pub(super) fn exec(
                     known.join(", ")
                 ));
             }
-            tmp = Some(state::pod_dir(&name, ns, pod).join("tmp"));
+            pod_dir = Some(state::pod_dir(&name, ns, pod));
             netns
         }
     };
-    match exec::exec_in(&netns, tmp.as_deref(), user, command) {
+    match exec::exec_in(&netns, pod_dir.as_deref(), user, command) {
         Ok(never) => match never {},
         Err(e @ (exec::ExecError::Setup { .. } | exec::ExecError::NoCommand)) => Err(e.into()),
         Err(e) => {

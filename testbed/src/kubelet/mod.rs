@@ -57,6 +57,16 @@ pub struct Config {
     pub faults: Arc<faults::Faults>,
     /// The testbed's owner: pods may run as root only when it is root.
     pub owner_uid: u32,
+    /// Tokens and the CA for pods, when the API server serves pods.
+    pub service_accounts: Option<Arc<crate::api::tokens::ServiceAccounts>>,
+}
+
+impl Config {
+    /// The `kubernetes` Service's address, for containers' variables, when the API
+    /// server serves pods.
+    pub fn api_service_ip(&self) -> Option<std::net::Ipv4Addr> {
+        self.service_accounts.as_ref().map(|s| s.service_ip)
+    }
 }
 
 pub(crate) type PodKey = (String, String);

@@ -70,7 +70,8 @@ impl Machine {
         log: &logs::Log,
     ) -> Result<tokio::process::Child, String> {
         let cfg = &self.cfg;
-        let env = env::of(c);
+        let who = identity::of(spec, Some(c), cfg.owner_uid)?;
+        let env = env::container(c, who.uid, cfg.api_service_ip());
         let argv: Vec<String> = c
             .command
             .iter()
@@ -78,11 +79,11 @@ impl Machine {
             .chain(c.args.iter().flatten())
             .map(|a| env::expand(a, &env))
             .collect();
-        let who = identity::of(spec, Some(c), cfg.owner_uid)?;
         let mut child = tokio::process::Command::new(&cfg.exe)
             .args(["exec", "-t", &cfg.testbed, "--user", &who.arg()])
             .args([&format!("{}/{}", pod.namespace, pod.name), "--"])
             .args(&argv)
+            .env_clear()
             .envs(env)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
@@ -142,6 +143,9 @@ impl PodRuntime for Machine {
         }
         let mut running = Running::default();
         let mut problems = Vec::new();
+        if let Err(e) = self.mount_service_account(pod, spec, &pod_dir) {
+            problems.push(format!("the ServiceAccount token: {e}"));
+        }
         for c in &spec.containers {
             if let Err(e) = self.start_one(pod, spec, c, &mut running).await {
                 problems.push(format!("container {}: {e}", c.name));
@@ -166,6 +170,46 @@ impl PodRuntime for Machine {
 }
 
 impl Machine {
+    /// Writes the pod's ServiceAccount files (a token, the CA, the namespace) where
+    /// `testbed exec` shows them to its containers, unless the pod opts out or the
+    /// API serves no pods. Only root can read them on the machine.
+    fn mount_service_account(
+        &self,
+        pod: &PodPlan,
+        spec: &PodSpec,
+        pod_dir: &std::path::Path,
+    ) -> std::io::Result<()> {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        let Some(accounts) = &self.cfg.service_accounts else {
+            return Ok(());
+        };
+        if spec.automount_service_account_token == Some(false) {
+            return Ok(());
+        }
+        let account = spec
+            .service_account_name
+            .as_deref()
+            .or(spec.service_account.as_deref())
+            .unwrap_or("default");
+        let dir = pod_dir.join("serviceaccount");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+        let token = accounts.tokens.issue(&pod.namespace, account, &pod.name);
+        for (name, text) in [
+            ("token", token.as_str()),
+            ("ca.crt", accounts.ca_pem.as_str()),
+            ("namespace", pod.namespace.as_str()),
+        ] {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(dir.join(name))?;
+            std::io::Write::write_all(&mut f, text.as_bytes())?;
+        }
+        Ok(())
+    }
+
     /// Starts container `c`: its `command` as a real process inside the pod, the
     /// cluster DNS for a DNS image, or else the netexec server on each of its ports.
     async fn start_one(

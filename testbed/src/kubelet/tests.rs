@@ -159,6 +159,7 @@ fn start(fake: &Fake) -> Kubelets {
         exe: "/nonexistent/testbed".into(),
         faults: faults.clone(),
         owner_uid: 0,
+        service_accounts: None,
     });
     let (s, f) = (store.clone(), fake.clone());
     let task = tokio::spawn(async move {

@@ -183,7 +183,10 @@ fn prepare(door: &Door, t: &ResourcePath, name: &str, opts: &Options) -> Result<
         exe: door.exe.clone(),
         argv,
         command: opts.command.clone(),
-        env: env::of(container),
+        env: env::container(container, who.uid, Some(door.accounts.service_ip))
+            .into_iter()
+            .chain(opts.tty.then(|| ("TERM".to_string(), "xterm".to_string())))
+            .collect(),
         stdin: opts.stdin,
         tty: opts.tty,
         v5: false,
@@ -351,6 +354,7 @@ impl Run {
     fn spawn(&self, out: &mpsc::Sender<Message>) -> std::io::Result<Spawned> {
         let mut cmd = tokio::process::Command::new(&self.exe);
         cmd.args(&self.argv)
+            .env_clear()
             .envs(self.env.clone())
             .kill_on_drop(true);
         if !self.tty {

@@ -95,6 +95,7 @@ pub async fn handle(
     peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Response<Body> {
+    let user = door.authenticate(&user, req.headers());
     if user == User::Anonymous {
         door.log_refusal(&format!(
             "api: refused {} {} from {peer}: no client certificate or token this testbed issued (401 Unauthorized)",
@@ -103,7 +104,7 @@ pub async fn handle(
         ));
         return refused(status::unauthorized());
     }
-    match route(&door, req).await {
+    match route(&door, &user, req).await {
         Ok(r) => r,
         Err(r) => refused(r),
     }
@@ -137,7 +138,11 @@ fn parse_resource(group: &str, version: &str, rest: &[&str]) -> Option<ResourceP
     })
 }
 
-async fn route(door: &Arc<Door>, req: Request<Incoming>) -> Result<Response<Body>, Refusal> {
+async fn route(
+    door: &Arc<Door>,
+    user: &User,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Refusal> {
     let path = req.uri().path().to_string();
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let get = req.method() == Method::GET;
@@ -163,11 +168,11 @@ async fn route(door: &Arc<Door>, req: Request<Incoming>) -> Result<Response<Body
             .map(|d| full(StatusCode::OK, "application/json", Bytes::from_static(d)))
             .ok_or_else(status::no_such_path),
         ["api", v, rest @ ..] => match parse_resource("", v, rest) {
-            Some(t) => resource(door, req, t).await,
+            Some(t) => resource(door, user, req, t).await,
             None => Err(status::no_such_path()),
         },
         ["apis", g, v, rest @ ..] => match parse_resource(g, v, rest) {
-            Some(t) => resource(door, req, t).await,
+            Some(t) => resource(door, user, req, t).await,
             None => Err(status::no_such_path()),
         },
         _ => Err(status::no_such_path()),
@@ -231,11 +236,20 @@ pub(super) fn target<'a>(t: &'a ResourcePath, name: &'a str) -> Target<'a> {
 // Long because it is the verb dispatch: one arm per verb and subresource.
 async fn resource(
     door: &Arc<Door>,
+    user: &User,
     req: Request<Incoming>,
     t: ResourcePath,
 ) -> Result<Response<Body>, Refusal> {
     let q = Query::parse(req.uri().query());
     let method = req.method().clone();
+    if let Err(r) = super::authz::check(user, super::authz::verb(&method, &t, &q), &t) {
+        door.log_refusal(&format!(
+            "api: refused {method} {}: {}",
+            req.uri().path(),
+            r.body["message"].as_str().unwrap_or("forbidden")
+        ));
+        return Err(r);
+    }
     let table_out = wants_table(&req);
     match (&method, t.name.as_deref(), t.sub.as_deref()) {
         (&Method::GET, None, None) if q.flag("watch") => {

@@ -4,11 +4,17 @@
 //! goes through [`crate::api::server::Api`]: admission, ClusterIP allocation and the
 //! limits are where they are for the CLI and scenarios.
 //!
+//! It listens on a loopback port (the owner's kubeconfig names it) and inside the
+//! testbed, on the first node's address, port 6443: the endpoint of the
+//! `kubernetes` Service, so pods reach it at `https://kubernetes.default.svc`.
+//!
 //! Who may call: the owner's client certificate (`kubernetes-admin`, in the
-//! kubeconfig only the owner and root can read). Anyone else is answered
-//! `401 Unauthorized`, as an API server with anonymous access off answers, and the
-//! refusal is logged.
+//! kubeconfig only the owner and root can read), and pods with the ServiceAccount
+//! token the kubelet gave them (see [`authz`] for what each may do). Anyone else is
+//! answered `401 Unauthorized`, as an API server with anonymous access off answers,
+//! and the refusal is logged.
 
+pub mod authz;
 pub mod exec;
 pub mod handler;
 pub mod logs;
@@ -33,6 +39,8 @@ use tokio::net::TcpListener;
 
 use crate::api::server::Api;
 use crate::api::socket::Refusals;
+use crate::api::tokens::{ServiceAccounts, Subject};
+use crate::api::{Key, Kind};
 
 pub use pki::Pki;
 
@@ -58,6 +66,8 @@ pub mod limits {
 pub enum User {
     /// The owner's certificate: every verb on everything.
     Admin,
+    /// A pod's ServiceAccount token.
+    ServiceAccount(Subject),
     /// No credentials the server knows.
     Anonymous,
 }
@@ -73,6 +83,8 @@ pub struct Testbed {
 pub struct Door {
     pub api: Arc<Api>,
     pub pki: Pki,
+    /// The pods' tokens, checked on every request that carries one.
+    pub accounts: Arc<ServiceAccounts>,
     /// The testbed's name, the `testbed` program and the owner: `exec` runs commands
     /// in pods through `testbed exec`, as the kubelet starts containers.
     pub testbed: String,
@@ -84,10 +96,17 @@ pub struct Door {
 }
 
 impl Door {
-    pub fn new(api: Arc<Api>, pki: Pki, address: String, testbed: Testbed) -> Door {
+    pub fn new(
+        api: Arc<Api>,
+        pki: Pki,
+        accounts: Arc<ServiceAccounts>,
+        address: String,
+        testbed: Testbed,
+    ) -> Door {
         Door {
             api,
             pki,
+            accounts,
             testbed: testbed.name,
             exe: testbed.exe,
             owner_uid: testbed.owner_uid,
@@ -110,11 +129,41 @@ impl Door {
             _ => User::Anonymous,
         }
     }
+
+    /// Who a request is from: its connection's certificate, else its bearer token,
+    /// valid while the pod it was issued to exists (a bound token).
+    pub fn authenticate(&self, by_cert: &User, headers: &http::HeaderMap) -> User {
+        if *by_cert != User::Anonymous {
+            return by_cert.clone();
+        }
+        let token = headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let Some(subject) = token.and_then(|t| self.accounts.tokens.verify(t.trim())) else {
+            return User::Anonymous;
+        };
+        let pod = Key::new(Kind::Pod, &subject.namespace, &subject.pod);
+        match self.api.store.get(&pod) {
+            Some(_) => User::ServiceAccount(subject),
+            None => User::Anonymous,
+        }
+    }
 }
 
 /// Binds the API's port on loopback (a free one the kernel picks).
 pub async fn bind() -> std::io::Result<TcpListener> {
     TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await
+}
+
+/// Binds `address` inside the network namespace `netns` (a node's).
+pub fn bind_in(netns: &str, address: SocketAddr) -> std::io::Result<TcpListener> {
+    let listener = crate::netns::run_in(netns, || {
+        let l = std::net::TcpListener::bind(address)?;
+        l.set_nonblocking(true)?;
+        Ok(l)
+    })?;
+    TcpListener::from_std(listener)
 }
 
 /// Serves the REST API on `listener` until the task is aborted.

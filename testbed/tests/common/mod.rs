@@ -1,6 +1,7 @@
 //! Helpers shared by the privileged tests.
 #![allow(dead_code)]
 
+pub mod kubectl;
 pub mod running;
 
 use std::fs::File;

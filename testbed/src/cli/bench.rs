@@ -35,6 +35,16 @@ pub(super) enum BenchCommand {
         #[arg(long, default_value_t = 100)]
         outstanding: u32,
     },
+    /// The Kubernetes REST API beside the testbed CLI: kubectl get pods against
+    /// testbed get pods, and an apply to its watch event and to rules on every node
+    Api {
+        #[arg(long, default_value_t = 4)]
+        nodes: usize,
+        #[arg(long, default_value_t = 1000)]
+        pods: usize,
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
     /// kube-proxy in a cluster with many Services: full and partial syncs, per node
     Services {
         #[arg(long, default_value_t = 2)]
@@ -65,6 +75,7 @@ pub(super) fn run(cmd: BenchCommand) -> Result<ExitCode> {
             runs,
             full_runs,
         } => return super::bench_services::run(nodes, services, endpoints, runs, full_runs),
+        BenchCommand::Api { nodes, pods, runs } => return super::bench_api::run(nodes, pods, runs),
         BenchCommand::Dns {
             services,
             seconds,

@@ -1,6 +1,7 @@
 //! The `testbed` command line.
 
 mod bench;
+mod bench_api;
 mod bench_dns;
 mod bench_services;
 mod client;

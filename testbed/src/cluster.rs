@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
-use crate::api::socket;
 use crate::api::tokens::{ServiceAccounts, Tokens};
 use crate::control::{ControlPlane, ControlPlaneError};
 use crate::lifecycle::{Teardown, Testbed, UpError};
@@ -119,8 +118,8 @@ impl Credentials {
 /// the namespaces, without waiting for the tasks to end.
 pub struct Cluster {
     control: Arc<ControlPlane>,
-    server: Option<JoinHandle<()>>,
-    /// The Kubernetes REST API (HTTPS on loopback and on the API server's node).
+    /// The Kubernetes REST API (on the testbed's socket, and HTTPS on loopback and on
+    /// the API server's node).
     rest: Vec<JoinHandle<()>>,
     /// Its certificates and the pods' tokens, made before the kubelets start.
     credentials: Option<Credentials>,
@@ -134,7 +133,7 @@ pub struct Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        for server in self.server.take().into_iter().chain(self.rest.drain(..)) {
+        for server in self.rest.drain(..) {
             server.abort();
         }
         self.control.abort();
@@ -195,7 +194,6 @@ impl Cluster {
         })?;
         let mut cluster = Cluster {
             control: Arc::new(control),
-            server: None,
             rest: Vec::new(),
             credentials,
             setup,
@@ -219,21 +217,6 @@ impl Cluster {
     /// The stages after the control plane starts.
     async fn come_up(&mut self, scenario: &Scenario, opts: &Options<'_>) -> Result<(), StartError> {
         if opts.serve_api {
-            let path = state::api_socket(self.testbed().name());
-            let listener = socket::bind(&path).map_err(|source| StartError::Socket {
-                path: path.clone(),
-                source,
-            })?;
-            let nodes: socket::NodesFn = {
-                let cp = self.control.clone();
-                Arc::new(move || cp.node_status())
-            };
-            self.server = Some(tokio::spawn(socket::serve(
-                listener,
-                self.testbed().owner_uid(),
-                self.control.api.clone(),
-                nodes,
-            )));
             self.rest = self.serve_rest(&opts.exe).await?;
         }
         self.control
@@ -257,15 +240,20 @@ impl Cluster {
         Ok(())
     }
 
-    /// Starts the Kubernetes REST API on a loopback port and on the first node's
-    /// address (where pods reach it through the `kubernetes` Service, as they reach
-    /// kind's control-plane node), writes the owner's kubeconfig and registers the
-    /// node's address as the Service's endpoint.
+    /// Starts the Kubernetes REST API on the testbed's socket (the CLI's door), on a
+    /// loopback port and on the first node's address (where pods reach it through
+    /// the `kubernetes` Service, as they reach kind's control-plane node), writes the
+    /// owner's kubeconfig and registers the node's address as the Service's endpoint.
     async fn serve_rest(&mut self, exe: &Path) -> Result<Vec<JoinHandle<()>>, StartError> {
         let fail = |what: &str, e: &dyn std::fmt::Display| StartError::Rest(format!("{what}: {e}"));
         let Some(Credentials { pki, accounts }) = self.credentials.take() else {
             return Err(StartError::Rest("no certificates were made".into()));
         };
+        let path = state::api_socket(self.name());
+        let local = rest::local::bind(&path).map_err(|source| StartError::Socket {
+            path: path.clone(),
+            source,
+        })?;
         let listener = rest::bind()
             .await
             .map_err(|e| fail("bind a loopback port", &e))?;
@@ -294,10 +282,15 @@ impl Cluster {
                 name: name.to_string(),
                 exe: exe.to_path_buf(),
                 owner_uid: self.testbed().owner_uid(),
+                nodes: {
+                    let cp = self.control.clone();
+                    Arc::new(move || cp.node_status())
+                },
             },
         ));
         crate::api::kubernetes::register(&self.control.store, node.ip);
         Ok(vec![
+            tokio::spawn(rest::local::serve(local, door.clone())),
             tokio::spawn(rest::serve(listener, door.clone())),
             tokio::spawn(rest::serve(pods, door)),
         ])
@@ -324,7 +317,7 @@ impl Cluster {
     /// Stops the API socket, then the control plane's tasks, then removes the
     /// namespaces, links and files.
     pub async fn shutdown(mut self) -> Teardown {
-        for server in self.server.take().into_iter().chain(self.rest.drain(..)) {
+        for server in self.rest.drain(..) {
             server.abort();
             let _ = server.await;
         }

@@ -12,13 +12,12 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::api::server::{Api, ObjectProblem};
-use crate::api::socket::NodeStatus;
 use crate::api::{Key, Kind, Object, Store};
 use crate::controllers;
 use crate::dns::{self, Dns};
 use crate::kubelet::{self, NodeInfo};
 use crate::plan::Plan;
-use crate::proxy::node::SyncState;
+use crate::proxy::node::{NodeStatus, SyncState};
 use crate::proxy::{self, render};
 use crate::scenario::Scenario;
 

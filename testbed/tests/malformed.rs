@@ -5,7 +5,7 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -149,14 +149,16 @@ fn every_malformed_scenario_is_refused_by_up_and_builds_nothing() {
 /// Every object in the testbed, by kind, namespace and name.
 fn objects(api: &Path) -> BTreeSet<String> {
     let mut all = BTreeSet::new();
-    for kind in ["Pod", "Service", "Endpoints", "EndpointSlice", "Deployment"] {
-        let got = ask(
-            api,
-            json!({"op": "get", "kind": kind, "namespace": null, "name": null})
-                .to_string()
-                .as_bytes(),
-        );
-        assert_eq!(got["result"], "objects", "{got}");
+    for (kind, path) in [
+        ("Pod", "/api/v1/pods"),
+        ("Service", "/api/v1/services"),
+        ("Endpoints", "/api/v1/endpoints"),
+        ("EndpointSlice", "/apis/discovery.k8s.io/v1/endpointslices"),
+        ("Deployment", "/apis/apps/v1/deployments"),
+    ] {
+        let get = format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n");
+        let (status, got) = ask(api, get.as_bytes());
+        assert_eq!(status, 200, "{got}");
         for o in got["items"].as_array().unwrap() {
             all.insert(format!(
                 "{kind} {}/{}",
@@ -168,28 +170,56 @@ fn objects(api: &Path) -> BTreeSet<String> {
     all
 }
 
-/// Sends one request line to the API socket and reads the one answer.
-fn ask(api: &Path, line: &[u8]) -> Value {
+/// An HTTP request of a corpus line, `METHOD PATH [BODY]`.
+fn request(method: &str, path: &str, body: &[u8]) -> Vec<u8> {
+    let ct = if method == "PATCH" {
+        "application/merge-patch+json"
+    } else {
+        "application/json"
+    };
+    let mut r = format!(
+        "{method} {path} HTTP/1.1\r\nHost: t\r\nContent-Type: {ct}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    r.extend_from_slice(body);
+    r
+}
+
+/// Sends one request to the API socket and reads the one answer: its status and its
+/// body (`Null` when it has none).
+fn ask(api: &Path, request: &[u8]) -> (u16, Value) {
     let mut conn = UnixStream::connect(api).unwrap();
     conn.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    // The server stops reading a request over its limit, answers and closes: the
-    // rest of the write fails, and the answer is there to read.
-    let _ = conn.write_all(line).and_then(|()| conn.write_all(b"\n"));
-    let mut answer = String::new();
-    BufReader::new(conn).read_line(&mut answer).unwrap();
-    serde_json::from_str(&answer).unwrap_or_else(|e| panic!("{e}: {answer:?}"))
-}
-
-/// An error answer's message and its problems' messages, in one text.
-fn error_text(answer: &Value) -> String {
-    assert_eq!(answer["result"], "error", "{answer}");
-    let mut text = answer["message"].as_str().unwrap().to_string();
-    for p in answer["problems"].as_array().into_iter().flatten() {
-        let field = |k: &str| p[k].as_str().unwrap_or_default().to_string();
-        text.push_str(&format!(" | {}: {}", field("object"), field("message")));
+    // The server stops reading a body over its limit, answers and closes: the rest
+    // of the write fails, and the answer is there to read.
+    let _ = conn.write_all(request);
+    let mut r = BufReader::new(conn);
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {line:?}"));
+    let mut length = 0;
+    loop {
+        line.clear();
+        r.read_line(&mut line).unwrap();
+        if line.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                length = v.trim().parse().unwrap();
+            }
+        }
     }
-    text
+    let mut body = vec![0; length];
+    r.read_exact(&mut body).unwrap();
+    let v = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    (status, v)
 }
 
 /// Writes the generated manifests into `dir`: (file, what stderr says after it).
@@ -318,32 +348,56 @@ fn malformed_manifests_command_lines_and_api_requests_change_nothing() {
     // API requests, one connection each.
     let mut requests: Vec<(Vec<u8>, String)> = corpus("api.txt")
         .into_iter()
-        .map(|(r, want)| (r.into_bytes(), want))
+        .map(|(line, want)| {
+            let mut parts = line.splitn(3, ' ');
+            let (method, path) = (parts.next().unwrap(), parts.next().unwrap());
+            let body = parts.next().unwrap_or("").as_bytes();
+            (request(method, path, body), want)
+        })
         .collect();
-    let mut invalid_utf8 = br#"{"op":"get","kind":"Pod","name":""#.to_vec();
-    invalid_utf8.extend(b"\xff\"}");
+    let services = "/api/v1/namespaces/default/services";
+    let mut invalid_utf8 = br#"{"apiVersion":"v1","kind":"Service","metadata":{"name":""#.to_vec();
+    invalid_utf8.extend(b"\xff\"}}");
     requests.push((
-        invalid_utf8,
-        "bad request: invalid unicode code point".into(),
+        request("POST", services, &invalid_utf8),
+        "the request body is not JSON: invalid unicode code point".into(),
     ));
-    let mut huge = br#"{"op":"get","kind":"Pod","name":""#.to_vec();
+    let mut huge = br#"{"apiVersion":"v1","kind":"Service","metadata":{"name":""#.to_vec();
     huge.resize(17 << 20, b'x');
     requests.push((
-        huge,
-        "a request is larger than 16 MiB, the most this API server reads".into(),
+        request("POST", services, &huge),
+        "the request body is larger than 3 MiB, the most this server reads".into(),
     ));
     for (request, want) in requests {
-        let shown = String::from_utf8_lossy(&request[..request.len().min(80)]).into_owned();
-        let answer = error_text(&ask(&api, &request));
-        for part in want.split(" | ") {
-            assert!(answer.contains(part), "{shown}:\n{answer}\nwants {part}");
-        }
+        let shown = String::from_utf8_lossy(&request[..request.len().min(120)]).into_owned();
+        let (status, answer) = ask(&api, &request);
+        assert!(status >= 400, "{shown}: {status} {answer}");
+        assert_eq!(answer["kind"], "Status", "{shown}: {answer}");
+        let message = answer["message"].as_str().unwrap_or_default();
+        assert!(message.contains(&want), "{shown}:\n{message}\nwants {want}");
         assert_eq!(objects(&api), before, "{shown} changed the store");
     }
-    assert_eq!(
-        ask(&api, br#"{"op":"nodes"}"#)["nodes"][1]["name"],
-        "node-2"
-    );
+    // Bytes that are not HTTP: a 4xx or 5xx answer (hyper's), and the connection closed.
+    for junk in [
+        &b"not http at all\r\n\r\n"[..],
+        b"GET / HTTP/9.9\r\n\r\n",
+        &[0xff; 4096],
+    ] {
+        let mut conn = UnixStream::connect(&api).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let _ = conn.write_all(junk);
+        let mut answer = String::new();
+        let _ = BufReader::new(conn).read_line(&mut answer);
+        let code: u16 = answer
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        assert!(code >= 400, "{junk:?}: {answer:?}");
+    }
+    let (_, nodes) = ask(&api, b"GET /testbed/v1/nodes HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(nodes[1]["name"], "node-2");
 
     assert_rss_bounded();
     std::fs::remove_dir_all(dir).unwrap();

@@ -8,8 +8,8 @@ pub mod ipalloc;
 pub mod kubernetes;
 pub mod labels;
 pub mod object;
+pub mod refusals;
 pub mod server;
-pub mod socket;
 pub mod store;
 pub mod tokens;
 

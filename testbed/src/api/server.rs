@@ -160,13 +160,33 @@ impl Api {
     }
 
     /// [`Api::apply`], each object with what it expects of the one it replaces.
-    // Long because admission, ClusterIP allocation, the limits and the store write are one
-    // transaction over the whole batch; split, the transaction would be spread over
-    // functions.
     pub fn write(
         &self,
         objects: Vec<Object>,
         expect: &[Expect],
+    ) -> Result<Vec<Applied>, Vec<ObjectProblem>> {
+        self.write_or_try(objects, expect, false)
+    }
+
+    /// [`Api::write`] as a dry run (`?dryRun=All`): every check, the ClusterIPs it
+    /// would take, the limits; nothing stored, allocated or recorded. Each answer's
+    /// `stored` is the object as it would be stored.
+    pub fn try_write(
+        &self,
+        objects: Vec<Object>,
+        expect: &[Expect],
+    ) -> Result<Vec<Applied>, Vec<ObjectProblem>> {
+        self.write_or_try(objects, expect, true)
+    }
+
+    // Long because admission, ClusterIP allocation, the limits and the store write are one
+    // transaction over the whole batch; split, the transaction would be spread over
+    // functions.
+    fn write_or_try(
+        &self,
+        objects: Vec<Object>,
+        expect: &[Expect],
+        dry_run: bool,
     ) -> Result<Vec<Applied>, Vec<ObjectProblem>> {
         let mut alloc = self.alloc.lock().expect("allocator lock");
         let mut next_alloc = alloc.clone();
@@ -274,6 +294,8 @@ impl Api {
                 .map(|(obj, action, ignored)| {
                     let stored = if action == Action::Unchanged {
                         tx.get(&obj.key()).cloned().unwrap_or(obj)
+                    } else if dry_run {
+                        obj
                     } else {
                         let stored = tx.put(obj);
                         events::service_written(tx, &stored, action == Action::Created);
@@ -294,11 +316,10 @@ impl Api {
                 })
                 .collect())
         });
-        if result.is_ok() {
-            *alloc = next_alloc;
-        }
-        if let Err(problems) = &result {
-            self.record_refusal(problems);
+        match &result {
+            Ok(_) if !dry_run => *alloc = next_alloc,
+            Err(problems) if !dry_run => self.record_refusal(problems),
+            _ => {}
         }
         result
     }

@@ -1,5 +1,6 @@
 //! The `testbed` command line.
 
+mod apply;
 mod bench;
 mod bench_api;
 mod bench_dns;
@@ -193,7 +194,7 @@ pub fn main() -> ExitCode {
             target,
             command,
         } => need_root("exec").and_then(|_| ops::exec(testbed, user.as_deref(), &target, &command)),
-        Command::Apply { testbed, file } => objects::apply(testbed, &file),
+        Command::Apply { testbed, file } => apply::apply(testbed, &file),
         Command::Get {
             testbed,
             kind,
@@ -243,7 +244,13 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // The API server's refusals read as kubectl prints them.
+            let text = format!("{e:#}");
+            if text.starts_with("Error from server") {
+                eprintln!("{text}");
+            } else {
+                eprintln!("error: {text}");
+            }
             ExitCode::FAILURE
         }
     }

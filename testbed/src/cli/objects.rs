@@ -1,59 +1,17 @@
-//! `testbed apply`, `get`, `delete` and `scale`: kubectl's verbs against the testbed's
-//! API server.
+//! `testbed get`, `delete` and `scale`: kubectl's verbs as the REST API's requests,
+//! sent over the testbed's local socket (`apply` is in [`super::apply`]).
 
-use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Result};
-use serde_json::Value;
+use serde_json::{json, Value};
 
-use super::client::Client;
-use super::print::{print_table, table, to_yaml};
-use crate::api::server::Action;
-use crate::api::socket::{Request, Response};
-use crate::api::{Kind, Object};
-use crate::yaml::{self, Spans};
+use super::client::{Call, Client, JSON, TABLE};
+use super::print::{print_table, table_rows, to_yaml};
+use crate::api::Kind;
+use crate::rest::resources::Resource;
 
-/// Reads `file` (`-` for stdin) into manifests, checking each against its
-/// Kubernetes type; every problem is reported with its file and line.
-fn read_manifests(file: &Path) -> Result<(String, Vec<(Value, Spans)>)> {
-    let shown = if file == Path::new("-") {
-        "<stdin>".to_string()
-    } else {
-        file.display().to_string()
-    };
-    let text = crate::input::read(file).map_err(|e| match e.at {
-        Some((line, col)) => anyhow!("{shown}:{line}:{col}: {}", e.message),
-        None => anyhow!("{shown}: {}", e.message),
-    })?;
-    let docs = yaml::load_all(&text).map_err(|e| {
-        anyhow!(
-            "{shown}:{}:{}: invalid YAML: {}",
-            e.pos.line,
-            e.pos.col,
-            e.message
-        )
-    })?;
-    let docs: Vec<(Value, Spans)> = docs.into_iter().filter(|(v, _)| !v.is_null()).collect();
-    if docs.is_empty() {
-        bail!("{shown}: no objects in the file");
-    }
-    let mut problems = Vec::new();
-    for (v, spans) in &docs {
-        for l in crate::manifest::check(v, spans, "") {
-            problems.push(match l.pos {
-                Some(p) => format!("{shown}:{}:{}: {}", p.line, p.col, l.message),
-                None => format!("{shown}: {}", l.message),
-            });
-        }
-    }
-    if !problems.is_empty() {
-        bail!("{}\nnothing was applied", problems.join("\n"));
-    }
-    Ok((shown, docs))
-}
-
-fn kind_label(kind: Kind) -> &'static str {
+pub(super) fn kind_label(kind: Kind) -> &'static str {
     match kind {
         Kind::Deployment => "deployment.apps",
         Kind::Event => "event",
@@ -64,50 +22,38 @@ fn kind_label(kind: Kind) -> &'static str {
     }
 }
 
-pub(super) fn apply(testbed: Option<String>, file: &Path) -> Result<ExitCode> {
-    let (shown, docs) = read_manifests(file)?;
-    let name = super::pick_testbed(testbed)?;
-    let mut client = Client::connect(&name)?;
-    let objects: Vec<Value> = docs.iter().map(|(v, _)| v.clone()).collect();
-    match client.call(&Request::Apply { objects })? {
-        Response::Applied { results } => {
-            for r in results {
-                let action = match r.action {
-                    Action::Created => "created",
-                    Action::Configured => "configured",
-                    Action::Unchanged => "unchanged",
-                };
-                let ip = r
-                    .cluster_ip
-                    .map(|ip| format!(" (clusterIP {ip})"))
-                    .unwrap_or_default();
-                let ns = if r.key.namespace == "default" {
-                    String::new()
-                } else {
-                    format!(" -n {}", r.key.namespace)
-                };
-                println!("{}/{}{ns} {action}{ip}", kind_label(r.key.kind), r.key.name);
-                for f in r.ignored {
-                    println!("  note: {f} is accepted but not emulated (ignored)");
-                }
-            }
-            Ok(ExitCode::SUCCESS)
+/// One path segment, percent-encoded (a name that is not a DNS name still reaches
+/// the API server whole, to be refused there with why).
+fn segment(s: &str) -> String {
+    let mut out = String::new();
+    let all_dots = s.chars().all(|c| c == '.');
+    for b in s.bytes() {
+        match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'~' => out.push(b as char),
+            b'.' if !all_dots => out.push('.'),
+            _ => out.push_str(&format!("%{b:02X}")),
         }
-        Response::Error { message, problems } => {
-            for p in &problems {
-                let pos = p
-                    .index
-                    .and_then(|i| docs.get(i))
-                    .and_then(|(_, s)| s.find(&p.path));
-                match pos {
-                    Some(pos) => eprintln!("{shown}:{}:{}: {p}", pos.line, pos.col),
-                    None => eprintln!("{shown}: {p}"),
-                }
-            }
-            bail!("{message}")
-        }
-        other => Err(super::client::unexpected(other)),
     }
+    out
+}
+
+/// The REST path of `kind` objects in `namespace` (every namespace for `None`), or
+/// of the one named.
+pub(super) fn path(kind: Kind, namespace: Option<&str>, name: Option<&str>) -> String {
+    let r = Resource::of(kind);
+    let mut p = if r.group.is_empty() {
+        format!("/api/{}", r.version)
+    } else {
+        format!("/apis/{}/{}", r.group, r.version)
+    };
+    if let Some(ns) = namespace {
+        p.push_str(&format!("/namespaces/{}", segment(ns)));
+    }
+    p.push_str(&format!("/{}", r.plural));
+    if let Some(n) = name {
+        p.push_str(&format!("/{}", segment(n)));
+    }
+    p
 }
 
 /// `KIND/NAME` or `KIND` and `NAME`.
@@ -142,18 +88,16 @@ pub(super) fn delete(
     let name =
         name.ok_or_else(|| anyhow!("name the object: testbed delete {}/NAME", kind.plural()))?;
     let tb = super::pick_testbed(testbed)?;
-    match Client::connect(&tb)?.call(&Request::Delete {
-        kind,
-        namespace: namespace.into(),
-        name: name.clone(),
-    })? {
-        Response::Deleted { .. } => {
-            println!("{}/{name} deleted", kind_label(kind));
-            Ok(ExitCode::SUCCESS)
-        }
-        Response::Error { message, .. } => bail!("{message}"),
-        other => Err(super::client::unexpected(other)),
+    let at = path(kind, Some(namespace), Some(&name));
+    let reply = Client::connect(&tb)?.call(&Call {
+        method: "DELETE",
+        ..Call::get(&at)
+    })?;
+    if !reply.ok() {
+        return Err(reply.error());
     }
+    println!("{}/{name} deleted", kind_label(kind));
+    Ok(ExitCode::SUCCESS)
 }
 
 pub(super) fn scale(
@@ -169,19 +113,24 @@ pub(super) fn scale(
     let name = name.ok_or_else(|| {
         anyhow!("name the deployment: testbed scale deployment/NAME --replicas N")
     })?;
-    let tb = super::pick_testbed(testbed)?;
-    match Client::connect(&tb)?.call(&Request::Scale {
-        namespace: namespace.into(),
-        name: name.clone(),
-        replicas,
-    })? {
-        Response::Applied { .. } => {
-            println!("deployment.apps/{name} scaled");
-            Ok(ExitCode::SUCCESS)
-        }
-        Response::Error { message, .. } => bail!("{message}"),
-        other => Err(super::client::unexpected(other)),
+    if replicas < 0 {
+        bail!("--replicas {replicas} is negative");
     }
+    let tb = super::pick_testbed(testbed)?;
+    // As kubectl scale: a merge patch of the scale subresource.
+    let at = format!("{}/scale", path(kind, Some(namespace), Some(&name)));
+    let patch = json!({ "spec": { "replicas": replicas } });
+    let reply = Client::connect(&tb)?.call(&Call::with(
+        "PATCH",
+        &at,
+        "application/merge-patch+json",
+        &patch,
+    ))?;
+    if !reply.ok() {
+        return Err(reply.error());
+    }
+    println!("deployment.apps/{name} scaled");
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
@@ -201,148 +150,178 @@ pub(super) struct GetArgs {
     pub watch: bool,
 }
 
+/// `testbed get nodes`: each node and its kube-proxy's state (the testbed's own
+/// path: there are no Node objects yet).
+fn nodes(client: &mut Client, output: Option<Output>) -> Result<ExitCode> {
+    let reply = client.call(&Call::get("/testbed/v1/nodes"))?;
+    if !reply.ok() {
+        return Err(reply.error());
+    }
+    if output == Some(Output::Json) {
+        println!("{}", serde_json::to_string_pretty(&reply.body)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let nodes: Vec<crate::proxy::node::NodeStatus> = serde_json::from_value(reply.body)?;
+    let mut rows = vec![vec![
+        "NAME".to_string(),
+        "INTERNAL-IP".into(),
+        "POD-CIDR".into(),
+        "KUBE-PROXY".into(),
+        "SERVICE-PORTS".into(),
+        "LAST-SYNC".into(),
+    ]];
+    for n in nodes {
+        let state = match (&n.last_error, n.synced_revision >= n.store_revision) {
+            (Some(e), _) => format!("error: {e}"),
+            (None, true) => "in sync".into(),
+            (None, false) => format!("behind ({} < {})", n.synced_revision, n.store_revision),
+        };
+        rows.push(vec![
+            n.name,
+            n.ip,
+            n.pod_cidr,
+            state,
+            n.service_ports.to_string(),
+            format!("{:.1}ms", n.last_sync_ms),
+        ]);
+    }
+    print_table(&rows);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `get -w`: the watch's events as they come, a row each (with the event's type), or
+/// the events whole for `-o json|yaml`.
+fn watch(client: &mut Client, at: &str, output: Option<Output>) -> Result<ExitCode> {
+    let whole = matches!(output, Some(Output::Json | Output::Yaml));
+    let call = Call {
+        accept: if whole { JSON } else { TABLE },
+        ..Call::get(at)
+    };
+    let mut first = true;
+    client.watch(&call, |event| {
+        if event["type"] == "ERROR" {
+            bail!(
+                "the watch ended: {}",
+                event["object"]["message"].as_str().unwrap_or("an error")
+            );
+        }
+        match output {
+            Some(Output::Json) => println!("{}", serde_json::to_string(&event)?),
+            Some(Output::Yaml) => println!("---\n{}", to_yaml(&event)),
+            _ => {
+                let mut rows = table_rows(&event["object"], output == Some(Output::Wide), false);
+                for (i, r) in rows.iter_mut().enumerate() {
+                    let ty = event["type"].as_str().unwrap_or_default();
+                    r.insert(0, if i == 0 { "EVENT".into() } else { ty.into() });
+                }
+                if !first {
+                    rows.remove(0);
+                }
+                first = false;
+                print_table(&rows);
+            }
+        }
+        Ok(true)
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A list's items as objects of their own: with their kind and API version, as
+/// `kubectl get -o json` shows them.
+fn items(list: &Value, kind: Kind) -> Vec<Value> {
+    let r = Resource::of(kind);
+    list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|o| {
+            let mut o = o.clone();
+            o["apiVersion"] = json!(r.group_version());
+            o["kind"] = json!(r.kind_name);
+            o
+        })
+        .collect()
+}
+
 // Long because it is kubectl get's modes (one object, a list, a watch) times its outputs,
 // each arm short.
 pub(super) fn get(a: GetArgs) -> Result<ExitCode> {
     let tb = super::pick_testbed(a.testbed)?;
     let mut client = Client::connect(&tb)?;
     if a.what == "nodes" || a.what == "node" || a.what == "no" {
-        let nodes = match client.call(&Request::Nodes)? {
-            Response::Nodes { nodes } => nodes,
-            other => return Err(super::client::unexpected(other)),
-        };
-        if a.output == Some(Output::Json) {
-            println!("{}", serde_json::to_string_pretty(&nodes)?);
-            return Ok(ExitCode::SUCCESS);
-        }
-        let mut rows = vec![vec![
-            "NAME".to_string(),
-            "INTERNAL-IP".into(),
-            "POD-CIDR".into(),
-            "KUBE-PROXY".into(),
-            "SERVICE-PORTS".into(),
-            "LAST-SYNC".into(),
-        ]];
-        for n in nodes {
-            let state = match (&n.last_error, n.synced_revision >= n.store_revision) {
-                (Some(e), _) => format!("error: {e}"),
-                (None, true) => "in sync".into(),
-                (None, false) => format!("behind ({} < {})", n.synced_revision, n.store_revision),
-            };
-            rows.push(vec![
-                n.name,
-                n.ip,
-                n.pod_cidr,
-                state,
-                n.service_ports.to_string(),
-                format!("{:.1}ms", n.last_sync_ms),
-            ]);
-        }
-        print_table(&rows);
-        return Ok(ExitCode::SUCCESS);
+        return nodes(&mut client, a.output);
     }
     let (kind, name) = kind_and_name(&a.what, a.name.as_deref())?;
-    let namespace = a
-        .namespace
-        .clone()
-        .or_else(|| name.as_ref().map(|_| "default".into()));
-    let namespace = if a.namespace.as_deref() == Some("*") {
-        None
-    } else {
-        namespace.or(Some("default".into()))
+    let namespace = match a.namespace.as_deref() {
+        Some("*") => None,
+        Some(ns) => Some(ns.to_string()),
+        None => Some("default".to_string()),
     };
     if a.watch {
-        let first_answer = client.call(&Request::Watch { kind, namespace })?;
-        let mut first = true;
-        let mut next = Some(first_answer);
-        while let Some(r) = next.take().map(Ok).or_else(|| client.recv().transpose()) {
-            let event = match r? {
-                Response::Event { event } => event,
-                other => return Err(super::client::unexpected(other)),
-            };
-            if name.as_deref().is_some_and(|n| n != event.object.name()) {
-                continue;
-            }
-            match a.output {
-                Some(Output::Json) => println!("{}", serde_json::to_string(&event)?),
-                Some(Output::Yaml) => println!("---\n{}", to_yaml(&serde_json::to_value(&event)?)),
-                _ => {
-                    let rows = table(
-                        kind,
-                        std::slice::from_ref(&event.object),
-                        a.output == Some(Output::Wide),
-                    );
-                    let mut rows: Vec<Vec<String>> = rows
-                        .into_iter()
-                        .map(|mut r| {
-                            r.insert(0, String::new());
-                            r
-                        })
-                        .collect();
-                    rows[0][0] = "EVENT".into();
-                    rows[1][0] = format!("{:?}", event.kind).to_uppercase();
-                    if !first {
-                        rows.remove(0);
-                    }
-                    first = false;
-                    print_table(&rows);
-                }
-            }
+        let mut at = format!("{}?watch=true", path(kind, namespace.as_deref(), None));
+        if let Some(n) = &name {
+            at.push_str(&format!("&fieldSelector=metadata.name%3D{}", segment(n)));
         }
-        return Ok(ExitCode::SUCCESS);
+        return watch(&mut client, &at, a.output);
     }
-    let items = match client.call(&Request::Get {
-        kind,
-        namespace: namespace.clone(),
-        name: name.clone(),
-    })? {
-        Response::Objects { items } => items,
-        Response::Error { message, .. } => bail!("{message}"),
-        other => return Err(super::client::unexpected(other)),
+    let at = match &name {
+        Some(n) => path(
+            kind,
+            Some(namespace.as_deref().unwrap_or("default")),
+            Some(n),
+        ),
+        None => path(kind, namespace.as_deref(), None),
+    };
+    let table = !matches!(a.output, Some(Output::Json | Output::Yaml | Output::Name));
+    let reply = client.call(&Call {
+        accept: if table { TABLE } else { JSON },
+        ..Call::get(&at)
+    })?;
+    if !reply.ok() {
+        return Err(reply.error());
+    }
+    let objects = match (&name, table) {
+        (_, true) => Vec::new(),
+        (Some(_), false) => vec![reply.body.clone()],
+        (None, false) => items(&reply.body, kind),
     };
     match a.output {
-        Some(Output::Json) => {
-            let v: Vec<Value> = items.iter().map(Object::to_value).collect();
-            if name.is_some() && v.len() == 1 {
-                println!("{}", serde_json::to_string_pretty(&v[0])?);
-            } else {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(
-                        &serde_json::json!({"apiVersion": "v1", "kind": "List", "items": v})
-                    )?
-                );
-            }
+        Some(Output::Json) if name.is_some() => {
+            println!("{}", serde_json::to_string_pretty(&objects[0])?)
         }
+        Some(Output::Json) => println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &json!({"apiVersion": "v1", "kind": "List", "items": objects})
+            )?
+        ),
         Some(Output::Yaml) => {
-            for (i, o) in items.iter().enumerate() {
+            for (i, o) in objects.iter().enumerate() {
                 if i > 0 {
                     println!("---");
                 }
-                print!("{}", to_yaml(&o.to_value()));
+                print!("{}", to_yaml(o));
             }
         }
         Some(Output::Name) => {
-            for o in &items {
-                println!("{}/{}", kind_label(kind), o.name());
+            for o in &objects {
+                let n = o["metadata"]["name"].as_str().unwrap_or_default();
+                println!("{}/{n}", kind_label(kind));
             }
         }
         _ => {
-            if items.is_empty() {
+            let rows = table_rows(
+                &reply.body,
+                a.output == Some(Output::Wide),
+                namespace.is_none(),
+            );
+            if rows.len() > 1 {
+                print_table(&rows);
+            } else {
                 match namespace.as_deref() {
                     None => eprintln!("No resources found"),
                     Some(ns) => eprintln!("No resources found in {ns} namespace."),
                 }
-            } else {
-                let mut rows = table(kind, &items, a.output == Some(Output::Wide));
-                if namespace.is_none() {
-                    // As `kubectl get -A`: a NAMESPACE column first.
-                    rows[0].insert(0, "NAMESPACE".into());
-                    for (row, o) in rows[1..].iter_mut().zip(&items) {
-                        row.insert(0, o.namespace().to_string());
-                    }
-                }
-                print_table(&rows);
             }
         }
     }

@@ -4,7 +4,7 @@ use k8s_openapi::api::core::v1::{Pod, PodCondition, PodStatus};
 
 use super::deployment::{self, reconcile};
 use super::endpoints::endpoints_for;
-use crate::api::server::{Action, Api};
+use crate::api::server::{Action, Api, Expect};
 use crate::api::{Key, Kind, Object, Store};
 
 fn api() -> Api {
@@ -459,4 +459,29 @@ fn fields_not_acted_on_are_reported_by_path() {
         ["spec.priority", "spec.containers[0].env[1].valueFrom"],
         "setHostnameAsFQDN and literal env values are acted on"
     );
+}
+
+#[test]
+fn a_dry_run_checks_everything_and_stores_allocates_and_records_nothing() {
+    let api = api();
+    let rev = *api.store.subscribe().borrow();
+    let events = api.store.list(Kind::Event, None).len();
+    let expect = [Expect::Absent, Expect::Absent];
+    let tried = api.try_write(objects(WEB), &expect).unwrap();
+    let svc = tried.iter().find(|a| a.key.kind == Kind::Service).unwrap();
+    assert_eq!(svc.cluster_ip.as_deref(), Some("10.96.0.2"));
+    assert_eq!(svc.action, Action::Created);
+    assert_eq!(*api.store.subscribe().borrow(), rev, "nothing was written");
+    assert!(api.store.list(Kind::Service, Some("default")).len() == 1);
+    assert!(!api.cluster_ip_in_use("10.96.0.2".parse().unwrap()));
+    // Refused as the write would be, and no event of it.
+    let bad = "apiVersion: v1\nkind: Service\nmetadata: {name: x}\nspec: {ports: [{port: 0}]}\n";
+    let e = api.try_write(objects(bad), &[Expect::Any]).unwrap_err();
+    assert!(e[0].to_string().contains("Invalid value: 0"), "{}", e[0]);
+    assert_eq!(api.store.list(Kind::Event, None).len(), events);
+    assert_eq!(*api.store.subscribe().borrow(), rev);
+    // The write itself then takes the address the dry run showed.
+    let done = api.write(objects(WEB), &expect).unwrap();
+    let svc = done.iter().find(|a| a.key.kind == Kind::Service).unwrap();
+    assert_eq!(svc.cluster_ip.as_deref(), Some("10.96.0.2"));
 }

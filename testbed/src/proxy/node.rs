@@ -18,6 +18,21 @@ use crate::informer::Reconcile;
 use crate::kernel::exec::{CommandError, NodeExec, Nsenter};
 use crate::netns;
 
+/// A node as `testbed get nodes` shows it, with its kube-proxy's state.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct NodeStatus {
+    pub name: String,
+    pub ip: String,
+    pub pod_cidr: String,
+    /// The store revision its rules reflect, and the store's own.
+    pub synced_revision: u64,
+    pub store_revision: u64,
+    pub syncs: u64,
+    pub last_sync_ms: f64,
+    pub service_ports: usize,
+    pub last_error: Option<String>,
+}
+
 /// What a node's kube-proxy last did.
 #[derive(Debug, Clone, Default)]
 pub struct SyncState {

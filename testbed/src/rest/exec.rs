@@ -50,7 +50,7 @@ impl Options {
         let mut o = Options::default();
         for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let v = super::handler::decode(v);
+            let v = super::handler::decode(v, true);
             let yes = v == "true" || v == "1";
             match k {
                 "command" => o.command.push(v),

@@ -3,7 +3,6 @@
 //! subresources), answered as the API server answers.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
@@ -27,7 +26,7 @@ impl Query {
         let mut m = BTreeMap::new();
         for pair in q.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            m.insert(decode(k), decode(v));
+            m.insert(decode(k, true), decode(v, true));
         }
         Query(m)
     }
@@ -41,14 +40,14 @@ impl Query {
     }
 }
 
-/// Percent-decoding (and `+` as a space) of one query component.
-pub fn decode(s: &str) -> String {
+/// Percent-decoding of one query component (with `+` as a space) or path segment.
+pub fn decode(s: &str, plus_is_space: bool) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
         match b[i] {
-            b'+' => out.push(b' '),
+            b'+' if plus_is_space => out.push(b' '),
             b'%' if i + 2 < b.len() => {
                 let hex = |c: u8| (c as char).to_digit(16);
                 match (hex(b[i + 1]), hex(b[i + 2])) {
@@ -92,7 +91,7 @@ fn refused(r: Refusal) -> Response<Body> {
 pub async fn handle(
     door: Arc<Door>,
     user: User,
-    peer: SocketAddr,
+    peer: &str,
     req: Request<Incoming>,
 ) -> Response<Body> {
     let user = door.authenticate(&user, req.headers());
@@ -119,14 +118,15 @@ pub struct ResourcePath {
 }
 
 fn parse_resource(group: &str, version: &str, rest: &[&str]) -> Option<ResourcePath> {
+    let segment = |s: &str| decode(s, false);
     let (namespace, rest) = match rest {
-        ["namespaces", ns, rest @ ..] if !rest.is_empty() => (Some(ns.to_string()), rest),
+        ["namespaces", ns, rest @ ..] if !rest.is_empty() => (Some(segment(ns)), rest),
         _ => (None, rest),
     };
     let (plural, name, sub) = match rest {
         [p] => (*p, None, None),
-        [p, n] if namespace.is_some() => (*p, Some(n.to_string()), None),
-        [p, n, s] if namespace.is_some() => (*p, Some(n.to_string()), Some(s.to_string())),
+        [p, n] if namespace.is_some() => (*p, Some(segment(n)), None),
+        [p, n, s] if namespace.is_some() => (*p, Some(segment(n)), Some(s.to_string())),
         _ => return None,
     };
     let res = Resource::find(group, version, plural)?;
@@ -164,6 +164,10 @@ async fn route(
             resources::api_resource_list(g, v).map_or(Err(status::no_such_path()), ok)
         }
         ["openapi", "v3"] if get => ok(super::openapi::root()),
+        // The testbed's own: each node's kube-proxy, for `testbed get nodes`.
+        ["testbed", "v1", "nodes"] if get && *user == User::Admin => {
+            ok(serde_json::to_value((door.nodes)()).expect("node states serialize"))
+        }
         ["openapi", "v3", rest @ ..] if get => super::openapi::document(&rest.join("/"))
             .map(|d| full(StatusCode::OK, "application/json", Bytes::from_static(d)))
             .ok_or_else(status::no_such_path),
@@ -291,18 +295,15 @@ async fn resource(
             super::exec::exec(door, req, &t, &name)
         }
         (&Method::POST, None, None) => {
-            no_dry_run(&q)?;
             let (body, _) = body_json(req).await?;
             write::create(door, &t, &q, body)
         }
         (&Method::PUT, Some(name), None) => {
-            no_dry_run(&q)?;
             let (body, _) = body_json(req).await?;
             let name = name.to_string();
             write::replace(door, &t, &q, &name, body)
         }
         (&Method::PATCH, Some(name), sub @ (None | Some("status") | Some("scale"))) => {
-            no_dry_run(&q)?;
             let (body, ct) = body_json(req).await?;
             let ty = PatchType::from_content_type(&ct)
                 .ok_or_else(|| status::unsupported_media_type(&ct))?;
@@ -355,12 +356,13 @@ pub fn include(q: &Query) -> Include {
     }
 }
 
-/// `?dryRun=All` is refused rather than written for real.
+/// `?dryRun=All` where this server does not carry it out (deletes, subresource
+/// writes) is refused rather than written for real.
 fn no_dry_run(q: &Query) -> Result<(), Refusal> {
     match q.get("dryRun") {
         None => Ok(()),
         Some(_) => Err(status::bad_request(
-            "dryRun is not supported by this server: nothing was changed (use kubectl's --dry-run=client)",
+            "dryRun is carried out on create, update and patch only: nothing was changed (use kubectl's --dry-run=client)",
         )),
     }
 }
@@ -435,8 +437,14 @@ mod tests {
         assert_eq!(q.get("labelSelector"), Some("app=web,tier in (a)"));
         assert!(q.flag("watch"));
         assert_eq!(q.get("x"), None);
-        assert_eq!(decode("100%"), "100%");
-        assert_eq!(decode("%zz"), "%zz");
+        assert_eq!(decode("100%", true), "100%");
+        assert_eq!(decode("%zz", true), "%zz");
+        assert_eq!(decode("a+b%2Bc", false), "a+b+c", "a path keeps its +");
+        let t = parse_resource("", "v1", &["namespaces", "a%2Fb", "pods", "..%2Fx"]).unwrap();
+        assert_eq!(
+            (t.namespace.as_deref(), t.name.as_deref()),
+            (Some("a/b"), Some("../x"))
+        );
     }
 
     #[test]

@@ -17,6 +17,7 @@
 pub mod authz;
 pub mod exec;
 pub mod handler;
+pub mod local;
 pub mod logs;
 pub mod openapi;
 pub mod patch;
@@ -37,8 +38,8 @@ use http_body_util::combinators::BoxBody;
 use hyper::body::Bytes;
 use tokio::net::TcpListener;
 
+use crate::api::refusals::Refusals;
 use crate::api::server::Api;
-use crate::api::socket::Refusals;
 use crate::api::tokens::{ServiceAccounts, Subject};
 use crate::api::{Key, Kind};
 
@@ -77,7 +78,12 @@ pub struct Testbed {
     pub name: String,
     pub exe: std::path::PathBuf,
     pub owner_uid: u32,
+    /// Each node's kube-proxy as it is now (`testbed get nodes`).
+    pub nodes: NodesFn,
 }
+
+/// Reports the nodes and their kube-proxies' state.
+pub type NodesFn = Arc<dyn Fn() -> Vec<crate::proxy::node::NodeStatus> + Send + Sync>;
 
 /// What the REST door serves with.
 pub struct Door {
@@ -90,6 +96,7 @@ pub struct Door {
     pub testbed: String,
     pub exe: std::path::PathBuf,
     pub owner_uid: u32,
+    pub nodes: NodesFn,
     /// `https://127.0.0.1:PORT`, as discovery reports it.
     pub address: String,
     refusals: Mutex<Refusals>,
@@ -110,6 +117,7 @@ impl Door {
             testbed: testbed.name,
             exe: testbed.exe,
             owner_uid: testbed.owner_uid,
+            nodes: testbed.nodes,
             address,
             refusals: Mutex::new(Refusals::default()),
         }
@@ -205,8 +213,9 @@ pub async fn serve(listener: TcpListener, door: Arc<Door>) {
             let service = hyper::service::service_fn(move |req| {
                 let door = door.clone();
                 let user = user.clone();
+                let peer = peer.to_string();
                 async move {
-                    Ok::<_, std::convert::Infallible>(handler::handle(door, user, peer, req).await)
+                    Ok::<_, std::convert::Infallible>(handler::handle(door, user, &peer, req).await)
                 }
             });
             let _ = hyper::server::conn::http1::Builder::new()

@@ -182,25 +182,17 @@ pub fn from_problems(t: &Target, problems: &[ObjectProblem]) -> Refusal {
                 .map(cause_text)
                 .collect::<Vec<_>>()
                 .join(", ");
+            let mut details = t.details();
+            details["causes"] = causes(problems);
             return status(
                 StatusCode::FORBIDDEN,
                 "Forbidden",
                 format!("{} {:?} is forbidden: {why}", t.resource(), t.name),
-                Some(t.details()),
+                Some(details),
             );
         }
         Reason::Invalid => {}
     }
-    let causes: Vec<Value> = problems
-        .iter()
-        .map(|p| {
-            json!({
-                "reason": cause_reason(&p.message),
-                "message": p.message,
-                "field": p.path,
-            })
-        })
-        .collect();
     let list = problems
         .iter()
         .map(cause_text)
@@ -213,13 +205,27 @@ pub fn from_problems(t: &Target, problems: &[ObjectProblem]) -> Refusal {
     };
     let mut details = t.details();
     details["kind"] = json!(t.kind);
-    details["causes"] = json!(causes);
+    details["causes"] = causes(problems);
     status(
         StatusCode::UNPROCESSABLE_ENTITY,
         "Invalid",
         format!("{} {:?} is invalid: {list}", t.kind, t.name),
         Some(details),
     )
+}
+
+/// A cause per problem, with its field.
+fn causes(problems: &[ObjectProblem]) -> Value {
+    problems
+        .iter()
+        .map(|p| {
+            json!({
+                "reason": cause_reason(&p.message),
+                "message": p.message,
+                "field": p.path,
+            })
+        })
+        .collect()
 }
 
 /// `field: message`, as a field.Error prints.

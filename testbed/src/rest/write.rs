@@ -119,15 +119,45 @@ fn with_warnings(mut r: Response<Body>, warnings: &[String]) -> Response<Body> {
     r
 }
 
-/// Writes one object through the API server with `expect`; the stored object, or
-/// the refusal as a Status.
-fn write_one(door: &Door, t: &ResourcePath, o: Object, expect: Expect) -> Result<Object, Refusal> {
+/// Whether a write is a dry run: `?dryRun=All` (the one value upstream takes).
+pub(super) fn dry_run(q: &Query) -> Result<bool, Refusal> {
+    match q.get("dryRun") {
+        None => Ok(false),
+        Some("All") => Ok(true),
+        Some(other) => Err(status::bad_request(format!(
+            "dryRun: Unsupported value: {other:?}: supported values: \"All\""
+        ))),
+    }
+}
+
+/// Writes one object through the API server with `expect` (or tries it, for a dry
+/// run); the object as stored, or the refusal as a Status. The fields it accepts
+/// without acting on them are added to `warnings`.
+fn write_one(
+    door: &Door,
+    t: &ResourcePath,
+    o: Object,
+    expect: Expect,
+    dry: bool,
+    warnings: &mut Vec<String>,
+) -> Result<Object, Refusal> {
     let name = o.name().to_string();
-    match door.api.write(vec![o], &[expect]) {
-        Ok(mut applied) => Ok(applied
-            .remove(0)
-            .stored
-            .expect("a write returns what it stored")),
+    let result = if dry {
+        door.api.try_write(vec![o], &[expect])
+    } else {
+        door.api.write(vec![o], &[expect])
+    };
+    match result {
+        Ok(mut applied) => {
+            let applied = applied.remove(0);
+            warnings.extend(
+                applied
+                    .ignored
+                    .iter()
+                    .map(|f| format!("{f} is accepted but not emulated (ignored)")),
+            );
+            Ok(applied.stored.expect("a write returns what it stored"))
+        }
         Err(problems) => Err(status::from_problems(&target(t, &name), &problems)),
     }
 }
@@ -139,9 +169,10 @@ pub(super) fn create(
     body: Value,
 ) -> Result<Response<Body>, Refusal> {
     writable(t)?;
+    let dry = dry_run(q)?;
     let mut warnings = Vec::new();
     let o = decode_object(t, q, body, &mut warnings)?;
-    let stored = write_one(door, t, o, Expect::Absent)?;
+    let stored = write_one(door, t, o, Expect::Absent, dry, &mut warnings)?;
     Ok(with_warnings(
         json_response(StatusCode::CREATED, &stored.to_value()),
         &warnings,
@@ -156,6 +187,7 @@ pub(super) fn replace(
     body: Value,
 ) -> Result<Response<Body>, Refusal> {
     writable(t)?;
+    let dry = dry_run(q)?;
     let mut warnings = Vec::new();
     let o = decode_object(t, q, body, &mut warnings)?;
     if o.name() != name {
@@ -172,6 +204,8 @@ pub(super) fn replace(
         Expect::Present {
             resource_version: rv,
         },
+        dry,
+        &mut warnings,
     )?;
     Ok(with_warnings(
         json_response(StatusCode::OK, &stored.to_value()),
@@ -319,6 +353,12 @@ pub(super) fn patch_object(
 ) -> Result<Response<Body>, Refusal> {
     let key = Key::new(t.res.kind, ns(t), name);
     let schema = super::openapi::schema_name(t.res.kind);
+    let dry = dry_run(q)?;
+    if dry && sub.is_some() {
+        return Err(status::bad_request(
+            "dryRun is not supported on the status and scale subresources: nothing was changed",
+        ));
+    }
     // A patch without a resource version applies to the object as it is; if it
     // changed meanwhile, the patch is applied again to the new one (as upstream).
     for _ in 0..5 {
@@ -362,6 +402,8 @@ pub(super) fn patch_object(
                 Expect::Present {
                     resource_version: rv,
                 },
+                dry,
+                &mut warnings,
             )
             .map(|s| json_response(StatusCode::OK, &s.to_value()))
         };

@@ -92,7 +92,7 @@ impl Credentials {
     /// Fresh ones for `plan`: the server's certificate is valid on loopback, at the
     /// `kubernetes` Service's ClusterIP and at the first node's address.
     fn make(plan: &Plan) -> Result<Credentials, String> {
-        let service_ip = std::net::Ipv4Addr::from(u32::from(plan.service_cidr.network()) + 1);
+        let service_ip = crate::api::kubernetes::cluster_ip(plan.service_cidr);
         let loopback = std::net::Ipv4Addr::LOCALHOST;
         let mut addresses: Vec<std::net::IpAddr> = vec![loopback.into(), service_ip.into()];
         addresses.extend(plan.nodes.first().map(|n| std::net::IpAddr::from(n.ip)));

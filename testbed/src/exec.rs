@@ -98,9 +98,9 @@ pub fn exec_in(
     let Some(program) = argv.first() else {
         return Err(ExecError::NoCommand);
     };
-    enter(netns_name)?;
+    let etc_files = enter(netns_name)?;
     if let Some(dir) = pod {
-        pod_view(netns_name, dir)?;
+        pod_view(dir, &etc_files)?;
     }
     if let Some(who) = user {
         become_user(who)?;
@@ -118,8 +118,8 @@ pub fn exec_in(
 }
 
 /// Enters the namespace with a private mount namespace that shows it: its `/sys`,
-/// its `/etc/netns/<name>/*` files over `/etc`.
-fn enter(netns_name: &str) -> Result<(), ExecError> {
+/// its `/etc/netns/<name>/*` files over `/etc`. Returns those files.
+fn enter(netns_name: &str) -> Result<Vec<std::path::PathBuf>, ExecError> {
     let file = File::open(netns::netns_path(netns_name))
         .doing(|| format!("open network namespace {netns_name}"))?;
     setns(&file, CloneFlags::CLONE_NEWNET)
@@ -151,13 +151,18 @@ fn enter(netns_name: &str) -> Result<(), ExecError> {
         .doing(|| "mount /sys for the namespace".into())?;
     }
     let etc = Path::new(netns::ETC_NETNS_DIR).join(netns_name);
-    if let Ok(entries) = std::fs::read_dir(&etc) {
-        for entry in entries.flatten() {
-            let target = Path::new("/etc").join(entry.file_name());
-            bind(&entry.path(), &target)?;
+    let files: Vec<std::path::PathBuf> = std::fs::read_dir(&etc)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    for file in &files {
+        if let Some(name) = file.file_name() {
+            bind(file, &Path::new("/etc").join(name))?;
         }
     }
-    Ok(())
+    Ok(files)
 }
 
 fn bind(from: &Path, to: &Path) -> Result<(), ExecError> {
@@ -165,8 +170,9 @@ fn bind(from: &Path, to: &Path) -> Result<(), ExecError> {
         .doing(|| format!("bind {} over {}", from.display(), to.display()))
 }
 
-/// A pod's `/tmp`, `/run` and ServiceAccount files (see [`exec_in`]).
-fn pod_view(netns_name: &str, dir: &Path) -> Result<(), ExecError> {
+/// A pod's `/tmp`, `/run` and ServiceAccount files (see [`exec_in`]); `etc_files`
+/// are the namespace's files bound over `/etc`.
+fn pod_view(dir: &Path, etc_files: &[std::path::PathBuf]) -> Result<(), ExecError> {
     let tmp = dir.join("tmp");
     if tmp.is_dir() {
         bind(&tmp, Path::new("/tmp"))?;
@@ -187,17 +193,14 @@ fn pod_view(netns_name: &str, dir: &Path) -> Result<(), ExecError> {
     let run = Path::new("/run");
     // The pod's files bound over /etc where /etc links into /run (a resolv.conf kept
     // by systemd-resolved) are written again into the pod's /run.
-    let linked: Vec<(std::path::PathBuf, Vec<u8>)> =
-        std::fs::read_dir(Path::new(netns::ETC_NETNS_DIR).join(netns_name))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| {
-                let at = std::fs::canonicalize(Path::new("/etc").join(e.file_name())).ok()?;
-                at.starts_with(run)
-                    .then(|| Some((at, std::fs::read(e.path()).ok()?)))?
-            })
-            .collect();
+    let linked: Vec<(std::path::PathBuf, Vec<u8>)> = etc_files
+        .iter()
+        .filter_map(|f| {
+            let at = std::fs::canonicalize(Path::new("/etc").join(f.file_name()?)).ok()?;
+            at.starts_with(run)
+                .then(|| Some((at, std::fs::read(f).ok()?)))?
+        })
+        .collect();
     if std::env::current_dir().is_ok_and(|d| d.starts_with(run)) {
         std::env::set_current_dir("/").doing(|| "change to /".into())?;
         std::env::set_var("PWD", "/");

@@ -124,12 +124,7 @@ fn pods_use_the_api_with_their_service_account() {
 
     // A bound token stops working when its pod is gone.
     let token = text(exec("inside-1", &format!("cat {SA}/token")));
-    let config = std::fs::read_to_string(&k.kubeconfig).unwrap();
-    let server = config
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("server: "))
-        .unwrap()
-        .to_string();
+    let server = k.server();
     let ask = || {
         let out = Command::new("curl")
             .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}"])

@@ -292,12 +292,7 @@ fn callers_without_the_owners_certificate_are_refused() {
     }
     let tb = Running::up("kubectl-anon");
     let k = Kubectl::for_testbed(&tb);
-    let config = std::fs::read_to_string(&k.kubeconfig).unwrap();
-    let server = config
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("server: "))
-        .unwrap()
-        .to_string();
+    let server = k.server();
     // Another user cannot read the kubeconfig, and without a certificate the API
     // answers 401 on every path, as an API server with anonymous access off.
     let as_nobody = |args: &[&str]| {
@@ -479,4 +474,80 @@ fn kubectl_exec_and_logs_reach_the_pods_processes() {
         stderr(&out).trim(),
         "error: error from server (NotFound): pods \"nope\" not found in namespace \"default\""
     );
+}
+
+#[test]
+fn a_server_dry_run_stores_nothing_and_ignored_fields_come_back_as_warnings() {
+    if !root() {
+        return;
+    }
+    let tb = Running::up("kdry");
+    let k = Kubectl::for_testbed(&tb);
+    let dir = std::env::temp_dir().join(&tb.0);
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("pod.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: dry}\nspec:\n  priorityClassName: high\n  containers: [{name: c, image: agnhost}]\n",
+    )
+    .unwrap();
+    let file = file.display().to_string();
+    let apply = |extra: &[&str]| {
+        let out = k
+            .cmd()
+            .args(["apply", "-f", &file])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    // Admission's answer, with the field it does not act on, and nothing stored.
+    let (out, err) = apply(&["--dry-run=server"]);
+    assert_eq!(out, "pod/dry created (server dry run)\n");
+    assert!(
+        err.contains("Warning: spec.priorityClassName is accepted but not emulated (ignored)"),
+        "{err}"
+    );
+    let missing = k.out(&["get", "pod", "dry"]);
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("(NotFound)"),
+        "{missing:?}"
+    );
+    // An invalid object is refused by the dry run as by the write.
+    let bad = k
+        .cmd()
+        .args(["apply", "--dry-run=server", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    bad.stdin
+        .as_ref()
+        .unwrap()
+        .write_all(
+            b"apiVersion: v1\nkind: Service\nmetadata: {name: x}\nspec: {ports: [{port: 70000}]}\n",
+        )
+        .unwrap();
+    let bad = bad.wait_with_output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&bad.stderr)
+            .contains("The Service \"x\" is invalid: spec.ports[0].port: Invalid value: 70000"),
+        "{bad:?}"
+    );
+    // The write itself, with the same warning.
+    let (out, err) = apply(&[]);
+    assert_eq!(out, "pod/dry created\n");
+    assert!(err.contains("spec.priorityClassName is accepted"), "{err}");
+    k.ok(&["get", "pod", "dry"]);
+    std::fs::remove_dir_all(dir).unwrap();
 }

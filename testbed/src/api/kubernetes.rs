@@ -40,9 +40,15 @@ fn meta(labels: &[(&str, &str)]) -> ObjectMeta {
     }
 }
 
-/// `default/kubernetes` at the first address of the service CIDR.
+/// The `kubernetes` Service's ClusterIP: the first address of the service CIDR, as
+/// upstream takes it (10.96.0.1 of 10.96.0.0/12).
+pub fn cluster_ip(service_cidr: ipnet::Ipv4Net) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(service_cidr.network()) + 1)
+}
+
+/// `default/kubernetes` at [`cluster_ip`].
 pub(super) fn service(service_cidr: ipnet::Ipv4Net) -> Service {
-    let first = Ipv4Addr::from(u32::from(service_cidr.network()) + 1);
+    let first = cluster_ip(service_cidr);
     Service {
         metadata: meta(&[("component", "apiserver"), ("provider", "kubernetes")]),
         spec: Some(ServiceSpec {

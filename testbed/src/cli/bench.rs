@@ -148,10 +148,6 @@ pub(super) fn run(cmd: BenchCommand) -> Result<ExitCode> {
         settles.push(down.took + settled);
     }
     drop(probe_tb);
-    let median = |v: &mut Vec<Duration>| {
-        v.sort();
-        v[v.len() / 2]
-    };
     let (up, down, settle) = (median(&mut ups), median(&mut downs), median(&mut settles));
     println!(
         "median: up {} = {:.3} ms/pod ({:.0} pods/s); down {} = {:.3} ms/pod; with the kernel's freeing {} = {:.3} ms/pod",
@@ -192,6 +188,17 @@ async fn kernel_settled(probe: &rtnetlink::Handle) -> Duration {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     last_slow
+}
+
+/// The median of a benchmark's runs.
+pub(super) fn median(v: &mut [Duration]) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// A measured time in milliseconds, to a tenth.
+pub(super) fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1e3)
 }
 
 fn per_pod(d: Duration, pods: usize) -> f64 {

@@ -11,6 +11,7 @@ use anyhow::{bail, Context, Result};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{ChildStdout, Command};
 
+use super::bench::{median, ms};
 use crate::api::{Key, Kind};
 use crate::cluster::{Cluster, Options};
 use crate::scenario::{ClusterSpec, PodDecl, Scenario};
@@ -81,15 +82,6 @@ async fn timed(mut cmd: Command, what: &str) -> Result<(Duration, usize)> {
         bail!("{what} failed: {}", String::from_utf8_lossy(&out.stderr));
     }
     Ok((took, out.stdout.iter().filter(|b| **b == b'\n').count()))
-}
-
-fn median(v: &mut [Duration]) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1e3)
 }
 
 /// `kubectl get pods` (a Table from the REST API) against `testbed get pods` (the

@@ -18,6 +18,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use super::bench::{median, ms};
 use crate::api::{Key, Kind, Object};
 use crate::cluster::{Cluster, Options};
 use crate::control::ControlPlane;
@@ -46,15 +47,6 @@ fn service(name: &str, app: &str) -> Object {
         }),
         status: None,
     })
-}
-
-fn median(v: &mut [Duration]) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1e3)
 }
 
 pub(super) fn run(

@@ -152,9 +152,10 @@ impl Door {
             return User::Anonymous;
         };
         let pod = Key::new(Kind::Pod, &subject.namespace, &subject.pod);
-        match self.api.store.get(&pod) {
-            Some(_) => User::ServiceAccount(subject),
-            None => User::Anonymous,
+        if self.api.store.read(|tx| tx.get(&pod).is_some()) {
+            User::ServiceAccount(subject)
+        } else {
+            User::Anonymous
         }
     }
 }

@@ -20,6 +20,17 @@ impl Kubectl {
         }
     }
 
+    /// The API server's address, as the kubeconfig names it (`https://127.0.0.1:PORT`).
+    #[allow(dead_code)]
+    pub fn server(&self) -> String {
+        let config = std::fs::read_to_string(&self.kubeconfig).unwrap();
+        config
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("server: "))
+            .unwrap()
+            .to_string()
+    }
+
     pub fn cmd(&self) -> Command {
         let mut c = Command::new("kubectl");
         c.env("KUBECONFIG", &self.kubeconfig)

@@ -244,15 +244,19 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            // The API server's refusals read as kubectl prints them.
-            let text = format!("{e:#}");
-            if text.starts_with("Error from server") {
-                eprintln!("{text}");
-            } else {
-                eprintln!("error: {text}");
-            }
+            report(&e);
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Prints a command's error; the API server's refusals as kubectl prints them.
+fn report(e: &anyhow::Error) {
+    let text = format!("{e:#}");
+    if text.starts_with("Error from server") {
+        eprintln!("{text}");
+    } else {
+        eprintln!("error: {text}");
     }
 }
 

@@ -549,5 +549,14 @@ fn a_server_dry_run_stores_nothing_and_ignored_fields_come_back_as_warnings() {
     assert_eq!(out, "pod/dry created\n");
     assert!(err.contains("spec.priorityClassName is accepted"), "{err}");
     k.ok(&["get", "pod", "dry"]);
+    // Server-side apply is not served, and kubectl is told so.
+    let ssa = k.out(&["apply", "--server-side", "-f", &file]);
+    let err = String::from_utf8_lossy(&ssa.stderr);
+    assert!(!ssa.status.success());
+    assert!(
+        err.contains("Server-side apply not available on the server")
+            && err.contains("server-side apply is not served by this testbed"),
+        "{err}"
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }

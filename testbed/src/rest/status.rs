@@ -116,11 +116,18 @@ pub fn method_not_allowed(message: impl Into<String>) -> Refusal {
     )
 }
 
+/// A patch of a type this server does not take (server-side apply among them: it
+/// is not served, and kubectl says so).
 pub fn unsupported_media_type(got: &str) -> Refusal {
+    let why = if got.starts_with("application/apply-patch") {
+        "server-side apply is not served by this testbed (use kubectl's client-side apply, the default); "
+    } else {
+        ""
+    };
     status(
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
         "UnsupportedMediaType",
-        format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/apply-patch+yaml; got {got:?}"),
+        format!("{why}the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json; got {got:?}"),
         None,
     )
 }

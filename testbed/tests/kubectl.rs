@@ -549,8 +549,22 @@ fn a_server_dry_run_stores_nothing_and_ignored_fields_come_back_as_warnings() {
     assert_eq!(out, "pod/dry created\n");
     assert!(err.contains("spec.priorityClassName is accepted"), "{err}");
     k.ok(&["get", "pod", "dry"]);
-    // Server-side apply is not served, and kubectl is told so.
-    let ssa = k.out(&["apply", "--server-side", "-f", &file]);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn server_side_apply_is_refused_and_kubectl_says_so() {
+    if !root() {
+        return;
+    }
+    let tb = Running::up("kssa");
+    let k = Kubectl::for_testbed(&tb);
+    let ssa = k.out(&[
+        "apply",
+        "--server-side",
+        "-f",
+        &manifest("scenarios/manifests/web.yaml"),
+    ]);
     let err = String::from_utf8_lossy(&ssa.stderr);
     assert!(!ssa.status.success());
     assert!(
@@ -558,5 +572,5 @@ fn a_server_dry_run_stores_nothing_and_ignored_fields_come_back_as_warnings() {
             && err.contains("server-side apply is not served by this testbed"),
         "{err}"
     );
-    std::fs::remove_dir_all(dir).unwrap();
+    assert!(k.out(&["get", "svc", "web"]).status.code() != Some(0));
 }

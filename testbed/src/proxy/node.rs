@@ -128,6 +128,30 @@ impl<E: NodeExec> NodeProxy<E> {
     }
 }
 
+/// Deletes the conntrack entries a sync leaves stale: those of UDP endpoints that
+/// are gone, and every UDP flow to a ClusterIP whose Service just got its first
+/// endpoints.
+async fn clear_conntrack<E: NodeExec>(
+    exec: &E,
+    gone_udp: Vec<(std::net::Ipv4Addr, std::net::SocketAddrV4)>,
+    activated_udp: Vec<std::net::Ipv4Addr>,
+) {
+    for (cip, ep) in gone_udp {
+        // `conntrack -D` exits 1 when there was nothing to delete.
+        let (cip, ep) = (cip.to_string(), ep.ip().to_string());
+        let args = ["-D", "-p", "udp", "--orig-dst", &cip, "--dst-nat", &ep];
+        let _ = exec.run("conntrack", &args, None).await;
+    }
+    for cip in activated_udp {
+        // A flow started while the Service had no endpoints (or did not exist) was
+        // not DNATed: it goes, so that its next packet is (upstream's
+        // ClearEntriesForIP).
+        let cip = cip.to_string();
+        let args = ["-D", "-p", "udp", "--orig-dst", &cip];
+        let _ = exec.run("conntrack", &args, None).await;
+    }
+}
+
 #[async_trait::async_trait]
 impl<E: NodeExec> Reconcile for NodeProxy<E> {
     type Key = SvcKey;
@@ -146,12 +170,13 @@ impl<E: NodeExec> Reconcile for NodeProxy<E> {
     }
 
     /// One sync: the changes of the dirty Services, or everything when the backend
-    /// is not in sync; then the conntrack entries of UDP endpoints that are gone. A
+    /// is not in sync; then the conntrack entries it leaves stale. A
     /// refused update is tried again (in full) after a back-off.
     async fn reconcile(&mut self, dirty: BTreeSet<SvcKey>, _: u64) -> Result<(), BTreeSet<SvcKey>> {
         let start = Instant::now();
         let changes = self.tracker.update(dirty);
         let gone_udp = changes.gone_udp.clone();
+        let activated_udp = changes.activated_udp.clone();
         let text = self.backend.prepare(changes, &self.tracker);
         let mut error = None;
         let mut restore = Duration::ZERO;
@@ -172,12 +197,7 @@ impl<E: NodeExec> Reconcile for NodeProxy<E> {
                 }
             }
         }
-        for (cip, ep) in gone_udp {
-            // `conntrack -D` exits 1 when there was nothing to delete.
-            let (cip, ep) = (cip.to_string(), ep.ip().to_string());
-            let args = ["-D", "-p", "udp", "--orig-dst", &cip, "--dst-nat", &ep];
-            let _ = self.exec.run("conntrack", &args, None).await;
-        }
+        clear_conntrack(&self.exec, gone_udp, activated_udp).await;
         let took = start.elapsed();
         let n = self.tracker.len();
         let failed = error.is_some();

@@ -284,7 +284,15 @@ async fn udp_endpoints_that_go_have_their_conntrack_entries_deleted() {
             .map(|c| c.args)
             .collect()
     };
-    assert!(conntrack(&node).is_empty(), "nothing went yet");
+    // At the start every UDP Service with endpoints is newly active, as upstream
+    // counts it: what a client sent before is cleared once.
+    assert_eq!(
+        conntrack(&node),
+        vec![["-D", "-p", "udp", "--orig-dst", "10.96.0.10"]
+            .map(String::from)
+            .to_vec()]
+    );
+    node.exec.clear();
     // 10.244.1.3 goes, 10.244.1.4 is no longer ready: both leave the UDP port (and
     // the TCP one, which needs no clean-up).
     node.observe(
@@ -416,4 +424,117 @@ async fn a_missing_iptables_restore_is_told_apart_from_refused_rules() {
         error.unwrap().to_string(),
         "cannot run iptables-restore: it is not installed"
     );
+}
+
+fn conntrack_calls(node: &Node) -> Vec<String> {
+    node.exec
+        .calls()
+        .into_iter()
+        .filter(|c| c.program == "conntrack")
+        .map(|c| c.args.join(" "))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_udp_service_that_gets_endpoints_has_its_stale_entries_deleted() {
+    let mut node = Node::new();
+    let ports = [("dns", 53, "UDP")];
+    node.observe(EventType::Added, service("dns", 10, &ports));
+    node.observe(EventType::Added, slice("dns", &ports, &[]));
+    node.sync().await;
+    assert!(
+        conntrack_calls(&node).is_empty(),
+        "no endpoints: nothing to clear"
+    );
+    // From none to one: a client that sent meanwhile holds an entry that was never
+    // DNATed (its packets were rejected); it goes.
+    node.observe(EventType::Modified, slice("dns", &ports, &[(2, true)]));
+    node.sync().await;
+    assert_eq!(conntrack_calls(&node), ["-D -p udp --orig-dst 10.96.0.10"]);
+    // One more endpoint: the Service was active already.
+    node.exec.clear();
+    node.observe(
+        EventType::Modified,
+        slice("dns", &ports, &[(2, true), (3, true)]),
+    );
+    node.sync().await;
+    assert!(
+        conntrack_calls(&node).is_empty(),
+        "{:?}",
+        conntrack_calls(&node)
+    );
+    // All gone, then one back: each gone endpoint's entries, then the Service's.
+    node.observe(EventType::Modified, slice("dns", &ports, &[]));
+    node.sync().await;
+    node.observe(EventType::Modified, slice("dns", &ports, &[(4, true)]));
+    node.sync().await;
+    assert_eq!(
+        conntrack_calls(&node),
+        [
+            "-D -p udp --orig-dst 10.96.0.10 --dst-nat 10.244.1.2",
+            "-D -p udp --orig-dst 10.96.0.10 --dst-nat 10.244.1.3",
+            "-D -p udp --orig-dst 10.96.0.10",
+        ]
+    );
+}
+
+/// `object` with the label `key: value`.
+fn labelled(mut object: Object, key: &str, value: &str) -> Object {
+    object
+        .meta_mut()
+        .labels
+        .get_or_insert_with(Default::default)
+        .insert(key.into(), value.into());
+    object
+}
+
+#[tokio::test]
+async fn services_for_another_proxy_and_headless_slices_are_not_seen() {
+    let mut node = Node::new();
+    let ports = [("http", 80, "TCP")];
+    let other = "service.kubernetes.io/service-proxy-name";
+    let svc_chains = |node: &Node| {
+        node.tables()
+            .chain("nat", "KUBE-SERVICES")
+            .map_or(0, |r| r.len())
+            - 1
+    };
+    node.observe(
+        EventType::Added,
+        labelled(service("web", 20, &ports), other, "cilium"),
+    );
+    node.observe(EventType::Added, slice("web", &ports, &[(2, true)]));
+    node.sync().await;
+    assert_eq!(svc_chains(&node), 0, "another proxy's Service: no rules");
+    // The label goes: the Service is seen (as an informer sees an object that starts
+    // matching its selector).
+    node.observe(EventType::Modified, service("web", 20, &ports));
+    node.sync().await;
+    assert_eq!(svc_chains(&node), 1);
+    // A slice labelled headless is not seen either: the Service has no endpoints.
+    let headless = labelled(
+        slice("web", &ports, &[(2, true)]),
+        "service.kubernetes.io/headless",
+        "",
+    );
+    node.observe(EventType::Modified, headless);
+    node.sync().await;
+    let filter = node
+        .tables()
+        .chain("filter", "KUBE-SERVICES")
+        .map(<[String]>::to_vec);
+    assert!(
+        filter
+            .unwrap_or_default()
+            .iter()
+            .any(|r| r.contains("has no endpoints")),
+        "the Service rejects: its only slice is not seen"
+    );
+    // The label comes back: gone again.
+    node.observe(
+        EventType::Modified,
+        labelled(service("web", 20, &ports), other, "cilium"),
+    );
+    node.sync().await;
+    assert_eq!(svc_chains(&node), 0);
 }

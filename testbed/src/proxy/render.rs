@@ -226,12 +226,15 @@ pub fn filter_fixed_rules() -> Vec<String> {
     ]
 }
 
-/// Rules of the fixed nat chains other than `KUBE-SERVICES`.
+/// Rules of the fixed nat chains other than `KUBE-SERVICES`. The MASQUERADE has
+/// `--random-fully`, as kube-proxy writes it when iptables has the option (1.6.2 and
+/// later: every iptables this runs on), so that two pods' flows through one node do
+/// not race for one source port.
 pub fn nat_fixed_rules() -> Vec<String> {
     vec![
         format!("-A KUBE-POSTROUTING -m mark ! --mark {MASQ_MARK}/{MASQ_MARK} -j RETURN"),
         format!("-A KUBE-POSTROUTING -j MARK --xor-mark {MASQ_MARK}"),
-        "-A KUBE-POSTROUTING -m comment --comment \"kubernetes service traffic requiring SNAT\" -j MASQUERADE".into(),
+        "-A KUBE-POSTROUTING -m comment --comment \"kubernetes service traffic requiring SNAT\" -j MASQUERADE --random-fully".into(),
         format!("-A KUBE-MARK-MASQ -j MARK --or-mark {MASQ_MARK}"),
     ]
 }

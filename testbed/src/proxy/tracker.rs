@@ -34,6 +34,27 @@ pub struct Changes {
     pub removed: Vec<PortKey>,
     /// UDP endpoints that are gone, with their ClusterIP.
     pub gone_udp: Vec<(Ipv4Addr, SocketAddrV4)>,
+    /// The ClusterIPs of UDP service ports that had no endpoints and have some now
+    /// (upstream's "newly active" UDP services): a client that kept sending while
+    /// there were none holds a conntrack entry that is not DNATed, and keeps it
+    /// while it sends unless it is deleted.
+    pub activated_udp: Vec<Ipv4Addr>,
+}
+
+/// Labels that keep kube-proxy away from a Service and its EndpointSlices: its
+/// informers list with `!service.kubernetes.io/service-proxy-name,
+/// !service.kubernetes.io/headless`, so a Service another proxy serves (and a headless
+/// Service's slices) is never seen, and one that gains a label is seen as deleted.
+pub const OPT_OUT_LABELS: [&str; 2] = [
+    "service.kubernetes.io/service-proxy-name",
+    "service.kubernetes.io/headless",
+];
+
+fn opted_out(o: &Object) -> bool {
+    o.meta()
+        .labels
+        .as_ref()
+        .is_some_and(|l| OPT_OUT_LABELS.iter().any(|k| l.contains_key(*k)))
 }
 
 /// The Services and EndpointSlices a node's kube-proxy has seen, and the service
@@ -49,7 +70,7 @@ pub struct Tracker {
 impl Tracker {
     /// Takes one change of a Service or an EndpointSlice and marks its Service dirty.
     pub fn observe(&mut self, event: Event, dirty: &mut BTreeSet<SvcKey>) {
-        let deleted = event.kind == EventType::Deleted;
+        let deleted = event.kind == EventType::Deleted || opted_out(&event.object);
         let ns = event.object.namespace().to_string();
         let name = event.object.name().to_string();
         match event.object {
@@ -117,6 +138,16 @@ impl Tracker {
                         .filter(|e| !still.contains(e))
                         .map(|e| (o.cluster_ip, *e)),
                 );
+            }
+            for n in new.iter().filter(|n| n.protocol == Protocol::Udp) {
+                let had = old
+                    .iter()
+                    .find(|o| port_key(o) == port_key(n))
+                    .is_some_and(|o| !o.endpoints.is_empty());
+                if !had && !n.endpoints.is_empty() && !changes.activated_udp.contains(&n.cluster_ip)
+                {
+                    changes.activated_udp.push(n.cluster_ip);
+                }
             }
             let keys: Vec<PortKey> = new.iter().map(port_key).collect();
             changes

@@ -131,3 +131,31 @@ fn a_service_for_another_proxy_gets_no_rules_until_the_label_goes() {
     let who = String::from_utf8_lossy(&out.stdout);
     assert!(who == "web-1" || who == "web-2", "{who}");
 }
+
+#[test]
+fn a_local_internal_traffic_policy_serves_only_the_node_with_an_endpoint() {
+    if !root() {
+        return;
+    }
+    let tb = Running::up("itplocal");
+    apply(
+        &tb,
+        "local",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: only-here, labels: {app: only-here}}\nspec:\n  nodeName: node-2\n  containers:\n  - {name: main, image: agnhost, ports: [{containerPort: 8080}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: only-here}\nspec:\n  internalTrafficPolicy: Local\n  selector: {app: only-here}\n  ports: [{port: 80, targetPort: 8080}]\n",
+    );
+    tb.wait_ready("only-here", 1);
+    let ip = tb.cluster_ip("only-here");
+    let url = format!("http://{ip}/hostname");
+    // On node-2, its own endpoint answers.
+    let out = tb.exec("client-2", &["curl", "-s", "-m", "5", &url]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "only-here");
+    // On node-1 there is none: dropped (a timeout, curl's 28), not rejected (7).
+    let out = tb.exec("client-1", &["curl", "-s", "-m", "2", &url]);
+    assert_eq!(out.status.code(), Some(28), "{out:?}");
+    let filter = tb.exec("node/node-1", &["iptables-save", "-t", "filter"]);
+    assert!(
+        String::from_utf8_lossy(&filter.stdout)
+            .contains("\"default/only-here has no local endpoints\" -m tcp --dport 80 -j DROP"),
+        "{filter:?}"
+    );
+}

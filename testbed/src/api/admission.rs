@@ -352,8 +352,15 @@ fn service(mut s: Service, old: Option<&Object>, problems: &mut Vec<Problem>) ->
         )),
     }
     if ty != "ExternalName" {
-        spec.internal_traffic_policy
+        let policy = spec
+            .internal_traffic_policy
             .get_or_insert_with(|| "Cluster".into());
+        if !matches!(policy.as_str(), "Cluster" | "Local") {
+            problems.push(problem(
+                "spec.internalTrafficPolicy",
+                format!("Unsupported value: {policy:?}: supported values: \"Cluster\", \"Local\""),
+            ));
+        }
         spec.ip_families.get_or_insert_with(|| vec!["IPv4".into()]);
         spec.ip_family_policy
             .get_or_insert_with(|| "SingleStack".into());

@@ -196,7 +196,8 @@ async fn measure(
                     _ => None,
                 })
                 .collect();
-            out.extend(service_ports(svc, &of));
+            // No Service here has a Local traffic policy: every node sees the same.
+            out.extend(service_ports(svc, &of, ""));
         }
         out
     };

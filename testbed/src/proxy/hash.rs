@@ -23,6 +23,12 @@ pub fn service_chain(service_port_name: &str, protocol: &str) -> String {
 }
 
 /// `KUBE-SEP-<hash>`: the chain that DNATs to one endpoint (`ip:port`).
+/// `KUBE-SVL-...`: the chain of a service port's node-local endpoints (a
+/// `Local` traffic policy); the same hash as its `KUBE-SVC-` chain.
+pub fn local_chain(service_port_name: &str, protocol: &str) -> String {
+    format!("KUBE-SVL-{}", port_proto_hash(service_port_name, protocol))
+}
+
 pub fn endpoint_chain(service_port_name: &str, protocol: &str, endpoint: &str) -> String {
     format!(
         "KUBE-SEP-{}",

@@ -18,6 +18,8 @@ pub mod tracker;
 mod node_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod upstream_tests;
 
 use tracker::{Changes, Tracker};
 

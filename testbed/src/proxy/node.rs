@@ -113,8 +113,8 @@ impl<E: NodeExec> NodeProxy<E> {
         state: watch::Sender<SyncState>,
     ) -> Self {
         NodeProxy {
+            tracker: Tracker::for_node(&node),
             node,
-            tracker: Tracker::default(),
             backend,
             exec,
             state,

@@ -52,8 +52,16 @@ pub struct ServicePort {
     pub port: u16,
     /// `sessionAffinity: ClientIP` and its timeout in seconds.
     pub affinity_seconds: Option<u32>,
-    /// The ready endpoints (kube-proxy ignores the others).
+    /// The ready endpoints (kube-proxy ignores the others); with
+    /// `internal_local`, only this node's.
     pub endpoints: Vec<SocketAddrV4>,
+    /// `internalTrafficPolicy: Local`: ClusterIP traffic goes only to this node's
+    /// endpoints, through `KUBE-SVL-` instead of `KUBE-SVC-`.
+    pub internal_local: bool,
+    /// With `internal_local`: whether other nodes have ready endpoints (then, with
+    /// none here, ClusterIP traffic is dropped, "has no local endpoints", rather
+    /// than rejected).
+    pub remote_endpoints: bool,
 }
 
 impl ServicePort {
@@ -68,6 +76,16 @@ impl ServicePort {
 
     pub fn service_chain(&self) -> String {
         hash::service_chain(&self.port_name_string(), self.protocol.lower())
+    }
+
+    /// The chain ClusterIP traffic goes to: `KUBE-SVL-` with a Local internal
+    /// traffic policy, else `KUBE-SVC-`.
+    pub fn internal_chain(&self) -> String {
+        if self.internal_local {
+            hash::local_chain(&self.port_name_string(), self.protocol.lower())
+        } else {
+            self.service_chain()
+        }
     }
 
     pub fn endpoint_chain(&self, ep: &SocketAddrV4) -> String {
@@ -119,7 +137,7 @@ fn comment(text: &str) -> String {
 pub fn service_rules(cfg: &Config, sp: &ServicePort) -> ServiceRules {
     let spn = sp.port_name_string();
     let proto = sp.protocol.lower();
-    let svc_chain = sp.service_chain();
+    let svc_chain = sp.internal_chain();
     let dst = format!(
         "-m {proto} -p {proto} -d {} --dport {}",
         sp.cluster_ip, sp.port
@@ -129,11 +147,17 @@ pub fn service_rules(cfg: &Config, sp: &ServicePort) -> ServiceRules {
     endpoints.dedup();
 
     if endpoints.is_empty() {
+        // Endpoints on other nodes only, and a Local policy: dropped, as upstream.
+        let (why, target) = if sp.internal_local && sp.remote_endpoints {
+            ("has no local endpoints", "DROP")
+        } else {
+            ("has no endpoints", "REJECT")
+        };
         return ServiceRules {
             nat_services: Vec::new(),
             filter_services: vec![format!(
-                "-A KUBE-SERVICES -m comment --comment {} {dst} -j REJECT",
-                comment(&format!("{spn} has no endpoints"))
+                "-A KUBE-SERVICES -m comment --comment {} {dst} -j {target}",
+                comment(&format!("{spn} {why}"))
             )],
             chains: Vec::new(),
         };

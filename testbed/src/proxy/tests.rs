@@ -27,6 +27,8 @@ fn port(
         port,
         affinity_seconds: None,
         endpoints: eps.iter().map(|e| e.parse().unwrap()).collect(),
+        internal_local: false,
+        remote_endpoints: false,
     }
 }
 
@@ -365,4 +367,36 @@ fn a_change_writes_only_its_own_chains_among_thousands() {
         .prepare(&many(100))
         .text
         .contains("\n-Z\n"));
+}
+
+#[test]
+fn a_local_internal_policy_goes_through_kube_svl_and_drops_without_local_endpoints() {
+    let mut local = port(
+        "web",
+        "http",
+        Protocol::Tcp,
+        "10.96.0.20",
+        80,
+        &["10.244.1.3:8080"],
+    );
+    local.internal_local = true;
+    local.remote_endpoints = true;
+    let text = full_text(std::slice::from_ref(&local));
+    let svl = local.internal_chain();
+    assert!(svl.starts_with("KUBE-SVL-"), "{svl}");
+    assert_eq!(&svl[9..], &local.service_chain()[9..], "the same hash");
+    assert!(
+        text.contains(&format!(
+            "\"default/web:http cluster IP\" -m tcp -p tcp -d 10.96.0.20 --dport 80 -j {svl}"
+        )),
+        "{text}"
+    );
+    assert!(!text.contains("KUBE-SVC-"), "no cluster-wide chain: {text}");
+    // None here, some elsewhere: dropped, not rejected.
+    local.endpoints.clear();
+    let text = full_text(&[local]);
+    assert!(
+        text.contains("-A KUBE-SERVICES -m comment --comment \"default/web:http has no local endpoints\" -m tcp -p tcp -d 10.96.0.20 --dport 80 -j DROP"),
+        "{text}"
+    );
 }

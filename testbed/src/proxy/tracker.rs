@@ -61,6 +61,8 @@ fn opted_out(o: &Object) -> bool {
 /// ports they make.
 #[derive(Debug, Default)]
 pub struct Tracker {
+    /// The node this kube-proxy runs on (its endpoints are the local ones).
+    node: String,
     services: HashMap<SvcKey, Service>,
     /// Each Service's slices, by slice name.
     slices: HashMap<SvcKey, BTreeMap<String, EndpointSlice>>,
@@ -68,6 +70,14 @@ pub struct Tracker {
 }
 
 impl Tracker {
+    /// The tracker of the kube-proxy on `node`.
+    pub fn for_node(node: &str) -> Tracker {
+        Tracker {
+            node: node.to_string(),
+            ..Tracker::default()
+        }
+    }
+
     /// Takes one change of a Service or an EndpointSlice and marks its Service dirty.
     pub fn observe(&mut self, event: Event, dirty: &mut BTreeSet<SvcKey>) {
         let deleted = event.kind == EventType::Deleted || opted_out(&event.object);
@@ -121,7 +131,7 @@ impl Tracker {
                         .into_iter()
                         .flat_map(|m| m.values())
                         .collect();
-                    service_ports(svc, &of)
+                    service_ports(svc, &of, &self.node)
                 }
                 None => Vec::new(),
             };
@@ -178,9 +188,12 @@ impl Tracker {
     }
 }
 
-/// The service ports of one Service, from its EndpointSlices. Headless and
-/// ExternalName Services have none: kube-proxy leaves them to DNS.
-pub fn service_ports(svc: &Service, slices: &[&EndpointSlice]) -> Vec<ServicePort> {
+/// The service ports of one Service, from its EndpointSlices, as the kube-proxy on
+/// `node` sees them (with `internalTrafficPolicy: Local`, only its own endpoints).
+/// Headless and ExternalName Services have none: kube-proxy leaves them to DNS.
+// Long because it is one Service's ports, each with its endpoints from every slice, and
+// the policy that picks among them.
+pub fn service_ports(svc: &Service, slices: &[&EndpointSlice], node: &str) -> Vec<ServicePort> {
     let Some(spec) = &svc.spec else {
         return Vec::new();
     };
@@ -207,6 +220,7 @@ pub fn service_ports(svc: &Service, slices: &[&EndpointSlice]) -> Vec<ServicePor
         .clone()
         .unwrap_or_else(|| "default".into());
     let name = svc.metadata.name.clone().unwrap_or_default();
+    let internal_local = spec.internal_traffic_policy.as_deref() == Some("Local");
     spec.ports
         .iter()
         .flatten()
@@ -219,6 +233,7 @@ pub fn service_ports(svc: &Service, slices: &[&EndpointSlice]) -> Vec<ServicePor
             };
             let port_name = p.name.clone().unwrap_or_default();
             let mut endpoints = Vec::new();
+            let mut remote_endpoints = false;
             for s in slices {
                 let Some(sp) = s.ports.iter().flatten().find(|sp| {
                     sp.name.as_deref().unwrap_or_default() == port_name
@@ -232,6 +247,10 @@ pub fn service_ports(svc: &Service, slices: &[&EndpointSlice]) -> Vec<ServicePor
                 for ep in &s.endpoints {
                     let ready = ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
                     if !ready {
+                        continue;
+                    }
+                    if internal_local && ep.node_name.as_deref() != Some(node) {
+                        remote_endpoints = true;
                         continue;
                     }
                     for a in &ep.addresses {
@@ -250,6 +269,8 @@ pub fn service_ports(svc: &Service, slices: &[&EndpointSlice]) -> Vec<ServicePor
                 port: u16::try_from(p.port).ok()?,
                 affinity_seconds: affinity,
                 endpoints,
+                internal_local,
+                remote_endpoints,
             })
         })
         .collect()

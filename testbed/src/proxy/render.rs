@@ -52,13 +52,14 @@ pub struct ServicePort {
     pub port: u16,
     /// `sessionAffinity: ClientIP` and its timeout in seconds.
     pub affinity_seconds: Option<u32>,
-    /// The ready endpoints (kube-proxy ignores the others); with
-    /// `internal_local`, only this node's.
+    /// The endpoints ClusterIP traffic goes to: the ready ones, or when none is
+    /// ready the serving-and-terminating ones; with `internal_local`, only this
+    /// node's.
     pub endpoints: Vec<SocketAddrV4>,
     /// `internalTrafficPolicy: Local`: ClusterIP traffic goes only to this node's
     /// endpoints, through `KUBE-SVL-` instead of `KUBE-SVC-`.
     pub internal_local: bool,
-    /// With `internal_local`: whether other nodes have ready endpoints (then, with
+    /// With `internal_local`: whether any node has usable endpoints (then, with
     /// none here, ClusterIP traffic is dropped, "has no local endpoints", rather
     /// than rejected).
     pub remote_endpoints: bool,

@@ -188,6 +188,45 @@ impl Tracker {
     }
 }
 
+/// One endpoint of a service port, with what kube-proxy reads of its conditions
+/// (`ready` and `serving` when unset are true, `terminating` false).
+struct Candidate {
+    addr: SocketAddrV4,
+    ready: bool,
+    serving: bool,
+    terminating: bool,
+    local: bool,
+}
+
+/// The endpoints ClusterIP traffic goes to, as upstream's `CategorizeEndpoints`
+/// picks them: the ready ones, or when there are none the serving-and-terminating
+/// ones (a Deployment's last pods finish their connections). With a Local policy,
+/// only this node's, by the same rule; then also whether any node has usable ones
+/// (with none here, traffic is dropped rather than rejected).
+fn categorize(all: &[Candidate], local_only: bool) -> (Vec<SocketAddrV4>, bool) {
+    let pick = |keep: &dyn Fn(&Candidate) -> bool| -> Vec<SocketAddrV4> {
+        all.iter().filter(|c| keep(c)).map(|c| c.addr).collect()
+    };
+    let fallback = |c: &Candidate| c.serving && c.terminating;
+    if !local_only {
+        let ready = pick(&|c| c.ready);
+        let eps = if ready.is_empty() {
+            pick(&fallback)
+        } else {
+            ready
+        };
+        return (eps, false);
+    }
+    let any = all.iter().any(|c| c.ready || fallback(c));
+    let ready = pick(&|c| c.local && c.ready);
+    let eps = if ready.is_empty() {
+        pick(&|c| c.local && fallback(c))
+    } else {
+        ready
+    };
+    (eps, any)
+}
+
 /// The service ports of one Service, from its EndpointSlices, as the kube-proxy on
 /// `node` sees them (with `internalTrafficPolicy: Local`, only its own endpoints).
 /// Headless and ExternalName Services have none: kube-proxy leaves them to DNS.
@@ -232,8 +271,7 @@ pub fn service_ports(svc: &Service, slices: &[&EndpointSlice], node: &str) -> Ve
                 _ => return None,
             };
             let port_name = p.name.clone().unwrap_or_default();
-            let mut endpoints = Vec::new();
-            let mut remote_endpoints = false;
+            let mut candidates = Vec::new();
             for s in slices {
                 let Some(sp) = s.ports.iter().flatten().find(|sp| {
                     sp.name.as_deref().unwrap_or_default() == port_name
@@ -245,21 +283,21 @@ pub fn service_ports(svc: &Service, slices: &[&EndpointSlice], node: &str) -> Ve
                     continue;
                 };
                 for ep in &s.endpoints {
-                    let ready = ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
-                    if !ready {
-                        continue;
-                    }
-                    if internal_local && ep.node_name.as_deref() != Some(node) {
-                        remote_endpoints = true;
-                        continue;
-                    }
+                    let c = ep.conditions.clone().unwrap_or_default();
                     for a in &ep.addresses {
                         if let Ok(ip) = a.parse() {
-                            endpoints.push(SocketAddrV4::new(ip, port));
+                            candidates.push(Candidate {
+                                addr: SocketAddrV4::new(ip, port),
+                                ready: c.ready.unwrap_or(true),
+                                serving: c.serving.unwrap_or(true),
+                                terminating: c.terminating.unwrap_or(false),
+                                local: ep.node_name.as_deref() == Some(node),
+                            });
                         }
                     }
                 }
             }
+            let (endpoints, remote_endpoints) = categorize(&candidates, internal_local);
             Some(ServicePort {
                 namespace: ns.clone(),
                 name: name.clone(),

@@ -152,7 +152,7 @@ pub(super) fn fields(obj: &Object) -> Vec<String> {
     if let Object::Service(s) = obj {
         if let Some(t) = s.spec.as_ref().and_then(|s| s.type_.as_deref()) {
             if t == "NodePort" || t == "LoadBalancer" {
-                out.push(format!("spec.type {t} (node ports and load balancers are not emulated; it is handled as ClusterIP)"));
+                out.push(format!("spec.type {t} (its node ports are allocated but not served yet, and there is no load balancer; it is routed as ClusterIP)"));
             }
         }
     }

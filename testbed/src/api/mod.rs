@@ -7,6 +7,7 @@ mod ignored;
 pub mod ipalloc;
 pub mod kubernetes;
 pub mod labels;
+pub mod nodeports;
 pub mod object;
 pub mod refusals;
 pub mod server;

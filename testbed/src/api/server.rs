@@ -13,6 +13,7 @@ use super::admission::{self, Problem};
 use super::events;
 use super::ipalloc::Allocator;
 use super::kubernetes;
+use super::nodeports::NodePorts;
 use super::object::{Key, Kind, Object};
 use super::store::Store;
 
@@ -104,6 +105,7 @@ pub struct Applied {
 pub struct Api {
     pub store: Arc<Store>,
     alloc: Mutex<Allocator>,
+    node_ports: Mutex<NodePorts>,
 }
 
 fn label(key: &Key) -> String {
@@ -145,6 +147,7 @@ impl Api {
         let api = Api {
             store,
             alloc: Mutex::new(alloc),
+            node_ports: Mutex::new(NodePorts::default()),
         };
         let kubernetes = kubernetes::service(service_cidr);
         api.apply(vec![Object::Service(kubernetes)])
@@ -190,6 +193,8 @@ impl Api {
     ) -> Result<Vec<Applied>, Vec<ObjectProblem>> {
         let mut alloc = self.alloc.lock().expect("allocator lock");
         let mut next_alloc = alloc.clone();
+        let mut node_ports = self.node_ports.lock().expect("node port lock");
+        let mut next_ports = node_ports.clone();
         let result = self.store.write(|tx| {
             let mut problems = Vec::new();
             let mut admitted: Vec<(Object, Action, Vec<String>)> = Vec::new();
@@ -273,6 +278,17 @@ impl Api {
                         next_alloc.release(ip);
                     }
                 }
+                if let Object::Service(s) = &mut a.object {
+                    let old = match old {
+                        Some(Object::Service(o)) => Some(o),
+                        _ => None,
+                    };
+                    let owner = (key.namespace.as_str(), key.name.as_str());
+                    if let Err(ps) = next_ports.assign(s, old, owner) {
+                        problems.extend(ps.into_iter().map(|(path, message)| at(&path, message)));
+                        continue;
+                    }
+                }
                 if let (Object::Deployment(d), Some(Object::Deployment(o))) = (&mut a.object, old) {
                     d.status = o.status.clone();
                 }
@@ -317,7 +333,10 @@ impl Api {
                 .collect())
         });
         match &result {
-            Ok(_) if !dry_run => *alloc = next_alloc,
+            Ok(_) if !dry_run => {
+                *alloc = next_alloc;
+                *node_ports = next_ports;
+            }
             Err(problems) if !dry_run => self.record_refusal(problems),
             _ => {}
         }
@@ -372,7 +391,14 @@ impl Api {
                 ..refuse("not found".into())
             })?;
         let released = match &gone {
-            Object::Service(s) => cluster_ip(s).inspect(|ip| alloc.release(*ip)),
+            Object::Service(s) => {
+                let owner = (key.namespace.as_str(), key.name.as_str());
+                self.node_ports
+                    .lock()
+                    .expect("node port lock")
+                    .release(owner);
+                cluster_ip(s).inspect(|ip| alloc.release(*ip))
+            }
             _ => None,
         };
         if gone.kind() == Kind::Service {

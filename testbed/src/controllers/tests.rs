@@ -485,3 +485,27 @@ fn a_dry_run_checks_everything_and_stores_allocates_and_records_nothing() {
     let svc = done.iter().find(|a| a.key.kind == Kind::Service).unwrap();
     assert_eq!(svc.cluster_ip.as_deref(), Some("10.96.0.2"));
 }
+
+#[test]
+fn node_ports_are_given_kept_released_and_not_taken_by_a_dry_run() {
+    let api = api();
+    let np = |name: &str| {
+        objects(&format!("apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec: {{type: NodePort, ports: [{{port: 80}}]}}\n"))
+    };
+    let node_port = |a: &crate::api::server::Applied| match a.stored.as_ref() {
+        Some(Object::Service(s)) => s.spec.as_ref().unwrap().ports.as_ref().unwrap()[0].node_port,
+        _ => None,
+    };
+    let tried = api.try_write(np("a"), &[Expect::Absent]).unwrap();
+    assert_eq!(node_port(&tried[0]), Some(30000));
+    let a = api.apply(np("a")).unwrap();
+    assert_eq!(node_port(&a[0]), Some(30000), "the dry run took nothing");
+    assert_eq!(node_port(&api.apply(np("b")).unwrap()[0]), Some(30001));
+    api.delete(&Key::new(Kind::Service, "default", "a"))
+        .unwrap();
+    assert_eq!(
+        node_port(&api.apply(np("c")).unwrap()[0]),
+        Some(30000),
+        "released"
+    );
+}

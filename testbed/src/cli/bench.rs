@@ -82,19 +82,8 @@ pub(super) fn run(cmd: BenchCommand) -> Result<ExitCode> {
             outstanding,
         } => return super::bench_dns::run(services, seconds, outstanding),
     };
-    let scenario = Scenario {
-        name: "bench".into(),
-        description: String::new(),
-        cluster: ClusterSpec::with_nodes(nodes),
-        pods: (0..pods)
-            .map(|i| PodDecl::new(format!("pod-{i}")))
-            .collect(),
-        ..Default::default()
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let scenario = scenario("bench", nodes, numbered_pods(pods));
+    let rt = runtime()?;
     let name = format!("bench-{}", std::process::id());
     // A one-node testbed whose node answers netlink requests while the kernel frees
     // what a teardown released (see `kernel_settled`).
@@ -188,6 +177,30 @@ async fn kernel_settled(probe: &rtnetlink::Handle) -> Duration {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     last_slow
+}
+
+/// A benchmark's scenario: `nodes` nodes and `pods`.
+pub(super) fn scenario(name: &str, nodes: usize, pods: Vec<PodDecl>) -> Scenario {
+    Scenario {
+        name: name.into(),
+        description: String::new(),
+        cluster: ClusterSpec::with_nodes(nodes),
+        pods,
+        ..Default::default()
+    }
+}
+
+/// `n` pods, `pod-0` and on, placed by the scheduler.
+pub(super) fn numbered_pods(n: usize) -> Vec<PodDecl> {
+    (0..n).map(|i| PodDecl::new(format!("pod-{i}"))).collect()
+}
+
+/// The runtime a benchmark runs on: two workers, as the machines it runs on have.
+pub(super) fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
 }
 
 /// The median of a benchmark's runs.

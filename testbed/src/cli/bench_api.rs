@@ -11,10 +11,9 @@ use anyhow::{bail, Context, Result};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{ChildStdout, Command};
 
-use super::bench::{median, ms};
+use super::bench::{median, ms, numbered_pods, runtime, scenario};
 use crate::api::{Key, Kind};
 use crate::cluster::{Cluster, Options};
-use crate::scenario::{ClusterSpec, PodDecl, Scenario};
 use crate::state;
 
 pub(super) fn run(nodes: usize, pods: usize, runs: usize) -> Result<ExitCode> {
@@ -24,19 +23,8 @@ pub(super) fn run(nodes: usize, pods: usize, runs: usize) -> Result<ExitCode> {
     if crate::tools::find("kubectl").is_none() {
         bail!("kubectl is not on the PATH: bench api compares it with the testbed CLI");
     }
-    let scenario = Scenario {
-        name: "bench-api".into(),
-        description: String::new(),
-        cluster: ClusterSpec::with_nodes(nodes),
-        pods: (0..pods)
-            .map(|i| PodDecl::new(format!("pod-{i}")))
-            .collect(),
-        ..Default::default()
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let scenario = scenario("bench-api", nodes, numbered_pods(pods));
+    let rt = runtime()?;
     let name = format!("bench-api-{}", std::process::id());
     rt.block_on(async {
         let opts = Options {

@@ -21,7 +21,7 @@ use crate::cluster::{Cluster, Options};
 use crate::control::ControlPlane;
 use crate::lifecycle::Testbed;
 use crate::netns;
-use crate::scenario::{ClusterSpec, PodDecl, Scenario};
+use crate::scenario::PodDecl;
 
 fn service(i: usize) -> Object {
     Object::Service(Service {
@@ -106,17 +106,8 @@ pub(super) fn run(services: usize, seconds: u32, outstanding: u32) -> Result<Exi
     let mut nsd = PodDecl::new("nsd".to_string());
     nsd.node = Some("node-2".into());
     pods.push(nsd);
-    let scenario = Scenario {
-        name: "bench-dns".into(),
-        description: String::new(),
-        cluster: ClusterSpec::with_nodes(2),
-        pods,
-        ..Default::default()
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let scenario = super::bench::scenario("bench-dns", 2, pods);
+    let rt = super::bench::runtime()?;
     let name = format!("bench-dns-{}", std::process::id());
     rt.block_on(async {
         let cluster = Cluster::start(&name, &scenario, Options::bare()?, std::future::pending())

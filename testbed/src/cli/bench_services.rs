@@ -27,7 +27,7 @@ use crate::proxy::node::run_in_netns;
 use crate::proxy::render;
 use crate::proxy::sync::Proxier;
 use crate::proxy::tracker::service_ports;
-use crate::scenario::{ClusterSpec, PodDecl, Scenario};
+use crate::scenario::{ClusterSpec, PodDecl};
 
 fn service(name: &str, app: &str) -> Object {
     Object::Service(Service {
@@ -86,17 +86,8 @@ pub(super) fn run(
             ..PodDecl::new(format!("target-{i}"))
         });
     }
-    let scenario = Scenario {
-        name: "bench-services".into(),
-        description: String::new(),
-        cluster: ClusterSpec::with_nodes(nodes),
-        pods,
-        ..Default::default()
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let scenario = super::bench::scenario("bench-services", nodes, pods);
+    let rt = super::bench::runtime()?;
     let name = format!("bench-svc-{}", std::process::id());
     rt.block_on(async {
         let cluster = Cluster::start(&name, &scenario, Options::bare()?, std::future::pending())

@@ -49,10 +49,25 @@ impl Reply {
             .unwrap_or_else(|| format!("HTTP {}: {}", self.status, self.body));
         match self.reason() {
             "" => anyhow!("{message}"),
-            reason => anyhow!("Error from server ({reason}): {message}"),
+            reason => anyhow::Error::new(ServerError(format!(
+                "Error from server ({reason}): {message}"
+            ))),
         }
     }
 }
+
+/// A refusal of the API server, worded as kubectl prints it (and printed so, without
+/// the CLI's own `error: `).
+#[derive(Debug)]
+pub struct ServerError(String);
+
+impl std::fmt::Display for ServerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ServerError {}
 
 /// The request head's method, path and what it sends and accepts.
 pub struct Call<'a> {

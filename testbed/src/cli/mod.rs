@@ -252,11 +252,10 @@ pub fn main() -> ExitCode {
 
 /// Prints a command's error; the API server's refusals as kubectl prints them.
 fn report(e: &anyhow::Error) {
-    let text = format!("{e:#}");
-    if text.starts_with("Error from server") {
-        eprintln!("{text}");
+    if e.downcast_ref::<client::ServerError>().is_some() {
+        eprintln!("{e:#}");
     } else {
-        eprintln!("error: {text}");
+        eprintln!("error: {e:#}");
     }
 }
 

@@ -160,14 +160,16 @@ impl ControlPlane {
                 async move { kubelet::run(cfg, store, &kubelets_synced).await }
             }),
         ];
-        let cfg = render::Config {
-            cluster_cidr: Some(scenario.cluster.pod_cidr),
-        };
         let mut proxies = Vec::new();
         for n in &plan.nodes {
+            let cfg = render::Config {
+                cluster_cidr: Some(scenario.cluster.pod_cidr),
+                node_ip: Some(n.ip),
+                nfacct: false,
+            };
             let (tx, rx) = watch::channel(SyncState::default());
             // Each node's kube-proxy in the mode its configuration says.
-            let backend = n.proxy_mode.backend(cfg.clone());
+            let backend = n.proxy_mode.backend(cfg);
             tasks.push(tokio::spawn(proxy::node::run(
                 store.clone(),
                 n.name.clone(),

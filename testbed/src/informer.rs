@@ -48,6 +48,12 @@ pub trait Reconcile: Send {
         revision: u64,
     ) -> Result<(), BTreeSet<Self::Key>>;
 
+    /// How long it may go without a reconcile: past that it is reconciled with an
+    /// empty set (a periodic sync, as kube-proxy's `syncPeriod`). None: never.
+    fn resync_period(&self) -> Option<Duration> {
+        None
+    }
+
     /// Told each time the synced revision is published.
     fn synced(&mut self, _revision: u64) {}
 }
@@ -74,12 +80,16 @@ pub async fn run<R: Reconcile>(store: Arc<Store>, mut controller: R, synced: &wa
     let mut backoff = FIRST_BACKOFF;
     // After a failure: not before this, whatever changes meanwhile.
     let mut retry_at: Option<Instant> = None;
+    let period = controller.resync_period();
+    let mut last = Instant::now();
     loop {
         while let Ok(event) = events.try_recv() {
             controller.observe(event, &mut dirty);
         }
         let due = retry_at.is_none_or(|t| Instant::now() >= t);
-        if due && (!dirty.is_empty() || controller.unfinished()) {
+        let resync = period.is_some_and(|p| last.elapsed() >= p);
+        if due && (!dirty.is_empty() || controller.unfinished() || resync) {
+            last = Instant::now();
             match controller.reconcile(std::mem::take(&mut dirty), seen).await {
                 Ok(()) => {
                     retry_at = None;
@@ -104,7 +114,14 @@ pub async fn run<R: Reconcile>(store: Arc<Store>, mut controller: R, synced: &wa
                 None => std::future::pending().await,
             }
         };
+        let periodic = async {
+            match period {
+                Some(p) => tokio::time::sleep_until(last + p).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
+            _ = periodic => {}
             event = events.recv() => match event {
                 Some(event) => controller.observe(event, &mut dirty),
                 None => return,

@@ -163,6 +163,7 @@ async fn measure(
     // 1. Full sync against a raw iptables-restore of the same text, per node.
     let cfg = render::Config {
         cluster_cidr: Some(ClusterSpec::default().pod_cidr),
+        ..Default::default()
     };
     let all_ports = {
         let svcs = cp.store.list(Kind::Service, None);
@@ -193,8 +194,7 @@ async fn measure(
         out
     };
     let full_text = {
-        let mut p = Proxier::new(cfg.clone());
-        p.assume_jumps();
+        let p = Proxier::new(cfg.clone());
         p.prepare(&all_ports).text
     };
     let lines = full_text.lines().count();
@@ -210,8 +210,7 @@ async fn measure(
             for which in [i % 2 == 0, i % 2 == 1] {
                 let t = Instant::now();
                 if which {
-                    let mut p = Proxier::new(cfg.clone());
-                    p.assume_jumps();
+                    let p = Proxier::new(cfg.clone());
                     let text = p.prepare(&all_ports).text;
                     render.push(t.elapsed());
                     restore(&ns, &text).await?;

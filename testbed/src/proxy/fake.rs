@@ -152,6 +152,45 @@ impl Model {
         out
     }
 
+    /// What [`fixed::check_script`](super::fixed::check_script) prints on a node
+    /// holding this model.
+    pub fn check_output(&self) -> String {
+        let mut out = String::new();
+        for t in super::fixed::CANARY_TABLES {
+            if self.chain(t, super::fixed::CANARY).is_none() {
+                out += &format!("no-canary {t}\n");
+            }
+        }
+        for t in ["filter", "nat"] {
+            out += &format!("*{t}\n");
+            for chain in BUILTIN {
+                for r in self.chain(t, chain).unwrap_or_default() {
+                    out += &format!("-A {chain} {r}\n");
+                }
+            }
+        }
+        out
+    }
+
+    /// Removes a table, as `iptables -F` and `-X` of everything in it would.
+    pub fn flush(&mut self, table: &str) {
+        self.tables.remove(table);
+    }
+
+    /// Deletes the first rule of `chain` equal to `rule` (as `iptables -D`).
+    pub fn delete(&mut self, table: &str, chain: &str, rule: &str) -> bool {
+        let Some(rules) = self.tables.get_mut(table).and_then(|t| t.get_mut(chain)) else {
+            return false;
+        };
+        match rules.iter().position(|r| r == rule) {
+            Some(i) => {
+                rules.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// The tables as `iptables-save` prints them (for the tracer).
     pub fn save(&self) -> String {
         let mut out = String::new();
@@ -177,9 +216,13 @@ impl Model {
 }
 
 /// A [`Recorder`] that applies every `iptables-restore` it is given to `model`
-/// (refusing what the model refuses) and answers every other command with success.
+/// (refusing what the model refuses), answers kube-proxy's check from it, and
+/// answers every other command with success.
 pub fn node(model: Arc<Mutex<Model>>) -> Recorder {
     Recorder::answering(move |call: &Call| {
+        if call.program == "sh" {
+            return Ok(model.lock().expect("model lock").check_output());
+        }
         if call.program != "iptables-restore" {
             return Ok(String::new());
         }

@@ -22,13 +22,24 @@ pub fn service_chain(service_port_name: &str, protocol: &str) -> String {
     format!("KUBE-SVC-{}", port_proto_hash(service_port_name, protocol))
 }
 
-/// `KUBE-SEP-<hash>`: the chain that DNATs to one endpoint (`ip:port`).
 /// `KUBE-SVL-...`: the chain of a service port's node-local endpoints (a
 /// `Local` traffic policy); the same hash as its `KUBE-SVC-` chain.
 pub fn local_chain(service_port_name: &str, protocol: &str) -> String {
     format!("KUBE-SVL-{}", port_proto_hash(service_port_name, protocol))
 }
 
+/// `KUBE-EXT-...`: where traffic to a node port, an external IP or a load
+/// balancer address goes first.
+pub fn external_chain(service_port_name: &str, protocol: &str) -> String {
+    format!("KUBE-EXT-{}", port_proto_hash(service_port_name, protocol))
+}
+
+/// `KUBE-FW-...`: the `loadBalancerSourceRanges` check of a load balancer address.
+pub fn firewall_chain(service_port_name: &str, protocol: &str) -> String {
+    format!("KUBE-FW-{}", port_proto_hash(service_port_name, protocol))
+}
+
+/// `KUBE-SEP-<hash>`: the chain that DNATs to one endpoint (`ip:port`).
 pub fn endpoint_chain(service_port_name: &str, protocol: &str, endpoint: &str) -> String {
     format!(
         "KUBE-SEP-{}",

@@ -1,6 +1,8 @@
 //! The iptables backend: the [`Proxier`]'s partial syncs, applied with
-//! `iptables-restore --noflush`.
+//! `iptables-restore --noflush`, and the jumps from the built-in chains put back
+//! whenever a check finds them gone (see [`fixed`]).
 
+use super::fixed::{self, Jump};
 use super::render::Config;
 use super::sync::{Proxier, Update};
 use super::tracker::{Changes, Tracker};
@@ -9,6 +11,8 @@ use super::ProxyBackend;
 pub struct Backend {
     proxier: Proxier,
     pending: Option<Update>,
+    /// The jumps the last check did not find (all of them before the first).
+    missing: Vec<Jump>,
 }
 
 impl Backend {
@@ -16,6 +20,7 @@ impl Backend {
         Backend {
             proxier: Proxier::new(cfg),
             pending: None,
+            missing: fixed::JUMPS.to_vec(),
         }
     }
 }
@@ -41,7 +46,8 @@ impl ProxyBackend for Backend {
             // The first sync, or one after a failure: everything, from the whole state.
             self.proxier.prepare(&tracker.all())
         };
-        let text = update.text.clone();
+        // The jumps after the chains they lead to exist.
+        let text = update.text.clone() + &fixed::ensure_text(&self.missing);
         self.pending = Some(update);
         text
     }
@@ -50,10 +56,31 @@ impl ProxyBackend for Backend {
         if let Some(update) = self.pending.take() {
             self.proxier.commit(update);
         }
+        self.missing.clear();
     }
 
     fn failed(&mut self) {
         self.pending = None;
         self.proxier.failed();
+    }
+
+    fn check(&self) -> Option<(&'static str, Vec<String>)> {
+        Some(("sh", vec!["-c".into(), fixed::check_script()]))
+    }
+
+    fn checked(&mut self, output: &str) {
+        let found = fixed::read_check(output);
+        if !found.canaries_gone.is_empty() && self.proxier.in_sync() {
+            tracing::warn!(
+                tables = found.canaries_gone.join(","),
+                "kube-proxy's canary chains are gone: the tables were flushed, syncing in full"
+            );
+            self.proxier.failed();
+        }
+        self.missing = found.missing;
+    }
+
+    fn needs_repair(&self) -> bool {
+        !self.missing.is_empty()
     }
 }

@@ -6,6 +6,7 @@
 //! runtime, over any [`ProxyBackend`] and any [`NodeExec`](crate::kernel::exec::NodeExec).
 
 pub mod fake;
+pub mod fixed;
 pub mod hash;
 pub mod iptables;
 pub mod node;
@@ -18,6 +19,8 @@ pub mod tracker;
 mod node_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod upstream_goldens;
 #[cfg(test)]
 mod upstream_tests;
 
@@ -84,4 +87,21 @@ pub trait ProxyBackend: Send {
 
     /// The node refused the pending update.
     fn failed(&mut self);
+
+    /// A check of what the node must hold outside the updates (the jumps from the
+    /// built-in chains, the canary chains): a program and its arguments, run before a
+    /// full update and at every periodic sync.
+    fn check(&self) -> Option<(&'static str, Vec<String>)> {
+        None
+    }
+
+    /// Takes the check's output: what is gone is put back by the next update, and a
+    /// flush (a canary gone) makes it a full one.
+    fn checked(&mut self, _output: &str) {}
+
+    /// Whether the last check found something to put back: an update is due even
+    /// with no change.
+    fn needs_repair(&self) -> bool {
+        false
+    }
 }

@@ -25,6 +25,7 @@ use crate::kernel::exec::{CommandError, Recorder};
 fn cfg() -> Config {
     Config {
         cluster_cidr: Some("10.244.0.0/16".parse().unwrap()),
+        ..Default::default()
     }
 }
 
@@ -145,7 +146,9 @@ fn full_sync_of(node: &Node) -> Model {
     let all = node.proxy.tracker().all();
     let update = Proxier::new(cfg()).prepare(&all);
     let mut m = Model::default();
-    m.restore(&update.text).expect("a full sync restores");
+    let jumps = super::fixed::ensure_text(&super::fixed::JUMPS);
+    m.restore(&(update.text + &jumps))
+        .expect("a full sync restores");
     m
 }
 
@@ -537,4 +540,54 @@ async fn services_for_another_proxy_and_headless_slices_are_not_seen() {
     );
     node.sync().await;
     assert_eq!(svc_chains(&node), 0);
+}
+
+#[tokio::test]
+async fn a_periodic_sync_puts_back_a_deleted_jump_and_resyncs_after_a_flush() {
+    let mut node = Node::new();
+    let ports = [("http", 80, "TCP")];
+    node.observe(EventType::Added, service("web", 20, &ports));
+    node.observe(EventType::Added, slice("web", &ports, &[(2, true)]));
+    node.sync().await;
+    let whole = node.tables().canonical();
+    assert_eq!(whole, full_sync_of(&node).canonical());
+    let restores = |node: &Node| {
+        node.exec
+            .calls()
+            .iter()
+            .filter(|c| c.program == "iptables-restore")
+            .count()
+    };
+    // Nothing gone: a periodic sync only looks.
+    node.exec.clear();
+    node.sync().await;
+    assert_eq!(restores(&node), 0, "{:?}", node.exec.calls());
+    assert_eq!(node.tables().canonical(), whole);
+
+    // Someone deletes the PREROUTING jump: the next periodic sync puts it back,
+    // first in its chain, and writes nothing else.
+    let jump = "-m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES";
+    assert!(node.model.lock().unwrap().delete("nat", "PREROUTING", jump));
+    assert_ne!(node.tables().canonical(), whole);
+    node.exec.clear();
+    node.sync().await;
+    let texts: Vec<String> = node
+        .exec
+        .calls()
+        .iter()
+        .filter_map(|c| c.stdin.clone())
+        .collect();
+    assert_eq!(
+        texts,
+        vec![format!("*nat\n-I PREROUTING 1 {jump}\nCOMMIT\n")]
+    );
+    assert_eq!(node.tables().canonical(), whole);
+
+    // Someone flushes nat and mangle (the canaries go with them): a full sync.
+    node.model.lock().unwrap().flush("nat");
+    node.model.lock().unwrap().flush("mangle");
+    node.exec.clear();
+    node.sync().await;
+    assert_eq!(restores(&node), 1);
+    assert_eq!(node.tables().canonical(), whole);
 }

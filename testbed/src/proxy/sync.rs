@@ -6,7 +6,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use super::render::{self, Config, ServicePort, ServiceRules};
+use super::fixed;
+use super::render::{self, Config, ServicePort, ServiceRules, Table};
 
 /// A service port's identity: kube-proxy's `ServicePortName` and protocol.
 pub use super::tracker::PortKey as Key;
@@ -28,8 +29,6 @@ pub struct Proxier {
     rendered: BTreeMap<Key, Entry>,
     /// Whether the kernel is known to hold what `rendered` says.
     in_sync: bool,
-    /// Whether the jumps from the built-in chains are in place (they are written once).
-    jumps: bool,
 }
 
 /// One sync, ready to hand to `iptables-restore --noflush`.
@@ -46,42 +45,72 @@ pub struct Update {
     delta: BTreeMap<Key, Option<Entry>>,
 }
 
-/// Lines of `KUBE-SERVICES` going and coming.
-struct Edits<'a> {
-    gone: BTreeSet<&'a String>,
-    added: BTreeSet<&'a String>,
+/// The chain of a `-A CHAIN ...` line.
+fn in_chain(l: &str) -> &str {
+    l.split(' ').nth(1).unwrap_or_default()
 }
 
-impl<'a> Edits<'a> {
-    fn new(old: impl Iterator<Item = &'a String>, new: impl Iterator<Item = &'a String>) -> Self {
-        let (old, new): (BTreeSet<_>, BTreeSet<_>) = (old.collect(), new.collect());
-        Edits {
-            gone: old.difference(&new).copied().collect(),
-            added: new.difference(&old).copied().collect(),
+/// Lines of one table's shared chains going and coming, by chain.
+struct SharedEdits<'a> {
+    chains: BTreeMap<&'a str, (BTreeSet<&'a String>, BTreeSet<&'a String>)>,
+}
+
+impl<'a> SharedEdits<'a> {
+    fn new(table: Table, old: &[&'a Entry], new: &[&'a Entry]) -> Self {
+        let mut by_chain: BTreeMap<&str, (BTreeSet<&String>, BTreeSet<&String>)> = BTreeMap::new();
+        for e in old {
+            for l in e.1.shared_in(table) {
+                by_chain.entry(in_chain(l)).or_default().0.insert(l);
+            }
         }
+        for e in new {
+            for l in e.1.shared_in(table) {
+                by_chain.entry(in_chain(l)).or_default().1.insert(l);
+            }
+        }
+        let chains = by_chain
+            .into_iter()
+            .map(|(c, (old, new))| {
+                let gone = old.difference(&new).copied().collect();
+                let added = new.difference(&old).copied().collect();
+                (c, (gone, added))
+            })
+            .filter(|(_, (g, a)): &(_, (BTreeSet<_>, BTreeSet<_>))| !g.is_empty() || !a.is_empty())
+            .collect();
+        SharedEdits { chains }
     }
 
     fn is_empty(&self) -> bool {
-        self.gone.is_empty() && self.added.is_empty()
+        self.chains.is_empty()
     }
 
-    /// Whether to edit the chain in place rather than rewrite it.
-    fn in_place(&self) -> bool {
-        self.gone.len() + self.added.len() <= MAX_EDITS
+    /// The chains with too many edits to make in place: rewritten whole.
+    fn rewrite(&self) -> Vec<&'a str> {
+        self.chains
+            .iter()
+            .filter(|(_, (g, a))| g.len() + a.len() > MAX_EDITS)
+            .map(|(c, _)| *c)
+            .collect()
     }
 
-    /// `-D` and `-I` lines; new rules go first, so the last rule stays last.
-    fn write(&self, out: &mut String) {
-        for gone in &self.gone {
-            if let Some(rest) = gone.strip_prefix("-A ") {
-                out.push_str("-D ");
-                out.push_str(rest);
-                out.push('\n');
+    /// `-D` and `-I` lines of the chains not in `rewritten`; new rules go first, so
+    /// the last rule of `KUBE-SERVICES` stays last.
+    fn write_in_place(&self, rewritten: &[&str], out: &mut String) {
+        for (chain, (gone, added)) in &self.chains {
+            if rewritten.contains(chain) {
+                continue;
             }
-        }
-        for added in &self.added {
-            if let Some((chain, spec)) = added.strip_prefix("-A ").and_then(|r| r.split_once(' ')) {
-                out.push_str(&format!("-I {chain} 1 {spec}\n"));
+            for g in gone {
+                if let Some(rest) = g.strip_prefix("-A ") {
+                    out.push_str("-D ");
+                    out.push_str(rest);
+                    out.push('\n');
+                }
+            }
+            for a in added {
+                if let Some((chain, spec)) = a.strip_prefix("-A ").and_then(|r| r.split_once(' ')) {
+                    out.push_str(&format!("-I {chain} 1 {spec}\n"));
+                }
             }
         }
     }
@@ -93,7 +122,6 @@ impl Proxier {
             cfg,
             rendered: BTreeMap::new(),
             in_sync: false,
-            jumps: false,
         }
     }
 
@@ -178,128 +206,106 @@ impl Proxier {
 
         let mut out = String::new();
         let mut chains_written = 0;
-        // filter
-        let filter = Edits::new(
-            delta
-                .keys()
-                .filter_map(old)
-                .flat_map(|e| e.1.filter_services.iter()),
-            delta
-                .values()
-                .flatten()
-                .flat_map(|e| e.1.filter_services.iter()),
-        );
-        if full || !filter.is_empty() {
-            out.push_str("*filter\n");
-            if full {
-                for c in render::FILTER_CHAINS {
-                    decl(&mut out, c);
-                }
-                chains_written += render::FILTER_CHAINS.len();
-                lines(&mut out, &render::filter_fixed_rules());
-                for (table, rule) in render::builtin_jumps() {
-                    if table == "filter" && !self.jumps {
-                        line(&mut out, rule);
-                    }
-                }
-                for e in &all {
-                    lines(&mut out, &e.1.filter_services);
-                }
-            } else if filter.in_place() {
-                filter.write(&mut out);
+        // Each table's shared chains: the lines of the service ports that changed.
+        for table in [Table::Filter, Table::Nat] {
+            let olds: Vec<&Entry> = delta.keys().filter_map(old).collect();
+            let news: Vec<&Entry> = delta.values().flatten().collect();
+            let edits = SharedEdits::new(table, &olds, &news);
+            let to_write: Vec<&render::Chain> = if table == Table::Filter {
+                Vec::new()
+            } else if full {
+                all.iter().flat_map(|e| e.1.chains.iter()).collect()
             } else {
-                decl(&mut out, "KUBE-SERVICES");
-                chains_written += 1;
-                for e in merged() {
-                    lines(&mut out, &e.1.filter_services);
-                }
-            }
-            out.push_str("COMMIT\n");
-        }
-        // nat
-        let nat = Edits::new(
-            delta
-                .keys()
-                .filter_map(old)
-                .flat_map(|e| e.1.nat_services.iter()),
-            delta
-                .values()
-                .flatten()
-                .flat_map(|e| e.1.nat_services.iter()),
-        );
-        let to_write: Vec<&render::Chain> = if full {
-            all.iter().flat_map(|e| e.1.chains.iter()).collect()
-        } else {
-            let mut v = Vec::new();
-            for (key, entry) in &delta {
-                let Some(entry) = entry else { continue };
-                let old = old(key);
-                for c in &entry.1.chains {
-                    if !old.is_some_and(|o| o.1.chains.iter().any(|oc| oc == c)) {
-                        v.push(c);
+                let mut v = Vec::new();
+                for (key, entry) in &delta {
+                    let Some(entry) = entry else { continue };
+                    let old = old(key);
+                    for c in &entry.1.chains {
+                        if !old.is_some_and(|o| o.1.chains.iter().any(|oc| oc == c)) {
+                            v.push(c);
+                        }
                     }
                 }
+                v
+            };
+            let stale = if table == Table::Nat {
+                &stale
+            } else {
+                &BTreeSet::new()
+            };
+            if !full && edits.is_empty() && to_write.is_empty() && stale.is_empty() {
+                continue;
             }
-            v
-        };
-        if full || !nat.is_empty() || !to_write.is_empty() || !stale.is_empty() {
-            out.push_str("*nat\n");
-            if to_write.len() + stale.len() > ZERO_ABOVE_CHAINS {
+            out.push_str(&format!("*{}\n", table.name()));
+            if table == Table::Nat && to_write.len() + stale.len() > ZERO_ABOVE_CHAINS {
                 out.push_str("-Z\n");
             }
-            if full {
-                for c in render::NAT_CHAINS {
-                    decl(&mut out, c);
-                }
-                chains_written += render::NAT_CHAINS.len();
-            }
-            // A few Services more or less: their jumps are inserted and deleted in
-            // place. Rewriting the whole chain costs a rule per Service in the kernel
+            let fixed_chains: &[&str] = match table {
+                Table::Filter => &fixed::FILTER_CHAINS,
+                Table::Nat => &fixed::NAT_CHAINS,
+            };
+            // A few Services more or less: their lines are inserted and deleted in
+            // place. Rewriting a whole chain costs a rule per Service in the kernel
             // (a second with iptables-nft and 10,000 Services).
-            let rewrite = !full && !nat.is_empty() && !nat.in_place();
-            if rewrite {
-                decl(&mut out, "KUBE-SERVICES");
-                chains_written += 1;
+            let rewrite: Vec<&str> = if full {
+                fixed_chains.to_vec()
+            } else {
+                edits.rewrite()
+            };
+            for c in &rewrite {
+                decl(&mut out, c);
             }
+            if full {
+                decl(&mut out, fixed::CANARY);
+            }
+            chains_written += rewrite.len() + to_write.len();
             for c in &to_write {
                 decl(&mut out, &c.name);
             }
-            for c in &stale {
+            for c in stale {
                 decl(&mut out, c);
             }
-            chains_written += to_write.len();
             if full {
-                lines(&mut out, &render::nat_fixed_rules());
-                for (table, rule) in render::builtin_jumps() {
-                    if table == "nat" && !self.jumps {
-                        line(&mut out, rule);
+                lines(
+                    &mut out,
+                    &match table {
+                        Table::Filter => fixed::filter_fixed_rules(&self.cfg),
+                        Table::Nat => fixed::nat_fixed_rules(),
+                    },
+                );
+            }
+            let merged_all;
+            let entries: &[Entry] = if full {
+                &all
+            } else if rewrite.is_empty() {
+                &[]
+            } else {
+                merged_all = merged();
+                &merged_all
+            };
+            for chain in &rewrite {
+                for e in entries {
+                    for l in e.1.shared_in(table).filter(|l| in_chain(l) == *chain) {
+                        line(&mut out, l);
                     }
                 }
-            }
-            if full || rewrite {
-                let rest;
-                let entries = if full {
-                    &all
-                } else {
-                    rest = merged();
-                    &rest
-                };
-                for e in entries {
-                    lines(&mut out, &e.1.nat_services);
+                if table == Table::Nat && *chain == "KUBE-SERVICES" {
+                    line(&mut out, fixed::NODEPORTS_JUMP);
                 }
-                line(&mut out, render::NODEPORTS_JUMP);
-            } else {
-                nat.write(&mut out);
             }
+            edits.write_in_place(&rewrite, &mut out);
             for c in &to_write {
                 lines(&mut out, &c.rules);
             }
-            for c in &stale {
+            for c in stale {
                 out.push_str("-X ");
                 out.push_str(c);
                 out.push('\n');
             }
             out.push_str("COMMIT\n");
+        }
+        if full {
+            out.push_str(&format!("*mangle\n:{} - [0:0]\nCOMMIT\n", fixed::CANARY));
         }
         update.text = out;
         update.chains_written = chains_written;
@@ -317,19 +323,11 @@ impl Proxier {
             };
         }
         self.in_sync = true;
-        self.jumps = true;
     }
 
     /// The kernel refused an update: the next sync writes everything.
     pub fn failed(&mut self) {
         self.in_sync = false;
-    }
-
-    /// Takes the jumps from the built-in chains as written already (by another
-    /// proxier of the same node): a benchmark's full sync then writes what a resync
-    /// of kube-proxy writes.
-    pub fn assume_jumps(&mut self) {
-        self.jumps = true;
     }
 
     /// Whether the first (full) sync has been committed.

@@ -7,6 +7,7 @@ use super::tracer::{self, Outcome, Packet, Tables, Verdict};
 fn cfg() -> Config {
     Config {
         cluster_cidr: Some("10.244.0.0/16".parse().unwrap()),
+        ..Default::default()
     }
 }
 
@@ -18,18 +19,13 @@ fn port(
     port: u16,
     eps: &[&str],
 ) -> ServicePort {
-    ServicePort {
-        namespace: "default".into(),
-        name: name.into(),
-        port_name: port_name.into(),
-        protocol: proto,
-        cluster_ip: ip.parse().unwrap(),
+    ServicePort::cluster_ip(
+        ("default", name, port_name),
+        proto,
+        ip.parse().unwrap(),
         port,
-        affinity_seconds: None,
-        endpoints: eps.iter().map(|e| e.parse().unwrap()).collect(),
-        internal_local: false,
-        remote_endpoints: false,
-    }
+        eps.iter().map(|e| e.parse().unwrap()).collect(),
+    )
 }
 
 /// web: 3 endpoints on two nodes; dns: UDP and TCP ports with names; sticky: ClientIP
@@ -74,8 +70,9 @@ fn services() -> Vec<ServicePort> {
     ]
 }
 
+/// A node's first sync: everything, then the jumps from the built-in chains.
 fn full_text(ports: &[ServicePort]) -> String {
-    Proxier::new(cfg()).prepare(ports).text
+    Proxier::new(cfg()).prepare(ports).text + &super::fixed::ensure_text(&super::fixed::JUMPS)
 }
 
 #[test]
@@ -222,7 +219,7 @@ fn partial_sync_writes_only_what_changed() {
 
     // One endpoint of web goes: web's SVC chain is rewritten, one SEP chain deleted,
     // KUBE-SERVICES untouched.
-    ports[0].endpoints.pop();
+    ports[0].cluster_endpoints.pop();
     let up = proxier.prepare(&ports);
     assert!(!up.full);
     assert_eq!(up.services_changed, 1);
@@ -265,7 +262,8 @@ fn losing_every_endpoint_turns_into_a_reject() {
     let mut ports = services();
     let first = proxier.prepare(&ports);
     proxier.commit(first);
-    ports[0].endpoints.clear();
+    ports[0].cluster_endpoints.clear();
+    ports[0].has_endpoints = false;
     let up = proxier.prepare(&ports);
     assert!(
         up.text.contains(
@@ -328,7 +326,7 @@ fn a_change_writes_only_its_own_chains_among_thousands() {
     let mut proxier = Proxier::new(cfg());
     let ports = many(2000);
     let first = proxier.prepare(&ports);
-    assert_eq!(first.chains_written, 8 + 2000 * 4);
+    assert_eq!(first.chains_written, 10 + 2000 * 4);
     assert!(
         first.text.starts_with("*filter\n") && first.text.contains("*nat\n-Z\n"),
         "more than 6,000 chains: the nat part starts with -Z"
@@ -337,7 +335,7 @@ fn a_change_writes_only_its_own_chains_among_thousands() {
 
     // One endpoint of svc-7 goes: only svc-7 is rendered and written.
     let mut sp = ports[7].clone();
-    sp.endpoints.pop();
+    sp.cluster_endpoints.pop();
     let up = proxier.prepare_changes(vec![sp.clone()], Vec::new());
     assert_eq!(
         (up.services_changed, up.chains_written, up.chains_deleted),
@@ -380,7 +378,7 @@ fn a_local_internal_policy_goes_through_kube_svl_and_drops_without_local_endpoin
         &["10.244.1.3:8080"],
     );
     local.internal_local = true;
-    local.remote_endpoints = true;
+    local.local_endpoints = std::mem::take(&mut local.cluster_endpoints);
     let text = full_text(std::slice::from_ref(&local));
     let svl = local.internal_chain();
     assert!(svl.starts_with("KUBE-SVL-"), "{svl}");
@@ -393,7 +391,7 @@ fn a_local_internal_policy_goes_through_kube_svl_and_drops_without_local_endpoin
     );
     assert!(!text.contains("KUBE-SVC-"), "no cluster-wide chain: {text}");
     // None here, some elsewhere: dropped, not rejected.
-    local.endpoints.clear();
+    local.local_endpoints.clear();
     let text = full_text(&[local]);
     assert!(
         text.contains("-A KUBE-SERVICES -m comment --comment \"default/web:http has no local endpoints\" -m tcp -p tcp -d 10.96.0.20 --dport 80 -j DROP"),

@@ -133,6 +133,19 @@ impl Tables {
                         words: w[2..].to_vec(),
                     });
                 }
+                Some("-I") if w.len() >= 2 => {
+                    // `-I CHAIN [N] spec`: before the Nth rule (the first by default).
+                    let (at, spec) = match w.get(2).and_then(|n| n.parse::<usize>().ok()) {
+                        Some(n) => (n.max(1) - 1, 3),
+                        None => (0, 2),
+                    };
+                    let rules = chains.entry(w[1].clone()).or_default();
+                    let rule = Rule {
+                        text: line.to_string(),
+                        words: w[spec.min(w.len())..].to_vec(),
+                    };
+                    rules.insert(at.min(rules.len()), rule);
+                }
                 Some("-X") if w.len() == 2 => {
                     chains.remove(&w[1]);
                 }
@@ -153,6 +166,21 @@ struct State {
     port: u16,
     mark: u32,
     affinity: bool,
+    /// The connection's destination was rewritten (conntrack's `DNAT` state).
+    dnat: bool,
+}
+
+/// The node a packet is traced in: its own addresses (`addrtype LOCAL`, with
+/// 127.0.0.0/8).
+#[derive(Debug, Clone, Copy)]
+struct Node<'a> {
+    local: &'a [Ipv4Addr],
+}
+
+impl Node<'_> {
+    fn is_local(&self, ip: Ipv4Addr) -> bool {
+        ip.is_loopback() || self.local.contains(&ip)
+    }
 }
 
 enum End {
@@ -167,17 +195,54 @@ type Paths = Vec<(f64, State, End)>;
 
 /// Where a new connection from a pod can end up after a node's rules.
 pub fn trace(tables: &Tables, pkt: Packet) -> Result<Vec<Outcome>, TraceError> {
+    trace_at(tables, &[], pkt)
+}
+
+/// Where a new connection can end up after the rules of a node whose addresses are
+/// `local`: one from the node itself (its source is local) goes through nat and filter
+/// OUTPUT, any other through nat PREROUTING; then, as routing decides, filter INPUT
+/// when its destination is local (delivered there), else filter FORWARD and nat
+/// POSTROUTING.
+pub fn trace_at(
+    tables: &Tables,
+    local: &[Ipv4Addr],
+    pkt: Packet,
+) -> Result<Vec<Outcome>, TraceError> {
+    let node = Node { local };
     let start = State {
         dst: pkt.dst,
         port: pkt.port,
         mark: 0,
         affinity: false,
+        dnat: false,
     };
+    let from_node = node.is_local(pkt.src);
+    let first = if from_node { "OUTPUT" } else { "PREROUTING" };
     let mut outcomes = Vec::new();
-    for (p1, s1, e1) in run(tables, "nat", "PREROUTING", &pkt, start, 1.0, 0)? {
+    for (p1, s1, e1) in run(tables, node, "nat", first, &pkt, start, 1.0, 0)? {
+        let delivered_here = node.is_local(s1.dst);
         let mut paths = vec![(p1, s1, e1)];
         if matches!(paths[0].2, End::Continue | End::Accept) {
-            paths = run(tables, "filter", "FORWARD", &pkt, s1, p1, 0)?;
+            let filter = if from_node {
+                "OUTPUT"
+            } else if delivered_here {
+                "INPUT"
+            } else {
+                "FORWARD"
+            };
+            paths = run(tables, node, "filter", filter, &pkt, s1, p1, 0)?;
+            if from_node && delivered_here {
+                let mut input = Vec::new();
+                for (p, s, e) in paths {
+                    match e {
+                        End::Continue | End::Accept => {
+                            input.extend(run(tables, node, "filter", "INPUT", &pkt, s, p, 0)?)
+                        }
+                        e => input.push((p, s, e)),
+                    }
+                }
+                paths = input;
+            }
         }
         for (p2, s2, e2) in paths {
             let verdict = match e2 {
@@ -185,7 +250,7 @@ pub fn trace(tables: &Tables, pkt: Packet) -> Result<Vec<Outcome>, TraceError> {
                 End::Drop => Verdict::Dropped,
                 End::Continue | End::Accept => Verdict::Forward(SocketAddrV4::new(s2.dst, s2.port)),
             };
-            if verdict != Verdict::Forward(SocketAddrV4::new(s2.dst, s2.port)) {
+            if verdict != Verdict::Forward(SocketAddrV4::new(s2.dst, s2.port)) || delivered_here {
                 outcomes.push(Outcome {
                     probability: p2,
                     verdict,
@@ -194,7 +259,7 @@ pub fn trace(tables: &Tables, pkt: Packet) -> Result<Vec<Outcome>, TraceError> {
                 });
                 continue;
             }
-            let post = run(tables, "nat", "POSTROUTING", &pkt, s2, p2, 0)?;
+            let post = run(tables, node, "nat", "POSTROUTING", &pkt, s2, p2, 0)?;
             for (p3, s3, _) in post {
                 outcomes.push(Outcome {
                     probability: p3,
@@ -211,8 +276,10 @@ pub fn trace(tables: &Tables, pkt: Packet) -> Result<Vec<Outcome>, TraceError> {
 /// A bit of the tracer's own, set when a MASQUERADE target is reached.
 const MASQUERADED: u32 = 1 << 31;
 
+#[allow(clippy::too_many_arguments)]
 fn run(
     tables: &Tables,
+    node: Node,
     table: &str,
     chain: &str,
     pkt: &Packet,
@@ -239,7 +306,7 @@ fn run(
         let rcheck = rule.words.iter().any(|w| w == "--rcheck");
         for (p, mut s) in live {
             s.affinity |= rcheck;
-            let (m, target) = matches(rule, pkt, &s)?;
+            let (m, target) = matches(rule, node, pkt, &s)?;
             let p_match = p * m;
             if p - p_match > 1e-12 {
                 next.push((p - p_match, s));
@@ -247,8 +314,9 @@ fn run(
             if p_match <= 1e-12 {
                 continue;
             }
+            let at = (tables, node, table);
             apply(
-                tables, table, rule, &target, pkt, s, p_match, depth, &mut next, &mut done,
+                at, rule, &target, pkt, s, p_match, depth, &mut next, &mut done,
             )?;
         }
         live = next;
@@ -261,8 +329,7 @@ fn run(
 // Long because it is the match of one rule against a packet, criterion by criterion, as the
 // kernel checks them.
 fn apply(
-    tables: &Tables,
-    table: &str,
+    (tables, node, table): (&Tables, Node, &str),
     rule: &Rule,
     target: &[String],
     pkt: &Packet,
@@ -328,10 +395,11 @@ fn apply(
                 .map_err(|_| unsupported("bad --to-destination"))?;
             s.dst = *sa.ip();
             s.port = sa.port();
+            s.dnat = true;
             done.push((p, s, End::Accept));
         }
         chain => {
-            for (p2, s2, end) in run(tables, table, chain, pkt, s, p, depth + 1)? {
+            for (p2, s2, end) in run(tables, node, table, chain, pkt, s, p, depth + 1)? {
                 match end {
                     End::Continue => next.push((p2, s2)),
                     other => done.push((p2, s2, other)),
@@ -360,7 +428,12 @@ fn in_net(ip: Ipv4Addr, spec: &str) -> Option<bool> {
 }
 
 /// The probability that `rule` matches in `s`, and its target words (`-j` onward).
-fn matches<'a>(rule: &'a Rule, pkt: &Packet, s: &State) -> Result<(f64, Vec<String>), TraceError> {
+fn matches<'a>(
+    rule: &'a Rule,
+    node: Node,
+    pkt: &Packet,
+    s: &State,
+) -> Result<(f64, Vec<String>), TraceError> {
     let unsupported = |message: String| TraceError::Unsupported {
         rule: rule.text.clone(),
         message,
@@ -402,8 +475,27 @@ fn matches<'a>(rule: &'a Rule, pkt: &Packet, s: &State) -> Result<(f64, Vec<Stri
                 hit = Some(false);
                 step = 1;
             }
-            "--ctstate" => hit = Some(need(val)?.split(',').any(|st| st == "NEW")),
-            "--dst-type" => hit = Some(false),
+            // A new connection's first packet: NEW, and DNAT once rewritten.
+            "--ctstate" => {
+                hit = Some(
+                    need(val)?
+                        .split(',')
+                        .any(|st| st == "NEW" || (st == "DNAT" && s.dnat)),
+                )
+            }
+            "--dst-type" | "--src-type" => {
+                let ip = if word == "--dst-type" { s.dst } else { pkt.src };
+                hit = Some(match need(val)? {
+                    "LOCAL" => node.is_local(ip),
+                    other => {
+                        return Err(unsupported(format!(
+                            "the tracer does not know addrtype {other}"
+                        )))
+                    }
+                });
+            }
+            // Counters (kube-proxy's nfacct metrics) match every packet.
+            "--nfacct-name" => {}
             "--mark" => {
                 let v = need(val)?;
                 let (value, mask) = v.split_once('/').unwrap_or((v, "0xffffffff"));

@@ -137,25 +137,24 @@ impl Tracker {
             };
             let old = self.ports.get(&key).map(Vec::as_slice).unwrap_or_default();
             for o in old.iter().filter(|o| o.protocol == Protocol::Udp) {
-                let still: Vec<&SocketAddrV4> = new
+                let still: Vec<SocketAddrV4> = new
                     .iter()
                     .filter(|n| n.protocol == Protocol::Udp && n.cluster_ip == o.cluster_ip)
-                    .flat_map(|n| &n.endpoints)
+                    .flat_map(|n| n.reachable_endpoints())
                     .collect();
                 changes.gone_udp.extend(
-                    o.endpoints
-                        .iter()
+                    o.reachable_endpoints()
+                        .into_iter()
                         .filter(|e| !still.contains(e))
-                        .map(|e| (o.cluster_ip, *e)),
+                        .map(|e| (o.cluster_ip, e)),
                 );
             }
             for n in new.iter().filter(|n| n.protocol == Protocol::Udp) {
                 let had = old
                     .iter()
                     .find(|o| port_key(o) == port_key(n))
-                    .is_some_and(|o| !o.endpoints.is_empty());
-                if !had && !n.endpoints.is_empty() && !changes.activated_udp.contains(&n.cluster_ip)
-                {
+                    .is_some_and(|o| o.has_endpoints);
+                if !had && n.has_endpoints && !changes.activated_udp.contains(&n.cluster_ip) {
                     changes.activated_udp.push(n.cluster_ip);
                 }
             }
@@ -198,33 +197,43 @@ struct Candidate {
     local: bool,
 }
 
-/// The endpoints ClusterIP traffic goes to, as upstream's `CategorizeEndpoints`
-/// picks them: the ready ones, or when there are none the serving-and-terminating
-/// ones (a Deployment's last pods finish their connections). With a Local policy,
-/// only this node's, by the same rule; then also whether any node has usable ones
-/// (with none here, traffic is dropped rather than rejected).
-fn categorize(all: &[Candidate], local_only: bool) -> (Vec<SocketAddrV4>, bool) {
+/// Upstream's `CategorizeEndpoints`: the Cluster policy's endpoints (the ready
+/// ones, or when none is ready anywhere the serving-and-terminating ones, as a
+/// Deployment's last pods finish their connections), the Local policy's (this
+/// node's, by the same rule), and whether any node has a usable one.
+fn categorize(
+    all: &[Candidate],
+    uses_cluster: bool,
+    uses_local: bool,
+) -> (Vec<SocketAddrV4>, Vec<SocketAddrV4>, bool) {
     let pick = |keep: &dyn Fn(&Candidate) -> bool| -> Vec<SocketAddrV4> {
         all.iter().filter(|c| keep(c)).map(|c| c.addr).collect()
     };
     let fallback = |c: &Candidate| c.serving && c.terminating;
-    if !local_only {
-        let ready = pick(&|c| c.ready);
-        let eps = if ready.is_empty() {
-            pick(&fallback)
-        } else {
-            ready
-        };
-        return (eps, false);
+    let mut cluster = Vec::new();
+    let mut any = false;
+    if uses_cluster {
+        cluster = pick(&|c| c.ready);
+        if cluster.is_empty() {
+            cluster = pick(&fallback);
+        }
+        any = !cluster.is_empty();
     }
-    let any = all.iter().any(|c| c.ready || fallback(c));
-    let ready = pick(&|c| c.local && c.ready);
-    let eps = if ready.is_empty() {
-        pick(&|c| c.local && fallback(c))
-    } else {
-        ready
-    };
-    (eps, any)
+    let mut local = Vec::new();
+    if uses_local {
+        any |= all.iter().any(|c| c.ready || fallback(c));
+        local = pick(&|c| c.local && c.ready);
+        if local.is_empty() {
+            local = pick(&|c| c.local && fallback(c));
+        }
+    }
+    (cluster, local, any)
+}
+
+fn ipv4s<'a>(v: impl IntoIterator<Item = &'a String>) -> Vec<Ipv4Addr> {
+    v.into_iter()
+        .filter_map(|s| s.trim().parse().ok())
+        .collect()
 }
 
 /// The service ports of one Service, from its EndpointSlices, as the kube-proxy on
@@ -260,6 +269,31 @@ pub fn service_ports(svc: &Service, slices: &[&EndpointSlice], node: &str) -> Ve
         .unwrap_or_else(|| "default".into());
     let name = svc.metadata.name.clone().unwrap_or_default();
     let internal_local = spec.internal_traffic_policy.as_deref() == Some("Local");
+    let external_local = spec.external_traffic_policy.as_deref() == Some("Local");
+    let external_ips = ipv4s(spec.external_ips.iter().flatten());
+    // Addresses a load balancer proxies to (ipMode Proxy) are the balancer's, not
+    // the node's to capture.
+    let load_balancer_ips = ipv4s(
+        svc.status
+            .iter()
+            .filter_map(|s| s.load_balancer.as_ref())
+            .flat_map(|lb| lb.ingress.iter().flatten())
+            .filter(|i| i.ip_mode.as_deref() != Some("Proxy"))
+            .filter_map(|i| i.ip.as_ref()),
+    );
+    let source_ranges: Vec<ipnet::Ipv4Net> = spec
+        .load_balancer_source_ranges
+        .iter()
+        .flatten()
+        .filter_map(|r| r.trim().parse().ok())
+        .collect();
+    // Upstream's `NeedsHealthCheck`: a LoadBalancer with a Local external policy.
+    let needs_health_check = spec.type_.as_deref() == Some("LoadBalancer") && external_local;
+    let health_check_node_port = spec
+        .health_check_node_port
+        .filter(|_| needs_health_check)
+        .and_then(|p| u16::try_from(p).ok())
+        .unwrap_or(0);
     spec.ports
         .iter()
         .flatten()
@@ -297,8 +331,7 @@ pub fn service_ports(svc: &Service, slices: &[&EndpointSlice], node: &str) -> Ve
                     }
                 }
             }
-            let (endpoints, remote_endpoints) = categorize(&candidates, internal_local);
-            Some(ServicePort {
+            let mut sp = ServicePort {
                 namespace: ns.clone(),
                 name: name.clone(),
                 port_name,
@@ -306,10 +339,26 @@ pub fn service_ports(svc: &Service, slices: &[&EndpointSlice], node: &str) -> Ve
                 cluster_ip,
                 port: u16::try_from(p.port).ok()?,
                 affinity_seconds: affinity,
-                endpoints,
+                node_port: p.node_port.and_then(|n| u16::try_from(n).ok()).unwrap_or(0),
+                external_ips: external_ips.clone(),
+                load_balancer_ips: load_balancer_ips.clone(),
+                source_ranges: source_ranges.clone(),
+                health_check_node_port,
                 internal_local,
-                remote_endpoints,
-            })
+                external_local,
+                cluster_endpoints: Vec::new(),
+                local_endpoints: Vec::new(),
+                has_endpoints: false,
+            };
+            let (cluster, local, any) = categorize(
+                &candidates,
+                sp.uses_cluster_endpoints(),
+                sp.uses_local_endpoints(),
+            );
+            sp.cluster_endpoints = cluster;
+            sp.local_endpoints = local;
+            sp.has_endpoints = any;
+            Some(sp)
         })
         .collect()
 }

@@ -10,6 +10,7 @@ use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::Value;
 
+use super::fixed::{ensure_text, JUMPS};
 use super::render::{Config, Protocol};
 use super::sync::Proxier;
 use super::tracer::{self, Packet, Tables, Verdict};
@@ -110,6 +111,7 @@ fn upstreams_packet_flow_cases_pass() {
     let node = text(&doc, "node");
     let cfg = Config {
         cluster_cidr: Some(text(&doc, "clusterCIDR").parse().unwrap()),
+        ..Default::default()
     };
     let mut ran = 0;
     for suite in doc["suites"].as_array().unwrap() {
@@ -122,7 +124,10 @@ fn upstreams_packet_flow_cases_pass() {
             let tables = |endpoints: &[Value]| {
                 let sl = slice(s, endpoints);
                 let ports = service_ports(&svc, &[&sl], node);
-                Tables::parse(&Proxier::new(cfg.clone()).prepare(&ports).text).unwrap()
+                Tables::parse(
+                    &(Proxier::new(cfg.clone()).prepare(&ports).text + &ensure_text(&JUMPS)),
+                )
+                .unwrap()
             };
             let now = tables(endpoints);
             for f in case["flows"].as_array().unwrap() {

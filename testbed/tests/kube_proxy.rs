@@ -159,3 +159,124 @@ fn a_local_internal_traffic_policy_serves_only_the_node_with_an_endpoint() {
         "{filter:?}"
     );
 }
+
+/// Runs `cmd` in the testbed's underlay namespace: a machine outside the cluster on
+/// the node network (the host at 172.18.0.1, as kind's users' machine on its bridge).
+fn from_outside(tb: &Running, cmd: &[&str]) -> std::process::Output {
+    std::process::Command::new("ip")
+        .args(["netns", "exec", &format!("tb.{}", tb.0)])
+        .args(cmd)
+        .output()
+        .unwrap()
+}
+
+fn text(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn node_ports_answer_on_every_node_and_a_local_policy_keeps_the_client_address() {
+    if !root() {
+        return;
+    }
+    let tb = Running::up("nodeport");
+    apply(
+        &tb,
+        "np",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: np-server, labels: {app: np}}\nspec:\n  nodeName: node-2\n  containers:\n  - {name: main, image: agnhost, ports: [{containerPort: 8080}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: np-cluster}\nspec:\n  type: NodePort\n  selector: {app: np}\n  ports: [{port: 80, targetPort: 8080, nodePort: 30080}]\n---\napiVersion: v1\nkind: Service\nmetadata: {name: np-local}\nspec:\n  type: NodePort\n  externalTrafficPolicy: Local\n  selector: {app: np}\n  ports: [{port: 80, targetPort: 8080, nodePort: 30081}]\n",
+    );
+    tb.wait_ready("np-cluster", 1);
+    tb.wait_ready("np-local", 1);
+    let curl = |url: &str, secs: &str| from_outside(&tb, &["curl", "-s", "-m", secs, url]);
+    // From outside, on both nodes' addresses; the pod is on node-2 only.
+    for node in ["172.18.0.2", "172.18.0.3"] {
+        let out = curl(&format!("http://{node}:30080/hostname"), "5");
+        assert_eq!(text(&out), "np-server", "{node}: {out:?}");
+    }
+    // Cluster policy through node-1: masqueraded to node-1's address.
+    let out = curl("http://172.18.0.2:30080/clientip", "5");
+    assert!(
+        text(&out).starts_with("10.244.2.1:") || text(&out).starts_with("172.18.0.2:"),
+        "{out:?}"
+    );
+    // Local policy on node-2: the client's own address is kept.
+    let out = curl("http://172.18.0.3:30081/clientip", "5");
+    assert!(text(&out).starts_with("172.18.0.1:"), "{out:?}");
+    // Local policy on node-1, which has no endpoint: dropped (curl's 28, a timeout).
+    let out = curl("http://172.18.0.2:30081/hostname", "2");
+    assert_eq!(out.status.code(), Some(28), "{out:?}");
+    // From a node itself, to its own address and to localhost.
+    for url in [
+        "http://172.18.0.2:30080/hostname",
+        "http://127.0.0.1:30080/hostname",
+    ] {
+        let out = tb.exec("node/node-1", &["curl", "-s", "-m", "5", url]);
+        assert_eq!(text(&out), "np-server", "{url}: {out:?}");
+    }
+    // And the rules are upstream's.
+    let nat = tb.exec("node/node-1", &["iptables-save", "-t", "nat"]);
+    let nat = String::from_utf8_lossy(&nat.stdout);
+    assert!(nat.contains("-A KUBE-NODEPORTS -p tcp -m comment --comment \"default/np-cluster\" -m tcp --dport 30080 -j KUBE-EXT-"), "{nat}");
+    let filter = tb.exec("node/node-1", &["iptables-save", "-t", "filter"]);
+    assert!(
+        String::from_utf8_lossy(&filter.stdout).contains("\"default/np-local has no local endpoints\" -m addrtype --dst-type LOCAL -m tcp --dport 30081 -j DROP"),
+        "{filter:?}"
+    );
+}
+
+#[test]
+fn a_deleted_prerouting_jump_is_back_at_the_next_sync() {
+    if !root() {
+        return;
+    }
+    let tb = Running::up("jumpback");
+    let jump = [
+        "iptables",
+        "-t",
+        "nat",
+        "-D",
+        "PREROUTING",
+        "-m",
+        "comment",
+        "--comment",
+        "kubernetes service portals",
+        "-j",
+        "KUBE-SERVICES",
+    ];
+    let out = tb.exec("node/node-1", &jump);
+    assert!(out.status.success(), "{out:?}");
+    let has_jump = || {
+        let out = tb.exec(
+            "node/node-1",
+            &["iptables", "-t", "nat", "-S", "PREROUTING"],
+        );
+        String::from_utf8_lossy(&out.stdout).contains("-j KUBE-SERVICES")
+    };
+    assert!(!has_jump());
+    // The next periodic sync (every second) puts it back.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !has_jump() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the jump did not come back"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // And a flush of everything (the canaries with it) is a full resync: ClusterIP
+    // traffic works again.
+    let out = tb.exec("node/node-1", &["nft", "flush", "ruleset"]);
+    assert!(out.status.success(), "{out:?}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let name = "kubernetes.default.svc.cluster.local";
+        let out = tb.exec("client-1", &["dig", "+short", "+time=1", "+tries=1", name]);
+        if out.status.success() && text(&out) == "10.96.0.1" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no resync after a flush: {out:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

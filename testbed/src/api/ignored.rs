@@ -76,6 +76,9 @@ pub(super) fn fields(obj: &Object) -> Vec<String> {
                 "sessionAffinityConfig",
                 "publishNotReadyAddresses",
                 "internalTrafficPolicy",
+                "externalTrafficPolicy",
+                "externalIPs",
+                "loadBalancerSourceRanges",
                 "ipFamilies",
                 "ipFamilyPolicy",
             ],
@@ -151,8 +154,8 @@ pub(super) fn fields(obj: &Object) -> Vec<String> {
     }
     if let Object::Service(s) = obj {
         if let Some(t) = s.spec.as_ref().and_then(|s| s.type_.as_deref()) {
-            if t == "NodePort" || t == "LoadBalancer" {
-                out.push(format!("spec.type {t} (its node ports are allocated but not served yet, and there is no load balancer; it is routed as ClusterIP)"));
+            if t == "LoadBalancer" {
+                out.push("spec.type LoadBalancer (no load balancer gives it an address yet: its node ports and external IPs are served, status.loadBalancer stays empty)".into());
             }
         }
     }

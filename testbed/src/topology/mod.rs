@@ -48,6 +48,9 @@ const NODE_SYSCTLS: &[(&str, &str)] = &[
     // Pod-to-pod traffic on one node is bridged, not routed; this makes the node's
     // iptables rules (kube-proxy's DNAT) see it all the same.
     ("net/bridge/bridge-nf-call-iptables", "1"),
+    // kube-proxy's, in iptables mode with `localhostNodePorts: true` (its default):
+    // node ports answer on 127.0.0.1 too (KUBE-FIREWALL keeps others out of 127/8).
+    ("net/ipv4/conf/all/route_localnet", "1"),
 ];
 
 #[derive(Debug, thiserror::Error)]

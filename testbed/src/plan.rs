@@ -199,6 +199,13 @@ fn default_domain() -> String {
     crate::dns::config::DEFAULT_DOMAIN.into()
 }
 
+/// The host outside the cluster every testbed has: the underlay's namespace, which
+/// holds the nodes' gateway address on the node network (172.18.0.1), as the machine
+/// of a kind user sits on kind's bridge. `host/outside` in `testbed exec` and in a
+/// scenario's `exec` steps; NodePorts and external addresses are reached from it the
+/// way users reach them.
+pub const OUTSIDE_HOST: &str = "outside";
+
 /// The underlay: a bridge in a namespace of its own, the nodes' gateway.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FabricPlan {

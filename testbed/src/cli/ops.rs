@@ -183,6 +183,16 @@ pub(super) fn exec(
     let plan = &record.plan;
     let mut pod_dir = None;
     let netns = match target.strip_prefix("node/") {
+        None if target.starts_with("host/") => {
+            let host = &target[5..];
+            if host != crate::plan::OUTSIDE_HOST {
+                return Err(anyhow!(
+                    "testbed {name} has no host {host:?} (hosts: {})",
+                    crate::plan::OUTSIDE_HOST
+                ));
+            }
+            plan.fabric.netns.clone()
+        }
         Some(node) => plan.node(node).map(|n| n.netns.clone()).ok_or_else(|| {
             let known: Vec<&str> = plan.nodes.iter().map(|n| n.name.as_str()).collect();
             anyhow!(

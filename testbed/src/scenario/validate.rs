@@ -49,6 +49,15 @@ pub fn admit(s: &Scenario) -> Vec<Located> {
 /// nothing the scenario has by this step: its pods, the pods applied so far, or a
 /// pod of a Deployment applied so far (whose names start with the Deployment's).
 fn unknown(api: &Api, s: &Scenario, what: &str, target: &str) -> Option<String> {
+    if what == "host" {
+        let host = target.strip_prefix("host/").unwrap_or(target);
+        return (host != crate::plan::OUTSIDE_HOST).then(|| {
+            format!(
+                "there is no host {host:?} (hosts: {})",
+                crate::plan::OUTSIDE_HOST
+            )
+        });
+    }
     if what == "node" {
         let node = target.strip_prefix("node/").unwrap_or(target);
         return (!s.cluster.nodes.iter().any(|n| n == node)).then(|| {

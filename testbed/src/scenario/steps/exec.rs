@@ -53,12 +53,17 @@ fn parse(cx: &mut Ctx, at: &At, value: Value) -> Option<Box<dyn Action>> {
     }))
 }
 
-/// What a pod or node target is: `node/NAME` is a node.
+/// What a pod, node or host target is: `node/NAME` is a node, `host/NAME` a host
+/// outside the cluster.
 pub(super) fn pod_or_node(t: &str) -> (&'static str, &str) {
-    (
-        if t.starts_with("node/") { "node" } else { "pod" },
-        t,
-    )
+    let what = if t.starts_with("node/") {
+        "node"
+    } else if t.starts_with("host/") {
+        "host"
+    } else {
+        "pod"
+    };
+    (what, t)
 }
 
 #[async_trait::async_trait(?Send)]

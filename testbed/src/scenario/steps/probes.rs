@@ -109,13 +109,16 @@ pub async fn connect(cx: &dyn Context, c: &Connect) -> Result<(String, Vec<Outco
     Ok((to.to_string(), outcomes))
 }
 
-/// Runs `argv` in a pod or `node/NAME` through `testbed exec`: exit code, stdout, stderr.
+/// Runs `argv` in a pod, `node/NAME` or `host/outside` through `testbed exec`: exit code, stdout, stderr.
 pub async fn exec(
     cx: &dyn Context,
     target: &str,
     argv: &[String],
 ) -> Result<(i32, String, String), String> {
-    let target = match target.strip_prefix("node/") {
+    let target = match target
+        .strip_prefix("node/")
+        .or(target.strip_prefix("host/"))
+    {
         Some(_) => target.to_string(),
         None => {
             let ((ns, name), _) = pod(cx, target)?;

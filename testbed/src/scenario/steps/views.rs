@@ -180,8 +180,9 @@ fn redact_serial(record: &str) -> String {
 }
 
 /// A node's nat table from `iptables-save -t nat`: chains sorted by name, each with
-/// its rules in order; no counters, no comments with times. KUBE-SERVICES' rules are
-/// sorted (their order follows the history of changes), the nodeports jump last.
+/// its rules in order; no counters, no comments with times. The rules of KUBE-SERVICES
+/// and KUBE-NODEPORTS are sorted (their order follows the history of changes), the
+/// nodeports jump last.
 pub fn nat(save: &str) -> String {
     let mut chains: std::collections::BTreeMap<String, Vec<String>> = Default::default();
     for line in save.lines() {
@@ -199,7 +200,7 @@ pub fn nat(save: &str) -> String {
     }
     let mut out = String::new();
     for (chain, mut rules) in chains {
-        if chain == "KUBE-SERVICES" {
+        if chain == "KUBE-SERVICES" || chain == "KUBE-NODEPORTS" {
             rules.sort_by_key(|r| (r.contains("KUBE-NODEPORTS"), r.clone()));
         }
         out += &format!(":{chain}\n");

@@ -129,11 +129,22 @@ impl ControlPlane {
         let (endpoints_synced, endpoints_rx) = watch::channel(0);
         let (deployments_synced, deployments_rx) = watch::channel(0);
         let (kubelets_synced, kubelets_rx) = watch::channel(0);
+        let (lb_synced, lb_rx) = watch::channel(0);
         let controllers = vec![
             ("the endpoints controller", endpoints_rx),
             ("the Deployment controller", deployments_rx),
             ("the kubelets", kubelets_rx),
+            ("the load balancer", lb_rx),
         ];
+        let node_ips: Vec<(String, std::net::Ipv4Addr)> =
+            plan.nodes.iter().map(|n| (n.name.clone(), n.ip)).collect();
+        let lb_pool: Vec<std::net::Ipv4Addr> = controllers::loadbalancer::pool(plan.fabric.network)
+            .into_iter()
+            .filter(|ip| !node_ips.iter().any(|(_, n)| n == ip) && *ip != plan.fabric.gateway)
+            .collect();
+        let router = crate::kernel::exec::Nsenter {
+            netns: crate::netns::netns_path(&plan.fabric.netns),
+        };
         let mut tasks = vec![
             tokio::spawn({
                 let store = store.clone();
@@ -144,6 +155,13 @@ impl ControlPlane {
                 async move { controllers::deployment::run(store, &deployments_synced).await }
             }),
             tokio::spawn(dns::run(store.clone(), dns.clone())),
+            tokio::spawn({
+                let store = store.clone();
+                async move {
+                    controllers::loadbalancer::run(store, lb_pool, node_ips, router, &lb_synced)
+                        .await
+                }
+            }),
             tokio::spawn({
                 let cfg = Arc::new(kubelet::Config {
                     testbed: plan.testbed.clone(),

@@ -280,3 +280,57 @@ fn a_deleted_prerouting_jump_is_back_at_the_next_sync() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[test]
+fn a_load_balancer_address_answers_from_outside_and_its_health_check_port_tells_the_nodes_apart() {
+    if !root() {
+        return;
+    }
+    let tb = Running::up("lb");
+    apply(
+        &tb,
+        "lb",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: lb-server, labels: {app: lb}}\nspec:\n  nodeName: node-2\n  containers:\n  - {name: main, image: agnhost, ports: [{containerPort: 8080}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: lb-cluster}\nspec:\n  type: LoadBalancer\n  selector: {app: lb}\n  ports: [{port: 80, targetPort: 8080}]\n---\napiVersion: v1\nkind: Service\nmetadata: {name: lb-local}\nspec:\n  type: LoadBalancer\n  externalTrafficPolicy: Local\n  selector: {app: lb}\n  ports: [{port: 80, targetPort: 8080}]\n",
+    );
+    tb.wait_ready("lb-cluster", 1);
+    tb.wait_ready("lb-local", 1);
+    let svc = |name: &str| tb.json(&["get", "svc", name]);
+    let ingress = |name: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let s = svc(name);
+            if let Some(ip) = s["status"]["loadBalancer"]["ingress"][0]["ip"].as_str() {
+                return ip.to_string();
+            }
+            assert!(std::time::Instant::now() < deadline, "no address: {s}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let (cluster, local) = (ingress("lb-cluster"), ingress("lb-local"));
+    assert_eq!(
+        (cluster.as_str(), local.as_str()),
+        ("172.18.0.200", "172.18.0.201")
+    );
+    let curl = |url: &str| from_outside(&tb, &["curl", "-s", "-m", "5", url]);
+    let out = curl(&format!("http://{cluster}/hostname"));
+    assert_eq!(text(&out), "lb-server", "{out:?}");
+    // Local: routed to node-2, the one with the endpoint, and the client's address kept.
+    let out = curl(&format!("http://{local}/clientip"));
+    assert!(text(&out).starts_with("172.18.0.1:"), "{out:?}");
+    // The health check node port, as a cloud load balancer asks it.
+    let hc = svc("lb-local")["spec"]["healthCheckNodePort"]
+        .as_i64()
+        .unwrap();
+    let ask = |node: &str| {
+        let url = format!("http://{node}:{hc}/");
+        from_outside(&tb, &["curl", "-s", "-m", "5", "-w", " %{http_code}", &url])
+    };
+    assert_eq!(
+        text(&ask("172.18.0.3")),
+        r#"{"localEndpoints":1,"service":{"name":"lb-local","namespace":"default"},"serviceProxyHealthy":true} 200"#
+    );
+    assert_eq!(
+        text(&ask("172.18.0.2")),
+        r#"{"localEndpoints":0,"service":{"name":"lb-local","namespace":"default"},"serviceProxyHealthy":true} 503"#
+    );
+}

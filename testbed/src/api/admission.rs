@@ -361,6 +361,22 @@ fn service(mut s: Service, old: Option<&Object>, problems: &mut Vec<Problem>) ->
                 format!("Unsupported value: {policy:?}: supported values: \"Cluster\", \"Local\""),
             ));
         }
+        // Upstream's defaulting and validation: Cluster for a Service reached from
+        // outside (a node port, a load balancer, external IPs), nothing for others.
+        let external = matches!(ty.as_str(), "NodePort" | "LoadBalancer")
+            || spec.external_ips.as_ref().is_some_and(|v| !v.is_empty());
+        match (external, spec.external_traffic_policy.as_deref()) {
+            (true, None | Some("")) => spec.external_traffic_policy = Some("Cluster".into()),
+            (true, Some("Cluster" | "Local")) | (false, None) => {}
+            (true, Some(other)) => problems.push(problem(
+                "spec.externalTrafficPolicy",
+                format!("Unsupported value: {other:?}: supported values: \"Cluster\", \"Local\""),
+            )),
+            (false, Some(_)) => problems.push(problem(
+                "spec.externalTrafficPolicy",
+                "Invalid value: may only be set for externally-accessible services".to_string(),
+            )),
+        }
         spec.ip_families.get_or_insert_with(|| vec!["IPv4".into()]);
         spec.ip_family_policy
             .get_or_insert_with(|| "SingleStack".into());

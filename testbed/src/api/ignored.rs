@@ -79,6 +79,10 @@ pub(super) fn fields(obj: &Object) -> Vec<String> {
                 "externalTrafficPolicy",
                 "externalIPs",
                 "loadBalancerSourceRanges",
+                "loadBalancerIP",
+                "loadBalancerClass",
+                "allocateLoadBalancerNodePorts",
+                "healthCheckNodePort",
                 "ipFamilies",
                 "ipFamilyPolicy",
             ],
@@ -151,13 +155,6 @@ pub(super) fn fields(obj: &Object) -> Vec<String> {
             }
         }
         _ => {}
-    }
-    if let Object::Service(s) = obj {
-        if let Some(t) = s.spec.as_ref().and_then(|s| s.type_.as_deref()) {
-            if t == "LoadBalancer" {
-                out.push("spec.type LoadBalancer (no load balancer gives it an address yet: its node ports and external IPs are served, status.loadBalancer stays empty)".into());
-            }
-        }
     }
     out
 }

@@ -118,6 +118,8 @@ impl NodePorts {
         if !problems.is_empty() {
             return Err(problems);
         }
+        let hc = self.health_check_port(spec, old, &owner, &mut mine, ty == "LoadBalancer")?;
+        let ports = spec.ports.get_or_insert_with(Vec::new);
         let missing = ports.iter_mut().filter(|p| p.node_port.unwrap_or(0) == 0);
         for p in missing.filter(|_| needs) {
             let free = RANGE
@@ -132,8 +134,62 @@ impl NodePorts {
             mine.insert(n);
             p.node_port = Some(i32::from(n));
         }
+        if let Some(true) = hc {
+            let free = RANGE
+                .clone()
+                .find(|n| !mine.contains(n) && self.owner_of(*n).is_none_or(|o| *o == owner));
+            let Some(n) = free else {
+                return Err(vec![(
+                    "spec.healthCheckNodePort".into(),
+                    "Internal error: failed to allocate a nodePort: range is full".into(),
+                )]);
+            };
+            mine.insert(n);
+            spec.health_check_node_port = Some(i32::from(n));
+        }
         self.keep_only(&owner, &mine);
         Ok(())
+    }
+
+    /// Upstream's health check node port: a LoadBalancer with a Local external
+    /// policy has one, the one asked for or the one it had, else (`Some(true)`) one
+    /// to allocate after its node ports; any other Service may not set it.
+    fn health_check_port(
+        &self,
+        spec: &mut k8s_openapi::api::core::v1::ServiceSpec,
+        old: Option<&Service>,
+        owner: &(String, String),
+        mine: &mut BTreeSet<u16>,
+        load_balancer: bool,
+    ) -> Result<Option<bool>, Vec<FieldProblem>> {
+        let at = "spec.healthCheckNodePort".to_string();
+        let needs = load_balancer && spec.external_traffic_policy.as_deref() == Some("Local");
+        let asked = spec.health_check_node_port.filter(|n| *n != 0);
+        if !needs {
+            return match asked {
+                Some(n) => Err(vec![(at, format!("Invalid value: {n}: may only be set when `type` is 'LoadBalancer' and `externalTrafficPolicy` is 'Local'"))]),
+                None => Ok(None),
+            };
+        }
+        let had = old
+            .and_then(|o| o.spec.as_ref()?.health_check_node_port)
+            .filter(|n| *n != 0);
+        let Some(n) = asked.or(had) else {
+            return Ok(Some(true));
+        };
+        let port = u16::try_from(n).ok().filter(|n| RANGE.contains(n));
+        let Some(port) = port else {
+            return Err(vec![(at, format!("Invalid value: {n}: provided port is not in the valid range. The range of valid ports is {}-{}", RANGE.start(), RANGE.end()))]);
+        };
+        if mine.contains(&port) || self.owner_of(port).is_some_and(|o| o != owner) {
+            return Err(vec![(
+                at,
+                format!("Invalid value: {n}: provided port is already allocated"),
+            )]);
+        }
+        mine.insert(port);
+        spec.health_check_node_port = Some(n);
+        Ok(Some(false))
     }
 
     /// Gives `owner` exactly `ports`.
@@ -235,5 +291,41 @@ mod tests {
         np.assign(&mut a, None, WEB).unwrap();
         np.release(WEB);
         assert!(!np.in_use(30080));
+    }
+
+    #[test]
+    fn a_local_load_balancer_gets_a_health_check_port_and_others_may_not_set_one() {
+        let mut np = NodePorts::default();
+        let mut lb = svc("LoadBalancer", &[("http", None)]);
+        let spec = lb.spec.as_mut().unwrap();
+        spec.external_traffic_policy = Some("Local".into());
+        np.assign(&mut lb, None, WEB).unwrap();
+        assert_eq!(node_ports(&lb), [30000]);
+        let hc = |s: &Service| s.spec.as_ref().unwrap().health_check_node_port;
+        assert_eq!(hc(&lb), Some(30001));
+        assert!(np.in_use(30001));
+        // Kept on update, as the node ports are.
+        let mut again = lb.clone();
+        again.spec.as_mut().unwrap().health_check_node_port = None;
+        np.assign(&mut again, Some(&lb), WEB).unwrap();
+        assert_eq!(hc(&again), Some(30001));
+        // Cluster policy: it may not be set, and the port goes back.
+        let mut cluster = again.clone();
+        cluster.spec.as_mut().unwrap().external_traffic_policy = Some("Cluster".into());
+        let e = np
+            .assign(&mut cluster.clone(), Some(&again), WEB)
+            .unwrap_err();
+        assert_eq!(e[0].0, "spec.healthCheckNodePort");
+        assert!(e[0].1.contains("may only be set when `type` is 'LoadBalancer' and `externalTrafficPolicy` is 'Local'"), "{e:?}");
+        cluster.spec.as_mut().unwrap().health_check_node_port = None;
+        np.assign(&mut cluster, Some(&again), WEB).unwrap();
+        assert!(!np.in_use(30001));
+        // Another Service may not take a held one.
+        let mut other = svc("LoadBalancer", &[("http", None)]);
+        let spec = other.spec.as_mut().unwrap();
+        spec.external_traffic_policy = Some("Local".into());
+        spec.health_check_node_port = Some(30000);
+        let e = np.assign(&mut other, None, OTHER).unwrap_err();
+        assert!(e[0].1.contains("already allocated"), "{e:?}");
     }
 }

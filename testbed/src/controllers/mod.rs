@@ -3,6 +3,7 @@
 
 pub mod deployment;
 pub mod endpoints;
+pub mod loadbalancer;
 
 #[cfg(test)]
 mod endpoints_tests;

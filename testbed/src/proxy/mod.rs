@@ -8,6 +8,7 @@
 pub mod fake;
 pub mod fixed;
 pub mod hash;
+pub mod healthcheck;
 pub mod iptables;
 pub mod node;
 pub mod render;

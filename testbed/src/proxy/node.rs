@@ -90,6 +90,7 @@ pub async fn run(
     }
     let mut proxy = NodeProxy::new(node, backend, Nsenter { netns: ns }, state);
     proxy.events = Some(crate::api::events::Recorder::new(store.clone()));
+    proxy.health = Some(super::healthcheck::Servers::new(&node_netns));
     let synced = watch::Sender::new(0);
     crate::informer::run(store, proxy, &synced).await
 }
@@ -103,6 +104,8 @@ pub struct NodeProxy<E> {
     state: watch::Sender<SyncState>,
     /// Where each sync that wrote rules is reported, as an event about the node.
     pub events: Option<crate::api::events::Recorder>,
+    /// The health check servers of Local LoadBalancer Services, in the node.
+    pub health: Option<super::healthcheck::Servers>,
 }
 
 impl<E: NodeExec> NodeProxy<E> {
@@ -119,6 +122,7 @@ impl<E: NodeExec> NodeProxy<E> {
             exec,
             state,
             events: None,
+            health: None,
         }
     }
 
@@ -235,6 +239,9 @@ impl<E: NodeExec> Reconcile for NodeProxy<E> {
             }
         }
         clear_conntrack(&self.exec, gone_udp, activated_udp).await;
+        if let Some(h) = &mut self.health {
+            h.update(super::healthcheck::wanted(self.tracker.iter()));
+        }
         let took = start.elapsed();
         let n = self.tracker.len();
         let failed = error.is_some();

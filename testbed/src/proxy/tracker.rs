@@ -172,6 +172,11 @@ impl Tracker {
         changes
     }
 
+    /// Every service port of the node, in order, borrowed.
+    pub fn iter(&self) -> impl Iterator<Item = &ServicePort> {
+        self.ports.values().flatten()
+    }
+
     /// Every service port of the node, in order.
     pub fn all(&self) -> Vec<ServicePort> {
         self.ports.values().flatten().cloned().collect()

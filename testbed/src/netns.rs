@@ -342,6 +342,19 @@ pub fn run_in<T: Send>(name: &str, f: impl FnOnce() -> io::Result<T> + Send) -> 
     })
 }
 
+/// A TCP listener on `address` inside the namespace `name` (a node's), for tokio.
+pub fn tcp_listener_in(
+    name: &str,
+    address: std::net::SocketAddr,
+) -> io::Result<tokio::net::TcpListener> {
+    let listener = run_in(name, || {
+        let l = std::net::TcpListener::bind(address)?;
+        l.set_nonblocking(true)?;
+        Ok(l)
+    })?;
+    tokio::net::TcpListener::from_std(listener)
+}
+
 /// Runs `f` inside the namespace `netns` (to make a socket there), or here for `None`.
 pub fn in_netns_or_here<T: Send>(
     netns: Option<&str>,

@@ -84,7 +84,7 @@ impl Servers {
                 continue;
             }
             let address = SocketAddr::from(([0, 0, 0, 0], *port));
-            match crate::rest::bind_in(&self.netns, address) {
+            match crate::netns::tcp_listener_in(&self.netns, address) {
                 Ok(l) => {
                     let state = self.state.clone();
                     let port = *port;

@@ -428,6 +428,8 @@ fn in_net(ip: Ipv4Addr, spec: &str) -> Option<bool> {
 }
 
 /// The probability that `rule` matches in `s`, and its target words (`-j` onward).
+// Long because it is one arm per match option kube-proxy writes, as the kernel checks them
+// one after another.
 fn matches<'a>(
     rule: &'a Rule,
     node: Node,

@@ -167,12 +167,7 @@ pub async fn bind() -> std::io::Result<TcpListener> {
 
 /// Binds `address` inside the network namespace `netns` (a node's).
 pub fn bind_in(netns: &str, address: SocketAddr) -> std::io::Result<TcpListener> {
-    let listener = crate::netns::run_in(netns, || {
-        let l = std::net::TcpListener::bind(address)?;
-        l.set_nonblocking(true)?;
-        Ok(l)
-    })?;
-    TcpListener::from_std(listener)
+    crate::netns::tcp_listener_in(netns, address)
 }
 
 /// Serves the REST API on `listener` until the task is aborted.

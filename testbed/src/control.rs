@@ -276,11 +276,21 @@ impl ControlPlane {
     /// after that (with what the controllers wrote).
     pub async fn wait_synced(&self, revision: u64, timeout: Duration) -> bool {
         let all = async {
-            for (_, rx) in &self.controllers {
-                let mut rx = rx.clone();
-                if rx.wait_for(|r| *r >= revision).await.is_err() {
-                    return false;
+            // Controllers act on one another's writes (the load balancer on the
+            // endpoints controller's slices): a few rounds, until none wrote more.
+            let mut revision = revision;
+            for _ in 0..3 {
+                for (_, rx) in &self.controllers {
+                    let mut rx = rx.clone();
+                    if rx.wait_for(|r| *r >= revision).await.is_err() {
+                        return false;
+                    }
                 }
+                let now = *self.store.subscribe().borrow();
+                if now <= revision {
+                    break;
+                }
+                revision = now;
             }
             let revision = revision.max(*self.store.subscribe().borrow());
             let mut dns = self.dns.revision.subscribe();

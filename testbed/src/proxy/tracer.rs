@@ -37,6 +37,8 @@ pub struct Outcome {
     /// A `recent` match (ClientIP affinity) was passed over: a client seen before
     /// would go back to its endpoint instead.
     pub affinity: bool,
+    /// Delivered to the node itself, let in by an ACCEPT rule (a health check port).
+    pub accepted: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -245,6 +247,7 @@ pub fn trace_at(
             }
         }
         for (p2, s2, e2) in paths {
+            let accepted = delivered_here && matches!(e2, End::Accept);
             let verdict = match e2 {
                 End::Reject => Verdict::Rejected,
                 End::Drop => Verdict::Dropped,
@@ -256,6 +259,7 @@ pub fn trace_at(
                     verdict,
                     masquerade: false,
                     affinity: s2.affinity,
+                    accepted,
                 });
                 continue;
             }
@@ -266,6 +270,7 @@ pub fn trace_at(
                     verdict,
                     masquerade: s3.mark & 0x4000 != 0 || s3.mark & MASQUERADED != 0,
                     affinity: s3.affinity,
+                    accepted: false,
                 });
             }
         }

@@ -171,11 +171,54 @@ fn upstreams_iptables_goldens_pass() {
             ports.extend(service_ports(&svc, &of, node));
         }
         let ours = Proxier::new(cfg.clone()).prepare(&ports).text;
+        flows(t, &ours, cfg.node_ip.unwrap());
         let ours = normalise(&without_intended_differences(&ours));
         let theirs = normalise(t["expected"].as_str().unwrap());
         pretty_eq(theirs, ours, t["test"].as_str().unwrap());
     }
     assert!(!tests.is_empty());
+}
+
+/// Upstream's packet-flow cases of a test, through our rules (with the jumps from
+/// the built-in chains) and our tracer, answered as their `tracePacket` does.
+fn flows(t: &Value, ours: &str, node_ip: std::net::Ipv4Addr) {
+    use super::fixed::{ensure_text, JUMPS};
+    use super::render::Protocol;
+    use super::tracer::{trace_at, Packet, Tables, Verdict};
+    let tables = Tables::parse(&format!("{ours}{}", ensure_text(&JUMPS))).unwrap();
+    for f in t["flows"].as_array().into_iter().flatten() {
+        let name = f["name"].as_str().unwrap();
+        let pkt = Packet {
+            src: f["source"].as_str().unwrap().parse().unwrap(),
+            dst: f["dest"].as_str().unwrap().parse().unwrap(),
+            protocol: Protocol::Tcp,
+            port: f["port"].as_u64().unwrap() as u16,
+        };
+        let out = trace_at(&tables, &[node_ip], pkt).unwrap();
+        let mut to: Vec<String> = out
+            .iter()
+            .map(|o| match o.verdict {
+                _ if o.accepted => "ACCEPT".into(),
+                Verdict::Forward(a) if *a.ip() == pkt.dst && a.port() == pkt.port => String::new(),
+                Verdict::Forward(a) => a.to_string(),
+                Verdict::Rejected => "REJECT".into(),
+                Verdict::Dropped => "DROP".into(),
+            })
+            .collect();
+        to.sort();
+        to.dedup();
+        assert_eq!(
+            to.join(", "),
+            f["output"].as_str().unwrap(),
+            "flow {name:?}"
+        );
+        let masq = out.iter().any(|o| o.masquerade);
+        assert_eq!(
+            masq,
+            f["masq"].as_bool().unwrap_or(false),
+            "flow {name:?}: masquerade"
+        );
+    }
 }
 
 /// Equal, or a panic that shows the lines each side lacks.

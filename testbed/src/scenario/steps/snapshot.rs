@@ -1,5 +1,5 @@
 //! `snapshot`: pin a view of the cluster as an insta snapshot: the Services, a
-//! Service's endpoints, a DNS answer, a node's nat table, a pod's routes and
+//! Service's endpoints, a DNS answer, a node's nat or filter table, a pod's routes and
 //! resolv.conf, or which pods answer a connection.
 
 use schemars::JsonSchema;
@@ -21,15 +21,15 @@ pub const KIND: StepKind = StepKind {
     parse,
 };
 
-/// A view: `services`, `endpoints` (of `service`), `dns` (a question), `nat` (a
-/// node's nat table), `pod` (routes and resolv.conf), `backends` (who answers).
+/// A view: `services`, `endpoints` (of `service`), `dns` (a question), `nat` and
+/// `filter` (a node's table), `pod` (routes and resolv.conf), `backends` (who answers).
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SnapshotFile {
     pub view: String,
     /// `endpoints`: the Service (`web` or `NAMESPACE/web`).
     pub service: Option<String>,
-    /// `nat`: the node.
+    /// `nat`, `filter`: the node.
     pub node: Option<String>,
     /// `pod`: the pod.
     pub pod: Option<String>,
@@ -56,6 +56,7 @@ pub enum View {
     Endpoints((String, String)),
     Dns(DnsQuery),
     Nat(String),
+    Filter(String),
     Pod(String),
     Backends(Connect),
 }
@@ -94,6 +95,7 @@ fn view(cx: &mut Ctx, path: &str, s: SnapshotFile) -> Option<View> {
             &["service"],
         ),
         "nat" => (View::Nat(need(cx, "node", &s.node)), &["node"]),
+        "filter" => (View::Filter(need(cx, "node", &s.node)), &["node"]),
         "pod" => (View::Pod(need(cx, "pod", &s.pod)), &["pod"]),
         "dns" => (
             View::Dns(DnsQuery {
@@ -126,7 +128,7 @@ fn view(cx: &mut Ctx, path: &str, s: SnapshotFile) -> Option<View> {
         other => {
             cx.fail(
                 &at("view"),
-                format!("{other:?} is not a view: services, endpoints, dns, nat, pod, backends"),
+                format!("{other:?} is not a view: services, endpoints, dns, nat, filter, pod, backends"),
             );
             return None;
         }
@@ -158,6 +160,7 @@ impl View {
             View::Endpoints(_) => "endpoints",
             View::Dns(_) => "dns",
             View::Nat(_) => "nat",
+            View::Filter(_) => "filter",
             View::Pod(_) => "pod",
             View::Backends(_) => "backends",
         }
@@ -186,13 +189,14 @@ impl View {
                 Ok(views::endpoints(&format!("{ns}/{name}"), ep.as_ref()))
             }
             View::Dns(q) => Ok(views::dns(q, &probes::dns(cx, q).await?)),
-            View::Nat(node) => {
-                let argv = ["iptables-save".into(), "-t".into(), "nat".into()];
+            View::Nat(node) | View::Filter(node) => {
+                let table = self.kind();
+                let argv = ["iptables-save".into(), "-t".into(), table.into()];
                 let (code, out, err) = probes::exec(cx, &format!("node/{node}"), &argv).await?;
                 if code != 0 {
-                    return Err(format!("iptables-save in node {node}: {err}"));
+                    return Err(format!("iptables-save -t {table} in node {node}: {err}"));
                 }
-                Ok(views::nat(&out))
+                Ok(views::table(&out))
             }
             View::Pod(pod) => {
                 let ((ns, name), netns_name) = probes::pod(cx, pod)?;
@@ -217,6 +221,7 @@ impl Action for Snapshot {
             View::Endpoints((ns, n)) => format!("endpoints {ns}/{n}"),
             View::Dns(q) => format!("dns {} {} from {}", q.rtype, q.name, q.from),
             View::Nat(n) => format!("nat table of {n}"),
+            View::Filter(n) => format!("filter table of {n}"),
             View::Pod(p) => format!("routes and resolv.conf of {p}"),
             View::Backends(c) => format!("backends of {}", c.describe()),
         };

@@ -334,3 +334,92 @@ fn a_load_balancer_address_answers_from_outside_and_its_health_check_port_tells_
         r#"{"localEndpoints":0,"service":{"name":"lb-local","namespace":"default"},"serviceProxyHealthy":true} 503"#
     );
 }
+
+/// The conditions of pod `pod`'s endpoint in `svc`'s EndpointSlice: (ready,
+/// serving, terminating), or None when it is not there.
+fn conditions(tb: &Running, svc: &str, pod: &str) -> Option<(bool, bool, bool)> {
+    let list = tb.json(&["get", "endpointslices"]);
+    list["items"]
+        .as_array()?
+        .iter()
+        .filter(|s| s["metadata"]["labels"]["kubernetes.io/service-name"] == svc)
+        .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
+        .find_map(|e| {
+            (e["targetRef"]["name"].as_str() == Some(pod)).then(|| {
+                let c = &e["conditions"];
+                (
+                    c["ready"].as_bool().unwrap_or(false),
+                    c["serving"].as_bool().unwrap_or(false),
+                    c["terminating"].as_bool().unwrap_or(false),
+                )
+            })
+        })
+}
+
+#[test]
+fn a_terminating_endpoint_takes_traffic_only_when_no_ready_one_is_left() {
+    if !root() {
+        return;
+    }
+    let tb = Running::up("graceful");
+    apply(
+        &tb,
+        "graceful",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: slow, labels: {app: gr}}\nspec:\n  nodeName: node-2\n  terminationGracePeriodSeconds: 30\n  containers:\n  - {name: main, image: agnhost, args: [netexec, --delay-shutdown=8], ports: [{containerPort: 8080}]}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: quick, labels: {app: gr}}\nspec:\n  nodeName: node-2\n  containers:\n  - {name: main, image: agnhost, ports: [{containerPort: 8080}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: gr}\nspec:\n  selector: {app: gr}\n  ports: [{port: 80, targetPort: 8080}]\n",
+    );
+    tb.wait_ready("gr", 2);
+    let url = format!("http://{}/hostname", tb.cluster_ip("gr"));
+    // Deleted: `testbed delete` waits until the kubelet has stopped it (8 s).
+    let started = std::time::Instant::now();
+    let mut deleting = testbed_bin()
+        .args(["delete", "pod", "slow", "-t", &tb.0])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = started + Duration::from_secs(5);
+    while conditions(&tb, "gr", "slow") != Some((false, true, true)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            conditions(&tb, "gr", "slow")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Terminating but serving: the ready one takes every connection.
+    for _ in 0..10 {
+        let out = tb.exec("client-1", &["curl", "-s", "-m", "2", &url]);
+        assert_eq!(text(&out), "quick", "{out:?}");
+    }
+    // The ready one goes (at once: no delay): the terminating one is all that is
+    // left, and kube-proxy falls back to it.
+    let out = tb.cli(&["delete", "pod", "quick"]);
+    assert!(out.status.success(), "{out:?}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let out = tb.exec("client-1", &["curl", "-s", "-m", "1", &url]);
+        if text(&out) == "slow" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no fallback: {out:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(7),
+        "the test ran too slowly to show it"
+    );
+    // Then its grace ends: the pod is gone and the ClusterIP rejects (curl's 7).
+    assert!(deleting.wait().unwrap().success());
+    assert!(
+        started.elapsed() >= Duration::from_secs(7),
+        "it stopped before its delay"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let out = tb.exec("client-1", &["curl", "-s", "-m", "1", &url]);
+        if out.status.code() == Some(7) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{out:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -130,6 +130,9 @@ fn comparable(o: &Object) -> serde_json::Value {
     v
 }
 
+/// A pod's `terminationGracePeriodSeconds` when it sets none.
+pub const DEFAULT_GRACE_SECONDS: i64 = 30;
+
 impl Api {
     /// An API server over `store` giving ClusterIPs from `service_cidr`, with the
     /// `default/kubernetes` Service in place, as every cluster has it.
@@ -367,8 +370,23 @@ impl Api {
         });
     }
 
-    /// Deletes one object; a Service's ClusterIP is free again at once.
+    /// Deletes one object; a Service's ClusterIP is free again at once. A running
+    /// pod is deleted gracefully, with its own grace period (see [`Api::delete_with`]).
     pub fn delete(&self, key: &Key) -> Result<Object, ObjectProblem> {
+        self.delete_with(key, None)
+    }
+
+    /// Deletes one object. A pod running on a node with a grace period (`grace`, or
+    /// its `terminationGracePeriodSeconds`, or 30 s) is only marked, as the API
+    /// server does: `deletionTimestamp` and `deletionGracePeriodSeconds` set; its
+    /// kubelet stops its containers and then removes it. A grace of 0 (or a pod
+    /// that never ran) deletes at once; so does 0 for a pod that is terminating.
+    pub fn delete_with(&self, key: &Key, grace: Option<i64>) -> Result<Object, ObjectProblem> {
+        if key.kind == Kind::Pod {
+            if let Some(marked) = self.mark_terminating(key, grace) {
+                return Ok(marked);
+            }
+        }
         let refuse = |message: String| ObjectProblem {
             index: None,
             object: label(key),
@@ -429,6 +447,31 @@ impl Api {
                 .map_err(|mut p| p.swap_remove(0))?;
         }
         Ok(gone)
+    }
+
+    /// Marks a running pod as terminating (or leaves it terminating): the pod as it
+    /// is then, or `None` when it is to be deleted at once.
+    fn mark_terminating(&self, key: &Key, grace: Option<i64>) -> Option<Object> {
+        self.store.write(|tx| {
+            let Some(Object::Pod(mut pod)) = tx.get(key).cloned() else {
+                return None;
+            };
+            let spec = pod.spec.as_ref()?;
+            let grace = grace
+                .or(spec.termination_grace_period_seconds)
+                .unwrap_or(DEFAULT_GRACE_SECONDS);
+            let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+            let running = spec.node_name.is_some() && phase == Some("Running");
+            if grace <= 0 || !running {
+                return None;
+            }
+            if pod.metadata.deletion_timestamp.is_some() {
+                return Some(Object::Pod(pod));
+            }
+            pod.metadata.deletion_timestamp = Some(crate::api::store::now());
+            pod.metadata.deletion_grace_period_seconds = Some(grace);
+            Some(tx.put(Object::Pod(pod)))
+        })
     }
 
     /// Sets a Deployment's replicas (`kubectl scale`).

@@ -97,6 +97,25 @@ pub(super) fn delete(
         return Err(reply.error());
     }
     println!("{}/{name} deleted", kind_label(kind));
+    // A pod deleted gracefully is gone when its kubelet has stopped it: waited for,
+    // as `kubectl delete` waits.
+    if let Some(grace) = reply.body["metadata"]["deletionGracePeriodSeconds"].as_u64() {
+        let deadline =
+            std::time::Instant::now() + std::time::Duration::from_secs(grace.min(3600) + 10);
+        loop {
+            let now = Client::connect(&tb)?.call(&Call::get(&at))?;
+            if now.status == 404 {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                bail!(
+                    "{}/{name} is still terminating after its grace period of {grace} s",
+                    kind_label(kind)
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -139,7 +139,11 @@ struct Life {
 // Long because it is the pod's life as one state machine (made, started, readiness reported
 // until stopped, torn down); its states share the runtime, the faults and the probe
 // channel.
-async fn pod_life(life: Life, mut stop: oneshot::Receiver<()>) {
+async fn pod_life(
+    life: Life,
+    mut stop: oneshot::Receiver<()>,
+    mut terminate: oneshot::Receiver<i64>,
+) {
     let Life {
         cfg,
         store,
@@ -219,6 +223,7 @@ async fn pod_life(life: Life, mut stop: oneshot::Receiver<()>) {
     let mut faults_rx = cfg.faults.subscribe();
     let mut reported = probes.is_empty();
     let mut killed = false;
+    let mut terminated = false;
     loop {
         let f = cfg.faults.get();
         if f.killed.contains(&key) && !killed {
@@ -259,13 +264,30 @@ async fn pod_life(life: Life, mut stop: oneshot::Receiver<()>) {
         }
         tokio::select! {
             _ = &mut stop => break,
+            Ok(grace) = &mut terminate => {
+                // Deleted: its containers get SIGTERM and the grace period, then
+                // SIGKILL; meanwhile its endpoints are terminating (and serving
+                // while it is Ready); then the pod object goes.
+                drop(probing);
+                probing = Box::pin(std::future::pending());
+                for c in &spec.containers {
+                    let msg = format!("Stopping container {} (grace period {grace} s)", c.name);
+                    event(Type::Normal, "Killing", msg, "kubelet");
+                }
+                let grace = std::time::Duration::from_secs(grace.clamp(0, 3600) as u64);
+                running.terminate(grace).await;
+                sync::delete_pod(&store, &pod);
+                terminated = true;
+                let _ = (&mut stop).await;
+                break;
+            }
             r = faults_rx.changed() => if r.is_err() { let _ = (&mut stop).await; break; },
             _ = probe_rx.changed() => {}
             _ = &mut probing => {}
         }
     }
     drop(probing);
-    for c in &spec.containers {
+    for c in spec.containers.iter().filter(|_| !terminated) {
         event(
             Type::Normal,
             "Killing",

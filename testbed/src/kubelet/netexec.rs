@@ -152,6 +152,21 @@ pub async fn serve_udp(pod: String, netns_name: String, port: u16) -> std::io::R
     }
 }
 
+/// agnhost netexec's `--delay-shutdown`: how many seconds its servers keep serving
+/// after SIGTERM (0, its default, ends them at once).
+pub fn delay_shutdown(c: &k8s_openapi::api::core::v1::Container) -> std::time::Duration {
+    let args: Vec<&str> = c.args.iter().flatten().map(String::as_str).collect();
+    let seconds =
+        args.iter()
+            .enumerate()
+            .find_map(|(i, a)| match a.strip_prefix("--delay-shutdown") {
+                Some(rest) if rest.starts_with('=') => rest[1..].parse::<u64>().ok(),
+                Some("") => args.get(i + 1)?.parse::<u64>().ok(),
+                _ => None,
+            });
+    std::time::Duration::from_secs(seconds.unwrap_or(0).min(3600))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,5 +194,18 @@ mod tests {
         assert_eq!(answer("web-1", c, "clientip\n"), "10.244.1.2:40000");
         assert_eq!(answer("web-1", c, "echo hello"), "hello");
         assert_eq!(answer("web-1", c, ""), "web-1");
+    }
+
+    #[test]
+    fn delay_shutdown_is_read_from_the_args_as_agnhost_reads_it() {
+        let c = |args: &[&str]| k8s_openapi::api::core::v1::Container {
+            args: Some(args.iter().map(|a| a.to_string()).collect()),
+            ..Default::default()
+        };
+        let secs = |args: &[&str]| super::delay_shutdown(&c(args)).as_secs();
+        assert_eq!(secs(&["netexec", "--delay-shutdown=8"]), 8);
+        assert_eq!(secs(&["netexec", "--delay-shutdown", "5"]), 5);
+        assert_eq!(secs(&["netexec"]), 0);
+        assert_eq!(secs(&["netexec", "--delay-shutdown=x"]), 0);
     }
 }

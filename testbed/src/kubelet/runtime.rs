@@ -51,6 +51,13 @@ pub struct Containers {
 pub trait Processes: Send {
     /// Stops them all and waits until they have ended.
     async fn kill(&mut self);
+
+    /// Stops them as a kubelet stops a deleted pod's containers: SIGTERM, then up
+    /// to `grace` for them to end, then SIGKILL.
+    async fn terminate(&mut self, grace: std::time::Duration) {
+        let _ = grace;
+        self.kill().await;
+    }
 }
 
 /// The real runtime: netlink handles in each node's namespace.
@@ -253,6 +260,7 @@ impl Machine {
             running.dns.push(server);
             return Ok(());
         }
+        running.delay_shutdown = running.delay_shutdown.max(netexec::delay_shutdown(c));
         for p in c.ports.iter().flatten() {
             let Ok(port) = u16::try_from(p.container_port) else {
                 continue;
@@ -293,6 +301,9 @@ struct Running {
     servers: Vec<JoinHandle<()>>,
     dns: Vec<crate::dns::serve::DnsServer>,
     children: Vec<tokio::process::Child>,
+    /// How long the netexec servers keep serving after SIGTERM (agnhost's
+    /// `--delay-shutdown`).
+    delay_shutdown: std::time::Duration,
 }
 
 #[async_trait::async_trait]
@@ -306,6 +317,27 @@ impl Processes for Running {
             let _ = c.start_kill();
             let _ = c.wait().await;
         }
+    }
+
+    async fn terminate(&mut self, grace: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + grace;
+        for c in &self.children {
+            if let Some(pid) = c.id() {
+                let pid = nix::unistd::Pid::from_raw(pid as i32);
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            }
+        }
+        // agnhost netexec ends at SIGTERM, or serves on for its --delay-shutdown.
+        let servers = tokio::time::sleep_until(
+            deadline.min(tokio::time::Instant::now() + self.delay_shutdown),
+        );
+        let children = async {
+            for c in &mut self.children {
+                let _ = c.wait().await;
+            }
+        };
+        let _ = tokio::join!(servers, tokio::time::timeout_at(deadline, children));
+        self.kill().await;
     }
 }
 

@@ -22,6 +22,8 @@ use crate::plan::NodeAllocator;
 struct Running {
     uid: Option<String>,
     stop: oneshot::Sender<()>,
+    /// Told the grace period when the pod is deleted (and taken then).
+    terminate: Option<oneshot::Sender<i64>>,
     task: Task,
     /// Closed when the task has ended.
     alive: watch::Receiver<()>,
@@ -187,7 +189,19 @@ impl Kubelets {
                 });
         }
         let Some(pod) = pod.cloned() else { return };
-        if self.running.contains_key(&key) {
+        if let Some(r) = self.running.get_mut(&key) {
+            // Deleted gracefully: its containers are told to stop.
+            if pod.metadata.deletion_timestamp.is_some() {
+                if let Some(t) = r.terminate.take() {
+                    let grace = pod.metadata.deletion_grace_period_seconds.unwrap_or(30);
+                    let _ = t.send(grace);
+                }
+            }
+            return;
+        }
+        if pod.metadata.deletion_timestamp.is_some() {
+            // Deleted before it started: nothing to stop.
+            delete_pod(&self.store, &pod);
             return;
         }
         let node_name = pod.spec.as_ref().and_then(|s| s.node_name.clone());
@@ -247,6 +261,7 @@ impl Kubelets {
             },
         };
         let (stop, stop_rx) = oneshot::channel();
+        let (terminate, terminate_rx) = oneshot::channel();
         let (alive_tx, alive) = watch::channel(());
         let life = pod_life(
             Life {
@@ -260,6 +275,7 @@ impl Kubelets {
                 previous: previous.map(|p| p.alive.clone()),
             },
             stop_rx,
+            terminate_rx,
         );
         let task = Task(tokio::spawn(async move {
             // Dropped when the task ends, however it ends: `alive` closes.
@@ -271,6 +287,7 @@ impl Kubelets {
             Running {
                 uid: pod.metadata.uid.clone(),
                 stop,
+                terminate: Some(terminate),
                 task,
                 alive,
                 node,
@@ -278,6 +295,21 @@ impl Kubelets {
             },
         );
     }
+}
+
+/// Deletes `pod` from the store, as the kubelet does once a deleted pod's
+/// containers have stopped (only that pod: not one of the same name made since).
+pub(super) fn delete_pod(store: &Store, pod: &Pod) {
+    let (ns, name) = (
+        pod.metadata.namespace.as_deref().unwrap_or("default"),
+        pod.metadata.name.as_deref().unwrap_or_default(),
+    );
+    let k = Key::new(Kind::Pod, ns, name);
+    store.write(|tx| {
+        if tx.get(&k).is_some_and(|o| o.meta().uid == pod.metadata.uid) {
+            tx.delete(&k);
+        }
+    });
 }
 
 /// Binds pod `key` to `node` in the store (as the scheduler does), if it names none yet.

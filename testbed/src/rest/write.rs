@@ -434,14 +434,14 @@ fn delete_warnings(opts: &Value, q: &Query) -> Vec<String> {
         ),
         _ => {}
     }
-    let grace = opts
-        .get("gracePeriodSeconds")
-        .and_then(Value::as_i64)
-        .or(q.get("gracePeriodSeconds").and_then(|g| g.parse().ok()));
-    if grace.is_some_and(|g| g > 0) {
-        w.push("gracePeriodSeconds is ignored: pods stop at once".into());
-    }
     w
+}
+
+/// The delete's `gracePeriodSeconds`, from its options or its query.
+fn grace(opts: &Value, q: &Query) -> Option<i64> {
+    opts.get("gracePeriodSeconds")
+        .and_then(Value::as_i64)
+        .or(q.get("gracePeriodSeconds").and_then(|g| g.parse().ok()))
 }
 
 pub(super) fn delete(
@@ -477,7 +477,7 @@ pub(super) fn delete(
     }
     let gone = door
         .api
-        .delete(&key)
+        .delete_with(&key, grace(opts, q))
         .map_err(|p| status::from_problems(&target(t, name), &[p]))?;
     Ok(with_warnings(
         json_response(StatusCode::OK, &gone.to_value()),

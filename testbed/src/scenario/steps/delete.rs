@@ -73,7 +73,22 @@ impl Action for Delete {
 
     async fn run(&self, cx: &mut dyn Context, _: &Expect) -> Result<Seen, String> {
         let key = Key::new(self.kind, &self.namespace, &self.name);
-        cx.api().delete(&key).map_err(|p| p.to_string())?;
+        let marked = cx.api().delete(&key).map_err(|p| p.to_string())?;
+        // A pod deleted gracefully is gone once its kubelet has stopped it: waited
+        // for, as `kubectl delete` waits.
+        if let Some(grace) = marked.meta().deletion_grace_period_seconds {
+            let deadline = std::time::Instant::now()
+                + std::time::Duration::from_secs(grace.clamp(0, 3600) as u64 + 10);
+            while cx.store().get(&key).is_some() {
+                if std::time::Instant::now() > deadline {
+                    return Err(format!(
+                        "pod {}/{} is still terminating after its grace period of {grace} s",
+                        self.namespace, self.name
+                    ));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
         Ok(Seen::line(format!(
             "{} {}/{} deleted",
             self.kind.singular(),

@@ -1,6 +1,10 @@
 //! `delete`: delete an object through the API server (`service/web`, `pod/client-1`,
-//! `deployment/kube-system/coredns`).
+//! `deployment/kube-system/coredns`). A running pod ends gracefully: the step waits
+//! until it is gone, unless `wait: false` (`delete: {object: pod/web, wait: false}`),
+//! so that later steps see it terminating.
 
+use schemars::JsonSchema;
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::{schema_of, Action, At, Context, Ctx, Expect, Seen, StepKind};
@@ -11,20 +15,45 @@ use crate::scenario::Located;
 pub const KIND: StepKind = StepKind {
     key: "delete",
     about: "Delete an object: `service/web`, `pod/client-1`, `deployment/kube-system/coredns`.",
-    schema: schema_of::<String>,
+    schema: schema_of::<DeleteFile>,
     expects: &[],
     parse,
 };
+
+/// `KIND/NAME`, or that with whether to wait for a pod to be gone.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(untagged)]
+enum DeleteFile {
+    Object(String),
+    Long(LongDelete),
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct LongDelete {
+    object: String,
+    /// Wait until a pod deleted gracefully is gone (the default).
+    #[serde(default = "yes")]
+    wait: bool,
+}
+
+fn yes() -> bool {
+    true
+}
 
 #[derive(Debug)]
 struct Delete {
     kind: Kind,
     namespace: String,
     name: String,
+    wait: bool,
 }
 
 fn parse(cx: &mut Ctx, at: &At, value: Value) -> Option<Box<dyn Action>> {
-    let d: String = cx.value(value, at.path)?;
+    let (d, wait) = match cx.value::<DeleteFile>(value, at.path)? {
+        DeleteFile::Object(d) => (d, true),
+        DeleteFile::Long(l) => (l.object, l.wait),
+    };
     let parts: Vec<&str> = d.split('/').collect();
     let (kind, namespace, name) = match parts.as_slice() {
         [k, n] => (*k, "default", *n),
@@ -36,6 +65,7 @@ fn parse(cx: &mut Ctx, at: &At, value: Value) -> Option<Box<dyn Action>> {
             kind: k,
             namespace: namespace.into(),
             name: name.into(),
+            wait,
         })),
         _ => {
             cx.fail(
@@ -76,7 +106,11 @@ impl Action for Delete {
         let marked = cx.api().delete(&key).map_err(|p| p.to_string())?;
         // A pod deleted gracefully is gone once its kubelet has stopped it: waited
         // for, as `kubectl delete` waits.
-        if let Some(grace) = marked.meta().deletion_grace_period_seconds {
+        let grace = marked
+            .meta()
+            .deletion_grace_period_seconds
+            .filter(|_| self.wait);
+        if let Some(grace) = grace {
             let deadline = std::time::Instant::now()
                 + std::time::Duration::from_secs(grace.clamp(0, 3600) as u64 + 10);
             while cx.store().get(&key).is_some() {

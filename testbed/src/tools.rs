@@ -61,6 +61,12 @@ pub const TOOLS: &[Tool] = &[
         "faults (node down, link cut) and the tour's commands",
         true,
     ),
+    tool(
+        "nft",
+        "nftables",
+        "the flush step (a node's tables flushed, for kube-proxy to restore)",
+        false,
+    ),
     tool("curl", "curl", "HTTP from inside pods", false),
     tool("nc", "netcat-openbsd", "TCP/UDP from inside pods", false),
     tool(

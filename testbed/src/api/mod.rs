@@ -3,6 +3,7 @@
 
 pub mod admission;
 pub mod events;
+pub mod graceful;
 mod ignored;
 pub mod ipalloc;
 pub mod kubernetes;

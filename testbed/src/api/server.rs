@@ -130,9 +130,6 @@ fn comparable(o: &Object) -> serde_json::Value {
     v
 }
 
-/// A pod's `terminationGracePeriodSeconds` when it sets none.
-pub const DEFAULT_GRACE_SECONDS: i64 = 30;
-
 impl Api {
     /// An API server over `store` giving ClusterIPs from `service_cidr`, with the
     /// `default/kubernetes` Service in place, as every cluster has it.
@@ -383,7 +380,7 @@ impl Api {
     /// that never ran) deletes at once; so does 0 for a pod that is terminating.
     pub fn delete_with(&self, key: &Key, grace: Option<i64>) -> Result<Object, ObjectProblem> {
         if key.kind == Kind::Pod {
-            if let Some(marked) = self.mark_terminating(key, grace) {
+            if let Some(marked) = super::graceful::mark_terminating(&self.store, key, grace) {
                 return Ok(marked);
             }
         }
@@ -447,31 +444,6 @@ impl Api {
                 .map_err(|mut p| p.swap_remove(0))?;
         }
         Ok(gone)
-    }
-
-    /// Marks a running pod as terminating (or leaves it terminating): the pod as it
-    /// is then, or `None` when it is to be deleted at once.
-    fn mark_terminating(&self, key: &Key, grace: Option<i64>) -> Option<Object> {
-        self.store.write(|tx| {
-            let Some(Object::Pod(mut pod)) = tx.get(key).cloned() else {
-                return None;
-            };
-            let spec = pod.spec.as_ref()?;
-            let grace = grace
-                .or(spec.termination_grace_period_seconds)
-                .unwrap_or(DEFAULT_GRACE_SECONDS);
-            let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
-            let running = spec.node_name.is_some() && phase == Some("Running");
-            if grace <= 0 || !running {
-                return None;
-            }
-            if pod.metadata.deletion_timestamp.is_some() {
-                return Some(Object::Pod(pod));
-            }
-            pod.metadata.deletion_timestamp = Some(crate::api::store::now());
-            pod.metadata.deletion_grace_period_seconds = Some(grace);
-            Some(tx.put(Object::Pod(pod)))
-        })
     }
 
     /// Sets a Deployment's replicas (`kubectl scale`).

@@ -17,6 +17,8 @@ pub mod tracer;
 pub mod tracker;
 
 #[cfg(test)]
+mod node_repair_tests;
+#[cfg(test)]
 mod node_tests;
 #[cfg(test)]
 mod tests;

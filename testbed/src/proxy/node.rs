@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::tracker::{SvcKey, Tracker};
+use super::tracker::{SvcKey, Tracker, UdpDest};
 use super::ProxyBackend;
 use crate::api::{Event, Kind, Store};
 use crate::informer::Reconcile;
@@ -132,26 +132,36 @@ impl<E: NodeExec> NodeProxy<E> {
     }
 }
 
-/// Deletes the conntrack entries a sync leaves stale: those of UDP endpoints that
-/// are gone, and every UDP flow to a ClusterIP whose Service just got its first
-/// endpoints.
+/// The `conntrack -D` match of flows addressed to `d`.
+fn orig(d: UdpDest) -> [String; 2] {
+    match d {
+        UdpDest::Ip(ip) => ["--orig-dst".into(), ip.to_string()],
+        UdpDest::NodePort(p) => ["--orig-port-dst".into(), p.to_string()],
+    }
+}
+
+/// Deletes the conntrack entries a sync leaves stale, as upstream's
+/// `conntrack/cleanup.go`: those of UDP endpoints that are gone (at the ClusterIP,
+/// the external and load balancer addresses, the node port), and every UDP flow to
+/// the addresses of a Service that just got its first endpoints.
 async fn clear_conntrack<E: NodeExec>(
     exec: &E,
-    gone_udp: Vec<(std::net::Ipv4Addr, std::net::SocketAddrV4)>,
-    activated_udp: Vec<std::net::Ipv4Addr>,
+    gone_udp: Vec<(UdpDest, std::net::SocketAddrV4)>,
+    activated_udp: Vec<UdpDest>,
 ) {
-    for (cip, ep) in gone_udp {
+    for (d, ep) in gone_udp {
         // `conntrack -D` exits 1 when there was nothing to delete.
-        let (cip, ep) = (cip.to_string(), ep.ip().to_string());
-        let args = ["-D", "-p", "udp", "--orig-dst", &cip, "--dst-nat", &ep];
+        let [flag, value] = orig(d);
+        let ep = ep.ip().to_string();
+        let args = ["-D", "-p", "udp", &flag, &value, "--dst-nat", &ep];
         let _ = exec.run("conntrack", &args, None).await;
     }
-    for cip in activated_udp {
+    for d in activated_udp {
         // A flow started while the Service had no endpoints (or did not exist) was
         // not DNATed: it goes, so that its next packet is (upstream's
-        // ClearEntriesForIP).
-        let cip = cip.to_string();
-        let args = ["-D", "-p", "udp", "--orig-dst", &cip];
+        // ClearEntriesForIP and ClearEntriesForPort).
+        let [flag, value] = orig(d);
+        let args = ["-D", "-p", "udp", &flag, &value];
         let _ = exec.run("conntrack", &args, None).await;
     }
 }

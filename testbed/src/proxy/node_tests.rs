@@ -30,7 +30,7 @@ fn cfg() -> Config {
 }
 
 /// A Service `default/NAME` at `10.96.0.IP` with ports `(name, port, protocol)`.
-fn service(name: &str, ip: u8, ports: &[(&str, i32, &str)]) -> Object {
+pub(super) fn service(name: &str, ip: u8, ports: &[(&str, i32, &str)]) -> Object {
     Object::Service(Service {
         metadata: ObjectMeta {
             name: Some(name.into()),
@@ -58,7 +58,7 @@ fn service(name: &str, ip: u8, ports: &[(&str, i32, &str)]) -> Object {
 
 /// The slice of Service `name`: endpoints `10.244.1.HOST` (ready or not) serving
 /// every port of `ports` on `8000 + port`.
-fn slice(name: &str, ports: &[(&str, i32, &str)], endpoints: &[(u8, bool)]) -> Object {
+pub(super) fn slice(name: &str, ports: &[(&str, i32, &str)], endpoints: &[(u8, bool)]) -> Object {
     Object::EndpointSlice(EndpointSlice {
         metadata: ObjectMeta {
             name: Some(format!("{name}-abcde")),
@@ -100,16 +100,16 @@ fn event(kind: EventType, object: Object) -> Event {
 }
 
 /// A node's kube-proxy over the iptables backend and a model of the node's tables.
-struct Node {
-    proxy: NodeProxy<Recorder>,
-    exec: Recorder,
-    model: Arc<Mutex<Model>>,
+pub(super) struct Node {
+    pub(super) proxy: NodeProxy<Recorder>,
+    pub(super) exec: Recorder,
+    pub(super) model: Arc<Mutex<Model>>,
     state: watch::Receiver<SyncState>,
     dirty: BTreeSet<SvcKey>,
 }
 
 impl Node {
-    fn new() -> Node {
+    pub(super) fn new() -> Node {
         let model = Arc::new(Mutex::new(Model::default()));
         let exec = fake::node(model.clone());
         let (tx, state) = watch::channel(SyncState::default());
@@ -123,12 +123,12 @@ impl Node {
         }
     }
 
-    fn observe(&mut self, kind: EventType, object: Object) {
+    pub(super) fn observe(&mut self, kind: EventType, object: Object) {
         self.proxy.observe(event(kind, object), &mut self.dirty);
     }
 
     /// One sync, as the runtime makes it.
-    async fn sync(&mut self) {
+    pub(super) async fn sync(&mut self) {
         let dirty = std::mem::take(&mut self.dirty);
         self.proxy
             .reconcile(dirty, 0)
@@ -136,13 +136,13 @@ impl Node {
             .unwrap_or_else(|_| panic!("sync failed: {:?}", self.state.borrow().last_error));
     }
 
-    fn tables(&self) -> Model {
+    pub(super) fn tables(&self) -> Model {
         self.model.lock().unwrap().clone()
     }
 }
 
 /// The tables one full sync of `node`'s service ports makes on an empty node.
-fn full_sync_of(node: &Node) -> Model {
+pub(super) fn full_sync_of(node: &Node) -> Model {
     let all = node.proxy.tracker().all();
     let update = Proxier::new(cfg()).prepare(&all);
     let mut m = Model::default();
@@ -540,54 +540,4 @@ async fn services_for_another_proxy_and_headless_slices_are_not_seen() {
     );
     node.sync().await;
     assert_eq!(svc_chains(&node), 0);
-}
-
-#[tokio::test]
-async fn a_periodic_sync_puts_back_a_deleted_jump_and_resyncs_after_a_flush() {
-    let mut node = Node::new();
-    let ports = [("http", 80, "TCP")];
-    node.observe(EventType::Added, service("web", 20, &ports));
-    node.observe(EventType::Added, slice("web", &ports, &[(2, true)]));
-    node.sync().await;
-    let whole = node.tables().canonical();
-    assert_eq!(whole, full_sync_of(&node).canonical());
-    let restores = |node: &Node| {
-        node.exec
-            .calls()
-            .iter()
-            .filter(|c| c.program == "iptables-restore")
-            .count()
-    };
-    // Nothing gone: a periodic sync only looks.
-    node.exec.clear();
-    node.sync().await;
-    assert_eq!(restores(&node), 0, "{:?}", node.exec.calls());
-    assert_eq!(node.tables().canonical(), whole);
-
-    // Someone deletes the PREROUTING jump: the next periodic sync puts it back,
-    // first in its chain, and writes nothing else.
-    let jump = "-m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES";
-    assert!(node.model.lock().unwrap().delete("nat", "PREROUTING", jump));
-    assert_ne!(node.tables().canonical(), whole);
-    node.exec.clear();
-    node.sync().await;
-    let texts: Vec<String> = node
-        .exec
-        .calls()
-        .iter()
-        .filter_map(|c| c.stdin.clone())
-        .collect();
-    assert_eq!(
-        texts,
-        vec![format!("*nat\n-I PREROUTING 1 {jump}\nCOMMIT\n")]
-    );
-    assert_eq!(node.tables().canonical(), whole);
-
-    // Someone flushes nat and mangle (the canaries go with them): a full sync.
-    node.model.lock().unwrap().flush("nat");
-    node.model.lock().unwrap().flush("mangle");
-    node.exec.clear();
-    node.sync().await;
-    assert_eq!(restores(&node), 1);
-    assert_eq!(node.tables().canonical(), whole);
 }

@@ -32,13 +32,33 @@ pub struct Changes {
     pub upserts: Vec<ServicePort>,
     /// Service ports that are gone.
     pub removed: Vec<PortKey>,
-    /// UDP endpoints that are gone, with their ClusterIP.
-    pub gone_udp: Vec<(Ipv4Addr, SocketAddrV4)>,
-    /// The ClusterIPs of UDP service ports that had no endpoints and have some now
+    /// UDP endpoints that are gone, with each address they were reached at.
+    pub gone_udp: Vec<(UdpDest, SocketAddrV4)>,
+    /// The addresses of UDP service ports that had no endpoints and have some now
     /// (upstream's "newly active" UDP services): a client that kept sending while
     /// there were none holds a conntrack entry that is not DNATed, and keeps it
     /// while it sends unless it is deleted.
-    pub activated_udp: Vec<Ipv4Addr>,
+    pub activated_udp: Vec<UdpDest>,
+}
+
+/// Where UDP flows to a service port are addressed, as upstream's
+/// `conntrack/cleanup.go` clears them: its ClusterIP, external IPs and load
+/// balancer addresses, and its node port on any of the node's addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UdpDest {
+    Ip(Ipv4Addr),
+    NodePort(u16),
+}
+
+/// Every address of a service port, the ClusterIP first.
+pub fn udp_dests(sp: &ServicePort) -> Vec<UdpDest> {
+    let mut v = vec![UdpDest::Ip(sp.cluster_ip)];
+    v.extend(sp.external_ips.iter().map(|ip| UdpDest::Ip(*ip)));
+    v.extend(sp.load_balancer_ips.iter().map(|ip| UdpDest::Ip(*ip)));
+    if sp.node_port != 0 {
+        v.push(UdpDest::NodePort(sp.node_port));
+    }
+    v
 }
 
 /// Labels that keep kube-proxy away from a Service and its EndpointSlices: its
@@ -137,25 +157,30 @@ impl Tracker {
             };
             let old = self.ports.get(&key).map(Vec::as_slice).unwrap_or_default();
             for o in old.iter().filter(|o| o.protocol == Protocol::Udp) {
-                let still: Vec<SocketAddrV4> = new
-                    .iter()
-                    .filter(|n| n.protocol == Protocol::Udp && n.cluster_ip == o.cluster_ip)
-                    .flat_map(|n| n.reachable_endpoints())
-                    .collect();
-                changes.gone_udp.extend(
-                    o.reachable_endpoints()
-                        .into_iter()
-                        .filter(|e| !still.contains(e))
-                        .map(|e| (o.cluster_ip, e)),
-                );
+                for d in udp_dests(o) {
+                    let still: Vec<SocketAddrV4> = new
+                        .iter()
+                        .filter(|n| n.protocol == Protocol::Udp && udp_dests(n).contains(&d))
+                        .flat_map(|n| n.reachable_endpoints())
+                        .collect();
+                    for e in o.reachable_endpoints() {
+                        if !still.contains(&e) && !changes.gone_udp.contains(&(d, e)) {
+                            changes.gone_udp.push((d, e));
+                        }
+                    }
+                }
             }
             for n in new.iter().filter(|n| n.protocol == Protocol::Udp) {
                 let had = old
                     .iter()
                     .find(|o| port_key(o) == port_key(n))
                     .is_some_and(|o| o.has_endpoints);
-                if !had && n.has_endpoints && !changes.activated_udp.contains(&n.cluster_ip) {
-                    changes.activated_udp.push(n.cluster_ip);
+                if !had && n.has_endpoints {
+                    for d in udp_dests(n) {
+                        if !changes.activated_udp.contains(&d) {
+                            changes.activated_udp.push(d);
+                        }
+                    }
                 }
             }
             let keys: Vec<PortKey> = new.iter().map(port_key).collect();

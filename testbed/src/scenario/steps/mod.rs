@@ -38,7 +38,9 @@ macro_rules! registry {
     };
 }
 
-registry!(apply, delete, scale, wait, dns, connect, exec, snapshot, kill, readiness, node, link);
+registry!(
+    apply, delete, scale, wait, dns, connect, exec, snapshot, kill, readiness, node, link, flush
+);
 
 /// One kind of step: its key, its shape, and how a value of that shape becomes an action.
 pub struct StepKind {

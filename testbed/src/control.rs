@@ -183,7 +183,7 @@ impl ControlPlane {
             let cfg = render::Config {
                 cluster_cidr: Some(scenario.cluster.pod_cidr),
                 node_ip: Some(n.ip),
-                nfacct: false,
+                ..Default::default()
             };
             let (tx, rx) = watch::channel(SyncState::default());
             // Each node's kube-proxy in the mode its configuration says.

@@ -40,12 +40,16 @@ pub fn filter_fixed_rules(cfg: &Config) -> Vec<String> {
     } else {
         "-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP"
     };
-    vec![
-        "-A KUBE-FIREWALL -m comment --comment \"block incoming localnet connections\" -d 127.0.0.0/8 ! -s 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP".into(),
+    let mut v = Vec::new();
+    if cfg.localhost_node_ports {
+        v.push("-A KUBE-FIREWALL -m comment --comment \"block incoming localnet connections\" -d 127.0.0.0/8 ! -s 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP".into());
+    }
+    v.extend([
         invalid.into(),
         format!("-A KUBE-FORWARD -m comment --comment \"kubernetes forwarding rules\" -m mark --mark {MASQ_MARK}/{MASQ_MARK} -j ACCEPT"),
         "-A KUBE-FORWARD -m comment --comment \"kubernetes forwarding conntrack rule\" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT".into(),
-    ]
+    ]);
+    v
 }
 
 /// Rules of the fixed nat chains other than `KUBE-SERVICES`. The MASQUERADE has
@@ -61,9 +65,15 @@ pub fn nat_fixed_rules() -> Vec<String> {
     ]
 }
 
-/// The last rule of nat `KUBE-SERVICES` (node ports on every local address,
-/// localhost included, as with upstream's default `localhostNodePorts: true`).
-pub const NODEPORTS_JUMP: &str = "-A KUBE-SERVICES -m comment --comment \"kubernetes service nodeports; NOTE: this must be the last rule in this chain\" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS";
+/// The last rule of nat `KUBE-SERVICES`: node ports on every local address, but
+/// 127.0.0.0/8 when localhost node ports are off.
+pub fn nodeports_jump(cfg: &Config) -> &'static str {
+    if cfg.localhost_node_ports {
+        "-A KUBE-SERVICES -m comment --comment \"kubernetes service nodeports; NOTE: this must be the last rule in this chain\" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS"
+    } else {
+        "-A KUBE-SERVICES -m comment --comment \"kubernetes service nodeports; NOTE: this must be the last rule in this chain\" -m addrtype --dst-type LOCAL ! -d 127.0.0.0/8 -j KUBE-NODEPORTS"
+    }
+}
 
 /// A jump from a built-in chain, as `iptables -S` prints it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -235,8 +235,8 @@ impl ServiceRules {
     }
 }
 
-/// How the whole node is set up.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// How the whole node is set up: kube-proxy's flags and what it found on the node.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     /// `--cluster-cidr`: traffic to a ClusterIP from outside it is masqueraded, and
     /// pods' traffic to external addresses short-circuits a Local policy.
@@ -247,6 +247,23 @@ pub struct Config {
     /// Whether kube-proxy's nfacct counters exist (`ct_state_invalid_dropped_pkts`,
     /// `localhost_nps_accepted_pkts`): upstream then counts in two rules.
     pub nfacct: bool,
+    /// `--masquerade-all`: every packet to a ClusterIP is masqueraded.
+    pub masquerade_all: bool,
+    /// `--iptables-localhost-nodeports` (upstream's default, true): node ports answer
+    /// on 127.0.0.1 too, guarded by `KUBE-FIREWALL`.
+    pub localhost_node_ports: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            cluster_cidr: None,
+            node_ip: None,
+            nfacct: false,
+            masquerade_all: false,
+            localhost_node_ports: true,
+        }
+    }
 }
 
 /// Quotes a comment as iptables-save does: only when it holds a space.
@@ -398,7 +415,7 @@ fn shared_lines(cfg: &Config, sp: &ServicePort, p: &Plan) -> Vec<(Table, String)
         if sp.has_endpoints {
             let c = comment(spn);
             let ext = &p.external_chain;
-            if cfg.nfacct {
+            if cfg.nfacct && cfg.localhost_node_ports {
                 nat(&mut v, format!("-A KUBE-NODEPORTS -m comment --comment {c} -m {proto} -p {proto} -d 127.0.0.0/8 --dport {np} -m nfacct --nfacct-name localhost_nps_accepted_pkts -j {ext}"));
             }
             nat(&mut v, format!("-A KUBE-NODEPORTS -m comment --comment {c} -m {proto} -p {proto} --dport {np} -j {ext}"));
@@ -438,8 +455,15 @@ fn own_chains(cfg: &Config, sp: &ServicePort, p: &Plan, chains: &mut Vec<Chain>)
         sp.cluster_ip, sp.port
     );
     if p.has_internal {
-        if let Some(cidr) = cfg.cluster_cidr {
-            let chain = &p.internal_chain;
+        let chain = &p.internal_chain;
+        if cfg.masquerade_all {
+            push(
+                chain,
+                format!(
+                    "-A {chain} -m comment --comment {cluster_ip_comment} {dst} -j KUBE-MARK-MASQ"
+                ),
+            );
+        } else if let Some(cidr) = cfg.cluster_cidr {
             push(chain, format!("-A {chain} -m comment --comment {cluster_ip_comment} {dst} ! -s {cidr} -j KUBE-MARK-MASQ"));
         }
     }

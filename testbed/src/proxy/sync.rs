@@ -290,7 +290,7 @@ impl Proxier {
                     }
                 }
                 if table == Table::Nat && *chain == "KUBE-SERVICES" {
-                    line(&mut out, fixed::NODEPORTS_JUMP);
+                    line(&mut out, fixed::nodeports_jump(&self.cfg));
                 }
             }
             edits.write_in_place(&rewrite, &mut out);

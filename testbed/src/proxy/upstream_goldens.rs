@@ -1,21 +1,8 @@
-//! kube-proxy's own iptables goldens, transcribed into
-//! `tests/kube-proxy/iptables-goldens.yaml` (Apache-2.0, with the upstream file
-//! there): the same Services and EndpointSlices through our change tracker and
-//! renderer, the restore input compared with upstream's after both are normalised
-//! as upstream's `assertIPTablesRulesEqual` does.
+//! Comparing our restore input with kube-proxy's goldens
+//! (`tests/kube-proxy/iptables-goldens.yaml`, run by `upstream_tests`): both
+//! normalised as upstream's `assertIPTablesRulesEqual` does.
 
 use std::collections::BTreeMap;
-
-use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::discovery::v1::{Endpoint, EndpointPort, EndpointSlice};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use serde_json::Value;
-
-use super::render::Config;
-use super::sync::Proxier;
-use super::tracker::service_ports;
-
-const GOLDENS: &str = include_str!("../../tests/kube-proxy/iptables-goldens.yaml");
 
 /// One table of restore input: its chains in declaration order, rules by chain.
 type Table = (Vec<String>, BTreeMap<String, Vec<String>>);
@@ -115,110 +102,26 @@ fn without_intended_differences(ours: &str) -> String {
     out
 }
 
-fn slice(v: &Value) -> (String, EndpointSlice) {
-    let svc = v["service"].as_str().unwrap();
-    let (ns, name) = svc.split_once('/').unwrap();
-    let endpoints: Vec<Endpoint> = serde_json::from_value(v["endpoints"].clone()).unwrap();
-    let slice = EndpointSlice {
-        metadata: ObjectMeta {
-            name: Some(format!("{name}-1")),
-            namespace: Some(ns.into()),
-            labels: Some(BTreeMap::from([(
-                crate::api::labels::SERVICE_NAME_LABEL.to_string(),
-                name.to_string(),
-            )])),
-            ..Default::default()
-        },
-        address_type: "IPv4".into(),
-        endpoints,
-        // Upstream's makeTestEndpointSlice: port p80, 80/TCP.
-        ports: Some(vec![EndpointPort {
-            name: Some("p80".into()),
-            port: Some(80),
-            protocol: Some("TCP".into()),
-            ..Default::default()
-        }]),
-    };
-    (svc.to_string(), slice)
+/// Our restore input equals upstream's golden once both are normalised and our
+/// intended differences are taken out.
+pub(super) fn assert_golden(what: &str, expected: &str, ours: &str) {
+    let ours = normalise(&without_intended_differences(ours));
+    pretty_eq(normalise(expected), ours, what);
 }
 
-#[test]
-fn upstreams_iptables_goldens_pass() {
-    let (doc, _) = crate::yaml::load(GOLDENS).expect("valid YAML");
-    let node = doc["node"].as_str().unwrap();
-    let cfg = Config {
-        cluster_cidr: Some(doc["clusterCIDR"].as_str().unwrap().parse().unwrap()),
-        node_ip: Some(doc["nodeIP"].as_str().unwrap().parse().unwrap()),
-        nfacct: true,
-    };
-    let tests = doc["tests"].as_array().unwrap();
-    for t in tests {
-        let slices: Vec<(String, EndpointSlice)> =
-            t["slices"].as_array().unwrap().iter().map(slice).collect();
-        let mut ports = Vec::new();
-        for s in t["services"].as_array().unwrap() {
-            let svc: Service = serde_json::from_value(s.clone()).unwrap();
-            let key = format!(
-                "{}/{}",
-                svc.metadata.namespace.as_deref().unwrap(),
-                svc.metadata.name.as_deref().unwrap()
-            );
-            let of: Vec<&EndpointSlice> = slices
-                .iter()
-                .filter(|(k, _)| *k == key)
-                .map(|(_, s)| s)
-                .collect();
-            ports.extend(service_ports(&svc, &of, node));
+/// The rules of one chain of one table of restore input, in order.
+pub(super) fn chain_rules<'a>(text: &'a str, table: &str, chain: &str) -> Vec<&'a str> {
+    let mut in_table = false;
+    let prefix = format!("-A {chain} ");
+    let mut out = Vec::new();
+    for l in text.lines() {
+        if let Some(t) = l.strip_prefix('*') {
+            in_table = t == table;
+        } else if in_table && l.starts_with(&prefix) {
+            out.push(l);
         }
-        let ours = Proxier::new(cfg.clone()).prepare(&ports).text;
-        flows(t, &ours, cfg.node_ip.unwrap());
-        let ours = normalise(&without_intended_differences(&ours));
-        let theirs = normalise(t["expected"].as_str().unwrap());
-        pretty_eq(theirs, ours, t["test"].as_str().unwrap());
     }
-    assert!(!tests.is_empty());
-}
-
-/// Upstream's packet-flow cases of a test, through our rules (with the jumps from
-/// the built-in chains) and our tracer, answered as their `tracePacket` does.
-fn flows(t: &Value, ours: &str, node_ip: std::net::Ipv4Addr) {
-    use super::fixed::{ensure_text, JUMPS};
-    use super::render::Protocol;
-    use super::tracer::{trace_at, Packet, Tables, Verdict};
-    let tables = Tables::parse(&format!("{ours}{}", ensure_text(&JUMPS))).unwrap();
-    for f in t["flows"].as_array().into_iter().flatten() {
-        let name = f["name"].as_str().unwrap();
-        let pkt = Packet {
-            src: f["source"].as_str().unwrap().parse().unwrap(),
-            dst: f["dest"].as_str().unwrap().parse().unwrap(),
-            protocol: Protocol::Tcp,
-            port: f["port"].as_u64().unwrap() as u16,
-        };
-        let out = trace_at(&tables, &[node_ip], pkt).unwrap();
-        let mut to: Vec<String> = out
-            .iter()
-            .map(|o| match o.verdict {
-                _ if o.accepted => "ACCEPT".into(),
-                Verdict::Forward(a) if *a.ip() == pkt.dst && a.port() == pkt.port => String::new(),
-                Verdict::Forward(a) => a.to_string(),
-                Verdict::Rejected => "REJECT".into(),
-                Verdict::Dropped => "DROP".into(),
-            })
-            .collect();
-        to.sort();
-        to.dedup();
-        assert_eq!(
-            to.join(", "),
-            f["output"].as_str().unwrap(),
-            "flow {name:?}"
-        );
-        let masq = out.iter().any(|o| o.masquerade);
-        assert_eq!(
-            masq,
-            f["masq"].as_bool().unwrap_or(false),
-            "flow {name:?}: masquerade"
-        );
-    }
+    out
 }
 
 /// Equal, or a panic that shows the lines each side lacks.

@@ -5,6 +5,7 @@
 //! without a kernel ([`tracer`]). The node's loop ([`node`]) runs on the controller
 //! runtime, over any [`ProxyBackend`] and any [`NodeExec`](crate::kernel::exec::NodeExec).
 
+pub mod config;
 pub mod fake;
 pub mod fixed;
 pub mod hash;

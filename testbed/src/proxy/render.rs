@@ -235,36 +235,7 @@ impl ServiceRules {
     }
 }
 
-/// How the whole node is set up: kube-proxy's flags and what it found on the node.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Config {
-    /// `--cluster-cidr`: traffic to a ClusterIP from outside it is masqueraded, and
-    /// pods' traffic to external addresses short-circuits a Local policy.
-    pub cluster_cidr: Option<Ipv4Net>,
-    /// The node's address: a load balancer's source ranges that hold it also let
-    /// the node reach its own load balancer addresses.
-    pub node_ip: Option<Ipv4Addr>,
-    /// Whether kube-proxy's nfacct counters exist (`ct_state_invalid_dropped_pkts`,
-    /// `localhost_nps_accepted_pkts`): upstream then counts in two rules.
-    pub nfacct: bool,
-    /// `--masquerade-all`: every packet to a ClusterIP is masqueraded.
-    pub masquerade_all: bool,
-    /// `--iptables-localhost-nodeports` (upstream's default, true): node ports answer
-    /// on 127.0.0.1 too, guarded by `KUBE-FIREWALL`.
-    pub localhost_node_ports: bool,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            cluster_cidr: None,
-            node_ip: None,
-            nfacct: false,
-            masquerade_all: false,
-            localhost_node_ports: true,
-        }
-    }
-}
+pub use super::config::Config;
 
 /// Quotes a comment as iptables-save does: only when it holds a space.
 fn comment(text: &str) -> String {

@@ -398,3 +398,23 @@ fn a_local_internal_policy_goes_through_kube_svl_and_drops_without_local_endpoin
         "{text}"
     );
 }
+
+#[test]
+fn addresses_are_read_as_upstreams_parse_ip_sloppy_reads_them() {
+    use super::tracker::sloppy_ipv4;
+    let ip = |s: &str| sloppy_ipv4(s).map(|a| a.to_string());
+    assert_eq!(ip("172.30.0.041").as_deref(), Some("172.30.0.41"));
+    assert_eq!(ip("010.000.000.001").as_deref(), Some("10.0.0.1"));
+    for bad in [
+        "",
+        "1.2.3",
+        "1.2.3.4.5",
+        "256.0.0.1",
+        "1.2.3.0004",
+        "1.2.3.-4",
+        "1..2.3",
+        "::1",
+    ] {
+        assert_eq!(ip(bad), None, "{bad:?}");
+    }
+}

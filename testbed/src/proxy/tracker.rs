@@ -260,9 +260,34 @@ fn categorize(
     (cluster, local, any)
 }
 
+/// An address as upstream's `netutils.ParseIPSloppy` reads it: leading zeros are
+/// decimal (`172.30.0.041` is 172.30.0.41), as Go before 1.17 read them, so objects
+/// stored back then still work.
+pub fn sloppy_ipv4(s: &str) -> Option<Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut parts = s.split('.');
+    for o in &mut octets {
+        let p = parts.next()?;
+        if p.is_empty() || p.len() > 3 || !p.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        *o = p.parse().ok()?;
+    }
+    parts.next().is_none().then(|| Ipv4Addr::from(octets))
+}
+
+/// A CIDR as `netutils.ParseCIDRSloppy` reads it (see [`sloppy_ipv4`]).
+fn sloppy_cidr(s: &str) -> Option<ipnet::Ipv4Net> {
+    let (ip, len) = s.split_once('/')?;
+    let len: u8 = len.parse().ok()?;
+    ipnet::Ipv4Net::new(sloppy_ipv4(ip)?, len)
+        .ok()
+        .map(|n| n.trunc())
+}
+
 fn ipv4s<'a>(v: impl IntoIterator<Item = &'a String>) -> Vec<Ipv4Addr> {
     v.into_iter()
-        .filter_map(|s| s.trim().parse().ok())
+        .filter_map(|s| sloppy_ipv4(s.trim()))
         .collect()
 }
 
@@ -278,11 +303,7 @@ pub fn service_ports(svc: &Service, slices: &[&EndpointSlice], node: &str) -> Ve
     if spec.type_.as_deref() == Some("ExternalName") {
         return Vec::new();
     }
-    let Some(cluster_ip) = spec
-        .cluster_ip
-        .as_deref()
-        .and_then(|ip| ip.parse::<Ipv4Addr>().ok())
-    else {
+    let Some(cluster_ip) = spec.cluster_ip.as_deref().and_then(sloppy_ipv4) else {
         return Vec::new();
     };
     let affinity = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
@@ -315,7 +336,7 @@ pub fn service_ports(svc: &Service, slices: &[&EndpointSlice], node: &str) -> Ve
         .load_balancer_source_ranges
         .iter()
         .flatten()
-        .filter_map(|r| r.trim().parse().ok())
+        .filter_map(|r| sloppy_cidr(r.trim()))
         .collect();
     // Upstream's `NeedsHealthCheck`: a LoadBalancer with a Local external policy.
     let needs_health_check = spec.type_.as_deref() == Some("LoadBalancer") && external_local;
@@ -349,7 +370,7 @@ pub fn service_ports(svc: &Service, slices: &[&EndpointSlice], node: &str) -> Ve
                 for ep in &s.endpoints {
                     let c = ep.conditions.clone().unwrap_or_default();
                     for a in &ep.addresses {
-                        if let Ok(ip) = a.parse() {
+                        if let Some(ip) = sloppy_ipv4(a) {
                             candidates.push(Candidate {
                                 addr: SocketAddrV4::new(ip, port),
                                 ready: c.ready.unwrap_or(true),

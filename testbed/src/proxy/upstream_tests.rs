@@ -253,8 +253,8 @@ fn run(file: &str) -> usize {
 
 #[test]
 fn upstreams_iptables_goldens_pass() {
-    // TestOverallIPTablesRules' golden and TestTracePacket's 7 flows.
-    assert_eq!(run(GOLDENS), 8);
+    // TestOverallIPTablesRules' golden and TestTracePacket's 7 flows; TestBadIPs.
+    assert_eq!(run(GOLDENS), 9);
 }
 
 #[test]
@@ -264,6 +264,6 @@ fn upstreams_packet_flow_tests_pass() {
     // TestHealthCheckNodePort 2, TestDropInvalidRule 2, TestMasqueradeRule 1,
     // TestExternalTrafficPolicyLocal 7 and Cluster 7, TestInternalTrafficPolicy 4 x 2,
     // TestTerminatingEndpointsTrafficPolicyLocal 4 x 4 and Cluster 4 x 4,
-    // TestInternalExternalMasquerade 4 x 30.
-    assert_eq!(run(FLOWS), 219);
+    // TestInternalExternalMasquerade 4 x 30, TestLoadBalancerIngressRouteTypeProxy 3.
+    assert_eq!(run(FLOWS), 222);
 }

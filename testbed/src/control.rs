@@ -138,13 +138,17 @@ impl ControlPlane {
         ];
         let node_ips: Vec<(String, std::net::Ipv4Addr)> =
             plan.nodes.iter().map(|n| (n.name.clone(), n.ip)).collect();
-        let lb_pool: Vec<std::net::Ipv4Addr> = controllers::loadbalancer::pool(plan.fabric.network)
+        let lb_pool = plan.load_balancer_addresses();
+        // The load balancer announces its routes to every namespace outside the
+        // cluster: the underlay router and the scenario's hosts.
+        let routers: Vec<crate::kernel::exec::Nsenter> = plan
+            .host_names()
             .into_iter()
-            .filter(|ip| !node_ips.iter().any(|(_, n)| n == ip) && *ip != plan.fabric.gateway)
+            .filter_map(|h| plan.host_netns(h))
+            .map(|netns| crate::kernel::exec::Nsenter {
+                netns: crate::netns::netns_path(netns),
+            })
             .collect();
-        let router = crate::kernel::exec::Nsenter {
-            netns: crate::netns::netns_path(&plan.fabric.netns),
-        };
         let mut tasks = vec![
             tokio::spawn({
                 let store = store.clone();
@@ -158,7 +162,7 @@ impl ControlPlane {
             tokio::spawn({
                 let store = store.clone();
                 async move {
-                    controllers::loadbalancer::run(store, lb_pool, node_ips, router, &lb_synced)
+                    controllers::loadbalancer::run(store, lb_pool, node_ips, routers, &lb_synced)
                         .await
                 }
             }),

@@ -21,6 +21,12 @@ pub struct ClusterSpec {
     pub dns: DnsSettings,
     /// kube-proxy's mode on every node.
     pub proxy_mode: crate::proxy::Mode,
+    /// Hosts outside the cluster on the node network (`host/NAME`), besides the
+    /// underlay router `outside`.
+    pub hosts: Vec<String>,
+    /// The addresses the load balancer gives, first to last; `None` is
+    /// [`default_load_balancer_pool`].
+    pub load_balancer_pool: Option<(Ipv4Addr, Ipv4Addr)>,
 }
 
 /// How the cluster DNS is set up.
@@ -67,6 +73,8 @@ impl ClusterSpec {
             service_cidr: "10.96.0.0/12".parse().expect("valid"),
             dns: DnsSettings::default(),
             proxy_mode: Default::default(),
+            hosts: Vec::new(),
+            load_balancer_pool: None,
         }
     }
 }
@@ -193,6 +201,32 @@ pub struct Plan {
     /// The cluster domain (`cluster.local`), the root of pods' search paths.
     #[serde(default = "default_domain")]
     pub cluster_domain: String,
+    /// The scenario's hosts outside the cluster.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<HostPlan>,
+    /// The load balancer's addresses, first to last, when the scenario names them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancer_pool: Option<(Ipv4Addr, Ipv4Addr)>,
+}
+
+/// The load balancer's addresses when a scenario names none: the 200th to the 250th
+/// of the node network (172.18.0.200-172.18.0.250), as a kind user gives MetalLB
+/// part of kind's Docker network.
+pub fn default_load_balancer_pool(network: Ipv4Net) -> (Ipv4Addr, Ipv4Addr) {
+    let base = u32::from(network.network());
+    (Ipv4Addr::from(base + 200), Ipv4Addr::from(base + 250))
+}
+
+/// A host outside the cluster: a namespace with an address on the node network, as
+/// a machine on kind's Docker network; it reaches NodePorts, external IPs and load
+/// balancer addresses the way users do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostPlan {
+    pub name: String,
+    pub netns: String,
+    pub ip: Ipv4Addr,
+    /// Its port on the underlay bridge, in the fabric namespace.
+    pub fabric_port: String,
 }
 
 fn default_domain() -> String {
@@ -203,7 +237,7 @@ fn default_domain() -> String {
 /// holds the nodes' gateway address on the node network (172.18.0.1), as the machine
 /// of a kind user sits on kind's bridge. `host/outside` in `testbed exec` and in a
 /// scenario's `exec` steps; NodePorts and external addresses are reached from it the
-/// way users reach them.
+/// way users reach them. A scenario may declare more (`cluster.hosts`).
 pub const OUTSIDE_HOST: &str = "outside";
 
 /// The underlay: a bridge in a namespace of its own, the nodes' gateway.
@@ -344,11 +378,25 @@ impl Plan {
                 PodPlan::new(testbed, pod, &node.name, node.pod_cidr, node.bridge_ip, ip)
             })
             .collect();
+        let hosts = c
+            .hosts
+            .iter()
+            .enumerate()
+            .map(|(i, name)| HostPlan {
+                name: name.clone(),
+                netns: names::node_netns(testbed, name),
+                // After the gateway and the nodes.
+                ip: nth_host(c.node_network, (c.nodes.len() + i) as u32 + 2),
+                fabric_port: name.clone(),
+            })
+            .collect();
         Plan {
             testbed: testbed.into(),
             fabric,
             nodes,
             pods,
+            hosts,
+            load_balancer_pool: c.load_balancer_pool,
             service_cidr: c.service_cidr,
             dns_ip: c
                 .dns
@@ -366,10 +414,42 @@ impl Plan {
         }
     }
 
-    /// Every namespace of the testbed, fabric first, then nodes, then pods.
+    /// The load balancer's addresses, in order.
+    pub fn load_balancer_addresses(&self) -> Vec<Ipv4Addr> {
+        let (first, last) = self
+            .load_balancer_pool
+            .unwrap_or_else(|| default_load_balancer_pool(self.fabric.network));
+        let net = self.fabric.network;
+        (u32::from(first)..=u32::from(last))
+            .map(Ipv4Addr::from)
+            .filter(|ip| net.contains(ip) && *ip != net.broadcast() && *ip != net.network())
+            .collect()
+    }
+
+    /// A host outside the cluster by name: `outside` (the underlay router) or one the
+    /// scenario declares; its namespace.
+    pub fn host_netns(&self, name: &str) -> Option<&str> {
+        if name == OUTSIDE_HOST {
+            return Some(&self.fabric.netns);
+        }
+        self.hosts
+            .iter()
+            .find(|h| h.name == name)
+            .map(|h| h.netns.as_str())
+    }
+
+    /// The names `host/NAME` takes, `outside` first.
+    pub fn host_names(&self) -> Vec<&str> {
+        std::iter::once(OUTSIDE_HOST)
+            .chain(self.hosts.iter().map(|h| h.name.as_str()))
+            .collect()
+    }
+
+    /// Every namespace of the testbed, fabric first, then nodes, hosts and pods.
     pub fn all_netns(&self) -> Vec<&str> {
         std::iter::once(self.fabric.netns.as_str())
             .chain(self.nodes.iter().map(|n| n.netns.as_str()))
+            .chain(self.hosts.iter().map(|h| h.netns.as_str()))
             .chain(self.pods.iter().map(|p| p.netns.as_str()))
             .collect()
     }

@@ -286,7 +286,12 @@ fn a_load_balancer_address_answers_from_outside_and_its_health_check_port_tells_
     if !root() {
         return;
     }
-    let tb = Running::up("lb");
+    // A machine of the node network outside the cluster besides the gateway, and a
+    // pool of the scenario's own.
+    let tb = Running::up_text(
+        "lb",
+        "name: lb\ncluster: {nodes: 2, hosts: [laptop], loadBalancerPool: 172.18.0.100-172.18.0.109}\n",
+    );
     apply(
         &tb,
         "lb",
@@ -309,7 +314,7 @@ fn a_load_balancer_address_answers_from_outside_and_its_health_check_port_tells_
     let (cluster, local) = (ingress("lb-cluster"), ingress("lb-local"));
     assert_eq!(
         (cluster.as_str(), local.as_str()),
-        ("172.18.0.200", "172.18.0.201")
+        ("172.18.0.100", "172.18.0.101")
     );
     let curl = |url: &str| from_outside(&tb, &["curl", "-s", "-m", "5", url]);
     let out = curl(&format!("http://{cluster}/hostname"));
@@ -317,6 +322,18 @@ fn a_load_balancer_address_answers_from_outside_and_its_health_check_port_tells_
     // Local: routed to node-2, the one with the endpoint, and the client's address kept.
     let out = curl(&format!("http://{local}/clientip"));
     assert!(text(&out).starts_with("172.18.0.1:"), "{out:?}");
+    // The same from the laptop, 172.18.0.4 (after the gateway and the two nodes),
+    // to which the load balancer announces its addresses too.
+    let laptop = |url: &str| tb.exec("host/laptop", &["curl", "-s", "-m", "5", url]);
+    let out = laptop(&format!("http://{cluster}/hostname"));
+    assert_eq!(text(&out), "lb-server", "{out:?}");
+    let out = laptop(&format!("http://{local}/clientip"));
+    assert!(text(&out).starts_with("172.18.0.4:"), "{out:?}");
+    let route = tb.exec("host/laptop", &["ip", "route", "get", &local]);
+    assert!(
+        text(&route).starts_with(&format!("{local} via 172.18.0.3 dev eth0")),
+        "{route:?}"
+    );
     // The health check node port, as a cloud load balancer asks it.
     let hc = svc("lb-local")["spec"]["healthCheckNodePort"]
         .as_i64()

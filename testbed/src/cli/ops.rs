@@ -185,13 +185,13 @@ pub(super) fn exec(
     let netns = match target.strip_prefix("node/") {
         None if target.starts_with("host/") => {
             let host = &target[5..];
-            if host != crate::plan::OUTSIDE_HOST {
+            let Some(netns) = plan.host_netns(host) else {
                 return Err(anyhow!(
                     "testbed {name} has no host {host:?} (hosts: {})",
-                    crate::plan::OUTSIDE_HOST
+                    plan.host_names().join(", ")
                 ));
-            }
-            plan.fabric.netns.clone()
+            };
+            netns.to_string()
         }
         Some(node) => plan.node(node).map(|n| n.netns.clone()).ok_or_else(|| {
             let known: Vec<&str> = plan.nodes.iter().map(|n| n.name.as_str()).collect();

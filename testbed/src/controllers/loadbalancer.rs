@@ -1,8 +1,9 @@
 //! A load balancer for `type: LoadBalancer` Services, as cloud-provider-kind or
 //! MetalLB's layer 2 mode gives one to a kind cluster: an address from the testbed's
-//! pool (addresses 200 to 250 of the node network, 172.18.0.200-172.18.0.250 by
-//! default), written to `status.loadBalancer.ingress`, and announced on the node
-//! network: the underlay's router (the `host/outside` namespace) routes it to a node,
+//! pool (`cluster.loadBalancerPool`; addresses 200 to 250 of the node network,
+//! 172.18.0.200-172.18.0.250, by default), written to `status.loadBalancer.ingress`,
+//! and announced on the node network: every namespace outside the cluster (the
+//! underlay's router `host/outside` and the scenario's hosts) routes it to a node,
 //! the first node for `externalTrafficPolicy: Cluster`, the first node with a ready
 //! endpoint for `Local` (as MetalLB announces only from such a node). The nodes'
 //! kube-proxies then capture it. Services with a `loadBalancerClass` are another
@@ -22,15 +23,6 @@ use crate::informer::Reconcile;
 use crate::kernel::exec::NodeExec;
 
 type NsName = (String, String);
-
-/// The pool of a node network: its addresses 200 to 250 (none if it has fewer).
-pub fn pool(network: ipnet::Ipv4Net) -> Vec<Ipv4Addr> {
-    let base = u32::from(network.network());
-    (200..=250u32)
-        .map(|i| Ipv4Addr::from(base + i))
-        .filter(|ip| network.contains(ip) && *ip != network.broadcast())
-        .collect()
-}
 
 /// Which address each Service has and where it is routed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -115,12 +107,12 @@ fn ingress_of(s: &Service) -> Option<Vec<LoadBalancerIngress>> {
         .and_then(|l| l.ingress.clone())
 }
 
-/// The controller: its caches, what it has given, and the router it announces on.
+/// The controller: its caches, what it has given, and the routers it announces on.
 pub struct LoadBalancers<E> {
     store: Arc<Store>,
     pool: Vec<Ipv4Addr>,
     nodes: Vec<(String, Ipv4Addr)>,
-    router: E,
+    routers: Vec<E>,
     services: BTreeMap<NsName, Service>,
     slices: BTreeMap<NsName, BTreeMap<String, EndpointSlice>>,
     given: Plan,
@@ -131,13 +123,13 @@ impl<E: NodeExec> LoadBalancers<E> {
         store: Arc<Store>,
         pool: Vec<Ipv4Addr>,
         nodes: Vec<(String, Ipv4Addr)>,
-        router: E,
+        routers: Vec<E>,
     ) -> Self {
         LoadBalancers {
             store,
             pool,
             nodes,
-            router,
+            routers,
             services: BTreeMap::new(),
             slices: BTreeMap::new(),
             given: Plan::default(),
@@ -194,31 +186,30 @@ impl<E: NodeExec> LoadBalancers<E> {
         });
     }
 
-    /// Puts the router's routes to the load balancer addresses as the plan says.
+    /// Puts every router's routes to the load balancer addresses as the plan says.
     async fn route(&self, next: &Plan) -> bool {
         let mut ok = true;
-        for (ip, via) in &next.routes {
-            if self.given.routes.get(ip) == Some(via) {
-                continue;
+        for router in &self.routers {
+            for (ip, via) in &next.routes {
+                if self.given.routes.get(ip) == Some(via) {
+                    continue;
+                }
+                let (to, via) = (format!("{ip}/32"), via.to_string());
+                let replace = ["route", "replace", &to, "via", &via];
+                if let Err(e) = router.run("ip", &replace, None).await {
+                    tracing::warn!("load balancer route {to} via {via}: {e}");
+                    ok = false;
+                }
             }
-            let (to, via) = (format!("{ip}/32"), via.to_string());
-            if let Err(e) = self
-                .router
-                .run("ip", &["route", "replace", &to, "via", &via], None)
-                .await
+            for ip in self
+                .given
+                .routes
+                .keys()
+                .filter(|ip| !next.routes.contains_key(ip))
             {
-                tracing::warn!("load balancer route {to} via {via}: {e}");
-                ok = false;
+                let to = format!("{ip}/32");
+                let _ = router.run("ip", &["route", "del", &to], None).await;
             }
-        }
-        for ip in self
-            .given
-            .routes
-            .keys()
-            .filter(|ip| !next.routes.contains_key(ip))
-        {
-            let to = format!("{ip}/32");
-            let _ = self.router.run("ip", &["route", "del", &to], None).await;
         }
         ok
     }
@@ -288,15 +279,16 @@ impl<E: NodeExec> Reconcile for LoadBalancers<E> {
     }
 }
 
-/// Runs the load balancer of a testbed whose underlay router is `router`.
+/// Runs the load balancer of a testbed whose namespaces outside the cluster are
+/// `routers`.
 pub async fn run<E: NodeExec + 'static>(
     store: Arc<Store>,
     pool: Vec<Ipv4Addr>,
     nodes: Vec<(String, Ipv4Addr)>,
-    router: E,
+    routers: Vec<E>,
     synced: &watch::Sender<u64>,
 ) {
-    let controller = LoadBalancers::new(store.clone(), pool, nodes, router);
+    let controller = LoadBalancers::new(store.clone(), pool, nodes, routers);
     crate::informer::run(store, controller, synced).await
 }
 
@@ -315,7 +307,8 @@ mod tests {
 
     #[test]
     fn addresses_come_from_the_pool_stay_put_and_are_routed_by_policy() {
-        let pool = pool("172.18.0.0/24".parse().unwrap());
+        let cluster = crate::plan::Plan::new("t", &crate::plan::ClusterSpec::with_nodes(2), &[]);
+        let pool = cluster.load_balancer_addresses();
         assert_eq!(pool.len(), 51);
         assert_eq!(pool[0].to_string(), "172.18.0.200");
         let nodes = vec![

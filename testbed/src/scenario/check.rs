@@ -154,17 +154,94 @@ fn check_cluster(s: &Scenario, out: &mut Vec<Problem>) {
         }
     }
     check_dns(c, out);
-    // The underlay's first address is its gateway, then one per node.
-    let hosts = plan::usable_hosts(c.node_network);
-    if (c.nodes.len() as u64) + 1 > hosts {
+    // The underlay's first address is its gateway, then one per node, then the hosts.
+    let usable = plan::usable_hosts(c.node_network);
+    let taken = c.nodes.len() + c.hosts.len() + 1;
+    if taken as u64 > usable {
+        let what = if c.hosts.is_empty() {
+            format!("a gateway and {} nodes", c.nodes.len())
+        } else {
+            format!(
+                "a gateway, {} nodes and {} hosts",
+                c.nodes.len(),
+                c.hosts.len()
+            )
+        };
         out.push(problem(
             "cluster.nodeNetwork",
             format!(
-                "{} has {hosts} usable addresses; a gateway and {} nodes need {}",
-                c.node_network,
-                c.nodes.len(),
-                c.nodes.len() + 1
+                "{} has {usable} usable addresses; {what} need {taken}",
+                c.node_network
             ),
+        ));
+    } else {
+        check_outside(c, out);
+    }
+}
+
+/// The most hosts outside the cluster a scenario declares.
+pub const HOSTS: usize = 16;
+/// The most addresses a load balancer pool holds.
+pub const POOL: u32 = 4096;
+
+/// The hosts outside the cluster and the load balancer's pool.
+fn check_outside(c: &super::ClusterSpec, out: &mut Vec<Problem>) {
+    if c.hosts.len() > HOSTS {
+        out.push(problem(
+            "cluster.hosts",
+            format!(
+                "{} hosts are more than the {HOSTS} a testbed runs",
+                c.hosts.len()
+            ),
+        ));
+        return;
+    }
+    let mut seen = HashSet::new();
+    for (i, host) in c.hosts.iter().enumerate() {
+        let path = format!("cluster.hosts[{i}]");
+        if let Err(why) = names::check_dns1123_label(host, names::IFNAME_MAX) {
+            out.push(problem(
+                path.clone(),
+                format!("host name {host:?} {why} (it names the host's interface on the underlay)"),
+            ));
+        } else if host == plan::OUTSIDE_HOST {
+            out.push(problem(
+                path.clone(),
+                format!("host name {host:?} is the underlay router's, which every testbed has"),
+            ));
+        } else if c.nodes.contains(host) {
+            out.push(problem(
+                path.clone(),
+                format!("host name {host:?} is a node's"),
+            ));
+        }
+        if !seen.insert(host) {
+            out.push(problem(path, format!("host {host:?} is listed twice")));
+        }
+    }
+    let path = "cluster.loadBalancerPool";
+    let net = c.node_network;
+    let (first, last) = c
+        .load_balancer_pool
+        .unwrap_or_else(|| plan::default_load_balancer_pool(net));
+    let explicit = c.load_balancer_pool.is_some();
+    if explicit && !(net.contains(&first) && net.contains(&last)) {
+        out.push(problem(path, format!("{first}-{last} is not inside nodeNetwork {net}: the load balancer answers on the node network")));
+        return;
+    }
+    if explicit && u32::from(last) - u32::from(first) >= POOL {
+        out.push(problem(
+            path,
+            format!("{first}-{last} holds more than the {POOL} addresses a pool may"),
+        ));
+        return;
+    }
+    // The gateway, the nodes and the hosts are at the start of the network.
+    let used_last = plan::nth_host(net, (c.nodes.len() + c.hosts.len() + 1) as u32);
+    if first <= used_last && (explicit || net.contains(&first)) {
+        out.push(problem(
+            if explicit { path } else { "cluster.nodeNetwork" },
+            format!("the load balancer's addresses {first}-{last} overlap the gateway, nodes and hosts ({}-{used_last}); name a pool after them", plan::nth_host(net, 1)),
         ));
     }
 }

@@ -9,6 +9,9 @@
 //!   nodeCIDRMaskSize: 24
 //!   nodeNetwork: 172.18.0.0/24
 //!   serviceCIDR: 10.96.0.0/12
+//!   hosts: [laptop]          # hosts outside the cluster on the node network (host/laptop);
+//!                            # host/outside, the underlay router, is always there
+//!   loadBalancerPool: 172.18.0.200-172.18.0.250   # or a CIDR, in nodeNetwork
 //!   dns:                     # the cluster DNS (all optional)
 //!     domain: cluster.local
 //!     serviceIP: 10.96.0.10  # kube-dns's ClusterIP; the 10th of serviceCIDR by default
@@ -144,6 +147,14 @@ struct ClusterFile {
     /// kube-proxy's configuration on every node (its KubeProxyConfiguration).
     #[serde(default)]
     kube_proxy: KubeProxyFile,
+    /// Hosts outside the cluster, each a namespace with an address on the node
+    /// network after the nodes' (`host/NAME` in exec steps), as machines on kind's
+    /// Docker network. `host/outside`, the underlay router, is always there.
+    #[serde(default)]
+    hosts: Vec<String>,
+    /// The addresses LoadBalancer Services get: `FIRST-LAST` or a CIDR, in the node
+    /// network (by default its 200th to 250th: 172.18.0.200-172.18.0.250).
+    load_balancer_pool: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]
@@ -178,6 +189,8 @@ impl Default for ClusterFile {
             service_cidr: default_service_cidr(),
             dns: ClusterDnsFile::default(),
             kube_proxy: KubeProxyFile::default(),
+            hosts: Vec::new(),
+            load_balancer_pool: None,
         }
     }
 }
@@ -360,6 +373,20 @@ fn cluster_from(raw: ClusterFile, spans: &Spans, problems: &mut Vec<Located>) ->
             Default::default()
         }
     };
+    let load_balancer_pool = raw.load_balancer_pool.and_then(|text| {
+        let path = "cluster.loadBalancerPool";
+        let pool = address_range(&text);
+        if pool.is_none() {
+            problems.push(Located {
+                file: None,
+                pos: spans.find(path),
+                message: format!(
+                    "{path}: {text:?} is not an address range like 172.18.0.200-172.18.0.250 or a CIDR like 172.18.0.192/27"
+                ),
+            });
+        }
+        pool
+    });
     ClusterSpec {
         nodes,
         pod_cidr,
@@ -368,7 +395,19 @@ fn cluster_from(raw: ClusterFile, spans: &Spans, problems: &mut Vec<Located>) ->
         service_cidr,
         dns,
         proxy_mode,
+        hosts: raw.hosts,
+        load_balancer_pool,
     }
+}
+
+/// `FIRST-LAST` (first no later than last) or a CIDR's addresses.
+fn address_range(text: &str) -> Option<(Ipv4Addr, Ipv4Addr)> {
+    if let Some((a, b)) = text.split_once('-') {
+        let (a, b): (Ipv4Addr, Ipv4Addr) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+        return (a <= b).then_some((a, b));
+    }
+    let net: Ipv4Net = text.trim().parse().ok()?;
+    Some((net.network(), net.broadcast()))
 }
 
 fn dns_from(raw: ClusterDnsFile, spans: &Spans, problems: &mut Vec<Located>) -> DnsSettings {

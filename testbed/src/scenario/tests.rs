@@ -71,7 +71,7 @@ fn bad_yaml_names_the_line() {
 fn unknown_fields_name_the_line() {
     assert_eq!(
         errors("name: demo\ncluster:\n  nodes: 2\n  podCidr: 10.0.0.0/16\n"),
-        ["s.yaml:4:3: cluster.podCidr: unknown field `podCidr`, expected one of `nodes`, `podCIDR`, `nodeCIDRMaskSize`, `nodeNetwork`, `serviceCIDR`, `dns`, `kubeProxy`"]
+        ["s.yaml:4:3: cluster.podCidr: unknown field `podCidr`, expected one of `nodes`, `podCIDR`, `nodeCIDRMaskSize`, `nodeNetwork`, `serviceCIDR`, `dns`, `kubeProxy`, `hosts`, `loadBalancerPool`"]
     );
     assert_eq!(
         errors("name: demo\nstpes: []\n"),
@@ -353,4 +353,65 @@ fn kube_proxy_s_mode_is_configured_and_each_node_runs_it() {
         errors("name: demo\ncluster:\n  kubeProxy: {mode: userspace}\n"),
         ["s.yaml:3:21: cluster.kubeProxy.mode: \"userspace\" is not a kube-proxy mode: iptables, ipvs or nftables"]
     );
+}
+
+#[test]
+fn hosts_outside_the_cluster_and_the_load_balancer_pool() {
+    let s = parse_str(
+        "name: demo\ncluster:\n  nodes: 2\n  hosts: [laptop, office]\n  loadBalancerPool: 172.18.0.64/30\n",
+    )
+    .unwrap();
+    let plan = crate::plan::Plan::new("demo", &s.cluster, &[]);
+    let hosts: Vec<String> = plan
+        .hosts
+        .iter()
+        .map(|h| format!("{} {} {}", h.name, h.ip, h.netns))
+        .collect();
+    assert_eq!(
+        hosts,
+        [
+            "laptop 172.18.0.4 tb.demo.laptop",
+            "office 172.18.0.5 tb.demo.office"
+        ]
+    );
+    assert_eq!(plan.host_netns("outside"), Some("tb.demo"));
+    assert_eq!(plan.host_netns("office"), Some("tb.demo.office"));
+    assert_eq!(plan.host_netns("node-1"), None);
+    let pool: Vec<String> = plan
+        .load_balancer_addresses()
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    assert_eq!(
+        pool,
+        ["172.18.0.64", "172.18.0.65", "172.18.0.66", "172.18.0.67"]
+    );
+    let e = errors(
+        "name: demo\ncluster:\n  nodes: 2\n  hosts: [outside, node-1, Laptop, a, a]\n  loadBalancerPool: 172.18.0.3-172.18.0.9\n",
+    );
+    assert_eq!(
+        e,
+        [
+            "s.yaml:4:11: cluster.hosts[0]: host name \"outside\" is the underlay router's, which every testbed has",
+            "s.yaml:4:20: cluster.hosts[1]: host name \"node-1\" is a node's",
+            "s.yaml:4:28: cluster.hosts[2]: host name \"Laptop\" contains 'L': only lowercase letters, digits and '-' are allowed (a DNS-1123 label) (it names the host's interface on the underlay)",
+            "s.yaml:4:39: cluster.hosts[4]: host \"a\" is listed twice",
+            "s.yaml:5:21: cluster.loadBalancerPool: the load balancer's addresses 172.18.0.3-172.18.0.9 overlap the gateway, nodes and hosts (172.18.0.1-172.18.0.8); name a pool after them",
+        ]
+    );
+    for (pool, why) in [
+        (
+            "10.0.0.1-10.0.0.9",
+            "10.0.0.1-10.0.0.9 is not inside nodeNetwork 172.18.0.0/24",
+        ),
+        (
+            "172.18.0.9-172.18.0.8",
+            "\"172.18.0.9-172.18.0.8\" is not an address range",
+        ),
+    ] {
+        let e = errors(&format!(
+            "name: demo\ncluster:\n  loadBalancerPool: {pool}\n"
+        ));
+        assert!(e.len() == 1 && e[0].contains(why), "{pool}: {e:?}");
+    }
 }

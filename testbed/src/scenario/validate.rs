@@ -51,10 +51,14 @@ pub fn admit(s: &Scenario) -> Vec<Located> {
 fn unknown(api: &Api, s: &Scenario, what: &str, target: &str) -> Option<String> {
     if what == "host" {
         let host = target.strip_prefix("host/").unwrap_or(target);
-        return (host != crate::plan::OUTSIDE_HOST).then(|| {
+        let known = || {
+            std::iter::once(crate::plan::OUTSIDE_HOST)
+                .chain(s.cluster.hosts.iter().map(String::as_str))
+        };
+        return (!known().any(|h| h == host)).then(|| {
             format!(
                 "there is no host {host:?} (hosts: {})",
-                crate::plan::OUTSIDE_HOST
+                known().collect::<Vec<_>>().join(", ")
             )
         });
     }

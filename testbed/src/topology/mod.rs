@@ -63,6 +63,12 @@ pub enum TopologyError {
         #[source]
         source: LinkError,
     },
+    #[error("host {host}")]
+    Host {
+        host: String,
+        #[source]
+        source: LinkError,
+    },
     #[error("pod {pod}")]
     Pod {
         pod: String,
@@ -110,6 +116,7 @@ pub async fn build(
 
     let mut specs: Vec<(String, Sysctls)> = vec![(plan.fabric.netns.clone(), FABRIC_SYSCTLS)];
     specs.extend(plan.nodes.iter().map(|n| (n.netns.clone(), NODE_SYSCTLS)));
+    specs.extend(plan.hosts.iter().map(|h| (h.netns.clone(), FABRIC_SYSCTLS)));
     let ns = create_namespaces(specs).await?;
 
     // Pods' namespaces are made on their own threads while the nodes are wired, and
@@ -295,7 +302,8 @@ async fn create_namespaces(
     Ok(out)
 }
 
-/// The underlay bridge, then every node; returns each node's `cbr0` index.
+/// The underlay bridge, the hosts outside the cluster, then every node; returns each
+/// node's `cbr0` index.
 async fn wire_fabric_and_nodes(
     plan: &Plan,
     ns: &HashMap<String, OpenNs>,
@@ -317,6 +325,26 @@ async fn wire_fabric_and_nodes(
     )
     .await
     .map_err(TopologyError::Fabric)?;
+    let hosts = plan.hosts.iter().map(|host| async move {
+        let eth0 = Eth0 {
+            ip: host.ip,
+            prefix_len: plan.fabric.network.prefix_len(),
+            gateway: plan.fabric.gateway,
+        };
+        plug(
+            &fabric.netlink,
+            underlay,
+            &host.fabric_port,
+            &ns[&host.netns],
+            &eth0,
+        )
+        .await
+        .map_err(|source| TopologyError::Host {
+            host: host.name.clone(),
+            source,
+        })
+    });
+    futures::future::try_join_all(hosts).await?;
     futures::future::try_join_all(
         plan.nodes
             .iter()

@@ -24,6 +24,25 @@ impl Running {
         Running(name)
     }
 
+    /// A testbed of a scenario written here (`text`).
+    #[allow(dead_code)]
+    pub fn up_text(what: &str, text: &str) -> Running {
+        let name = unique_name(what);
+        let file = std::env::temp_dir().join(format!("{name}.yaml"));
+        std::fs::write(&file, text).unwrap();
+        let up = testbed_bin()
+            .args(["up", &file.display().to_string(), "--name", &name])
+            .output();
+        std::fs::remove_file(&file).unwrap();
+        let up = up.unwrap();
+        assert!(
+            up.status.success(),
+            "testbed up: {}",
+            String::from_utf8_lossy(&up.stderr)
+        );
+        Running(name)
+    }
+
     pub fn cli(&self, args: &[&str]) -> Output {
         testbed_bin()
             .args(args)

@@ -32,3 +32,13 @@ pub fn mark_terminating(store: &Store, key: &Key, grace: Option<i64>) -> Option<
         Some(tx.put(Object::Pod(pod)))
     })
 }
+
+/// Deletes pod `key` as a controller does through the API server: a running pod is
+/// marked terminating (its own grace period), any other removed at once.
+pub fn delete_pod(store: &Store, key: &Key) {
+    if mark_terminating(store, key, None).is_none() {
+        store.write(|tx| {
+            tx.delete(key);
+        });
+    }
+}

@@ -13,6 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
+use crate::api::graceful;
 use crate::api::labels::pod_ready;
 use crate::api::{Event, EventType, Key, Kind, Object, Store};
 use crate::informer::Reconcile;
@@ -68,13 +69,23 @@ pub struct Step {
     pub status: DeploymentStatus,
 }
 
-pub fn reconcile(d: &Deployment, owned: &[&Pod]) -> Step {
+/// A pod that counts (the ReplicaSet controller's `FilterActivePods`): not being
+/// deleted, not finished.
+fn active(p: &Pod) -> bool {
+    let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+    p.metadata.deletion_timestamp.is_none() && !matches!(phase, Some("Succeeded" | "Failed"))
+}
+
+pub fn reconcile(d: &Deployment, all: &[&Pod]) -> Step {
     let Some(spec) = &d.spec else {
         return Step::default();
     };
     let name = d.metadata.name.clone().unwrap_or_default();
     let want = spec.replicas.unwrap_or(1).max(0) as usize;
     let hash = template_hash(d);
+    // Terminating pods are not counted (a deleted one is replaced at once), but they
+    // keep their names until they are gone.
+    let owned: Vec<&Pod> = all.iter().copied().filter(|p| active(p)).collect();
     let (mut current, old): (Vec<&Pod>, Vec<&Pod>) = owned
         .iter()
         .partition(|p| hash_of(p) == Some(hash.as_str()));
@@ -86,8 +97,12 @@ pub fn reconcile(d: &Deployment, owned: &[&Pod]) -> Step {
         step.delete
             .push(p.metadata.name.clone().unwrap_or_default());
     }
-    // Too few: the lowest free ordinals.
-    let used: HashSet<u32> = current.iter().map(|p| ordinal(p)).collect();
+    // Too few: the lowest ordinals no pod of this template has.
+    let used: HashSet<u32> = all
+        .iter()
+        .filter(|p| hash_of(p) == Some(hash.as_str()))
+        .map(|p| ordinal(p))
+        .collect();
     let mut next = 0;
     for _ in current.len()..want {
         while used.contains(&next) {
@@ -238,11 +253,7 @@ impl DeploymentController {
                     )
                 })
                 .collect();
-            store.write(|tx| {
-                doomed.iter().for_each(|k| {
-                    tx.delete(k);
-                })
-            });
+            doomed.iter().for_each(|k| graceful::delete_pod(store, k));
             return;
         };
         let step = reconcile(d, &owned);
@@ -251,12 +262,13 @@ impl DeploymentController {
             return;
         }
         let key = Key::new(Kind::Deployment, ns, name);
+        // Pods go as the API server deletes them: gracefully, when they run.
+        for n in &step.delete {
+            graceful::delete_pod(store, &Key::new(Kind::Pod, ns, n));
+        }
         store.write(|tx| {
             for p in step.create {
                 tx.put(Object::Pod(p));
-            }
-            for n in &step.delete {
-                tx.delete(&Key::new(Kind::Pod, ns, n));
             }
             // The status goes on the Deployment as it is now: a user's change
             // may be newer than what this controller has seen.

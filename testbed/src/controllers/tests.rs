@@ -254,6 +254,20 @@ fn deployment_scales_with_stable_names_and_rolls_templates() {
     let roll = reconcile(&rolled, &owned);
     assert_eq!(roll.create.len(), 3);
     assert!(roll.delete.is_empty());
+    // A terminating pod does not count (the ReplicaSet controller's active pods):
+    // it is replaced at once, under a name it does not hold, and is not counted.
+    let mut pods = step.create.clone();
+    pods[1].metadata.deletion_timestamp = Some(crate::api::store::now());
+    let owned: Vec<&Pod> = pods.iter().collect();
+    let again = reconcile(&dep, &owned);
+    let made: Vec<String> = again
+        .create
+        .iter()
+        .map(|p| p.metadata.name.clone().unwrap())
+        .collect();
+    assert_eq!(made, [deployment::pod_name("web", &hash, 3)]);
+    assert!(again.delete.is_empty());
+    assert_eq!(again.status.replicas, Some(2));
 }
 
 #[test]

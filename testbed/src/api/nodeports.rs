@@ -122,33 +122,35 @@ impl NodePorts {
         let ports = spec.ports.get_or_insert_with(Vec::new);
         let missing = ports.iter_mut().filter(|p| p.node_port.unwrap_or(0) == 0);
         for p in missing.filter(|_| needs) {
-            let free = RANGE
-                .clone()
-                .find(|n| !mine.contains(n) && self.owner_of(*n).is_none_or(|o| *o == owner));
-            let Some(n) = free else {
-                return Err(vec![(
-                    "spec.ports".into(),
-                    "Internal error: failed to allocate a nodePort: range is full".into(),
-                )]);
-            };
-            mine.insert(n);
-            p.node_port = Some(i32::from(n));
+            p.node_port = Some(self.take_lowest_free(&mut mine, &owner, "spec.ports")?);
         }
         if let Some(true) = hc {
-            let free = RANGE
-                .clone()
-                .find(|n| !mine.contains(n) && self.owner_of(*n).is_none_or(|o| *o == owner));
-            let Some(n) = free else {
-                return Err(vec![(
-                    "spec.healthCheckNodePort".into(),
-                    "Internal error: failed to allocate a nodePort: range is full".into(),
-                )]);
-            };
-            mine.insert(n);
-            spec.health_check_node_port = Some(i32::from(n));
+            let at = "spec.healthCheckNodePort";
+            spec.health_check_node_port = Some(self.take_lowest_free(&mut mine, &owner, at)?);
         }
         self.keep_only(&owner, &mine);
         Ok(())
+    }
+
+    /// The lowest port of the range that neither `mine` nor another Service holds,
+    /// now in `mine`; or the registry's "range is full" at `at`.
+    fn take_lowest_free(
+        &self,
+        mine: &mut BTreeSet<u16>,
+        owner: &(String, String),
+        at: &str,
+    ) -> Result<i32, Vec<FieldProblem>> {
+        let free = RANGE
+            .clone()
+            .find(|n| !mine.contains(n) && self.owner_of(*n).is_none_or(|o| o == owner));
+        let Some(n) = free else {
+            return Err(vec![(
+                at.into(),
+                "Internal error: failed to allocate a nodePort: range is full".into(),
+            )]);
+        };
+        mine.insert(n);
+        Ok(i32::from(n))
     }
 
     /// Upstream's health check node port: a LoadBalancer with a Local external

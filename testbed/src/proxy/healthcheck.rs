@@ -13,6 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use super::render::ServicePort;
+use super::tracker::SvcKey;
 
 /// A Service's health check: its name and how many endpoints this node has.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +56,9 @@ pub struct Servers {
     netns: String,
     state: Arc<Mutex<BTreeMap<u16, Health>>>,
     tasks: BTreeMap<u16, tokio::task::JoinHandle<()>>,
+    /// The ports each Service with one wants, so that a sync looks only at the
+    /// Services that changed.
+    by_service: BTreeMap<SvcKey, BTreeMap<u16, Health>>,
 }
 
 impl Servers {
@@ -63,6 +67,27 @@ impl Servers {
             netns: netns.to_string(),
             state: Arc::default(),
             tasks: BTreeMap::new(),
+            by_service: BTreeMap::new(),
+        }
+    }
+
+    /// Takes what the Services that changed want now (each from its own service
+    /// ports, nothing when it is gone) and serves what all want.
+    pub fn update_services(
+        &mut self,
+        changed: impl IntoIterator<Item = (SvcKey, BTreeMap<u16, Health>)>,
+    ) {
+        let mut touched = false;
+        for (svc, ports) in changed {
+            touched |= if ports.is_empty() {
+                self.by_service.remove(&svc).is_some()
+            } else {
+                self.by_service.insert(svc, ports.clone()) != Some(ports)
+            };
+        }
+        if touched {
+            let all = self.by_service.values().flat_map(|m| m.clone()).collect();
+            self.update(all);
         }
     }
 

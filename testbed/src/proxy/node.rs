@@ -225,6 +225,7 @@ impl<E: NodeExec> Reconcile for NodeProxy<E> {
         if periodic && self.backend.in_sync() && !self.backend.needs_repair() {
             return Ok(());
         }
+        let changed: Vec<SvcKey> = dirty.iter().cloned().collect();
         let changes = self.tracker.update(dirty);
         let gone_udp = changes.gone_udp.clone();
         let activated_udp = changes.activated_udp.clone();
@@ -250,7 +251,11 @@ impl<E: NodeExec> Reconcile for NodeProxy<E> {
         }
         clear_conntrack(&self.exec, gone_udp, activated_udp).await;
         if let Some(h) = &mut self.health {
-            h.update(super::healthcheck::wanted(self.tracker.iter()));
+            let tracker = &self.tracker;
+            h.update_services(changed.into_iter().map(|svc| {
+                let wanted = super::healthcheck::wanted(tracker.ports_of(&svc).iter());
+                (svc, wanted)
+            }));
         }
         let took = start.elapsed();
         let n = self.tracker.len();

@@ -202,6 +202,11 @@ impl Tracker {
         self.ports.values().flatten()
     }
 
+    /// The service ports of one Service (none when it is gone or has none).
+    pub fn ports_of(&self, svc: &SvcKey) -> &[ServicePort] {
+        self.ports.get(svc).map_or(&[], Vec::as_slice)
+    }
+
     /// Every service port of the node, in order.
     pub fn all(&self) -> Vec<ServicePort> {
         self.ports.values().flatten().cloned().collect()

@@ -12,6 +12,7 @@ pub mod nodeports;
 pub mod object;
 pub mod refusals;
 pub mod server;
+pub mod service_slices;
 pub mod store;
 pub mod tokens;
 

@@ -14,11 +14,10 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{LoadBalancerIngress, LoadBalancerStatus, Service, ServiceStatus};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use tokio::sync::watch;
 
-use crate::api::labels::SERVICE_NAME_LABEL;
-use crate::api::{Event, EventType, Key, Kind, Object, Store};
+use crate::api::service_slices::ServiceSlices;
+use crate::api::{Event, Key, Kind, Object, Store};
 use crate::informer::Reconcile;
 use crate::kernel::exec::NodeExec;
 
@@ -113,8 +112,7 @@ pub struct LoadBalancers<E> {
     pool: Vec<Ipv4Addr>,
     nodes: Vec<(String, Ipv4Addr)>,
     routers: Vec<E>,
-    services: BTreeMap<NsName, Service>,
-    slices: BTreeMap<NsName, BTreeMap<String, EndpointSlice>>,
+    cache: ServiceSlices,
     given: Plan,
 }
 
@@ -130,16 +128,15 @@ impl<E: NodeExec> LoadBalancers<E> {
             pool,
             nodes,
             routers,
-            services: BTreeMap::new(),
-            slices: BTreeMap::new(),
+            cache: ServiceSlices::default(),
             given: Plan::default(),
         }
     }
 
     fn ready_on(&self) -> BTreeMap<NsName, BTreeSet<String>> {
         let mut out: BTreeMap<NsName, BTreeSet<String>> = BTreeMap::new();
-        for (key, slices) in &self.slices {
-            for ep in slices.values().flat_map(|s| &s.endpoints) {
+        for (key, slice) in self.cache.slices() {
+            for ep in &slice.endpoints {
                 let ready = ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
                 if let (true, Some(n)) = (ready, &ep.node_name) {
                     out.entry(key.clone()).or_default().insert(n.clone());
@@ -152,7 +149,7 @@ impl<E: NodeExec> LoadBalancers<E> {
     /// Writes each Service's ingress as the plan says (or none).
     fn write_status(&self, next: &Plan) {
         let mut writes = Vec::new();
-        for (key, svc) in &self.services {
+        for (key, svc) in self.cache.services() {
             let want = next.addresses.get(key).map(|ip| {
                 vec![LoadBalancerIngress {
                     ip: Some(ip.to_string()),
@@ -224,47 +221,16 @@ impl<E: NodeExec> Reconcile for LoadBalancers<E> {
     }
 
     fn observe(&mut self, event: Event, dirty: &mut BTreeSet<()>) {
-        let deleted = event.kind == EventType::Deleted;
-        let ns = event.object.namespace().to_string();
-        let name = event.object.name().to_string();
-        match event.object {
-            Object::Service(s) => {
-                if deleted {
-                    self.services.remove(&(ns, name));
-                } else {
-                    self.services.insert((ns, name), s);
-                }
-            }
-            Object::EndpointSlice(s) => {
-                let Some(svc) = s
-                    .metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get(SERVICE_NAME_LABEL))
-                    .cloned()
-                else {
-                    return;
-                };
-                let of = self.slices.entry((ns.clone(), svc.clone())).or_default();
-                if deleted {
-                    of.remove(&name);
-                } else {
-                    of.insert(name, s);
-                }
-                if of.is_empty() {
-                    self.slices.remove(&(ns, svc));
-                }
-            }
-            _ => return,
+        if self.cache.observe(event, false).is_some() {
+            dirty.insert(());
         }
-        dirty.insert(());
     }
 
     async fn reconcile(&mut self, _: BTreeSet<()>, _: u64) -> Result<(), BTreeSet<()>> {
         let next = plan(
             &self.pool,
             &self.nodes,
-            &self.services,
+            self.cache.services(),
             &self.ready_on(),
             &self.given,
         );

@@ -4,15 +4,14 @@
 //! that changed, the ports that are gone, and the UDP endpoints that went away (whose
 //! conntrack entries must go, or replies keep going to a dead pod). Pure: no kernel.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use super::render::{Protocol, ServicePort};
-use crate::api::labels::SERVICE_NAME_LABEL;
-use crate::api::{Event, EventType, Object};
+use crate::api::{Event, Object};
 
 /// A service port's identity: kube-proxy's `ServicePortName` and protocol.
 pub type PortKey = (String, &'static str);
@@ -22,8 +21,8 @@ pub fn port_key(sp: &ServicePort) -> PortKey {
     (sp.port_name_string(), sp.protocol.lower())
 }
 
-/// A Service, by namespace and name.
-pub type SvcKey = (String, String);
+use crate::api::service_slices::ServiceSlices;
+pub use crate::api::service_slices::SvcKey;
 
 /// What changed in one batch.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -83,9 +82,7 @@ fn opted_out(o: &Object) -> bool {
 pub struct Tracker {
     /// The node this kube-proxy runs on (its endpoints are the local ones).
     node: String,
-    services: HashMap<SvcKey, Service>,
-    /// Each Service's slices, by slice name.
-    slices: HashMap<SvcKey, BTreeMap<String, EndpointSlice>>,
+    cache: ServiceSlices,
     ports: BTreeMap<SvcKey, Vec<ServicePort>>,
 }
 
@@ -98,44 +95,12 @@ impl Tracker {
         }
     }
 
-    /// Takes one change of a Service or an EndpointSlice and marks its Service dirty.
+    /// Takes one change of a Service or an EndpointSlice and marks its Service dirty
+    /// (a Service that opts out of this proxy is as if deleted).
     pub fn observe(&mut self, event: Event, dirty: &mut BTreeSet<SvcKey>) {
-        let deleted = event.kind == EventType::Deleted || opted_out(&event.object);
-        let ns = event.object.namespace().to_string();
-        let name = event.object.name().to_string();
-        match event.object {
-            Object::Service(s) => {
-                let key = (ns, name);
-                dirty.insert(key.clone());
-                if deleted {
-                    self.services.remove(&key);
-                } else {
-                    self.services.insert(key, s);
-                }
-            }
-            Object::EndpointSlice(s) => {
-                let Some(svc) = s
-                    .metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get(SERVICE_NAME_LABEL))
-                    .cloned()
-                else {
-                    return;
-                };
-                let key = (ns, svc);
-                dirty.insert(key.clone());
-                let of = self.slices.entry(key.clone()).or_default();
-                if deleted {
-                    of.remove(&name);
-                } else {
-                    of.insert(name, s);
-                }
-                if of.is_empty() {
-                    self.slices.remove(&key);
-                }
-            }
-            _ => {}
+        let forget = opted_out(&event.object);
+        if let Some(key) = self.cache.observe(event, forget) {
+            dirty.insert(key);
         }
     }
 
@@ -143,14 +108,9 @@ impl Tracker {
     pub fn update(&mut self, dirty: BTreeSet<SvcKey>) -> Changes {
         let mut changes = Changes::default();
         for key in dirty {
-            let new = match self.services.get(&key) {
+            let new = match self.cache.service(&key) {
                 Some(svc) => {
-                    let of: Vec<&EndpointSlice> = self
-                        .slices
-                        .get(&key)
-                        .into_iter()
-                        .flat_map(|m| m.values())
-                        .collect();
+                    let of: Vec<&EndpointSlice> = self.cache.slices_of(&key).collect();
                     service_ports(svc, &of, &self.node)
                 }
                 None => Vec::new(),

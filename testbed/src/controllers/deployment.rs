@@ -76,6 +76,8 @@ fn active(p: &Pod) -> bool {
     p.metadata.deletion_timestamp.is_none() && !matches!(phase, Some("Succeeded" | "Failed"))
 }
 
+// Long because it is the ReplicaSet controller's one pass: count the active pods, scale
+// down, create at free ordinals, retire the old template, and the status.
 pub fn reconcile(d: &Deployment, all: &[&Pod]) -> Step {
     let Some(spec) = &d.spec else {
         return Step::default();

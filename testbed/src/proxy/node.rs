@@ -216,6 +216,8 @@ impl<E: NodeExec> Reconcile for NodeProxy<E> {
     /// One sync: the changes of the dirty Services, or everything when the backend
     /// is not in sync; then the conntrack entries it leaves stale. A
     /// refused update is tried again (in full) after a back-off.
+    // Long because it is one sync in upstream's order: check, render, restore, clear
+    // conntrack, update the health check ports, then record the event.
     async fn reconcile(&mut self, dirty: BTreeSet<SvcKey>, _: u64) -> Result<(), BTreeSet<SvcKey>> {
         let start = Instant::now();
         let periodic = dirty.is_empty() && self.backend.in_sync();

@@ -373,20 +373,7 @@ fn cluster_from(raw: ClusterFile, spans: &Spans, problems: &mut Vec<Located>) ->
             Default::default()
         }
     };
-    let load_balancer_pool = raw.load_balancer_pool.and_then(|text| {
-        let path = "cluster.loadBalancerPool";
-        let pool = address_range(&text);
-        if pool.is_none() {
-            problems.push(Located {
-                file: None,
-                pos: spans.find(path),
-                message: format!(
-                    "{path}: {text:?} is not an address range like 172.18.0.200-172.18.0.250 or a CIDR like 172.18.0.192/27"
-                ),
-            });
-        }
-        pool
-    });
+    let load_balancer_pool = pool_from(raw.load_balancer_pool, spans, problems);
     ClusterSpec {
         nodes,
         pod_cidr,
@@ -398,6 +385,27 @@ fn cluster_from(raw: ClusterFile, spans: &Spans, problems: &mut Vec<Located>) ->
         hosts: raw.hosts,
         load_balancer_pool,
     }
+}
+
+/// `cluster.loadBalancerPool`, read.
+fn pool_from(
+    text: Option<String>,
+    spans: &Spans,
+    problems: &mut Vec<Located>,
+) -> Option<(Ipv4Addr, Ipv4Addr)> {
+    let text = text?;
+    let path = "cluster.loadBalancerPool";
+    let pool = address_range(&text);
+    if pool.is_none() {
+        problems.push(Located {
+            file: None,
+            pos: spans.find(path),
+            message: format!(
+                "{path}: {text:?} is not an address range like 172.18.0.200-172.18.0.250 or a CIDR like 172.18.0.192/27"
+            ),
+        });
+    }
+    pool
 }
 
 /// `FIRST-LAST` (first no later than last) or a CIDR's addresses.

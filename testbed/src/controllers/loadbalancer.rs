@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use crate::api::service_slices::ServiceSlices;
 use crate::api::{Event, Key, Kind, Object, Store};
 use crate::informer::Reconcile;
-use crate::kernel::exec::NodeExec;
+use crate::kernel::exec::{CommandError, NodeExec};
 
 type NsName = (String, String);
 
@@ -112,6 +112,9 @@ pub struct LoadBalancers<E> {
     pool: Vec<Ipv4Addr>,
     nodes: Vec<(String, Ipv4Addr)>,
     routers: Vec<E>,
+    /// The routes each router is known to have (address -> node), one per router:
+    /// a route is recorded only once `ip route` took it, so a failed one is retried.
+    routed: Vec<BTreeMap<Ipv4Addr, Ipv4Addr>>,
     cache: ServiceSlices,
     given: Plan,
 }
@@ -127,6 +130,7 @@ impl<E: NodeExec> LoadBalancers<E> {
             store,
             pool,
             nodes,
+            routed: vec![BTreeMap::new(); routers.len()],
             routers,
             cache: ServiceSlices::default(),
             given: Plan::default(),
@@ -183,29 +187,51 @@ impl<E: NodeExec> LoadBalancers<E> {
         });
     }
 
-    /// Puts every router's routes to the load balancer addresses as the plan says.
-    async fn route(&self, next: &Plan) -> bool {
+    /// Puts every router's routes to the load balancer addresses as the plan says:
+    /// false when one could not be put (or taken away), to be tried again.
+    async fn route(&mut self, next: &Plan) -> bool {
         let mut ok = true;
-        for router in &self.routers {
+        for (router, routed) in self.routers.iter().zip(self.routed.iter_mut()) {
             for (ip, via) in &next.routes {
-                if self.given.routes.get(ip) == Some(via) {
+                if routed.get(ip) == Some(via) {
                     continue;
                 }
-                let (to, via) = (format!("{ip}/32"), via.to_string());
-                let replace = ["route", "replace", &to, "via", &via];
-                if let Err(e) = router.run("ip", &replace, None).await {
-                    tracing::warn!("load balancer route {to} via {via}: {e}");
-                    ok = false;
+                let (to, gw) = (format!("{ip}/32"), via.to_string());
+                match router
+                    .run("ip", &["route", "replace", &to, "via", &gw], None)
+                    .await
+                {
+                    Ok(_) => {
+                        routed.insert(*ip, *via);
+                    }
+                    Err(e) => {
+                        tracing::warn!("load balancer route {to} via {gw}: {e}");
+                        ok = false;
+                    }
                 }
             }
-            for ip in self
-                .given
-                .routes
+            let gone: Vec<Ipv4Addr> = routed
                 .keys()
                 .filter(|ip| !next.routes.contains_key(ip))
-            {
+                .copied()
+                .collect();
+            for ip in gone {
                 let to = format!("{ip}/32");
-                let _ = router.run("ip", &["route", "del", &to], None).await;
+                match router.run("ip", &["route", "del", &to], None).await {
+                    Ok(_) => {
+                        routed.remove(&ip);
+                    }
+                    // Already gone ("No such process"): nothing left to take away.
+                    Err(CommandError::Failed { stderr, .. })
+                        if stderr.contains("No such process") =>
+                    {
+                        routed.remove(&ip);
+                    }
+                    Err(e) => {
+                        tracing::warn!("load balancer route {to} removal: {e}");
+                        ok = false;
+                    }
+                }
             }
         }
         ok
@@ -322,5 +348,52 @@ mod tests {
         assert_eq!(ip("d").as_deref(), Some("172.18.0.200"));
         // No ready endpoint anywhere: a Local one is not routed.
         assert!(!q.routes.contains_key(&"172.18.0.201".parse().unwrap()));
+    }
+
+    #[tokio::test]
+    async fn a_route_a_router_refused_is_put_again_at_the_next_try() {
+        use crate::kernel::exec::Recorder;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let tries = Arc::new(AtomicUsize::new(0));
+        let counted = tries.clone();
+        // The first `ip route replace` fails, as when the namespace is not ready yet.
+        let router = Recorder::answering(move |c| {
+            if c.args[1] == "replace" && counted.fetch_add(1, Ordering::SeqCst) == 0 {
+                return Err(CommandError::Failed {
+                    program: "ip".into(),
+                    args: c.args.join(" "),
+                    status: "exit status: 2".into(),
+                    stderr: "Error: Nexthop has invalid gateway.".into(),
+                });
+            }
+            Ok(String::new())
+        });
+        let mut lb = LoadBalancers::new(
+            Arc::new(Store::default()),
+            vec![],
+            vec![],
+            vec![router.clone()],
+        );
+        let mut next = Plan::default();
+        next.routes.insert(
+            "172.18.0.200".parse().unwrap(),
+            "172.18.0.2".parse().unwrap(),
+        );
+        assert!(!lb.route(&next).await);
+        assert!(lb.route(&next).await);
+        // Put once it was taken, then left alone.
+        assert!(lb.route(&next).await);
+        let replaced = |r: &Recorder| r.calls().iter().filter(|c| c.args[1] == "replace").count();
+        assert_eq!(replaced(&router), 2);
+        // The address goes: its route is taken away, once.
+        assert!(lb.route(&Plan::default()).await);
+        assert!(lb.route(&Plan::default()).await);
+        let deleted: Vec<String> = router
+            .calls()
+            .iter()
+            .filter(|c| c.args[1] == "del")
+            .map(|c| c.args.join(" "))
+            .collect();
+        assert_eq!(deleted, ["route del 172.18.0.200/32"]);
     }
 }

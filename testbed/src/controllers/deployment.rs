@@ -255,7 +255,7 @@ impl DeploymentController {
                     )
                 })
                 .collect();
-            doomed.iter().for_each(|k| graceful::delete_pod(store, k));
+            store.write(|tx| doomed.iter().for_each(|k| graceful::delete_pod(tx, k)));
             return;
         };
         let step = reconcile(d, &owned);
@@ -264,11 +264,11 @@ impl DeploymentController {
             return;
         }
         let key = Key::new(Kind::Deployment, ns, name);
-        // Pods go as the API server deletes them: gracefully, when they run.
-        for n in &step.delete {
-            graceful::delete_pod(store, &Key::new(Kind::Pod, ns, n));
-        }
         store.write(|tx| {
+            // Pods go as the API server deletes them: gracefully, when they run.
+            for n in &step.delete {
+                graceful::delete_pod(tx, &Key::new(Kind::Pod, ns, n));
+            }
             for p in step.create {
                 tx.put(Object::Pod(p));
             }

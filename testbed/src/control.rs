@@ -187,6 +187,8 @@ impl ControlPlane {
             let cfg = render::Config {
                 cluster_cidr: Some(scenario.cluster.pod_cidr),
                 node_ip: Some(n.ip),
+                service_cidr: Some(scenario.cluster.service_cidr),
+                node_port_addresses: vec![n.ip],
                 ..Default::default()
             };
             let (tx, rx) = watch::channel(SyncState::default());

@@ -22,6 +22,13 @@ pub struct Config {
     /// `--iptables-localhost-nodeports` (upstream's default, true): node ports answer
     /// on 127.0.0.1 too, guarded by `KUBE-FIREWALL`.
     pub localhost_node_ports: bool,
+    /// The Service CIDR: in nftables mode, traffic to an address in it that no
+    /// Service has is dropped.
+    pub service_cidr: Option<Ipv4Net>,
+    /// `--nodeport-addresses` in nftables mode: the addresses node ports answer on
+    /// (upstream's default there is the node's primary address); none for every
+    /// local address but loopback.
+    pub node_port_addresses: Vec<Ipv4Addr>,
 }
 
 impl Default for Config {
@@ -32,6 +39,8 @@ impl Default for Config {
             nfacct: false,
             masquerade_all: false,
             localhost_node_ports: true,
+            service_cidr: None,
+            node_port_addresses: Vec::new(),
         }
     }
 }

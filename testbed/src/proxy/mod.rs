@@ -11,6 +11,7 @@ pub mod fixed;
 pub mod hash;
 pub mod healthcheck;
 pub mod iptables;
+pub mod nftables;
 pub mod node;
 pub mod render;
 pub mod sync;
@@ -37,6 +38,8 @@ pub enum Mode {
     /// `iptables-restore`, as kube-proxy's default mode.
     #[default]
     Iptables,
+    /// `nft -f`, as kube-proxy's nftables mode (GA in 1.33).
+    Nftables,
 }
 
 impl Mode {
@@ -49,10 +52,11 @@ impl Mode {
     pub fn parse(name: &str) -> Result<Mode, String> {
         match name {
             "" | "iptables" => Ok(Mode::Iptables),
-            "ipvs" => Err("\"ipvs\" cannot run here: this kernel has no IPVS; iptables is".into()),
-            "nftables" => {
-                Err("\"nftables\" is not a mode this testbed runs yet; iptables is".into())
-            }
+            "nftables" => Ok(Mode::Nftables),
+            "ipvs" => Err(
+                "\"ipvs\" cannot run here: this kernel has no IPVS; iptables and nftables can"
+                    .into(),
+            ),
             other => Err(format!(
                 "{other:?} is not a kube-proxy mode: iptables, ipvs or nftables"
             )),
@@ -63,6 +67,7 @@ impl Mode {
     pub fn backend(self, cfg: render::Config) -> Box<dyn ProxyBackend> {
         match self {
             Mode::Iptables => Box::new(iptables::Backend::new(cfg)),
+            Mode::Nftables => Box::new(nftables::Backend::new(cfg)),
         }
     }
 }

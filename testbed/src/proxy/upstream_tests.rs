@@ -15,7 +15,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::Value;
 
 use super::fixed::{ensure_text, JUMPS};
-use super::render::{Config, Protocol};
+use super::render::{Config, Protocol, ServicePort};
 use super::sync::Proxier;
 use super::tracer::{trace_at, Packet, Tables, Verdict};
 use super::tracker::service_ports;
@@ -24,7 +24,7 @@ use super::upstream_goldens::{assert_golden, chain_rules};
 const GOLDENS: &str = include_str!("../../tests/kube-proxy/iptables-goldens.yaml");
 const FLOWS: &str = include_str!("../../tests/kube-proxy/packet-flows.yaml");
 
-fn text<'a>(v: &'a Value, k: &str) -> &'a str {
+pub(super) fn text<'a>(v: &'a Value, k: &str) -> &'a str {
     v[k].as_str()
         .unwrap_or_else(|| panic!("{k} is missing in {v}"))
 }
@@ -112,8 +112,8 @@ fn slice(v: &Value) -> (String, EndpointSlice) {
     (svc.to_string(), slice)
 }
 
-/// The restore input our proxier writes for these objects on `node`.
-fn render(node: &str, cfg: &Config, services: &[Value], slices: &[Value]) -> String {
+/// The service ports our change tracker makes of these objects on `node`.
+pub(super) fn ports(node: &str, services: &[Value], slices: &[Value]) -> Vec<ServicePort> {
     let slices: Vec<(String, EndpointSlice)> = slices.iter().map(slice).collect();
     let mut ports = Vec::new();
     for s in services {
@@ -130,6 +130,12 @@ fn render(node: &str, cfg: &Config, services: &[Value], slices: &[Value]) -> Str
             .collect();
         ports.extend(service_ports(&svc, &of, node));
     }
+    ports
+}
+
+/// The restore input our proxier writes for these objects on `node`.
+fn render(node: &str, cfg: &Config, services: &[Value], slices: &[Value]) -> String {
+    let ports = ports(node, services, slices);
     Proxier::new(cfg.clone()).prepare(&ports).text
 }
 
@@ -198,7 +204,7 @@ fn run_flows(
     flows.len()
 }
 
-fn list<'a>(case: &'a Value, test: &'a Value, k: &str) -> &'a [Value] {
+pub(super) fn list<'a>(case: &'a Value, test: &'a Value, k: &str) -> &'a [Value] {
     case.get(k)
         .or_else(|| test.get(k))
         .and_then(Value::as_array)

@@ -347,7 +347,7 @@ fn kube_proxy_s_mode_is_configured_and_each_node_runs_it() {
     assert_eq!(modes, [crate::proxy::Mode::Iptables; 2]);
     assert_eq!(
         errors("name: demo\ncluster:\n  kubeProxy: {mode: ipvs}\n"),
-        ["s.yaml:3:21: cluster.kubeProxy.mode: \"ipvs\" cannot run here: this kernel has no IPVS; iptables is"]
+        ["s.yaml:3:21: cluster.kubeProxy.mode: \"ipvs\" cannot run here: this kernel has no IPVS; iptables and nftables can"]
     );
     assert_eq!(
         errors("name: demo\ncluster:\n  kubeProxy: {mode: userspace}\n"),

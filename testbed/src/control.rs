@@ -32,6 +32,8 @@ pub struct ControlPlane {
     pub faults: Arc<kubelet::faults::Faults>,
     /// Each node's name and its kube-proxy's state.
     pub proxies: Vec<(String, watch::Receiver<SyncState>)>,
+    /// Each node's kube-proxy mode, in the order of `proxies`.
+    modes: Vec<proxy::Mode>,
     /// The endpoints and Deployment controllers' synced revisions, by name.
     controllers: Vec<(&'static str, watch::Receiver<u64>)>,
     nodes: Vec<NodeInfo>,
@@ -183,6 +185,7 @@ impl ControlPlane {
             }),
         ];
         let mut proxies = Vec::new();
+        let modes = plan.nodes.iter().map(|n| n.proxy_mode).collect();
         for n in &plan.nodes {
             let cfg = render::Config {
                 cluster_cidr: Some(scenario.cluster.pod_cidr),
@@ -209,6 +212,7 @@ impl ControlPlane {
             store,
             faults,
             proxies,
+            modes,
             controllers,
             nodes,
             tasks: std::sync::Mutex::new(tasks),
@@ -221,12 +225,14 @@ impl ControlPlane {
         self.nodes
             .iter()
             .zip(&self.proxies)
-            .map(|(n, (_, rx))| {
+            .zip(&self.modes)
+            .map(|((n, (_, rx)), mode)| {
                 let s = rx.borrow().clone();
                 NodeStatus {
                     name: n.name.clone(),
                     ip: n.ip.to_string(),
                     pod_cidr: n.pod_cidr.to_string(),
+                    mode: mode.name().to_string(),
                     synced_revision: s.revision,
                     store_revision: rev,
                     syncs: s.syncs,

@@ -7,17 +7,8 @@ mod common;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::running::Running;
+use common::running::{apply, from_outside, text, Running};
 use common::*;
-
-/// Writes `text` as a manifest for `tb` and applies it.
-fn apply(tb: &Running, name: &str, text: &str) -> String {
-    let file = std::env::temp_dir().join(format!("{}-{name}.yaml", tb.0));
-    std::fs::write(&file, text).unwrap();
-    let out = tb.ok(&["apply", "-f", &file.display().to_string()]);
-    std::fs::remove_file(file).unwrap();
-    out
-}
 
 /// A client on client-1 that sends `hostname` from UDP port 40002 to
 /// 10.96.0.77:5353 every 100 ms, and prints the first answer with how long it took;
@@ -158,20 +149,6 @@ fn a_local_internal_traffic_policy_serves_only_the_node_with_an_endpoint() {
             .contains("\"default/only-here has no local endpoints\" -m tcp --dport 80 -j DROP"),
         "{filter:?}"
     );
-}
-
-/// Runs `cmd` in the testbed's underlay namespace: a machine outside the cluster on
-/// the node network (the host at 172.18.0.1, as kind's users' machine on its bridge).
-fn from_outside(tb: &Running, cmd: &[&str]) -> std::process::Output {
-    std::process::Command::new("ip")
-        .args(["netns", "exec", &format!("tb.{}", tb.0)])
-        .args(cmd)
-        .output()
-        .unwrap()
-}
-
-fn text(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 #[test]

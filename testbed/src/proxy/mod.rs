@@ -43,6 +43,14 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// The mode as kube-proxy's `--proxy-mode` names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Iptables => "iptables",
+            Mode::Nftables => "nftables",
+        }
+    }
+
     pub fn is_default(&self) -> bool {
         *self == Mode::default()
     }

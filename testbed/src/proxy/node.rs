@@ -24,6 +24,9 @@ pub struct NodeStatus {
     pub name: String,
     pub ip: String,
     pub pod_cidr: String,
+    /// Its kube-proxy's mode (`iptables`, `nftables`).
+    #[serde(default)]
+    pub mode: String,
     /// The store revision its rules reflect, and the store's own.
     pub synced_revision: u64,
     pub store_revision: u64,

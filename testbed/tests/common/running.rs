@@ -16,6 +16,18 @@ impl Running {
         Running::up_scenario(what, "two-nodes.yaml")
     }
 
+    /// A testbed of `scenarios/two-nodes.yaml` whose kube-proxies run in `mode`.
+    #[allow(dead_code)]
+    pub fn up_in_mode(what: &str, mode: &str) -> Running {
+        let text = std::fs::read_to_string(repo().join("scenarios/two-nodes.yaml")).unwrap();
+        let text = text.replacen(
+            "  nodes: 2\n",
+            &format!("  nodes: 2\n  kubeProxy: {{mode: {mode}}}\n"),
+            1,
+        );
+        Running::up_text(what, &text)
+    }
+
     /// A testbed of `scenarios/<scenario>`.
     pub fn up_scenario(what: &str, scenario: &str) -> Running {
         let name = unique_name(what);
@@ -201,4 +213,31 @@ impl Drop for Running {
     fn drop(&mut self) {
         let _ = testbed_bin().args(["down", &self.0]).output();
     }
+}
+
+/// Writes `text` as a manifest for `tb` and applies it.
+#[allow(dead_code)]
+pub fn apply(tb: &Running, name: &str, text: &str) -> String {
+    let file = std::env::temp_dir().join(format!("{}-{name}.yaml", tb.0));
+    std::fs::write(&file, text).unwrap();
+    let out = tb.ok(&["apply", "-f", &file.display().to_string()]);
+    std::fs::remove_file(file).unwrap();
+    out
+}
+
+/// Runs `cmd` in the testbed's underlay namespace: a machine outside the cluster on
+/// the node network (the host at 172.18.0.1, as kind's users' machine on its bridge).
+#[allow(dead_code)]
+pub fn from_outside(tb: &Running, cmd: &[&str]) -> Output {
+    std::process::Command::new("ip")
+        .args(["netns", "exec", &format!("tb.{}", tb.0)])
+        .args(cmd)
+        .output()
+        .unwrap()
+}
+
+/// A command's output, trimmed.
+#[allow(dead_code)]
+pub fn text(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }

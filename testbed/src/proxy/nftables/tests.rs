@@ -130,3 +130,116 @@ fn the_sort_is_upstreams() {
         "add table ip t { comment \"x\" ; }\nadd chain ip t c2\nadd rule ip t c1 z\nadd rule ip t c2 b\nadd rule ip t c2 a\nadd element ip t s { 1 }\nadd element ip t s { 2 }"
     );
 }
+
+/// A random service port `i` (its own cluster IP), with any of the features that
+/// change the table: node port, external IP, load balancer with source ranges,
+/// affinity, Local policies, endpoints here and elsewhere or none.
+fn random_port(rng: &mut crate::proxy::node_tests::Rng, i: u8) -> ServicePort {
+    use crate::proxy::render::Protocol;
+    let eps: Vec<std::net::SocketAddrV4> = (0..rng.below(4))
+        .map(|k| {
+            format!("10.180.{}.{}:80", rng.below(2), 1 + k)
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    let proto = [Protocol::Tcp, Protocol::Udp][rng.below(2) as usize];
+    let mut sp = ServicePort::cluster_ip(
+        ("ns", &format!("svc{i}"), "p"),
+        proto,
+        Ipv4Addr::new(172, 30, 0, i),
+        80,
+        eps.clone(),
+    );
+    sp.local_endpoints = eps
+        .into_iter()
+        .filter(|e| e.ip().octets()[2] == 0)
+        .collect();
+    if rng.below(2) == 0 {
+        sp.node_port = 30000 + i as u16;
+    }
+    if rng.below(3) == 0 {
+        sp.external_ips = vec![Ipv4Addr::new(192, 168, 99, i)];
+    }
+    if rng.below(3) == 0 {
+        sp.load_balancer_ips = vec![Ipv4Addr::new(5, 6, 7, i)];
+        if rng.below(2) == 0 {
+            sp.source_ranges = vec!["203.0.113.0/25".parse().unwrap()];
+        }
+    }
+    if rng.below(3) == 0 {
+        sp.affinity_seconds = Some(10800);
+    }
+    sp.internal_local = rng.below(4) == 0;
+    sp.external_local = rng.below(3) == 0;
+    sp
+}
+
+#[test]
+fn partial_syncs_leave_the_table_as_one_full_sync_would() {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+    let mut rng = crate::proxy::node_tests::Rng(0x2545_F491_4F6C_DD1D);
+    let cfg = Config {
+        cluster_cidr: Some("10.0.0.0/8".parse().unwrap()),
+        node_ip: Some("192.168.0.2".parse().unwrap()),
+        service_cidr: Some("172.30.0.0/16".parse().unwrap()),
+        node_port_addresses: vec!["192.168.0.2".parse().unwrap()],
+        ..Default::default()
+    };
+    let (mut partials, mut lines) = (0, 0);
+    for _ in 0..200 {
+        let mut proxier = Proxier::new(cfg.clone()).with_stale_after(Duration::ZERO);
+        let mut table = Table::default();
+        let mut now: BTreeMap<u8, ServicePort> = BTreeMap::new();
+        for step in 0..1 + rng.below(10) {
+            let (mut upserts, mut removed) = (Vec::new(), Vec::new());
+            for _ in 0..1 + rng.below(5) {
+                let i = 1 + rng.below(10) as u8;
+                if rng.below(4) == 0 {
+                    if let Some(sp) = now.remove(&i) {
+                        removed.push(crate::proxy::tracker::port_key(&sp));
+                    }
+                } else {
+                    let sp = random_port(&mut rng, i);
+                    upserts.push(sp.clone());
+                    let key = crate::proxy::tracker::port_key(&sp);
+                    if let Some(old) = now.insert(i, sp) {
+                        // Another protocol: another service port, the old one gone.
+                        if crate::proxy::tracker::port_key(&old) != key {
+                            removed.push(crate::proxy::tracker::port_key(&old));
+                        }
+                    }
+                }
+            }
+            let all: Vec<ServicePort> = now.values().cloned().collect();
+            upserts.retain(|u| all.contains(u));
+            let update = if step == 0 {
+                proxier.full(&all)
+            } else {
+                partials += 1;
+                proxier.partial(upserts, removed)
+            };
+            lines += update.text.lines().count();
+            table
+                .apply(&update.text)
+                .unwrap_or_else(|e| panic!("step {step}: {e}\n{}", update.text));
+            proxier.commit(update);
+            // The chains left stale are deleted by the next sync.
+            let cleanup = proxier.partial(Vec::new(), Vec::new());
+            table
+                .apply(&cleanup.text)
+                .unwrap_or_else(|e| panic!("cleanup: {e}\n{}", cleanup.text));
+            proxier.commit(cleanup);
+            let fresh = full_table(&cfg, &all);
+            let (got, want) = (
+                sort_transaction(&table.dump()),
+                sort_transaction(&fresh.dump()),
+            );
+            let diff = diff_lines(&want, &got);
+            assert!(diff.is_empty(), "after step {step}:\n{}", diff.join("\n"));
+        }
+    }
+    assert!(partials > 500, "{partials} partial syncs");
+    assert!(lines > 0);
+}

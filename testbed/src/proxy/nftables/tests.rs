@@ -243,3 +243,150 @@ fn partial_syncs_leave_the_table_as_one_full_sync_would() {
     assert!(partials > 500, "{partials} partial syncs");
     assert!(lines > 0);
 }
+
+/// `nft -j list table ip kube-proxy` in namespace `ns`, in an order that does not
+/// depend on the order things were added: handles dropped, elements sorted, rules
+/// kept in their order within their chain.
+fn real_table(ns: &str) -> (Vec<String>, std::collections::BTreeMap<String, Vec<String>>) {
+    fn strip(v: &mut Value) {
+        match v {
+            Value::Object(m) => {
+                m.remove("handle");
+                if let Some(Value::Array(e)) = m.get_mut("elem") {
+                    e.sort_by_key(|x| x.to_string());
+                }
+                m.values_mut().for_each(strip);
+            }
+            Value::Array(a) => a.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns,
+            "nft",
+            "-j",
+            "list",
+            "table",
+            "ip",
+            "kube-proxy",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let mut v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    strip(&mut v);
+    let (mut objects, mut rules) = (Vec::new(), std::collections::BTreeMap::new());
+    for o in v["nftables"].as_array().unwrap() {
+        if let Some(r) = o.get("rule") {
+            let chain = r["chain"].as_str().unwrap().to_string();
+            rules
+                .entry(chain)
+                .or_insert_with(Vec::new)
+                .push(r.to_string());
+        } else if o.get("metainfo").is_none() {
+            objects.push(o.to_string());
+        }
+    }
+    objects.sort();
+    (objects, rules)
+}
+
+/// Runs `nft -f -` with `text` in namespace `ns`.
+fn real_nft(ns: &str, text: &str) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "nft refused: {out:?}\n{text}");
+}
+
+#[test]
+fn real_nft_takes_every_partial_sync_and_ends_as_a_full_sync() {
+    use std::time::Duration;
+    if !nix::unistd::geteuid().is_root() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "needs root, and CI=true: may not be skipped"
+        );
+        return;
+    }
+    let ns = [
+        format!("tbunit-nft-{}-a", std::process::id()),
+        format!("tbunit-nft-{}-b", std::process::id()),
+    ];
+    struct Gone<'a>(&'a [String; 2]);
+    impl Drop for Gone<'_> {
+        fn drop(&mut self) {
+            for n in self.0 {
+                let _ = std::process::Command::new("ip")
+                    .args(["netns", "del", n])
+                    .status();
+            }
+        }
+    }
+    for n in &ns {
+        assert!(std::process::Command::new("ip")
+            .args(["netns", "add", n])
+            .status()
+            .unwrap()
+            .success());
+    }
+    let _gone = Gone(&ns);
+    let cfg = Config {
+        cluster_cidr: Some("10.0.0.0/8".parse().unwrap()),
+        node_ip: Some("192.168.0.2".parse().unwrap()),
+        service_cidr: Some("172.30.0.0/16".parse().unwrap()),
+        node_port_addresses: vec!["192.168.0.2".parse().unwrap()],
+        ..Default::default()
+    };
+    let mut rng = crate::proxy::node_tests::Rng(0x9E37_79B9_7F4A_7C15);
+    let mut proxier = Proxier::new(cfg.clone()).with_stale_after(Duration::ZERO);
+    let mut now: std::collections::BTreeMap<u8, ServicePort> = Default::default();
+    for step in 0..30 {
+        let (mut upserts, mut removed) = (Vec::new(), Vec::new());
+        for _ in 0..1 + rng.below(6) {
+            let i = 1 + rng.below(12) as u8;
+            if rng.below(4) == 0 {
+                if let Some(sp) = now.remove(&i) {
+                    removed.push(crate::proxy::tracker::port_key(&sp));
+                }
+            } else {
+                let sp = random_port(&mut rng, i);
+                if let Some(old) = now.insert(i, sp.clone()) {
+                    let key = crate::proxy::tracker::port_key(&old);
+                    if key != crate::proxy::tracker::port_key(&sp) {
+                        removed.push(key);
+                    }
+                }
+                upserts.push(sp);
+            }
+        }
+        let all: Vec<ServicePort> = now.values().cloned().collect();
+        upserts.retain(|u| all.contains(u));
+        let update = if step == 0 {
+            proxier.full(&all)
+        } else {
+            proxier.partial(upserts, removed)
+        };
+        real_nft(&ns[0], &update.text);
+        proxier.commit(update);
+        let cleanup = proxier.partial(Vec::new(), Vec::new());
+        real_nft(&ns[0], &cleanup.text);
+        proxier.commit(cleanup);
+        real_nft(&ns[1], &Proxier::new(cfg.clone()).full(&all).text);
+        assert_eq!(real_table(&ns[0]), real_table(&ns[1]), "after step {step}");
+    }
+}

@@ -10,6 +10,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use libtest_mimic::{Arguments, Failed, Trial};
+use testbed::proxy::Mode;
 use testbed::run::snapshots::{Outcome, Snapshots};
 use testbed::run::{self, Options};
 
@@ -47,14 +48,22 @@ fn portable(text: &str) -> String {
     text.replace(&root, "")
 }
 
-fn run_one(file: &Path) -> Result<(), Failed> {
+/// Runs a scenario, with its kube-proxies in `mode` when one is given.
+fn run_one(file: &Path, mode: Option<Mode>) -> Result<(), Failed> {
     if !common::root() {
         return Ok(());
     }
     let rel = file.strip_prefix(common::repo()).unwrap_or(file);
-    let s = testbed::scenario::validate::load(rel).map_err(|e| Failed::from(e.to_string()))?;
+    let mut s = testbed::scenario::validate::load(rel).map_err(|e| Failed::from(e.to_string()))?;
     let stem = file.file_stem().unwrap().to_string_lossy().to_string();
-    let mut name = format!("s{}-{}", std::process::id(), s.name);
+    let prefix = match mode {
+        Some(m) => {
+            s.cluster.proxy_mode = m;
+            "n"
+        }
+        None => "s",
+    };
+    let mut name = format!("{prefix}{}-{}", std::process::id(), s.name);
     name.truncate(testbed::names::TESTBED_NAME_MAX);
     let name = name.trim_end_matches('-').to_string();
     let opts = Options {
@@ -88,6 +97,23 @@ fn run_one(file: &Path) -> Result<(), Failed> {
     }
 }
 
+/// Whether a scenario runs in nftables mode too: one that does not look at iptables
+/// (its tables, `iptables-save` in a node, a flush of them) and is not an `err_`
+/// example. Its snapshots are the same in both modes: the same Services, endpoints,
+/// answers and backends, which is what running it twice checks.
+fn in_both_modes(file: &Path) -> bool {
+    let text = std::fs::read_to_string(file).unwrap();
+    let stem = file.file_stem().unwrap().to_string_lossy();
+    let iptables = [
+        "iptables",
+        "view: nat",
+        "view: filter",
+        "flush:",
+        "kubeProxy",
+    ];
+    !stem.starts_with("err_") && !iptables.iter().any(|w| text.contains(w))
+}
+
 fn main() {
     let args = Arguments::from_args();
     // Relative paths in reports: run from the repository's root.
@@ -100,12 +126,16 @@ fn main() {
         .collect();
     files.sort();
     assert!(!files.is_empty(), "no scenario in scenarios/");
-    let trials = files
-        .into_iter()
-        .map(|f| {
-            let stem = f.file_stem().unwrap().to_string_lossy().to_string();
-            Trial::test(stem, move || run_one(&f))
-        })
-        .collect();
+    let mut trials = Vec::new();
+    for f in files {
+        let stem = f.file_stem().unwrap().to_string_lossy().to_string();
+        if in_both_modes(&f) {
+            let file = f.clone();
+            trials.push(Trial::test(format!("{stem}@nftables"), move || {
+                run_one(&file, Some(Mode::Nftables))
+            }));
+        }
+        trials.push(Trial::test(stem, move || run_one(&f, None)));
+    }
     libtest_mimic::run(&args, trials).exit();
 }

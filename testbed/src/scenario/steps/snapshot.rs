@@ -22,14 +22,15 @@ pub const KIND: StepKind = StepKind {
 };
 
 /// A view: `services`, `endpoints` (of `service`), `dns` (a question), `nat` and
-/// `filter` (a node's table), `pod` (routes and resolv.conf), `backends` (who answers).
+/// `filter` (a node's iptables table), `nftables` (a node's table `ip kube-proxy`),
+/// `pod` (routes and resolv.conf), `backends` (who answers).
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SnapshotFile {
     pub view: String,
     /// `endpoints`: the Service (`web` or `NAMESPACE/web`).
     pub service: Option<String>,
-    /// `nat`, `filter`: the node.
+    /// `nat`, `filter`, `nftables`: the node.
     pub node: Option<String>,
     /// `pod`: the pod.
     pub pod: Option<String>,
@@ -57,6 +58,7 @@ pub enum View {
     Dns(DnsQuery),
     Nat(String),
     Filter(String),
+    Nftables(String),
     Pod(String),
     Backends(Connect),
 }
@@ -96,6 +98,7 @@ fn view(cx: &mut Ctx, path: &str, s: SnapshotFile) -> Option<View> {
         ),
         "nat" => (View::Nat(need(cx, "node", &s.node)), &["node"]),
         "filter" => (View::Filter(need(cx, "node", &s.node)), &["node"]),
+        "nftables" => (View::Nftables(need(cx, "node", &s.node)), &["node"]),
         "pod" => (View::Pod(need(cx, "pod", &s.pod)), &["pod"]),
         "dns" => (
             View::Dns(DnsQuery {
@@ -128,7 +131,7 @@ fn view(cx: &mut Ctx, path: &str, s: SnapshotFile) -> Option<View> {
         other => {
             cx.fail(
                 &at("view"),
-                format!("{other:?} is not a view: services, endpoints, dns, nat, filter, pod, backends"),
+                format!("{other:?} is not a view: services, endpoints, dns, nat, filter, nftables, pod, backends"),
             );
             return None;
         }
@@ -161,6 +164,7 @@ impl View {
             View::Dns(_) => "dns",
             View::Nat(_) => "nat",
             View::Filter(_) => "filter",
+            View::Nftables(_) => "nftables",
             View::Pod(_) => "pod",
             View::Backends(_) => "backends",
         }
@@ -198,6 +202,14 @@ impl View {
                 }
                 Ok(views::table(&out))
             }
+            View::Nftables(node) => {
+                let argv = ["nft", "list", "table", "ip", "kube-proxy"].map(String::from);
+                let (code, out, err) = probes::exec(cx, &format!("node/{node}"), &argv).await?;
+                if code != 0 {
+                    return Err(format!("nft list table ip kube-proxy in node {node}: {err}"));
+                }
+                Ok(views::nftables(&out))
+            }
             View::Pod(pod) => {
                 let ((ns, name), netns_name) = probes::pod(cx, pod)?;
                 let argv = ["ip".into(), "route".into()];
@@ -222,6 +234,7 @@ impl Action for Snapshot {
             View::Dns(q) => format!("dns {} {} from {}", q.rtype, q.name, q.from),
             View::Nat(n) => format!("nat table of {n}"),
             View::Filter(n) => format!("filter table of {n}"),
+            View::Nftables(n) => format!("nftables table ip kube-proxy of {n}"),
             View::Pod(p) => format!("routes and resolv.conf of {p}"),
             View::Backends(c) => format!("backends of {}", c.describe()),
         };
@@ -237,7 +250,7 @@ impl Action for Snapshot {
             View::Dns(q) => vec![("pod", &q.from)],
             View::Backends(c) => vec![("pod", &c.from)],
             View::Pod(p) => vec![("pod", p)],
-            View::Nat(n) => vec![("node", n)],
+            View::Nat(n) | View::Filter(n) | View::Nftables(n) => vec![("node", n)],
             _ => Vec::new(),
         }
     }

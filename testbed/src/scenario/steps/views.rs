@@ -218,6 +218,69 @@ pub fn table(save: &str) -> String {
     out
 }
 
+/// A node's table `ip kube-proxy` from `nft list table`: its sets and maps, then its
+/// chains, each by name (the listing follows the order of creation, which follows
+/// the history of syncs); a set's elements sorted, one per line (none of a set the
+/// rules fill); each chain's rules in their order.
+pub fn nftables(listing: &str) -> String {
+    let mut blocks: std::collections::BTreeMap<(u8, String), Vec<String>> = Default::default();
+    let mut current: Option<(u8, String)> = None;
+    let mut elements: Option<String> = None;
+    for line in listing.lines().map(str::trim) {
+        if let Some(acc) = &mut elements {
+            acc.push_str(line);
+        } else if let Some(rest) = line.strip_prefix("elements = ") {
+            elements = Some(rest.to_string());
+        } else if line == "}" {
+            current = None;
+            continue;
+        } else if let Some(head) = line.strip_suffix(" {") {
+            let mut words = head.split_whitespace();
+            let kind = match words.next() {
+                Some("set") => 0,
+                Some("map") => 1,
+                Some("chain") => 2,
+                _ => continue,
+            };
+            let key = (kind, head.to_string());
+            blocks.entry(key.clone()).or_default();
+            current = Some(key);
+            continue;
+        } else if !line.is_empty() {
+            if let Some(k) = &current {
+                blocks.get_mut(k).expect("opened").push(line.to_string());
+            }
+            continue;
+        }
+        let Some(acc) = elements.take_if(|a| a.ends_with('}')) else {
+            continue;
+        };
+        let inner = acc.trim_start_matches('{').trim_end_matches('}');
+        let mut items: Vec<String> = inner
+            .split(',')
+            .map(|e| e.trim().to_string())
+            .filter(|e| !e.is_empty())
+            .collect();
+        items.sort();
+        if let Some(k) = &current {
+            let b = blocks.get_mut(k).expect("opened");
+            // A dynamic set's elements are clients the rules remembered, in the set
+            // of the endpoint a random pick chose: not shown.
+            if !b.iter().any(|l| l.starts_with("flags dynamic")) {
+                b.extend(items.into_iter().map(|e| format!("element {e}")));
+            }
+        }
+    }
+    let mut out = String::from("table ip kube-proxy\n");
+    for ((_, head), lines) in blocks {
+        out += &format!("{head}\n");
+        for l in lines {
+            out += &format!("  {l}\n");
+        }
+    }
+    out
+}
+
 /// A pod's routes and resolv.conf.
 pub fn pod(name: &str, routes: &str, resolv: &str) -> String {
     format!(
@@ -268,6 +331,15 @@ mod tests {
         assert_eq!(
             table(save),
             ":KUBE-SERVICES\n-A KUBE-SERVICES -d 10.96.0.10/32 -j KUBE-SVC-A\n-A KUBE-SERVICES -d 10.96.0.2/32 -j KUBE-SVC-B\n-A KUBE-SERVICES -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS\n:KUBE-SVC-B\n-A KUBE-SVC-B -m statistic --mode random --probability 0.5 -j KUBE-SEP-1\n-A KUBE-SVC-B -j KUBE-SEP-2\n:PREROUTING\n-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES\n"
+        );
+    }
+
+    #[test]
+    fn nftables_sorts_blocks_and_elements_but_not_dynamic_ones() {
+        let listing = "table ip kube-proxy {\n\tcomment \"rules for kube-proxy\"\n\tset b {\n\t\ttype ipv4_addr\n\t\telements = { 10.0.0.9, 10.0.0.1,\n\t\t\t     10.0.0.5 }\n\t}\n\n\tchain z {\n\t\tjump a\n\t\tdrop\n\t}\n\n\tset a {\n\t\ttype ipv4_addr\n\t\tflags dynamic,timeout\n\t\telements = { 10.244.1.2 timeout 3h expires 2h59m58s }\n\t}\n}\n";
+        assert_eq!(
+            nftables(listing),
+            "table ip kube-proxy\nset a\n  type ipv4_addr\n  flags dynamic,timeout\nset b\n  type ipv4_addr\n  element 10.0.0.1\n  element 10.0.0.5\n  element 10.0.0.9\nchain z\n  jump a\n  drop\n"
         );
     }
 

@@ -11,6 +11,7 @@ use crate::proxy::render::{Config, ServicePort};
 use crate::proxy::upstream_tests::{list, ports, text};
 
 const GOLDENS: &str = include_str!("../../../tests/kube-proxy/nftables-goldens.yaml");
+const FLOWS: &str = include_str!("../../../tests/kube-proxy/nftables-flows.yaml");
 
 /// Upstream's `sortNFTablesTransaction`: blank lines and comments dropped, lines
 /// sorted by object type (table, chain, rule, set, map, element), then by object
@@ -118,6 +119,67 @@ fn diff_lines(want: &str, got: &str) -> Vec<String> {
             .map(|l| format!("+ {l}")),
     );
     out
+}
+
+/// Runs upstream's packet-flow tests of `file` through our full sync and tracer;
+/// returns how many packets were followed.
+fn run_flows(file: &str) -> usize {
+    let (doc, _) = crate::yaml::load(file).expect("valid YAML");
+    let (node, node_ips, base) = config(&doc);
+    let mut ran = 0;
+    for test in doc["tests"].as_array().unwrap() {
+        let lone = [Value::Null];
+        let cases = test["cases"].as_array().map_or(&lone[..], Vec::as_slice);
+        for case in cases {
+            let at = match case.get("name") {
+                Some(n) => format!("{} / {}", text(test, "test"), n.as_str().unwrap()),
+                None => text(test, "test").to_string(),
+            };
+            let mut cfg = base.clone();
+            if let Some(a) = case["config"]["nodePortAddresses"].as_array() {
+                cfg.node_port_addresses = a
+                    .iter()
+                    .map(|v| v.as_str().unwrap().parse().unwrap())
+                    .collect();
+            }
+            let ports = ports(
+                &node,
+                list(case, test, "services"),
+                list(case, test, "slices"),
+            );
+            let table = full_table(&cfg, &ports);
+            for f in list(case, test, "flows") {
+                let name = text(f, "name");
+                let proto = f["protocol"].as_str().unwrap_or("TCP").to_lowercase();
+                let got = super::tracer::trace(
+                    &table,
+                    &node_ips,
+                    text(f, "source").parse().unwrap(),
+                    &proto,
+                    text(f, "dest").parse().unwrap(),
+                    f["port"].as_u64().unwrap() as u16,
+                )
+                .unwrap_or_else(|e| panic!("{at}: {name}: {e}"));
+                let by = got.matches.join("\n");
+                assert_eq!(
+                    got.output(),
+                    text(f, "output"),
+                    "{at}: {name:?}, matched:\n{by}"
+                );
+                let masq = f["masq"].as_bool().unwrap_or(false);
+                assert_eq!(got.masq, masq, "{at}: {name:?}: masquerade, matched:\n{by}");
+                ran += 1;
+            }
+        }
+    }
+    ran
+}
+
+#[test]
+fn upstreams_nftables_packet_flow_tests_pass() {
+    // TestNoEndpointsReject 6, TestClusterIPGeneral 10, TestLoadBalancer 13,
+    // TestNodePorts 2 x 4, TestExternalTrafficPolicyLocal 7 and Cluster 7.
+    assert_eq!(run_flows(FLOWS), 51);
 }
 
 #[test]

@@ -121,6 +121,60 @@ fn diff_lines(want: &str, got: &str) -> Vec<String> {
     out
 }
 
+/// A case's settings over the file's: upstream's proxier fields it changes.
+fn case_config(base: &Config, case: &Value) -> Config {
+    let mut cfg = base.clone();
+    let c = &case["config"];
+    if let Some(a) = c["nodePortAddresses"].as_array() {
+        cfg.node_port_addresses = a
+            .iter()
+            .map(|v| v.as_str().unwrap().parse().unwrap())
+            .collect();
+    }
+    if let Some(v) = c.get("clusterCIDR") {
+        cfg.cluster_cidr = v.as_str().map(|s| s.parse().unwrap());
+    }
+    if let Some(b) = c["masqueradeAll"].as_bool() {
+        cfg.masquerade_all = b;
+    }
+    cfg
+}
+
+/// Follows `flows` through `table`, with a case's `overrides` of their output,
+/// masq or name; returns how many.
+fn check_flows(
+    at: &str,
+    table: &Table,
+    node_ips: &[Ipv4Addr],
+    flows: &[Value],
+    over: &Value,
+) -> usize {
+    for f in flows {
+        let name = text(f, "name");
+        let o = &over[name];
+        let want = o["output"].as_str().unwrap_or_else(|| text(f, "output"));
+        let masq = o["masq"]
+            .as_bool()
+            .unwrap_or(f["masq"].as_bool().unwrap_or(false));
+        let proto = f["protocol"].as_str().unwrap_or("TCP").to_lowercase();
+        let src = text(f, "source").parse().unwrap();
+        let dst = text(f, "dest").parse().unwrap();
+        let port = f["port"].as_u64().unwrap() as u16;
+        let got = super::tracer::trace(table, node_ips, src, &proto, dst, port)
+            .unwrap_or_else(|e| panic!("{at}: {name}: {e}"));
+        let by = got.matches.join("\n");
+        assert_eq!(got.output(), want, "{at}: {name:?}, matched:\n{by}");
+        assert_eq!(got.masq, masq, "{at}: {name:?}: masquerade, matched:\n{by}");
+    }
+    for k in over.as_object().into_iter().flat_map(|o| o.keys()) {
+        assert!(
+            flows.iter().any(|f| f["name"] == k.as_str()),
+            "{at}: override {k:?} matches no flow"
+        );
+    }
+    flows.len()
+}
+
 /// Runs upstream's packet-flow tests of `file` through our full sync and tracer;
 /// returns how many packets were followed.
 fn run_flows(file: &str) -> usize {
@@ -135,40 +189,22 @@ fn run_flows(file: &str) -> usize {
                 Some(n) => format!("{} / {}", text(test, "test"), n.as_str().unwrap()),
                 None => text(test, "test").to_string(),
             };
-            let mut cfg = base.clone();
-            if let Some(a) = case["config"]["nodePortAddresses"].as_array() {
-                cfg.node_port_addresses = a
-                    .iter()
-                    .map(|v| v.as_str().unwrap().parse().unwrap())
-                    .collect();
-            }
-            let ports = ports(
-                &node,
-                list(case, test, "services"),
-                list(case, test, "slices"),
-            );
-            let table = full_table(&cfg, &ports);
-            for f in list(case, test, "flows") {
-                let name = text(f, "name");
-                let proto = f["protocol"].as_str().unwrap_or("TCP").to_lowercase();
-                let got = super::tracer::trace(
-                    &table,
-                    &node_ips,
-                    text(f, "source").parse().unwrap(),
-                    &proto,
-                    text(f, "dest").parse().unwrap(),
-                    f["port"].as_u64().unwrap() as u16,
-                )
-                .unwrap_or_else(|e| panic!("{at}: {name}: {e}"));
-                let by = got.matches.join("\n");
-                assert_eq!(
-                    got.output(),
-                    text(f, "output"),
-                    "{at}: {name:?}, matched:\n{by}"
-                );
-                let masq = f["masq"].as_bool().unwrap_or(false);
-                assert_eq!(got.masq, masq, "{at}: {name:?}: masquerade, matched:\n{by}");
-                ran += 1;
+            let cfg = case_config(&base, case);
+            let services = list(case, test, "services");
+            let slices = list(case, test, "slices");
+            let tables = [
+                ("flows", &case["overrides"], ports(&node, services, slices)),
+                (
+                    "afterSliceDeletion",
+                    &Value::Null,
+                    ports(&node, services, &[]),
+                ),
+                ("afterServiceDeletion", &Value::Null, Vec::new()),
+            ];
+            for (k, over, ports) in tables {
+                let table = full_table(&cfg, &ports);
+                let at = format!("{at} ({k})");
+                ran += check_flows(&at, &table, &node_ips, list(case, test, k), over);
             }
         }
     }
@@ -178,8 +214,10 @@ fn run_flows(file: &str) -> usize {
 #[test]
 fn upstreams_nftables_packet_flow_tests_pass() {
     // TestNoEndpointsReject 6, TestClusterIPGeneral 10, TestLoadBalancer 13,
-    // TestNodePorts 2 x 4, TestExternalTrafficPolicyLocal 7 and Cluster 7.
-    assert_eq!(run_flows(FLOWS), 51);
+    // TestNodePorts 2 x 4, TestExternalTrafficPolicyLocal 7 and Cluster 7,
+    // TestInternalTrafficPolicy 4 x 2, TestTerminatingEndpointsTrafficPolicyLocal
+    // and Cluster 4 x 4 each, TestInternalExternalMasquerade 4 x 27.
+    assert_eq!(run_flows(FLOWS), 51 + 8 + 32 + 108);
 }
 
 #[test]

@@ -57,10 +57,13 @@ pub(super) enum BenchCommand {
         /// Runs of the partial measures (an endpoint change, a Service created)
         #[arg(long, default_value_t = 5)]
         runs: usize,
-        /// Runs of the full sync next to a raw iptables-restore (0 skips them; each pair
-        /// takes about 12 s at 10,000 Services)
+        /// Runs of the full sync next to a raw iptables-restore or nft -f (0 skips them;
+        /// each pair takes about 12 s at 10,000 Services in iptables mode)
         #[arg(long, default_value_t = 3)]
         full_runs: usize,
+        /// kube-proxy's mode: iptables, nftables, or both (one cluster each, in turn)
+        #[arg(long, default_value = "iptables")]
+        mode: String,
     },
 }
 
@@ -74,7 +77,11 @@ pub(super) fn run(cmd: BenchCommand) -> Result<ExitCode> {
             endpoints,
             runs,
             full_runs,
-        } => return super::bench_services::run(nodes, services, endpoints, runs, full_runs),
+            mode,
+        } => {
+            let modes = super::bench_services::modes(&mode)?;
+            return super::bench_services::run(nodes, services, endpoints, runs, full_runs, &modes);
+        }
         BenchCommand::Api { nodes, pods, runs } => return super::bench_api::run(nodes, pods, runs),
         BenchCommand::Dns {
             services,

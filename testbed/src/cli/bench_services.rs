@@ -27,6 +27,7 @@ use crate::proxy::node::run_in_netns;
 use crate::proxy::render;
 use crate::proxy::sync::Proxier;
 use crate::proxy::tracker::service_ports;
+use crate::proxy::Mode;
 use crate::scenario::{ClusterSpec, PodDecl};
 
 fn service(name: &str, app: &str) -> Object {
@@ -49,12 +50,23 @@ fn service(name: &str, app: &str) -> Object {
     })
 }
 
+/// The modes `--mode` names: one, or `both`.
+pub(super) fn modes(name: &str) -> Result<Vec<Mode>> {
+    if name == "both" {
+        return Ok(vec![Mode::Iptables, Mode::Nftables]);
+    }
+    Mode::parse(name)
+        .map(|m| vec![m])
+        .map_err(|e| anyhow::anyhow!("--mode: {e}, or both"))
+}
+
 pub(super) fn run(
     nodes: usize,
     services: usize,
     endpoints: usize,
     runs: usize,
     full_runs: usize,
+    modes: &[Mode],
 ) -> Result<ExitCode> {
     if nodes == 0 || endpoints == 0 || runs == 0 {
         bail!("--nodes, --endpoints and --runs must be at least 1");
@@ -86,26 +98,28 @@ pub(super) fn run(
             ..PodDecl::new(format!("target-{i}"))
         });
     }
-    let scenario = super::bench::scenario("bench-services", nodes, pods);
     let rt = super::bench::runtime()?;
     let name = format!("bench-svc-{}", std::process::id());
-    rt.block_on(async {
-        let cluster = Cluster::start(&name, &scenario, Options::bare()?, std::future::pending())
-            .await
-            .map_err(|f| f.error)
-            .context("bring the cluster up")?;
-        let result = measure(
-            cluster.control(),
-            cluster.testbed(),
-            services,
-            endpoints,
-            runs,
-            full_runs,
-        )
-        .await;
-        cluster.shutdown().await;
-        result
-    })?;
+    for mode in modes {
+        let mut scenario = super::bench::scenario("bench-services", nodes, pods.clone());
+        scenario.cluster.proxy_mode = *mode;
+        rt.block_on(async {
+            let cluster =
+                Cluster::start(&name, &scenario, Options::bare()?, std::future::pending())
+                    .await
+                    .map_err(|f| f.error)
+                    .context("bring the cluster up")?;
+            let sizes = Sizes {
+                services,
+                endpoints,
+                runs,
+                full_runs,
+            };
+            let result = measure(cluster.control(), cluster.testbed(), *mode, sizes).await;
+            cluster.shutdown().await;
+            result
+        })?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -132,18 +146,27 @@ async fn settle(cp: &ControlPlane) -> Result<()> {
     Ok(())
 }
 
-// Long because it is one benchmark run top to bottom (set-up, the raw tool, our partial and
-// full syncs, the figures), which reads best in order.
-async fn measure(
-    cp: &ControlPlane,
-    tb: &Testbed,
+/// How big a run is.
+#[derive(Clone, Copy)]
+struct Sizes {
     services: usize,
     endpoints: usize,
     runs: usize,
     full_runs: usize,
-) -> Result<()> {
+}
+
+// Long because it is one benchmark run top to bottom (set-up, the raw tool, our partial and
+// full syncs, the figures), which reads best in order.
+async fn measure(cp: &ControlPlane, tb: &Testbed, mode: Mode, sizes: Sizes) -> Result<()> {
+    let Sizes {
+        services,
+        endpoints,
+        runs,
+        full_runs,
+    } = sizes;
     println!(
-        "bench services: {} nodes, {services} Services x {endpoints} endpoints, {runs} runs (testbed {})",
+        "bench services, {} mode: {} nodes, {services} Services x {endpoints} endpoints, {runs} runs (testbed {})",
+        mode.name(),
         tb.plan().nodes.len(),
         tb.name()
     );
@@ -160,77 +183,8 @@ async fn measure(
     settle(cp).await?;
     println!("created and synced everywhere in {}", ms(start.elapsed()));
 
-    // 1. Full sync against a raw iptables-restore of the same text, per node.
-    let cfg = render::Config {
-        cluster_cidr: Some(ClusterSpec::default().pod_cidr),
-        ..Default::default()
-    };
-    let all_ports = {
-        let svcs = cp.store.list(Kind::Service, None);
-        let slices = cp.store.list(Kind::EndpointSlice, None);
-        let mut out = Vec::new();
-        for s in &svcs {
-            let Object::Service(svc) = s else { continue };
-            let of: Vec<_> = slices
-                .iter()
-                .filter_map(|o| match o {
-                    Object::EndpointSlice(sl)
-                        if sl
-                            .metadata
-                            .labels
-                            .as_ref()
-                            .and_then(|l| l.get(crate::api::labels::SERVICE_NAME_LABEL))
-                            .map(String::as_str)
-                            == svc.metadata.name.as_deref() =>
-                    {
-                        Some(sl)
-                    }
-                    _ => None,
-                })
-                .collect();
-            // No Service here has a Local traffic policy: every node sees the same.
-            out.extend(service_ports(svc, &of, ""));
-        }
-        out
-    };
-    let full_text = {
-        let p = Proxier::new(cfg.clone());
-        p.prepare(&all_ports).text
-    };
-    let lines = full_text.lines().count();
-    println!(
-        "full sync: {} service ports, {lines} lines of iptables-restore input",
-        all_ports.len()
-    );
-    for node in tb.plan().nodes.iter().filter(|_| full_runs > 0) {
-        let ns = crate::netns::netns_path(&node.netns);
-        let (mut full, mut raw, mut render) = (Vec::new(), Vec::new(), Vec::new());
-        for i in 0..full_runs {
-            // Alternate which goes first, so drift on a busy machine favours neither.
-            for which in [i % 2 == 0, i % 2 == 1] {
-                let t = Instant::now();
-                if which {
-                    let p = Proxier::new(cfg.clone());
-                    let text = p.prepare(&all_ports).text;
-                    render.push(t.elapsed());
-                    restore(&ns, &text).await?;
-                    full.push(t.elapsed());
-                } else {
-                    restore(&ns, &full_text).await?;
-                    raw.push(t.elapsed());
-                }
-            }
-        }
-        let (f, r) = (median(&mut full), median(&mut raw));
-        println!(
-            "  {:<8} full sync {} (render {} + restore), raw iptables-restore {}: {:.2}x (median of {full_runs})",
-            node.name,
-            ms(f),
-            ms(median(&mut render)),
-            ms(r),
-            f.as_secs_f64() / r.as_secs_f64()
-        );
-    }
+    // 1. Full sync against the raw tool applying the same text, per node.
+    full_syncs(cp, tb, mode, full_runs).await?;
 
     // 2. One endpoint changes (target-0 becomes not ready, then ready again, as its
     // kubelet would report): from the write in the API to every node's rules.
@@ -300,6 +254,117 @@ async fn measure(
     Ok(())
 }
 
+/// Every service port in the store, as a node sees it (no Service here has a Local
+/// traffic policy: every node sees the same).
+fn all_ports(cp: &ControlPlane) -> Vec<crate::proxy::render::ServicePort> {
+    let slices = cp.store.list(Kind::EndpointSlice, None);
+    let mut out = Vec::new();
+    for s in &cp.store.list(Kind::Service, None) {
+        let Object::Service(svc) = s else { continue };
+        let of: Vec<_> = slices
+            .iter()
+            .filter_map(|o| match o {
+                Object::EndpointSlice(sl)
+                    if sl
+                        .metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get(crate::api::labels::SERVICE_NAME_LABEL))
+                        .map(String::as_str)
+                        == svc.metadata.name.as_deref() =>
+                {
+                    Some(sl)
+                }
+                _ => None,
+            })
+            .collect();
+        out.extend(service_ports(svc, &of, ""));
+    }
+    out
+}
+
+/// A full sync's text in `mode`, as a node's kube-proxy renders it.
+fn full_text(
+    mode: Mode,
+    cfg: &render::Config,
+    ports: &[crate::proxy::render::ServicePort],
+) -> String {
+    match mode {
+        Mode::Iptables => Proxier::new(cfg.clone()).prepare(ports).text,
+        Mode::Nftables => {
+            crate::proxy::nftables::sync::Proxier::new(cfg.clone())
+                .full(ports)
+                .text
+        }
+    }
+}
+
+/// Applies `text` in a node as `mode`'s kube-proxy does: `iptables-restore
+/// --noflush` or `nft -f -`.
+async fn apply(ns: &std::path::Path, mode: Mode, text: &str) -> Result<()> {
+    let (program, args): (&str, &[&str]) = match mode {
+        Mode::Iptables => ("iptables-restore", &["-w", "--noflush"]),
+        Mode::Nftables => ("nft", &["-f", "-"]),
+    };
+    run_in_netns(ns, program, args, Some(text))
+        .await
+        .map(drop)
+        .map_err(anyhow::Error::new)
+}
+
+/// Per node: a full sync (rendering from scratch, then the mode's tool) next to the
+/// raw tool applying the same text, alternating which goes first.
+async fn full_syncs(cp: &ControlPlane, tb: &Testbed, mode: Mode, full_runs: usize) -> Result<()> {
+    let ports = all_ports(cp);
+    let tool = match mode {
+        Mode::Iptables => "iptables-restore",
+        Mode::Nftables => "nft -f",
+    };
+    for node in tb.plan().nodes.iter().filter(|_| full_runs > 0) {
+        let cfg = render::Config {
+            cluster_cidr: Some(ClusterSpec::default().pod_cidr),
+            node_ip: Some(node.ip),
+            service_cidr: Some(ClusterSpec::default().service_cidr),
+            node_port_addresses: vec![node.ip],
+            ..Default::default()
+        };
+        let text = full_text(mode, &cfg, &ports);
+        if node.name == tb.plan().nodes[0].name {
+            println!(
+                "full sync: {} service ports, {} lines of {tool} input",
+                ports.len(),
+                text.lines().count()
+            );
+        }
+        let ns = crate::netns::netns_path(&node.netns);
+        let (mut full, mut raw, mut rendering) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..full_runs {
+            for ours in [i % 2 == 0, i % 2 == 1] {
+                let t = Instant::now();
+                if ours {
+                    let text = full_text(mode, &cfg, &ports);
+                    rendering.push(t.elapsed());
+                    apply(&ns, mode, &text).await?;
+                    full.push(t.elapsed());
+                } else {
+                    apply(&ns, mode, &text).await?;
+                    raw.push(t.elapsed());
+                }
+            }
+        }
+        let (f, r) = (median(&mut full), median(&mut raw));
+        println!(
+            "  {:<8} full sync {} (render {} + {tool}), raw {tool} {}: {:.2}x (median of {full_runs})",
+            node.name,
+            ms(f),
+            ms(median(&mut rendering)),
+            ms(r),
+            f.as_secs_f64() / r.as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
 /// One node's time to reach a revision: in all, of it in its last sync, and of that
 /// in `iptables-restore`.
 #[derive(Debug, Clone, Copy)]
@@ -309,13 +374,6 @@ struct Sample {
     slice: Duration,
     sync: Duration,
     restore: Duration,
-}
-
-async fn restore(ns: &std::path::Path, text: &str) -> Result<()> {
-    run_in_netns(ns, "iptables-restore", &["-w", "--noflush"], Some(text))
-        .await
-        .map(drop)
-        .map_err(anyhow::Error::new)
 }
 
 /// Waits for each node to reach `rev`, recording when it did.
@@ -358,7 +416,7 @@ fn report(tb: &Testbed, per_node: &mut [Vec<Sample>]) {
         let mut slice: Vec<Duration> = v.iter().map(|s| s.slice).collect();
         let max = *total.iter().max().unwrap_or(&Duration::ZERO);
         println!(
-            "  {:<8} {} / {}  (median: slice written after {}; sync {}, of it iptables-restore {})",
+            "  {:<8} {} / {}  (median: slice written after {}; sync {}, of it the apply {})",
             node.name,
             ms(median(&mut total)),
             ms(max),

@@ -34,18 +34,32 @@ sys.exit(1)
 
 #[test]
 fn a_udp_client_sending_before_its_service_exists_gets_answers_once_it_does() {
-    if !root() {
-        return;
+    if root() {
+        udp_client_before_its_service(Running::up("udplate"), false);
     }
-    let tb = Running::up("udplate");
+}
+
+#[test]
+fn in_nftables_mode_a_udp_client_sending_before_its_service_exists_gets_answers() {
+    if root() {
+        udp_client_before_its_service(Running::up_in_mode("nftudp", "nftables"), true);
+    }
+}
+
+/// A UDP client that sends to a ClusterIP before its Service exists gets answers
+/// once it does. In iptables mode its flow is in the node's conntrack, un-DNATed,
+/// until kube-proxy clears it; in nftables mode (`nftables`) upstream's
+/// `cluster-ips-check` drops packets to an unallocated address of the Service
+/// CIDR, so no flow is kept (a dropped packet's entry is never confirmed).
+fn udp_client_before_its_service(tb: Running, nftables: bool) {
     apply(
         &tb,
         "server",
         "apiVersion: v1\nkind: Pod\nmetadata: {name: udp-server, labels: {app: udp-late}}\nspec:\n  nodeName: node-2\n  containers:\n  - {name: main, image: agnhost, ports: [{containerPort: 8081, protocol: UDP}]}\n",
     );
-    // The client starts first: 10.96.0.77 is no Service yet, so its packets leave
-    // through the node's default route, un-DNATed, and the node's conntrack keeps
-    // that flow.
+    // The client starts first: 10.96.0.77 is no Service yet, so (iptables mode)
+    // its packets leave through the node's default route, un-DNATed, and the
+    // node's conntrack keeps that flow.
     let mut client = testbed_bin()
         .args([
             "exec", "-t", &tb.0, "client-1", "--", "python3", "-c", CLIENT,
@@ -62,10 +76,15 @@ fn a_udp_client_sending_before_its_service_exists_gets_answers_once_it_does() {
         "node/node-1",
         &["conntrack", "-L", "-p", "udp", "--orig-dst", "10.96.0.77"],
     );
-    assert!(
-        String::from_utf8_lossy(&flows.stdout).contains("UNREPLIED"),
-        "the stale flow is there: {flows:?}"
-    );
+    let flows = String::from_utf8_lossy(&flows.stdout);
+    if nftables {
+        assert_eq!(flows, "", "dropped: no flow is kept");
+    } else {
+        assert!(
+            flows.contains("UNREPLIED"),
+            "the stale flow is there: {flows}"
+        );
+    }
     apply(
         &tb,
         "service",
@@ -352,10 +371,20 @@ fn conditions(tb: &Running, svc: &str, pod: &str) -> Option<(bool, bool, bool)> 
 
 #[test]
 fn a_terminating_endpoint_takes_traffic_only_when_no_ready_one_is_left() {
-    if !root() {
-        return;
+    if root() {
+        terminating_fallback(Running::up("graceful"));
     }
-    let tb = Running::up("graceful");
+}
+
+#[test]
+fn in_nftables_mode_a_terminating_endpoint_takes_traffic_only_when_no_ready_one_is_left() {
+    if root() {
+        terminating_fallback(Running::up_in_mode("nftgrace", "nftables"));
+    }
+}
+
+/// kube-proxy's fallback to serving terminating endpoints, in `tb`'s mode.
+fn terminating_fallback(tb: Running) {
     apply(
         &tb,
         "graceful",

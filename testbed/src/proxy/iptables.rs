@@ -38,7 +38,7 @@ impl ProxyBackend for Backend {
         self.proxier.in_sync()
     }
 
-    fn prepare(&mut self, changes: Changes, tracker: &Tracker) -> String {
+    fn prepare(&mut self, changes: Changes, tracker: &Tracker) -> Vec<String> {
         let update = if self.proxier.in_sync() {
             self.proxier
                 .prepare_changes(changes.upserts, changes.removed)
@@ -49,7 +49,11 @@ impl ProxyBackend for Backend {
         // The jumps after the chains they lead to exist.
         let text = update.text.clone() + &fixed::ensure_text(&self.missing);
         self.pending = Some(update);
-        text
+        if text.is_empty() {
+            Vec::new()
+        } else {
+            vec![text]
+        }
     }
 
     fn commit(&mut self) {

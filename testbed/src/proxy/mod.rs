@@ -94,10 +94,11 @@ pub trait ProxyBackend: Send {
     /// and after a failure: the next update is then a full one.
     fn in_sync(&self) -> bool;
 
-    /// The input that takes the node from what it holds to what `tracker` has, given
-    /// the `changes` since the last update; empty when nothing changed. It is kept
-    /// as pending until committed or failed.
-    fn prepare(&mut self, changes: Changes, tracker: &Tracker) -> String;
+    /// The inputs that take the node from what it holds to what `tracker` has, given
+    /// the `changes` since the last update, each one run of [`command`](Self::command)
+    /// in order; none when nothing changed. They are kept as pending until committed
+    /// (all taken) or failed (one refused).
+    fn prepare(&mut self, changes: Changes, tracker: &Tracker) -> Vec<String>;
 
     /// The node took the pending update.
     fn commit(&mut self);

@@ -234,25 +234,25 @@ impl<E: NodeExec> Reconcile for NodeProxy<E> {
         let changes = self.tracker.update(dirty);
         let gone_udp = changes.gone_udp.clone();
         let activated_udp = changes.activated_udp.clone();
-        let text = self.backend.prepare(changes, &self.tracker);
+        let texts = self.backend.prepare(changes, &self.tracker);
         let mut error = None;
-        let mut restore = Duration::ZERO;
-        if text.is_empty() {
-            self.backend.commit();
-        } else {
-            let t = Instant::now();
+        let t = Instant::now();
+        for text in &texts {
             let (program, args) = self.backend.command();
-            match self.exec.run(program, args, Some(&text)).await {
-                Ok(_) => {
-                    restore = t.elapsed();
-                    self.backend.commit();
-                }
-                Err(e) => {
-                    tracing::error!(node = self.node, "kube-proxy sync failed: {e}");
-                    error = Some(SyncError::Apply(e));
-                    self.backend.failed();
-                }
+            if let Err(e) = self.exec.run(program, args, Some(text)).await {
+                tracing::error!(node = self.node, "kube-proxy sync failed: {e}");
+                error = Some(SyncError::Apply(e));
+                break;
             }
+        }
+        let restore = if texts.is_empty() || error.is_some() {
+            Duration::ZERO
+        } else {
+            t.elapsed()
+        };
+        match error {
+            None => self.backend.commit(),
+            Some(_) => self.backend.failed(),
         }
         clear_conntrack(&self.exec, gone_udp, activated_udp).await;
         if let Some(h) = &mut self.health {
@@ -265,18 +265,22 @@ impl<E: NodeExec> Reconcile for NodeProxy<E> {
         let took = start.elapsed();
         let n = self.tracker.len();
         let failed = error.is_some();
-        if let (Some(events), true) = (&self.events, !text.is_empty()) {
+        if let (Some(events), true) = (&self.events, !texts.is_empty()) {
             use crate::api::events::{reference_to, Record, Source, Type};
             let (type_, reason, message) = match &error {
                 None => (
                     Type::Normal,
                     "Synced",
                     format!(
-                        "{n} Service ports in {:.1} ms ({} lines through {} in {:.1} ms)",
+                        "{n} Service ports in {:.1} ms ({} lines through {} in {:.1} ms{})",
                         took.as_secs_f64() * 1e3,
-                        text.lines().count(),
+                        texts.iter().map(|t| t.lines().count()).sum::<usize>(),
                         self.backend.command().0,
-                        restore.as_secs_f64() * 1e3
+                        restore.as_secs_f64() * 1e3,
+                        match texts.len() {
+                            1 => String::new(),
+                            k => format!(", {k} transactions"),
+                        }
                     ),
                 ),
                 Some(e) => (Type::Warning, "SyncFailed", e.to_string()),

@@ -212,46 +212,55 @@ pub(super) fn list<'a>(case: &'a Value, test: &'a Value, k: &str) -> &'a [Value]
         .unwrap_or_default()
 }
 
+/// Every case of every test in an upstream test file, with its name (`Test / case`);
+/// a test without `cases` is its own one case (Null).
+pub(super) fn cases(doc: &Value) -> Vec<(String, &Value, &Value)> {
+    static LONE: [Value; 1] = [Value::Null];
+    let mut out = Vec::new();
+    for test in doc["tests"].as_array().unwrap() {
+        for case in test["cases"].as_array().map_or(&LONE[..], Vec::as_slice) {
+            let at = match case.get("name") {
+                Some(n) => format!("{} / {}", text(test, "test"), n.as_str().unwrap()),
+                None => text(test, "test").to_string(),
+            };
+            out.push((at, test, case));
+        }
+    }
+    out
+}
+
 /// Runs one file's tests; returns how many flows and assertions ran.
 fn run(file: &str) -> usize {
     let (doc, _) = crate::yaml::load(file).expect("valid YAML");
     let node = Node::of(&doc);
     let mut ran = 0;
-    for test in doc["tests"].as_array().unwrap() {
-        let lone = [Value::Null];
-        let cases = test["cases"].as_array().map_or(&lone[..], Vec::as_slice);
-        for case in cases {
-            let at = match case.get("name") {
-                Some(n) => format!("{} / {}", text(test, "test"), n.as_str().unwrap()),
-                None => text(test, "test").to_string(),
-            };
-            let cfg = node.cfg(case);
-            let services = list(case, test, "services");
-            let slices = list(case, test, "slices");
-            let rules = render(&node.name, &cfg, services, slices);
-            if let Some(expected) = test["expected"].as_str() {
-                assert_golden(&at, expected, &rules);
-                ran += 1;
-            }
-            for c in list(case, test, "chains") {
-                let want: Vec<&str> = text(c, "rules").lines().collect();
-                let got = chain_rules(&rules, text(c, "table"), text(c, "chain"));
-                assert_eq!(got, want, "{at}: chain {}", text(c, "chain"));
-                ran += 1;
-            }
-            let over = &case["overrides"];
-            ran += run_flows(&at, &rules, &node.ips, list(case, test, "flows"), over);
-            let after = [
-                (
-                    "afterSliceDeletion",
-                    render(&node.name, &cfg, services, &[]),
-                ),
-                ("afterServiceDeletion", render(&node.name, &cfg, &[], &[])),
-            ];
-            for (k, rules) in after {
-                let at = format!("{at} ({k})");
-                ran += run_flows(&at, &rules, &node.ips, list(case, test, k), &Value::Null);
-            }
+    for (at, test, case) in cases(&doc) {
+        let cfg = node.cfg(case);
+        let services = list(case, test, "services");
+        let slices = list(case, test, "slices");
+        let rules = render(&node.name, &cfg, services, slices);
+        if let Some(expected) = test["expected"].as_str() {
+            assert_golden(&at, expected, &rules);
+            ran += 1;
+        }
+        for c in list(case, test, "chains") {
+            let want: Vec<&str> = text(c, "rules").lines().collect();
+            let got = chain_rules(&rules, text(c, "table"), text(c, "chain"));
+            assert_eq!(got, want, "{at}: chain {}", text(c, "chain"));
+            ran += 1;
+        }
+        let over = &case["overrides"];
+        ran += run_flows(&at, &rules, &node.ips, list(case, test, "flows"), over);
+        let after = [
+            (
+                "afterSliceDeletion",
+                render(&node.name, &cfg, services, &[]),
+            ),
+            ("afterServiceDeletion", render(&node.name, &cfg, &[], &[])),
+        ];
+        for (k, rules) in after {
+            let at = format!("{at} ({k})");
+            ran += run_flows(&at, &rules, &node.ips, list(case, test, k), &Value::Null);
         }
     }
     ran

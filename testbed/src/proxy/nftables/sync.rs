@@ -19,6 +19,16 @@ type Entry = Arc<(ServicePort, ServiceObjects)>;
 /// How long a flushed chain waits before it is deleted (upstream: one second).
 pub const STALE_AFTER: Duration = Duration::from_secs(1);
 
+/// How many service ports a cold full sync (or a big change) writes per
+/// transaction. Part of the kernel's cost of a transaction grows with its square
+/// (each anonymous set, one per service chain's `numgen` map, walks the
+/// transaction's list when it is bound and looked up): one transaction of 10,000
+/// Services took 60 s on a 2-core machine, chunks of 500 to 2,000 about 12.5 s, the
+/// rest being the part that grows with the table (each new anonymous set scans the
+/// table's sets for a free `__map%d` name). `testbed bench services --mode nftables`
+/// shows both.
+pub const CHUNK: usize = 2000;
+
 /// The state of one node's table, as last committed.
 #[derive(Debug)]
 pub struct Proxier {
@@ -28,6 +38,10 @@ pub struct Proxier {
     /// Chains flushed and no longer used, and since when.
     stale: BTreeMap<String, Instant>,
     stale_after: Duration,
+    /// The node has no table (a new node, or one found flushed): a full sync of
+    /// more than `chunk` service ports goes in chunks.
+    table_absent: bool,
+    chunk: usize,
 }
 
 /// One sync, ready for `nft -f -`.
@@ -35,6 +49,9 @@ pub struct Proxier {
 pub struct Update {
     /// The transaction; empty when there is nothing to do.
     pub text: String,
+    /// Transactions to apply after `text`, each alone, in order: the service ports
+    /// of a cold full sync, or of a change of many, in chunks of [`CHUNK`].
+    pub then: Vec<String>,
     pub full: bool,
     delta: BTreeMap<PortKey, Option<Entry>>,
     /// Chains this sync leaves stale, and stale chains it deletes (or uses again).
@@ -78,6 +95,26 @@ impl Phases {
     }
 }
 
+/// The lines that add one service port's chains, rules, sets and elements.
+fn add_service(entry: &Entry, p: &mut Phases) {
+    let o = &entry.1;
+    for c in &o.chains {
+        p.add_chains.push(format!("add chain {TABLE} {}", c.name));
+        p.rules.extend(
+            c.rules
+                .iter()
+                .map(|r| format!("add rule {TABLE} {} {r}", c.name)),
+        );
+    }
+    p.add_sets.extend(
+        o.affinity_sets
+            .iter()
+            .map(|(n, s)| affinity_set_line(n, *s)),
+    );
+    p.add_elements
+        .extend(o.elements.iter().map(Element::add_line));
+}
+
 fn elements_by_key(o: Option<&Entry>) -> BTreeMap<(&'static str, &str), &Element> {
     o.map(|e| {
         e.1.elements
@@ -96,7 +133,21 @@ impl Proxier {
             in_sync: false,
             stale: BTreeMap::new(),
             stale_after: STALE_AFTER,
+            table_absent: true,
+            chunk: CHUNK,
         }
+    }
+
+    /// A cold full sync writes `chunk` service ports per transaction (tests: small).
+    pub fn with_chunk(mut self, chunk: usize) -> Self {
+        self.chunk = chunk.max(1);
+        self
+    }
+
+    /// The node's table is gone: the next full sync may go in chunks.
+    pub fn table_gone(&mut self) {
+        self.table_absent = true;
+        self.in_sync = false;
     }
 
     /// Stale chains are deleted at the first sync after `after` (tests: zero).
@@ -114,8 +165,42 @@ impl Proxier {
         self.stale.values().any(|t| t.elapsed() >= self.stale_after)
     }
 
-    /// The whole table for `ports`, replacing whatever the node holds.
+    /// The whole table for `ports`, replacing whatever the node holds, in one
+    /// transaction (upstream's full sync).
     pub fn full(&self, ports: &[ServicePort]) -> Update {
+        let (mut u, mut p) = self.full_start(ports);
+        for entry in u.delta.values().flatten() {
+            add_service(entry, &mut p);
+        }
+        u.text = p.text();
+        u
+    }
+
+    /// A full sync as [`full`](Self::full), but when the node has no table and there
+    /// are more than the chunk's service ports, in several transactions: the table
+    /// and its base first, then the service ports in chunks. Atomic per chunk only:
+    /// for a moment the table holds some Services and not others, which a table
+    /// that is not there yet can afford; a table that is there is replaced at once.
+    pub fn full_sync(&self, ports: &[ServicePort]) -> Update {
+        if !self.table_absent || ports.len() <= self.chunk {
+            return self.full(ports);
+        }
+        let (mut u, p) = self.full_start(ports);
+        u.text = p.text();
+        let entries: Vec<&Entry> = u.delta.values().flatten().collect();
+        u.then = entries
+            .chunks(self.chunk)
+            .map(|chunk| {
+                let mut p = Phases::default();
+                chunk.iter().for_each(|e| add_service(e, &mut p));
+                p.text()
+            })
+            .collect();
+        u
+    }
+
+    /// A full sync's delta and its first lines: the table replaced, its base.
+    fn full_start(&self, ports: &[ServicePort]) -> (Update, Phases) {
         let base = render::base(&self.cfg);
         let mut delta = BTreeMap::new();
         for sp in ports {
@@ -135,36 +220,20 @@ impl Proxier {
         p.add_chains.extend(base.chains);
         p.add_sets.extend(base.containers);
         p.rules.extend(base.rules);
-        for entry in delta.values().flatten() {
-            let o = &entry.1;
-            for c in &o.chains {
-                p.add_chains.push(format!("add chain {TABLE} {}", c.name));
-                p.rules.extend(
-                    c.rules
-                        .iter()
-                        .map(|r| format!("add rule {TABLE} {} {r}", c.name)),
-                );
-            }
-            p.add_sets.extend(
-                o.affinity_sets
-                    .iter()
-                    .map(|(n, s)| affinity_set_line(n, *s)),
-            );
-            p.add_elements
-                .extend(o.elements.iter().map(Element::add_line));
-        }
-        Update {
-            text: p.text(),
+        let u = Update {
             full: true,
             delta,
-            newly_stale: Vec::new(),
             unstaled: self.stale.keys().cloned().collect(),
-        }
+            ..Update::default()
+        };
+        (u, p)
     }
 
     /// The transaction for a change of some service ports: `upserts` as they are now
     /// (unchanged ones are skipped), `removed` the keys of those gone; plus the
     /// deletion of chains stale long enough. Its size is the change's, not the table's.
+    /// A change of more than a chunk of ports goes in several transactions, as a
+    /// cold full sync does, each port's own edits in one.
     pub fn partial(&self, upserts: Vec<ServicePort>, removed: Vec<PortKey>) -> Update {
         let mut delta: BTreeMap<PortKey, Option<Entry>> = BTreeMap::new();
         for key in removed {
@@ -180,26 +249,43 @@ impl Proxier {
             let objects = render::service_objects(&self.cfg, &sp);
             delta.insert(key, Some(Arc::new((sp, objects))));
         }
-        let mut p = Phases::default();
         let mut u = Update::default();
         let mut used: BTreeSet<&str> = BTreeSet::new();
-        for (key, new) in &delta {
-            let old = self.applied.get(key);
-            self.service_edits(old, new.as_ref(), &mut p, &mut u.newly_stale);
-            if let Some(n) = new {
-                used.extend(n.1.chains.iter().map(|c| c.name.as_str()));
+        let entries: Vec<_> = delta.iter().collect();
+        let mut groups: Vec<Phases> = Vec::new();
+        for chunk in entries.chunks(self.chunk) {
+            let mut p = Phases::default();
+            for (key, new) in chunk {
+                let old = self.applied.get(*key);
+                self.service_edits(old, new.as_ref(), &mut p, &mut u.newly_stale);
+                if let Some(n) = new {
+                    used.extend(n.1.chains.iter().map(|c| c.name.as_str()));
+                }
             }
+            groups.push(p);
+        }
+        // More than a chunk of changes (a big apply): the element deletions and the
+        // stale chains first, alone (a key may move to a port of another chunk),
+        // then a transaction per chunk.
+        let mut first = match groups.len() {
+            0 | 1 => groups.pop().unwrap_or_default(),
+            _ => Phases::default(),
+        };
+        for p in &mut groups {
+            first.delete_elements.append(&mut p.delete_elements);
         }
         for (chain, since) in &self.stale {
             if used.contains(chain.as_str()) {
                 u.unstaled.push(chain.clone());
             } else if since.elapsed() >= self.stale_after {
-                p.delete_chains
+                first
+                    .delete_chains
                     .push(format!("delete chain {TABLE} {chain}"));
                 u.unstaled.push(chain.clone());
             }
         }
-        u.text = p.text();
+        u.text = first.text();
+        u.then = groups.into_iter().map(Phases::text).collect();
         u.delta = delta;
         u
     }
@@ -286,6 +372,7 @@ impl Proxier {
             self.stale.insert(chain, now);
         }
         self.in_sync = true;
+        self.table_absent = false;
     }
 
     /// The node refused an update: what it holds is unknown, the next sync is full.

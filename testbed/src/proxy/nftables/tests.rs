@@ -8,7 +8,8 @@ use serde_json::Value;
 use super::state::Table;
 use super::sync::Proxier;
 use crate::proxy::render::{Config, ServicePort};
-use crate::proxy::upstream_tests::{list, ports, text};
+use crate::proxy::tracker::PortKey;
+use crate::proxy::upstream_tests::{cases, list, ports, text};
 
 const GOLDENS: &str = include_str!("../../../tests/kube-proxy/nftables-goldens.yaml");
 const FLOWS: &str = include_str!("../../../tests/kube-proxy/nftables-flows.yaml");
@@ -181,31 +182,23 @@ fn run_flows(file: &str) -> usize {
     let (doc, _) = crate::yaml::load(file).expect("valid YAML");
     let (node, node_ips, base) = config(&doc);
     let mut ran = 0;
-    for test in doc["tests"].as_array().unwrap() {
-        let lone = [Value::Null];
-        let cases = test["cases"].as_array().map_or(&lone[..], Vec::as_slice);
-        for case in cases {
-            let at = match case.get("name") {
-                Some(n) => format!("{} / {}", text(test, "test"), n.as_str().unwrap()),
-                None => text(test, "test").to_string(),
-            };
-            let cfg = case_config(&base, case);
-            let services = list(case, test, "services");
-            let slices = list(case, test, "slices");
-            let tables = [
-                ("flows", &case["overrides"], ports(&node, services, slices)),
-                (
-                    "afterSliceDeletion",
-                    &Value::Null,
-                    ports(&node, services, &[]),
-                ),
-                ("afterServiceDeletion", &Value::Null, Vec::new()),
-            ];
-            for (k, over, ports) in tables {
-                let table = full_table(&cfg, &ports);
-                let at = format!("{at} ({k})");
-                ran += check_flows(&at, &table, &node_ips, list(case, test, k), over);
-            }
+    for (at, test, case) in cases(&doc) {
+        let cfg = case_config(&base, case);
+        let services = list(case, test, "services");
+        let slices = list(case, test, "slices");
+        let tables = [
+            ("flows", &case["overrides"], ports(&node, services, slices)),
+            (
+                "afterSliceDeletion",
+                &Value::Null,
+                ports(&node, services, &[]),
+            ),
+            ("afterServiceDeletion", &Value::Null, Vec::new()),
+        ];
+        for (k, over, ports) in tables {
+            let table = full_table(&cfg, &ports);
+            let at = format!("{at} ({k})");
+            ran += check_flows(&at, &table, &node_ips, list(case, test, k), over);
         }
     }
     ran
@@ -275,45 +268,92 @@ fn random_port(rng: &mut crate::proxy::node_tests::Rng, i: u8) -> ServicePort {
     sp
 }
 
-#[test]
-fn partial_syncs_leave_the_table_as_one_full_sync_would() {
-    use std::collections::BTreeMap;
-    use std::time::Duration;
-    let mut rng = crate::proxy::node_tests::Rng(0x2545_F491_4F6C_DD1D);
-    let cfg = Config {
+/// One random batch of changes to the service ports in `now` (at most `changes`,
+/// indexes 1 to `indexes`): the ports upserted, the keys removed, and all ports after.
+fn random_batch(
+    rng: &mut crate::proxy::node_tests::Rng,
+    now: &mut std::collections::BTreeMap<u8, ServicePort>,
+    changes: u64,
+    indexes: u64,
+) -> (Vec<ServicePort>, Vec<PortKey>, Vec<ServicePort>) {
+    use crate::proxy::tracker::port_key;
+    let (mut upserts, mut removed) = (Vec::new(), Vec::new());
+    for _ in 0..1 + rng.below(changes) {
+        let i = 1 + rng.below(indexes) as u8;
+        if rng.below(4) == 0 {
+            if let Some(sp) = now.remove(&i) {
+                removed.push(port_key(&sp));
+            }
+        } else {
+            let sp = random_port(rng, i);
+            // Another protocol is another service port: the old one goes.
+            if let Some(old) = now.insert(i, sp.clone()) {
+                if port_key(&old) != port_key(&sp) {
+                    removed.push(port_key(&old));
+                }
+            }
+            upserts.push(sp);
+        }
+    }
+    let all: Vec<ServicePort> = now.values().cloned().collect();
+    upserts.retain(|u| all.contains(u));
+    (upserts, removed, all)
+}
+
+fn test_cfg() -> Config {
+    Config {
         cluster_cidr: Some("10.0.0.0/8".parse().unwrap()),
         node_ip: Some("192.168.0.2".parse().unwrap()),
         service_cidr: Some("172.30.0.0/16".parse().unwrap()),
         node_port_addresses: vec!["192.168.0.2".parse().unwrap()],
         ..Default::default()
-    };
-    let (mut partials, mut lines) = (0, 0);
+    }
+}
+
+#[test]
+fn a_cold_full_sync_in_chunks_ends_as_one_transaction_would() {
+    let mut rng = crate::proxy::node_tests::Rng(0x5851_F42D_4C95_7F2D);
+    let all: Vec<ServicePort> = (1..=10).map(|i| random_port(&mut rng, i)).collect();
+    let mut proxier = Proxier::new(test_cfg()).with_chunk(3);
+    let cold = proxier.full_sync(&all);
+    assert_eq!(cold.then.len(), 4, "10 service ports by 3");
+    let mut table = Table::default();
+    for t in std::iter::once(&cold.text).chain(&cold.then) {
+        table.apply(t).unwrap_or_else(|e| panic!("{e}\n{t}"));
+    }
+    let want = full_table(&test_cfg(), &all);
+    assert_eq!(
+        sort_transaction(&table.dump()),
+        sort_transaction(&want.dump())
+    );
+    let base = Proxier::new(test_cfg()).full(&[]).text;
+    assert_eq!(cold.text, base, "the base alone first");
+    proxier.commit(cold);
+    // The table is there: a full sync after a failure replaces it at once.
+    proxier.failed();
+    assert!(proxier.full_sync(&all).then.is_empty());
+    proxier.table_gone();
+    assert_eq!(proxier.full_sync(&all).then.len(), 4);
+    // At most one chunk: one transaction.
+    assert!(proxier.full_sync(&all[..3]).then.is_empty());
+}
+
+#[test]
+fn partial_syncs_leave_the_table_as_one_full_sync_would() {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+    let mut rng = crate::proxy::node_tests::Rng(0x2545_F491_4F6C_DD1D);
+    let cfg = test_cfg();
+    let (mut partials, mut lines, mut chunked) = (0, 0, 0);
     for _ in 0..200 {
-        let mut proxier = Proxier::new(cfg.clone()).with_stale_after(Duration::ZERO);
+        // Changes of more than 1 to 4 ports go in chunks.
+        let mut proxier = Proxier::new(cfg.clone())
+            .with_stale_after(Duration::ZERO)
+            .with_chunk(1 + rng.below(4) as usize);
         let mut table = Table::default();
         let mut now: BTreeMap<u8, ServicePort> = BTreeMap::new();
         for step in 0..1 + rng.below(10) {
-            let (mut upserts, mut removed) = (Vec::new(), Vec::new());
-            for _ in 0..1 + rng.below(5) {
-                let i = 1 + rng.below(10) as u8;
-                if rng.below(4) == 0 {
-                    if let Some(sp) = now.remove(&i) {
-                        removed.push(crate::proxy::tracker::port_key(&sp));
-                    }
-                } else {
-                    let sp = random_port(&mut rng, i);
-                    upserts.push(sp.clone());
-                    let key = crate::proxy::tracker::port_key(&sp);
-                    if let Some(old) = now.insert(i, sp) {
-                        // Another protocol: another service port, the old one gone.
-                        if crate::proxy::tracker::port_key(&old) != key {
-                            removed.push(crate::proxy::tracker::port_key(&old));
-                        }
-                    }
-                }
-            }
-            let all: Vec<ServicePort> = now.values().cloned().collect();
-            upserts.retain(|u| all.contains(u));
+            let (upserts, removed, all) = random_batch(&mut rng, &mut now, 5, 10);
             let update = if step == 0 {
                 proxier.full(&all)
             } else {
@@ -321,9 +361,12 @@ fn partial_syncs_leave_the_table_as_one_full_sync_would() {
                 proxier.partial(upserts, removed)
             };
             lines += update.text.lines().count();
-            table
-                .apply(&update.text)
-                .unwrap_or_else(|e| panic!("step {step}: {e}\n{}", update.text));
+            chunked += update.then.len();
+            for t in std::iter::once(&update.text).chain(&update.then) {
+                table
+                    .apply(t)
+                    .unwrap_or_else(|e| panic!("step {step}: {e}\n{t}"));
+            }
             proxier.commit(update);
             // The chains left stale are deleted by the next sync.
             let cleanup = proxier.partial(Vec::new(), Vec::new());
@@ -341,6 +384,7 @@ fn partial_syncs_leave_the_table_as_one_full_sync_would() {
         }
     }
     assert!(partials > 500, "{partials} partial syncs");
+    assert!(chunked > 100, "{chunked} transactions after the first");
     assert!(lines > 0);
 }
 
@@ -445,39 +489,23 @@ fn real_nft_takes_every_partial_sync_and_ends_as_a_full_sync() {
             .success());
     }
     let _gone = Gone(&ns);
-    let cfg = Config {
-        cluster_cidr: Some("10.0.0.0/8".parse().unwrap()),
-        node_ip: Some("192.168.0.2".parse().unwrap()),
-        service_cidr: Some("172.30.0.0/16".parse().unwrap()),
-        node_port_addresses: vec!["192.168.0.2".parse().unwrap()],
-        ..Default::default()
-    };
+    let cfg = test_cfg();
     let mut rng = crate::proxy::node_tests::Rng(0x9E37_79B9_7F4A_7C15);
     let mut proxier = Proxier::new(cfg.clone()).with_stale_after(Duration::ZERO);
     let mut now: std::collections::BTreeMap<u8, ServicePort> = Default::default();
     for step in 0..30 {
-        let (mut upserts, mut removed) = (Vec::new(), Vec::new());
-        for _ in 0..1 + rng.below(6) {
-            let i = 1 + rng.below(12) as u8;
-            if rng.below(4) == 0 {
-                if let Some(sp) = now.remove(&i) {
-                    removed.push(crate::proxy::tracker::port_key(&sp));
-                }
-            } else {
-                let sp = random_port(&mut rng, i);
-                if let Some(old) = now.insert(i, sp.clone()) {
-                    let key = crate::proxy::tracker::port_key(&old);
-                    if key != crate::proxy::tracker::port_key(&sp) {
-                        removed.push(key);
-                    }
-                }
-                upserts.push(sp);
-            }
-        }
-        let all: Vec<ServicePort> = now.values().cloned().collect();
-        upserts.retain(|u| all.contains(u));
+        let (upserts, removed, all) = random_batch(&mut rng, &mut now, 6, 12);
         let update = if step == 0 {
-            proxier.full(&all)
+            // A cold full sync in chunks of 2 service ports.
+            let cold = Proxier::new(cfg.clone()).with_chunk(2).full_sync(&all);
+            cold.then.iter().for_each(|t| real_nft(&ns[0], t));
+            assert_eq!(
+                cold.then.len(),
+                all.len().div_ceil(2),
+                "{} ports",
+                all.len()
+            );
+            cold
         } else {
             proxier.partial(upserts, removed)
         };

@@ -172,16 +172,34 @@ async fn measure(cp: &ControlPlane, tb: &Testbed, mode: Mode, sizes: Sizes) -> R
     );
     // One request: every node then makes one full sync of it (iptables-nft 1.8.9
     // takes time quadratic in the number of chains for it, a minute at 10,000).
+    // With more than 1,000 Services, the first 1,000 first: the first-packet latency
+    // is measured there too.
     let start = Instant::now();
-    let mut batch: Vec<Object> = (0..services)
-        .map(|i| service(&format!("svc-{i}"), "bench"))
-        .collect();
-    batch.push(service("target", "target"));
-    cp.api
-        .apply(batch)
-        .map_err(|p| anyhow::anyhow!("{}", p[0]))?;
-    settle(cp).await?;
+    let first = if services > LATENCY_AT {
+        LATENCY_AT
+    } else {
+        services
+    };
+    create_services(cp, 0..first, true).await?;
+    let mut latencies = vec![(first, connect_latency(cp, tb).await?)];
+    if services > first {
+        create_services(cp, first..services, false).await?;
+        latencies.push((services, connect_latency(cp, tb).await?));
+    }
     println!("created and synced everywhere in {}", ms(start.elapsed()));
+    println!(
+        "first-packet latency, {LATENCY_CONNECTS} fresh TCP connections one after another from pod bench-0 to a ClusterIP (connect, SYN to SYN-ACK):"
+    );
+    let (_, (base50, base99)) = latencies[0];
+    for (n, (p50, p99)) in &latencies {
+        println!(
+            "  at {n:>6} Services: p50 {:.3} ms, p99 {:.3} ms ({:+.1}% / {:+.1}% against {first})",
+            p50.as_secs_f64() * 1e3,
+            p99.as_secs_f64() * 1e3,
+            (p50.as_secs_f64() / base50.as_secs_f64() - 1.0) * 100.0,
+            (p99.as_secs_f64() / base99.as_secs_f64() - 1.0) * 100.0,
+        );
+    }
 
     // 1. Full sync against the raw tool applying the same text, per node.
     full_syncs(cp, tb, mode, full_runs).await?;
@@ -254,6 +272,71 @@ async fn measure(cp: &ControlPlane, tb: &Testbed, mode: Mode, sizes: Sizes) -> R
     Ok(())
 }
 
+/// The number of Services the first-packet latency is compared at.
+const LATENCY_AT: usize = 1000;
+/// Connections per first-packet latency measure.
+const LATENCY_CONNECTS: usize = 3000;
+
+/// Creates Services `svc-N` for N in `range` (and `target`, with `target`) in one
+/// request, and waits for every node to sync them.
+async fn create_services(
+    cp: &ControlPlane,
+    range: std::ops::Range<usize>,
+    target: bool,
+) -> Result<()> {
+    let mut batch: Vec<Object> = range
+        .map(|i| service(&format!("svc-{i}"), "bench"))
+        .collect();
+    if target {
+        batch.push(service("target", "target"));
+    }
+    cp.api
+        .apply(batch)
+        .map_err(|p| anyhow::anyhow!("{}", p[0]))?;
+    settle(cp).await
+}
+
+/// First-packet latency: fresh TCP connections from pod `bench-0` to the ClusterIP
+/// of `target`, one after another, each timed from `connect` to its answer (the
+/// first packet goes through the node's rules; conntrack takes the rest). The
+/// median and the 99th percentile, after a warm-up.
+async fn connect_latency(cp: &ControlPlane, tb: &Testbed) -> Result<(Duration, Duration)> {
+    let key = Key::new(Kind::Service, "default", "target");
+    let Some(Object::Service(svc)) = cp.store.get(&key) else {
+        bail!("no Service target");
+    };
+    let ip: std::net::Ipv4Addr = svc
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .context("Service target has no ClusterIP")?
+        .parse()?;
+    let netns = tb
+        .plan()
+        .pod("bench-0")
+        .context("no pod bench-0")?
+        .netns
+        .clone();
+    let addr = std::net::SocketAddr::from((ip, 80));
+    let mut times = tokio::task::spawn_blocking(move || {
+        crate::netns::run_in(&netns, || {
+            let mut times = Vec::with_capacity(LATENCY_CONNECTS);
+            for i in 0..LATENCY_CONNECTS + 100 {
+                let t = Instant::now();
+                let stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+                if i >= 100 {
+                    times.push(t.elapsed());
+                }
+                drop(stream);
+            }
+            Ok(times)
+        })
+    })
+    .await?
+    .with_context(|| format!("connect to {addr} from pod bench-0"))?;
+    times.sort();
+    Ok((times[times.len() / 2], times[times.len() * 99 / 100]))
+}
+
 /// Every service port in the store, as a node sees it (no Service here has a Local
 /// traffic policy: every node sees the same).
 fn all_ports(cp: &ControlPlane) -> Vec<crate::proxy::render::ServicePort> {
@@ -283,18 +366,18 @@ fn all_ports(cp: &ControlPlane) -> Vec<crate::proxy::render::ServicePort> {
     out
 }
 
-/// A full sync's text in `mode`, as a node's kube-proxy renders it.
-fn full_text(
+/// A full sync's transactions in `mode`, as a node's kube-proxy renders it at its
+/// start (nftables: in chunks when there are many Services).
+fn full_texts(
     mode: Mode,
     cfg: &render::Config,
     ports: &[crate::proxy::render::ServicePort],
-) -> String {
+) -> Vec<String> {
     match mode {
-        Mode::Iptables => Proxier::new(cfg.clone()).prepare(ports).text,
+        Mode::Iptables => vec![Proxier::new(cfg.clone()).prepare(ports).text],
         Mode::Nftables => {
-            crate::proxy::nftables::sync::Proxier::new(cfg.clone())
-                .full(ports)
-                .text
+            let u = crate::proxy::nftables::sync::Proxier::new(cfg.clone()).full_sync(ports);
+            std::iter::once(u.text).chain(u.then).collect()
         }
     }
 }
@@ -312,8 +395,9 @@ async fn apply(ns: &std::path::Path, mode: Mode, text: &str) -> Result<()> {
         .map_err(anyhow::Error::new)
 }
 
-/// Per node: a full sync (rendering from scratch, then the mode's tool) next to the
-/// raw tool applying the same text, alternating which goes first.
+/// Per node's configuration: a cold full sync (rendering from scratch, then the
+/// mode's tool, into a new namespace) next to the raw tool applying the same text
+/// there, alternating which goes first.
 async fn full_syncs(cp: &ControlPlane, tb: &Testbed, mode: Mode, full_runs: usize) -> Result<()> {
     let ports = all_ports(cp);
     let tool = match mode {
@@ -328,28 +412,28 @@ async fn full_syncs(cp: &ControlPlane, tb: &Testbed, mode: Mode, full_runs: usiz
             node_port_addresses: vec![node.ip],
             ..Default::default()
         };
-        let text = full_text(mode, &cfg, &ports);
+        let texts = full_texts(mode, &cfg, &ports);
         if node.name == tb.plan().nodes[0].name {
             println!(
-                "full sync: {} service ports, {} lines of {tool} input",
+                "full sync: {} service ports, {} lines of {tool} input in {} transaction(s)",
                 ports.len(),
-                text.lines().count()
+                texts.iter().map(|t| t.lines().count()).sum::<usize>(),
+                texts.len()
             );
         }
-        let ns = crate::netns::netns_path(&node.netns);
         let (mut full, mut raw, mut rendering) = (Vec::new(), Vec::new(), Vec::new());
         for i in 0..full_runs {
             for ours in [i % 2 == 0, i % 2 == 1] {
                 let t = Instant::now();
-                if ours {
-                    let text = full_text(mode, &cfg, &ports);
+                let texts = if ours {
+                    let texts = full_texts(mode, &cfg, &ports);
                     rendering.push(t.elapsed());
-                    apply(&ns, mode, &text).await?;
-                    full.push(t.elapsed());
+                    texts
                 } else {
-                    apply(&ns, mode, &text).await?;
-                    raw.push(t.elapsed());
-                }
+                    texts.clone()
+                };
+                let applied = apply_cold(tb, mode, &texts).await?;
+                [&mut raw, &mut full][ours as usize].push(t.elapsed() - applied.1);
             }
         }
         let (f, r) = (median(&mut full), median(&mut raw));
@@ -361,8 +445,46 @@ async fn full_syncs(cp: &ControlPlane, tb: &Testbed, mode: Mode, full_runs: usiz
             ms(r),
             f.as_secs_f64() / r.as_secs_f64()
         );
+        if mode == Mode::Nftables && texts.len() > 1 && node.name == tb.plan().nodes[0].name {
+            // Upstream's way, for comparison: the same table in one transaction.
+            let one = crate::proxy::nftables::sync::Proxier::new(cfg.clone()).full(&ports);
+            let (took, _) = apply_cold(tb, mode, &[one.text]).await?;
+            println!(
+                "  {:<8} the same in one nft -f transaction (upstream's way): {}",
+                node.name,
+                ms(took)
+            );
+        }
     }
     Ok(())
+}
+
+/// Applies `texts` in order in a new namespace of the testbed that goes after: a
+/// cold full sync, into a node with no table yet and no kube-proxy beside. Returns
+/// the time the tool took, and the time spent making and removing the namespace.
+async fn apply_cold(tb: &Testbed, mode: Mode, texts: &[String]) -> Result<(Duration, Duration)> {
+    let name = crate::names::node_netns(tb.name(), "cold-sync");
+    let t = Instant::now();
+    let made = tokio::process::Command::new("ip")
+        .args(["netns", "add", &name])
+        .status()
+        .await?;
+    anyhow::ensure!(made.success(), "ip netns add {name}: {made}");
+    let set_up = t.elapsed();
+    let t = Instant::now();
+    let mut result = Ok(());
+    for text in texts {
+        result = apply(&crate::netns::netns_path(&name), mode, text).await;
+        if result.is_err() {
+            break;
+        }
+    }
+    let took = t.elapsed();
+    let t = Instant::now();
+    crate::netns::remove(&name);
+    // The kernel frees the namespace's tables in the background: let it.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    result.map(|()| (took, set_up + t.elapsed()))
 }
 
 /// One node's time to reach a revision: in all, of it in its last sync, and of that

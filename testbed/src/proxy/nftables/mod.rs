@@ -11,6 +11,8 @@ pub mod sync;
 pub mod tracer;
 
 #[cfg(test)]
+mod repeated_tests;
+#[cfg(test)]
 mod tests;
 
 use super::render::Config;

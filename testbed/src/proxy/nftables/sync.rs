@@ -375,6 +375,19 @@ impl Proxier {
         self.table_absent = false;
     }
 
+    /// The chains flushed and waiting to be deleted.
+    pub fn stale_chains(&self) -> impl Iterator<Item = &str> {
+        self.stale.keys().map(String::as_str)
+    }
+
+    /// Makes the stale chains look old enough to be deleted (upstream's test
+    /// helper `ageStaleChains`).
+    #[cfg(test)]
+    pub fn age_stale_chains(&mut self) {
+        let then = Instant::now() - self.stale_after * 2;
+        self.stale.values_mut().for_each(|t| *t = then);
+    }
+
     /// The node refused an update: what it holds is unknown, the next sync is full.
     pub fn failed(&mut self) {
         self.in_sync = false;

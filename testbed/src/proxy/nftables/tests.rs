@@ -52,7 +52,7 @@ pub fn sort_transaction(tx: &str) -> String {
 }
 
 /// The file's node and upstream's NewFakeProxier settings.
-fn config(doc: &Value) -> (String, Vec<Ipv4Addr>, Config) {
+pub(super) fn config(doc: &Value) -> (String, Vec<Ipv4Addr>, Config) {
     let ips = |k: &str| -> Vec<Ipv4Addr> {
         doc[k]
             .as_array()
@@ -73,7 +73,7 @@ fn config(doc: &Value) -> (String, Vec<Ipv4Addr>, Config) {
 }
 
 /// The table a full sync of `ports` leaves.
-fn full_table(cfg: &Config, ports: &[ServicePort]) -> Table {
+pub(super) fn full_table(cfg: &Config, ports: &[ServicePort]) -> Table {
     let update = Proxier::new(cfg.clone()).full(ports);
     let mut t = Table::default();
     t.apply(&update.text)
@@ -106,7 +106,7 @@ fn upstreams_nftables_goldens_pass() {
 }
 
 /// Lines only in `want` (-) and only in `got` (+).
-fn diff_lines(want: &str, got: &str) -> Vec<String> {
+pub(super) fn diff_lines(want: &str, got: &str) -> Vec<String> {
     let w: Vec<&str> = want.lines().collect();
     let g: Vec<&str> = got.lines().collect();
     let mut out: Vec<String> = w

@@ -121,12 +121,37 @@ async fn serve_tcp_conn(pod: String, mut conn: tokio::net::TcpStream, client: So
 }
 
 /// Binds `port` inside the pod's namespace and serves it until the task is dropped.
-pub async fn serve_tcp(pod: String, netns_name: String, port: u16) -> std::io::Result<()> {
-    let std_listener = netns::run_in(&netns_name, || {
-        let l = std::net::TcpListener::bind(("0.0.0.0", port))?;
-        l.set_nonblocking(true)?;
-        Ok(l)
-    })?;
+/// A container's server socket, bound in the pod's namespace (`netns_name`): the
+/// kubelet binds it before it reports the container started, so that a probe sent
+/// once the pod is ready never finds the port closed.
+pub enum Bound {
+    Tcp(std::net::TcpListener),
+    Udp(std::net::UdpSocket),
+}
+
+pub fn bind(netns_name: &str, port: u16, udp: bool) -> std::io::Result<Bound> {
+    netns::run_in(netns_name, || {
+        if udp {
+            let s = std::net::UdpSocket::bind(("0.0.0.0", port))?;
+            s.set_nonblocking(true)?;
+            Ok(Bound::Udp(s))
+        } else {
+            let l = std::net::TcpListener::bind(("0.0.0.0", port))?;
+            l.set_nonblocking(true)?;
+            Ok(Bound::Tcp(l))
+        }
+    })
+}
+
+/// Serves `bound` as agnhost netexec does, as pod `pod`, until aborted.
+pub async fn serve(pod: String, bound: Bound) -> std::io::Result<()> {
+    match bound {
+        Bound::Tcp(l) => serve_tcp(pod, l).await,
+        Bound::Udp(s) => serve_udp(pod, s).await,
+    }
+}
+
+async fn serve_tcp(pod: String, std_listener: std::net::TcpListener) -> std::io::Result<()> {
     let listener = TcpListener::from_std(std_listener)?;
     loop {
         let (conn, client) = listener.accept().await?;
@@ -134,12 +159,7 @@ pub async fn serve_tcp(pod: String, netns_name: String, port: u16) -> std::io::R
     }
 }
 
-pub async fn serve_udp(pod: String, netns_name: String, port: u16) -> std::io::Result<()> {
-    let std_socket = netns::run_in(&netns_name, || {
-        let s = std::net::UdpSocket::bind(("0.0.0.0", port))?;
-        s.set_nonblocking(true)?;
-        Ok(s)
-    })?;
+async fn serve_udp(pod: String, std_socket: std::net::UdpSocket) -> std::io::Result<()> {
     let socket = UdpSocket::from_std(std_socket)?;
     let mut buf = vec![0u8; 65536];
     loop {

@@ -280,16 +280,14 @@ impl Machine {
                     if udp { "UDP" } else { "HTTP" }
                 ),
             );
-            running.servers.push(tokio::spawn(async move {
-                let r = if udp {
-                    netexec::serve_udp(pod_name, netns_name, port).await
-                } else {
-                    netexec::serve_tcp(pod_name, netns_name, port).await
-                };
-                if let Err(e) = r {
-                    tracing::error!("{what}: {e}");
-                }
-            }));
+            match netexec::bind(&netns_name, port, udp) {
+                Ok(bound) => running.servers.push(tokio::spawn(async move {
+                    if let Err(e) = netexec::serve(pod_name, bound).await {
+                        tracing::error!("{what}: {e}");
+                    }
+                })),
+                Err(e) => tracing::error!("{what}: {e}"),
+            }
         }
         Ok(())
     }

@@ -99,10 +99,28 @@ fn udp_client_before_its_service(tb: Running, nftables: bool) {
 
 #[test]
 fn a_service_for_another_proxy_gets_no_rules_until_the_label_goes() {
-    if !root() {
-        return;
+    if root() {
+        another_proxy(Running::up("optout"), "iptables");
     }
-    let tb = Running::up("optout");
+}
+
+#[test]
+fn in_nftables_mode_a_service_for_another_proxy_gets_no_rules_until_the_label_goes() {
+    if root() {
+        another_proxy(Running::up_in_mode("optoutnft", "nftables"), "nftables");
+    }
+}
+
+/// The node's rules of kube-proxy in `mode`: the nat table or the nftables table.
+fn rules(tb: &Running, node: &str, mode: &str) -> String {
+    let cmd: &[&str] = match mode {
+        "nftables" => &["nft", "list", "table", "ip", "kube-proxy"],
+        _ => &["iptables-save", "-t", "nat"],
+    };
+    text(&tb.exec(&format!("node/{node}"), cmd))
+}
+
+fn another_proxy(tb: Running, mode: &str) {
     let svc = |labels: &str| {
         format!("apiVersion: v1\nkind: Service\nmetadata: {{name: elsewhere, labels: {{{labels}}}}}\nspec:\n  selector: {{app: web}}\n  ports: [{{port: 80, targetPort: 8080}}]\n")
     };
@@ -112,17 +130,11 @@ fn a_service_for_another_proxy_gets_no_rules_until_the_label_goes() {
         &svc("service.kubernetes.io/service-proxy-name: other"),
     );
     tb.wait_synced();
-    let nat = |node: &str| {
-        let out = tb.exec(&format!("node/{node}"), &["iptables-save", "-t", "nat"]);
-        String::from_utf8(out.stdout).unwrap()
-    };
+    // Both modes name a Service's rules by namespace/name (comments, chain names).
     for node in ["node-1", "node-2"] {
-        let rules = nat(node);
+        let rules = rules(&tb, node, mode);
         assert!(!rules.contains("default/elsewhere"), "{node}:\n{rules}");
-        assert!(
-            rules.contains("default/kubernetes:https"),
-            "{node}:\n{rules}"
-        );
+        assert!(rules.contains("default/kubernetes"), "{node}:\n{rules}");
     }
     let ip = tb.cluster_ip("elsewhere");
     let out = tb.exec(
@@ -133,7 +145,7 @@ fn a_service_for_another_proxy_gets_no_rules_until_the_label_goes() {
     // Without the label, this node's kube-proxy takes it.
     apply(&tb, "svc", &svc("app: elsewhere"));
     tb.wait_synced();
-    assert!(nat("node-1").contains("\"default/elsewhere cluster IP\""));
+    assert!(rules(&tb, "node-1", mode).contains("default/elsewhere"));
     let out = tb.exec(
         "client-1",
         &["curl", "-s", "-m", "5", &format!("http://{ip}/hostname")],
@@ -279,14 +291,25 @@ fn a_deleted_prerouting_jump_is_back_at_the_next_sync() {
 
 #[test]
 fn a_load_balancer_address_answers_from_outside_and_its_health_check_port_tells_the_nodes_apart() {
-    if !root() {
-        return;
+    if root() {
+        load_balancer("lb", "iptables");
     }
+}
+
+#[test]
+fn in_nftables_mode_a_load_balancer_address_answers_from_outside_and_its_health_check_port_tells_the_nodes_apart(
+) {
+    if root() {
+        load_balancer("lbnft", "nftables");
+    }
+}
+
+fn load_balancer(what: &str, mode: &str) {
     // A machine of the node network outside the cluster besides the gateway, and a
     // pool of the scenario's own.
     let tb = Running::up_text(
-        "lb",
-        "name: lb\ncluster: {nodes: 2, hosts: [laptop], loadBalancerPool: 172.18.0.100-172.18.0.109}\n",
+        what,
+        &format!("name: lb\ncluster: {{nodes: 2, hosts: [laptop], loadBalancerPool: 172.18.0.100-172.18.0.109, kubeProxy: {{mode: {mode}}}}}\n"),
     );
     apply(
         &tb,
@@ -345,6 +368,59 @@ fn a_load_balancer_address_answers_from_outside_and_its_health_check_port_tells_
     assert_eq!(
         text(&ask("172.18.0.2")),
         r#"{"localEndpoints":0,"service":{"name":"lb-local","namespace":"default"},"serviceProxyHealthy":true} 503"#
+    );
+}
+
+#[test]
+fn an_external_ip_answers_from_pods_and_from_outside() {
+    if root() {
+        external_ip(Running::up("extip"));
+    }
+}
+
+#[test]
+fn in_nftables_mode_an_external_ip_answers_from_pods_and_from_outside() {
+    if root() {
+        external_ip(Running::up_in_mode("extipnft", "nftables"));
+    }
+}
+
+/// A Service with external IP 203.0.113.10, an address of no network of the testbed:
+/// pods reach it through their node, and the machine outside once it routes the
+/// address to node-1 (as a router in front of a cluster would).
+fn external_ip(tb: Running) {
+    apply(
+        &tb,
+        "ext",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: ext}\nspec:\n  selector: {app: web}\n  externalIPs: [203.0.113.10]\n  ports: [{port: 80, targetPort: 8080}]\n",
+    );
+    tb.wait_ready("ext", 2);
+    tb.wait_synced();
+    let seen = tb.answers("client-1", "http://203.0.113.10/hostname", 20);
+    assert_eq!(
+        seen.keys().collect::<Vec<_>>(),
+        ["web-1", "web-2"],
+        "{seen:?}"
+    );
+    let route = from_outside(
+        &tb,
+        &["ip", "route", "add", "203.0.113.10/32", "via", "172.18.0.2"],
+    );
+    assert!(route.status.success(), "{route:?}");
+    let out = from_outside(
+        &tb,
+        &["curl", "-s", "-m", "5", "http://203.0.113.10/hostname"],
+    );
+    assert!(["web-1", "web-2"].contains(&text(&out).as_str()), "{out:?}");
+    // The Cluster policy masquerades: the endpoint sees a node's address, not 172.18.0.1.
+    let out = from_outside(
+        &tb,
+        &["curl", "-s", "-m", "5", "http://203.0.113.10/clientip"],
+    );
+    let client = text(&out);
+    assert!(
+        !client.is_empty() && !client.starts_with("172.18.0.1:"),
+        "{out:?}"
     );
 }
 

@@ -165,13 +165,22 @@ fn deployment_service_probes_scaling_and_deletion() {
 }
 
 #[test]
-// Long because it brings one cluster up once for several Service behaviours; split, each
-// would build its own.
 fn hairpin_udp_affinity_and_a_service_without_endpoints() {
-    if !root() {
-        return;
+    if root() {
+        more_services(Running::up("more"));
     }
-    let tb = Running::up("more");
+}
+
+#[test]
+fn in_nftables_mode_hairpin_udp_affinity_and_a_service_without_endpoints() {
+    if root() {
+        more_services(Running::up_in_mode("morenft", "nftables"));
+    }
+}
+
+// Long because it walks one cluster through several Service behaviours; split, each
+// would build its own.
+fn more_services(tb: Running) {
     tb.apply("more-services.yaml");
     tb.wait_ready("echo-udp", 3);
     tb.wait_ready("sticky", 3);

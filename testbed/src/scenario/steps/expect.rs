@@ -179,7 +179,7 @@ pub fn connect(e: &Expect, outcomes: &[Outcome]) -> Vec<Mismatch> {
             out.push(mismatch(
                 "ok",
                 n.to_string(),
-                format!("{answered} of {}", outcomes.len()),
+                format!("{answered} of {} ({})", outcomes.len(), in_order(outcomes)),
             ));
         }
     }
@@ -194,6 +194,15 @@ pub fn connect(e: &Expect, outcomes: &[Outcome]) -> Vec<Mismatch> {
         }
     }
     out
+}
+
+/// Each connection's outcome in the order made: `web-1, timeout, web-1`.
+fn in_order(outcomes: &[Outcome]) -> String {
+    let each = outcomes.iter().map(|o| match o {
+        Outcome::Answered(pod) => pod.clone(),
+        other => other.error().unwrap_or_default(),
+    });
+    each.collect::<Vec<_>>().join(", ")
 }
 
 /// `web-1 ×3, web-2 ×2, refused ×1`.
@@ -289,7 +298,7 @@ mod tests {
                 },
                 &mixed
             ),
-            [mismatch("ok", "2", "1 of 2")]
+            [mismatch("ok", "2", "1 of 2 (refused, web-1)")]
         );
     }
 

@@ -447,7 +447,7 @@ async fn full_syncs(cp: &ControlPlane, tb: &Testbed, mode: Mode, full_runs: usiz
         );
         if mode == Mode::Nftables && texts.len() > 1 && node.name == tb.plan().nodes[0].name {
             // Upstream's way, for comparison: the same table in one transaction.
-            let one = crate::proxy::nftables::sync::Proxier::new(cfg.clone()).full(&ports);
+            let one = crate::proxy::nftables::sync::Proxier::new(cfg.clone()).full_in_one(&ports);
             let (took, _) = apply_cold(tb, mode, &[one.text]).await?;
             println!(
                 "  {:<8} the same in one nft -f transaction (upstream's way): {}",

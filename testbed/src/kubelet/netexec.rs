@@ -120,15 +120,16 @@ async fn serve_tcp_conn(pod: String, mut conn: tokio::net::TcpStream, client: So
     let _ = conn.shutdown().await;
 }
 
-/// Binds `port` inside the pod's namespace and serves it until the task is dropped.
-/// A container's server socket, bound in the pod's namespace (`netns_name`): the
-/// kubelet binds it before it reports the container started, so that a probe sent
-/// once the pod is ready never finds the port closed.
+/// A container's server socket, bound in the pod's namespace: the kubelet binds it
+/// before it reports the container started, so that a probe sent once the pod is
+/// ready never finds the port closed.
 pub enum Bound {
     Tcp(std::net::TcpListener),
     Udp(std::net::UdpSocket),
 }
 
+/// Binds `port` (UDP when `udp`, else TCP) on every address inside the namespace
+/// `netns_name`, non-blocking, for [`serve`] to take.
 pub fn bind(netns_name: &str, port: u16, udp: bool) -> std::io::Result<Bound> {
     netns::run_in(netns_name, || {
         if udp {

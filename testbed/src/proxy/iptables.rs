@@ -39,7 +39,7 @@ impl ProxyBackend for Backend {
     }
 
     fn prepare(&mut self, changes: Changes, tracker: &Tracker) -> Vec<String> {
-        let update = if self.proxier.in_sync() {
+        let mut update = if self.proxier.in_sync() {
             self.proxier
                 .prepare_changes(changes.upserts, changes.removed)
         } else {
@@ -47,7 +47,7 @@ impl ProxyBackend for Backend {
             self.proxier.prepare(&tracker.all())
         };
         // The jumps after the chains they lead to exist.
-        let text = update.text.clone() + &fixed::ensure_text(&self.missing);
+        let text = std::mem::take(&mut update.text) + &fixed::ensure_text(&self.missing);
         self.pending = Some(update);
         if text.is_empty() {
             Vec::new()

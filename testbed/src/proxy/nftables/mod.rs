@@ -56,13 +56,14 @@ impl ProxyBackend for Backend {
     }
 
     fn prepare(&mut self, changes: Changes, tracker: &Tracker) -> Vec<String> {
-        let update = if self.proxier.in_sync() {
+        let mut update = if self.proxier.in_sync() {
             self.proxier.partial(changes.upserts, changes.removed)
         } else {
             self.proxier.full_sync(&tracker.all())
         };
-        let texts = std::iter::once(update.text.clone())
-            .chain(update.then.iter().cloned())
+        // The texts go to the node; what the update keeps is what commit needs.
+        let texts = std::iter::once(std::mem::take(&mut update.text))
+            .chain(std::mem::take(&mut update.then))
             .filter(|t| !t.is_empty())
             .collect();
         self.pending = Some(update);

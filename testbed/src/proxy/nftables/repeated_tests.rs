@@ -28,7 +28,7 @@ fn sync(
         let removed = before.iter().filter(|k| !keys.contains(k)).cloned();
         proxier.partial(now, removed.collect())
     } else {
-        proxier.full(&now)
+        proxier.full_in_one(&now)
     };
     assert!(update.then.is_empty());
     let transaction = update.text.clone();

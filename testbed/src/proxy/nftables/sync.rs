@@ -167,7 +167,7 @@ impl Proxier {
 
     /// The whole table for `ports`, replacing whatever the node holds, in one
     /// transaction (upstream's full sync).
-    pub fn full(&self, ports: &[ServicePort]) -> Update {
+    pub fn full_in_one(&self, ports: &[ServicePort]) -> Update {
         let (mut u, mut p) = self.full_start(ports);
         for entry in u.delta.values().flatten() {
             add_service(entry, &mut p);
@@ -176,14 +176,14 @@ impl Proxier {
         u
     }
 
-    /// A full sync as [`full`](Self::full), but when the node has no table and there
+    /// A full sync as [`full_in_one`](Self::full_in_one), but when the node has no table and there
     /// are more than the chunk's service ports, in several transactions: the table
     /// and its base first, then the service ports in chunks. Atomic per chunk only:
     /// for a moment the table holds some Services and not others, which a table
     /// that is not there yet can afford; a table that is there is replaced at once.
     pub fn full_sync(&self, ports: &[ServicePort]) -> Update {
         if !self.table_absent || ports.len() <= self.chunk {
-            return self.full(ports);
+            return self.full_in_one(ports);
         }
         let (mut u, p) = self.full_start(ports);
         u.text = p.text();

@@ -74,7 +74,7 @@ pub(super) fn config(doc: &Value) -> (String, Vec<Ipv4Addr>, Config) {
 
 /// The table a full sync of `ports` leaves.
 pub(super) fn full_table(cfg: &Config, ports: &[ServicePort]) -> Table {
-    let update = Proxier::new(cfg.clone()).full(ports);
+    let update = Proxier::new(cfg.clone()).full_in_one(ports);
     let mut t = Table::default();
     t.apply(&update.text)
         .unwrap_or_else(|e| panic!("{e}\n{}", update.text));
@@ -326,7 +326,7 @@ fn a_cold_full_sync_in_chunks_ends_as_one_transaction_would() {
         sort_transaction(&table.dump()),
         sort_transaction(&want.dump())
     );
-    let base = Proxier::new(test_cfg()).full(&[]).text;
+    let base = Proxier::new(test_cfg()).full_in_one(&[]).text;
     assert_eq!(cold.text, base, "the base alone first");
     proxier.commit(cold);
     // The table is there: a full sync after a failure replaces it at once.
@@ -355,7 +355,7 @@ fn partial_syncs_leave_the_table_as_one_full_sync_would() {
         for step in 0..1 + rng.below(10) {
             let (upserts, removed, all) = random_batch(&mut rng, &mut now, 5, 10);
             let update = if step == 0 {
-                proxier.full(&all)
+                proxier.full_in_one(&all)
             } else {
                 partials += 1;
                 proxier.partial(upserts, removed)
@@ -514,7 +514,7 @@ fn real_nft_takes_every_partial_sync_and_ends_as_a_full_sync() {
         let cleanup = proxier.partial(Vec::new(), Vec::new());
         real_nft(&ns[0], &cleanup.text);
         proxier.commit(cleanup);
-        real_nft(&ns[1], &Proxier::new(cfg.clone()).full(&all).text);
+        real_nft(&ns[1], &Proxier::new(cfg.clone()).full_in_one(&all).text);
         assert_eq!(real_table(&ns[0]), real_table(&ns[1]), "after step {step}");
     }
 }

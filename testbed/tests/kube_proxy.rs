@@ -132,9 +132,9 @@ fn another_proxy(tb: Running, mode: &str) {
     tb.wait_synced();
     // Both modes name a Service's rules by namespace/name (comments, chain names).
     for node in ["node-1", "node-2"] {
-        let rules = rules(&tb, node, mode);
-        assert!(!rules.contains("default/elsewhere"), "{node}:\n{rules}");
-        assert!(rules.contains("default/kubernetes"), "{node}:\n{rules}");
+        let held = rules(&tb, node, mode);
+        assert!(!held.contains("default/elsewhere"), "{node}:\n{held}");
+        assert!(held.contains("default/kubernetes"), "{node}:\n{held}");
     }
     let ip = tb.cluster_ip("elsewhere");
     let out = tb.exec(

@@ -176,11 +176,12 @@ impl Proxier {
         u
     }
 
-    /// A full sync as [`full_in_one`](Self::full_in_one), but when the node has no table and there
-    /// are more than the chunk's service ports, in several transactions: the table
-    /// and its base first, then the service ports in chunks. Atomic per chunk only:
-    /// for a moment the table holds some Services and not others, which a table
-    /// that is not there yet can afford; a table that is there is replaced at once.
+    /// A full sync as [`full_in_one`](Self::full_in_one), but when the node has no
+    /// table and there are more than the chunk's service ports, in several
+    /// transactions: the table and its base first, then the service ports in
+    /// chunks. Atomic per chunk only: for a moment the table holds some Services
+    /// and not others, which a table that is not there yet can afford; a table that
+    /// is there is replaced at once.
     pub fn full_sync(&self, ports: &[ServicePort]) -> Update {
         if !self.table_absent || ports.len() <= self.chunk {
             return self.full_in_one(ports);

@@ -376,8 +376,9 @@ fn full_texts(
     match mode {
         Mode::Iptables => vec![Proxier::new(cfg.clone()).prepare(ports).text],
         Mode::Nftables => {
-            let u = crate::proxy::nftables::sync::Proxier::new(cfg.clone()).full_sync(ports);
-            std::iter::once(u.text).chain(u.then).collect()
+            crate::proxy::nftables::sync::Proxier::new(cfg.clone())
+                .full_sync(ports)
+                .transactions
         }
     }
 }
@@ -448,7 +449,7 @@ async fn full_syncs(cp: &ControlPlane, tb: &Testbed, mode: Mode, full_runs: usiz
         if mode == Mode::Nftables && texts.len() > 1 && node.name == tb.plan().nodes[0].name {
             // Upstream's way, for comparison: the same table in one transaction.
             let one = crate::proxy::nftables::sync::Proxier::new(cfg.clone()).full_in_one(&ports);
-            let (took, _) = apply_cold(tb, mode, &[one.text]).await?;
+            let (took, _) = apply_cold(tb, mode, &one.transactions).await?;
             println!(
                 "  {:<8} the same in one nft -f transaction (upstream's way): {}",
                 node.name,

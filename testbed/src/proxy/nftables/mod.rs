@@ -62,10 +62,7 @@ impl ProxyBackend for Backend {
             self.proxier.full_sync(&tracker.all())
         };
         // The texts go to the node; what the update keeps is what commit needs.
-        let texts = std::iter::once(std::mem::take(&mut update.text))
-            .chain(std::mem::take(&mut update.then))
-            .filter(|t| !t.is_empty())
-            .collect();
+        let texts = std::mem::take(&mut update.transactions);
         self.pending = Some(update);
         texts
     }

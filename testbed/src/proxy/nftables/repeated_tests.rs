@@ -30,11 +30,10 @@ fn sync(
     } else {
         proxier.full_in_one(&now)
     };
-    assert!(update.then.is_empty());
-    let transaction = update.text.clone();
+    let transaction = update.one().to_string();
     table
-        .apply(&update.text)
-        .unwrap_or_else(|e| panic!("{e}\n{}", update.text));
+        .apply(&transaction)
+        .unwrap_or_else(|e| panic!("{e}\n{transaction}"));
     proxier.commit(update);
     *before = keys;
     transaction

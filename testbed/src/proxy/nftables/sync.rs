@@ -47,16 +47,35 @@ pub struct Proxier {
 /// One sync, ready for `nft -f -`.
 #[derive(Debug, Default)]
 pub struct Update {
-    /// The transaction; empty when there is nothing to do.
-    pub text: String,
-    /// Transactions to apply after `text`, each alone, in order: the service ports
-    /// of a cold full sync, or of a change of many, in chunks of [`CHUNK`].
-    pub then: Vec<String>,
+    /// The transactions, each applied alone, in order; none when there is nothing
+    /// to do. One, but for a cold full sync or a change of many service ports:
+    /// those go in chunks of [`CHUNK`] after a first transaction.
+    pub transactions: Vec<String>,
     pub full: bool,
     delta: BTreeMap<PortKey, Option<Entry>>,
     /// Chains this sync leaves stale, and stale chains it deletes (or uses again).
     newly_stale: Vec<String>,
     unstaled: Vec<String>,
+}
+
+impl Update {
+    /// Adds a transaction, unless it is empty.
+    fn push(&mut self, text: String) {
+        if !text.is_empty() {
+            self.transactions.push(text);
+        }
+    }
+
+    /// The update's one transaction ("" for none); panics when there are more.
+    #[cfg(test)]
+    pub fn one(&self) -> &str {
+        assert!(
+            self.transactions.len() <= 1,
+            "{} transactions",
+            self.transactions.len()
+        );
+        self.transactions.first().map_or("", String::as_str)
+    }
 }
 
 /// The lines of a transaction, by the phase they must come in (a chain exists before
@@ -172,7 +191,7 @@ impl Proxier {
         for entry in u.delta.values().flatten() {
             add_service(entry, &mut p);
         }
-        u.text = p.text();
+        u.push(p.text());
         u
     }
 
@@ -187,9 +206,9 @@ impl Proxier {
             return self.full_in_one(ports);
         }
         let (mut u, p) = self.full_start(ports);
-        u.text = p.text();
+        u.push(p.text());
         let entries: Vec<&Entry> = u.delta.values().flatten().collect();
-        u.then = entries
+        let chunks: Vec<String> = entries
             .chunks(self.chunk)
             .map(|chunk| {
                 let mut p = Phases::default();
@@ -197,6 +216,7 @@ impl Proxier {
                 p.text()
             })
             .collect();
+        chunks.into_iter().for_each(|t| u.push(t));
         u
     }
 
@@ -285,8 +305,8 @@ impl Proxier {
                 u.unstaled.push(chain.clone());
             }
         }
-        u.text = first.text();
-        u.then = groups.into_iter().map(Phases::text).collect();
+        u.push(first.text());
+        groups.into_iter().for_each(|g| u.push(g.text()));
         u.delta = delta;
         u
     }

@@ -76,8 +76,8 @@ pub(super) fn config(doc: &Value) -> (String, Vec<Ipv4Addr>, Config) {
 pub(super) fn full_table(cfg: &Config, ports: &[ServicePort]) -> Table {
     let update = Proxier::new(cfg.clone()).full_in_one(ports);
     let mut t = Table::default();
-    t.apply(&update.text)
-        .unwrap_or_else(|e| panic!("{e}\n{}", update.text));
+    t.apply(update.one())
+        .unwrap_or_else(|e| panic!("{e}\n{}", update.one()));
     t
 }
 
@@ -316,9 +316,13 @@ fn a_cold_full_sync_in_chunks_ends_as_one_transaction_would() {
     let all: Vec<ServicePort> = (1..=10).map(|i| random_port(&mut rng, i)).collect();
     let mut proxier = Proxier::new(test_cfg()).with_chunk(3);
     let cold = proxier.full_sync(&all);
-    assert_eq!(cold.then.len(), 4, "10 service ports by 3");
+    assert_eq!(
+        cold.transactions.len(),
+        5,
+        "the base, then 10 service ports by 3"
+    );
     let mut table = Table::default();
-    for t in std::iter::once(&cold.text).chain(&cold.then) {
+    for t in &cold.transactions {
         table.apply(t).unwrap_or_else(|e| panic!("{e}\n{t}"));
     }
     let want = full_table(&test_cfg(), &all);
@@ -326,16 +330,16 @@ fn a_cold_full_sync_in_chunks_ends_as_one_transaction_would() {
         sort_transaction(&table.dump()),
         sort_transaction(&want.dump())
     );
-    let base = Proxier::new(test_cfg()).full_in_one(&[]).text;
-    assert_eq!(cold.text, base, "the base alone first");
+    let base = Proxier::new(test_cfg()).full_in_one(&[]);
+    assert_eq!(cold.transactions[0], base.one(), "the base alone first");
     proxier.commit(cold);
     // The table is there: a full sync after a failure replaces it at once.
     proxier.failed();
-    assert!(proxier.full_sync(&all).then.is_empty());
+    assert_eq!(proxier.full_sync(&all).transactions.len(), 1);
     proxier.table_gone();
-    assert_eq!(proxier.full_sync(&all).then.len(), 4);
+    assert_eq!(proxier.full_sync(&all).transactions.len(), 5);
     // At most one chunk: one transaction.
-    assert!(proxier.full_sync(&all[..3]).then.is_empty());
+    assert_eq!(proxier.full_sync(&all[..3]).transactions.len(), 1);
 }
 
 #[test]
@@ -360,9 +364,9 @@ fn partial_syncs_leave_the_table_as_one_full_sync_would() {
                 partials += 1;
                 proxier.partial(upserts, removed)
             };
-            lines += update.text.lines().count();
-            chunked += update.then.len();
-            for t in std::iter::once(&update.text).chain(&update.then) {
+            lines += update.transactions.first().map_or(0, |t| t.lines().count());
+            chunked += update.transactions.len().saturating_sub(1);
+            for t in &update.transactions {
                 table
                     .apply(t)
                     .unwrap_or_else(|e| panic!("step {step}: {e}\n{t}"));
@@ -371,8 +375,8 @@ fn partial_syncs_leave_the_table_as_one_full_sync_would() {
             // The chains left stale are deleted by the next sync.
             let cleanup = proxier.partial(Vec::new(), Vec::new());
             table
-                .apply(&cleanup.text)
-                .unwrap_or_else(|e| panic!("cleanup: {e}\n{}", cleanup.text));
+                .apply(cleanup.one())
+                .unwrap_or_else(|e| panic!("cleanup: {e}\n{}", cleanup.one()));
             proxier.commit(cleanup);
             let fresh = full_table(&cfg, &all);
             let (got, want) = (
@@ -494,27 +498,32 @@ fn real_nft_takes_every_partial_sync_and_ends_as_a_full_sync() {
     let mut proxier = Proxier::new(cfg.clone()).with_stale_after(Duration::ZERO);
     let mut now: std::collections::BTreeMap<u8, ServicePort> = Default::default();
     for step in 0..30 {
-        let (upserts, removed, all) = random_batch(&mut rng, &mut now, 6, 12);
+        let mut batch = random_batch(&mut rng, &mut now, 6, 12);
+        // The first sync starts from at least 5 ports, so that it goes in chunks.
+        while step == 0 && batch.2.len() < 5 {
+            batch = random_batch(&mut rng, &mut now, 6, 12);
+        }
+        let (upserts, removed, all) = batch;
         let update = if step == 0 {
             // A cold full sync in chunks of 2 service ports.
             let cold = Proxier::new(cfg.clone()).with_chunk(2).full_sync(&all);
-            cold.then.iter().for_each(|t| real_nft(&ns[0], t));
             assert_eq!(
-                cold.then.len(),
-                all.len().div_ceil(2),
-                "{} ports",
+                cold.transactions.len(),
+                1 + all.len().div_ceil(2),
+                "the base, then {} ports by 2",
                 all.len()
             );
             cold
         } else {
             proxier.partial(upserts, removed)
         };
-        real_nft(&ns[0], &update.text);
+        update.transactions.iter().for_each(|t| real_nft(&ns[0], t));
         proxier.commit(update);
         let cleanup = proxier.partial(Vec::new(), Vec::new());
-        real_nft(&ns[0], &cleanup.text);
+        real_nft(&ns[0], cleanup.one());
         proxier.commit(cleanup);
-        real_nft(&ns[1], &Proxier::new(cfg.clone()).full_in_one(&all).text);
+        let full = Proxier::new(cfg.clone()).full_in_one(&all);
+        real_nft(&ns[1], full.one());
         assert_eq!(real_table(&ns[0]), real_table(&ns[1]), "after step {step}");
     }
 }

@@ -484,7 +484,9 @@ fn terminating_fallback(tb: Running) {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    // Terminating but serving: the ready one takes every connection.
+    // Terminating but serving: once the nodes' rules show it, the ready one takes
+    // every connection.
+    tb.wait_synced();
     for _ in 0..10 {
         let out = tb.exec("client-1", &["curl", "-s", "-m", "2", &url]);
         assert_eq!(text(&out), "quick", "{out:?}");

@@ -34,12 +34,22 @@ impl Backend {
     }
 }
 
-/// What the check prints when the table is there.
+/// What the check prints when the table is there, and when nft says it is not.
 const PRESENT: &str = "kube-proxy-table-present";
+const ABSENT: &str = "kube-proxy-table-absent";
 
-/// Whether the check found kube-proxy's table.
-fn has_table(output: &str) -> bool {
-    output.lines().any(|l| l.trim() == PRESENT)
+/// What the check found: the table is there (`Some(true)`), nft said it is not
+/// (`Some(false)`: no such table or set), or nft failed otherwise (`None`: a busy or
+/// starved node is no reason to rewrite everything).
+fn has_table(output: &str) -> Option<bool> {
+    let said = |w: &str| output.lines().any(|l| l.trim() == w);
+    if said(PRESENT) {
+        Some(true)
+    } else if said(ABSENT) {
+        Some(false)
+    } else {
+        None
+    }
 }
 
 impl ProxyBackend for Backend {
@@ -81,19 +91,28 @@ impl ProxyBackend for Backend {
     /// The table is there: `nft flush ruleset` (or `nft delete table`) removes it,
     /// and the next sync is then a full one. One small set is listed, not the
     /// tables: `nft list tables` reads the whole ruleset first (1.4 s at 10,000
-    /// Services), a set alone about 20 ms.
+    /// Services), a set alone about 20 ms. `cluster-ips` is in every table
+    /// (`nodeport-ips` is not when node ports take every address).
     fn check(&self) -> Option<(&'static str, Vec<String>)> {
         let probe = format!(
-            "if nft list set {} nodeport-ips >/dev/null 2>&1; then echo {PRESENT}; fi",
+            "if e=$(nft list set {} cluster-ips 2>&1 >/dev/null); then echo {PRESENT}; \
+             else case $e in *'No such file or directory'*) echo {ABSENT};; *) echo \"$e\";; esac; fi",
             render::TABLE
         );
         Some(("sh", vec!["-c".into(), probe]))
     }
 
     fn checked(&mut self, output: &str) {
-        if !has_table(output) && self.proxier.in_sync() {
-            tracing::warn!("kube-proxy's nftables table is gone: syncing in full");
-            self.proxier.table_gone();
+        match has_table(output) {
+            Some(false) if self.proxier.in_sync() => {
+                tracing::warn!("kube-proxy's nftables table is gone: syncing in full");
+                self.proxier.table_gone();
+            }
+            None => tracing::warn!(
+                "kube-proxy's check of its nftables table failed: {}",
+                output.trim()
+            ),
+            _ => {}
         }
     }
 

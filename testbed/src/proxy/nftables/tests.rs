@@ -527,3 +527,14 @@ fn real_nft_takes_every_partial_sync_and_ends_as_a_full_sync() {
         assert_eq!(real_table(&ns[0]), real_table(&ns[1]), "after step {step}");
     }
 }
+
+/// The periodic check rewrites everything only when nft said the table is gone, not
+/// when nft itself failed (a node out of processes or memory for a moment).
+#[test]
+fn only_a_missing_table_makes_the_next_sync_a_full_one() {
+    use super::has_table;
+    assert_eq!(has_table("kube-proxy-table-present\n"), Some(true));
+    assert_eq!(has_table("kube-proxy-table-absent\n"), Some(false));
+    assert_eq!(has_table("sh: 1: nft: not found\n"), None);
+    assert_eq!(has_table(""), None);
+}

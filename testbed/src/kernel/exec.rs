@@ -36,6 +36,18 @@ pub trait NodeExec: Send + Sync {
         args: &[&str],
         stdin: Option<&str>,
     ) -> Result<String, CommandError>;
+
+    /// Writes an nf_tables transaction (an `nft -f` text) in one commit: by default
+    /// by running `nft -f -`.
+    async fn nft(&self, text: &str) -> Result<String, CommandError> {
+        self.run("nft", &["-f", "-"], Some(text)).await
+    }
+}
+
+/// Whether `TESTBED_NFT_WRITER=nft` asks for the `nft` binary instead of our netlink
+/// writer (to compare them, or to rule ours out).
+fn nft_binary() -> bool {
+    std::env::var("TESTBED_NFT_WRITER").is_ok_and(|v| v == "nft")
 }
 
 /// The real one: `nsenter --net=<the namespace's mount> -- program args`. A command
@@ -104,6 +116,32 @@ impl NodeExec for Nsenter {
                 stderr,
             })
         }
+    }
+
+    async fn nft(&self, text: &str) -> Result<String, CommandError> {
+        if nft_binary() {
+            return self.run("nft", &["-f", "-"], Some(text)).await;
+        }
+        self.nft_netlink(text).await
+    }
+}
+
+impl Nsenter {
+    /// The transaction written over netlink ([`super::nft`]), on a blocking thread.
+    async fn nft_netlink(&self, text: &str) -> Result<String, CommandError> {
+        let failed = |stderr: String| CommandError::Failed {
+            program: "nf_tables".into(),
+            args: "(netlink batch)".into(),
+            status: "refused".into(),
+            stderr,
+        };
+        let tx = super::nft::compile(text).map_err(failed)?;
+        let netns = self.netns.clone();
+        tokio::task::spawn_blocking(move || super::nft::socket::apply(&netns, &tx))
+            .await
+            .map_err(|e| failed(e.to_string()))?
+            .map_err(failed)?;
+        Ok(String::new())
     }
 }
 

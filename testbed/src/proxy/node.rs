@@ -238,8 +238,12 @@ impl<E: NodeExec> Reconcile for NodeProxy<E> {
         let mut error = None;
         let t = Instant::now();
         for text in &texts {
-            let (program, args) = self.backend.command();
-            if let Err(e) = self.exec.run(program, args, Some(text)).await {
+            let written = match self.backend.command() {
+                // nftables mode: one batch over netlink (see kernel::nft).
+                ("nft", _) => self.exec.nft(text).await,
+                (program, args) => self.exec.run(program, args, Some(text)).await,
+            };
+            if let Err(e) = written {
                 tracing::error!(node = self.node, "kube-proxy sync failed: {e}");
                 error = Some(SyncError::Apply(e));
                 break;
@@ -275,7 +279,10 @@ impl<E: NodeExec> Reconcile for NodeProxy<E> {
                         "{n} Service ports in {:.1} ms ({} lines through {} in {:.1} ms{})",
                         took.as_secs_f64() * 1e3,
                         texts.iter().map(|t| t.lines().count()).sum::<usize>(),
-                        self.backend.command().0,
+                        match self.backend.command().0 {
+                            "nft" => "netlink",
+                            program => program,
+                        },
                         restore.as_secs_f64() * 1e3,
                         match texts.len() {
                             1 => String::new(),

@@ -461,6 +461,48 @@ fn real_nft(ns: &str, text: &str) {
     assert!(out.status.success(), "nft refused: {out:?}\n{text}");
 }
 
+/// Writes `text` into namespace `ns` through our netlink writer.
+fn netlink(ns: &str, text: &str) {
+    let tx = crate::kernel::nft::compile(text).unwrap_or_else(|e| panic!("{e}"));
+    let path = std::path::PathBuf::from(format!("/run/netns/{ns}"));
+    if let Err(e) = crate::kernel::nft::socket::apply(&path, &tx) {
+        panic!("{e}\n{text}");
+    }
+}
+
+/// `nft list table ip kube-proxy` reads the same in namespaces `a` and `b`.
+fn same_listing(step: usize, a: &str, b: &str) {
+    let listed = |n: &str| {
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            n,
+            "nft",
+            "list",
+            "table",
+            "ip",
+            "kube-proxy",
+        ])
+    };
+    let (theirs, ours) = (listed(a), listed(b));
+    assert!(
+        theirs == ours,
+        "after step {step}, nft -f against ours:\n{}",
+        diff_lines(&theirs, &ours).join("\n")
+    );
+}
+
+/// A command's stdout; it must succeed.
+fn run(cmd: &[&str]) -> String {
+    let out = std::process::Command::new(cmd[0])
+        .args(&cmd[1..])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{cmd:?}: {out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
 #[test]
 fn real_nft_takes_every_partial_sync_and_ends_as_a_full_sync() {
     use std::time::Duration;
@@ -474,8 +516,9 @@ fn real_nft_takes_every_partial_sync_and_ends_as_a_full_sync() {
     let ns = [
         format!("tbunit-nft-{}-a", std::process::id()),
         format!("tbunit-nft-{}-b", std::process::id()),
+        format!("tbunit-nft-{}-c", std::process::id()),
     ];
-    struct Gone<'a>(&'a [String; 2]);
+    struct Gone<'a>(&'a [String; 3]);
     impl Drop for Gone<'_> {
         fn drop(&mut self) {
             for n in self.0 {
@@ -517,14 +560,20 @@ fn real_nft_takes_every_partial_sync_and_ends_as_a_full_sync() {
         } else {
             proxier.partial(upserts, removed)
         };
-        update.transactions.iter().for_each(|t| real_nft(&ns[0], t));
+        for t in &update.transactions {
+            real_nft(&ns[0], t);
+            netlink(&ns[2], t);
+        }
         proxier.commit(update);
         let cleanup = proxier.partial(Vec::new(), Vec::new());
         real_nft(&ns[0], cleanup.one());
+        netlink(&ns[2], cleanup.one());
         proxier.commit(cleanup);
         let full = Proxier::new(cfg.clone()).full_in_one(&all);
         real_nft(&ns[1], full.one());
         assert_eq!(real_table(&ns[0]), real_table(&ns[1]), "after step {step}");
+        // Our netlink writer leaves the table nft leaves, as `nft list` reads it.
+        same_listing(step, &ns[0], &ns[2]);
     }
 }
 

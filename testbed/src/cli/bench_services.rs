@@ -383,11 +383,18 @@ fn full_texts(
     }
 }
 
-/// Applies `text` in a node as `mode`'s kube-proxy does: `iptables-restore
-/// --noflush` or `nft -f -`.
-async fn apply(ns: &std::path::Path, mode: Mode, text: &str) -> Result<()> {
+/// Applies `text` in a node as `mode`'s kube-proxy does (`ours`: `iptables-restore
+/// --noflush`, or our netlink batch), or as the raw tool does (`nft -f -`).
+async fn apply(ns: &std::path::Path, mode: Mode, text: &str, ours: bool) -> Result<()> {
+    use crate::kernel::exec::NodeExec;
     let (program, args): (&str, &[&str]) = match mode {
         Mode::Iptables => ("iptables-restore", &["-w", "--noflush"]),
+        Mode::Nftables if ours => {
+            let node = crate::kernel::exec::Nsenter {
+                netns: ns.to_path_buf(),
+            };
+            return node.nft(text).await.map(drop).map_err(anyhow::Error::new);
+        }
         Mode::Nftables => ("nft", &["-f", "-"]),
     };
     run_in_netns(ns, program, args, Some(text))
@@ -433,13 +440,17 @@ async fn full_syncs(cp: &ControlPlane, tb: &Testbed, mode: Mode, full_runs: usiz
                 } else {
                     texts.clone()
                 };
-                let applied = apply_cold(tb, mode, &texts).await?;
+                let applied = apply_cold(tb, mode, &texts, ours).await?;
                 [&mut raw, &mut full][ours as usize].push(t.elapsed() - applied.1);
             }
         }
         let (f, r) = (median(&mut full), median(&mut raw));
+        let writer = match mode {
+            Mode::Iptables => tool,
+            Mode::Nftables => "our netlink batches",
+        };
         println!(
-            "  {:<8} full sync {} (render {} + {tool}), raw {tool} {}: {:.2}x (median of {full_runs})",
+            "  {:<8} full sync {} (render {} + {writer}), raw {tool} {}: {:.2}x (median of {full_runs})",
             node.name,
             ms(f),
             ms(median(&mut rendering)),
@@ -449,7 +460,7 @@ async fn full_syncs(cp: &ControlPlane, tb: &Testbed, mode: Mode, full_runs: usiz
         if mode == Mode::Nftables && texts.len() > 1 && node.name == tb.plan().nodes[0].name {
             // Upstream's way, for comparison: the same table in one transaction.
             let one = crate::proxy::nftables::sync::Proxier::new(cfg.clone()).full_in_one(&ports);
-            let (took, _) = apply_cold(tb, mode, &one.transactions).await?;
+            let (took, _) = apply_cold(tb, mode, &one.transactions, false).await?;
             println!(
                 "  {:<8} the same in one nft -f transaction (upstream's way): {}",
                 node.name,
@@ -463,7 +474,12 @@ async fn full_syncs(cp: &ControlPlane, tb: &Testbed, mode: Mode, full_runs: usiz
 /// Applies `texts` in order in a new namespace of the testbed that goes after: a
 /// cold full sync, into a node with no table yet and no kube-proxy beside. Returns
 /// the time the tool took, and the time spent making and removing the namespace.
-async fn apply_cold(tb: &Testbed, mode: Mode, texts: &[String]) -> Result<(Duration, Duration)> {
+async fn apply_cold(
+    tb: &Testbed,
+    mode: Mode,
+    texts: &[String],
+    ours: bool,
+) -> Result<(Duration, Duration)> {
     let name = crate::names::node_netns(tb.name(), "cold-sync");
     let t = Instant::now();
     let made = tokio::process::Command::new("ip")
@@ -475,7 +491,7 @@ async fn apply_cold(tb: &Testbed, mode: Mode, texts: &[String]) -> Result<(Durat
     let t = Instant::now();
     let mut result = Ok(());
     for text in texts {
-        result = apply(&crate::netns::netns_path(&name), mode, text).await;
+        result = apply(&crate::netns::netns_path(&name), mode, text, ours).await;
         if result.is_err() {
             break;
         }

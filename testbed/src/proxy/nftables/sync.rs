@@ -23,11 +23,12 @@ pub const STALE_AFTER: Duration = Duration::from_secs(1);
 /// transaction. Part of the kernel's cost of a transaction grows with its square
 /// (each anonymous set, one per service chain's `numgen` map, walks the
 /// transaction's list when it is bound and looked up): one transaction of 10,000
-/// Services took 60 s on a 2-core machine, chunks of 500 to 2,000 about 12.5 s, the
-/// rest being the part that grows with the table (each new anonymous set scans the
-/// table's sets for a free `__map%d` name). `testbed bench services --mode nftables`
-/// shows both.
-pub const CHUNK: usize = 2000;
+/// Services took 60 s on a 2-core machine. Sent as raw netlink batches
+/// (`scripts/nft-floor`), 10,000 Services took 11.0 s in chunks of 2,000, 9.4 s in
+/// chunks of 1,000, 9.5 s of 500 and 9.6 s of 250: smaller chunks shorten the walks
+/// of the transaction, and each commit validates the whole table once more. The
+/// rest grows with the table (each new anonymous set walks the table's sets).
+pub const CHUNK: usize = 1000;
 
 /// The state of one node's table, as last committed.
 #[derive(Debug)]

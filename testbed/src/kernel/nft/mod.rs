@@ -80,10 +80,16 @@ fn options(s: &str) -> Vec<&str> {
         .collect()
 }
 
+/// A quoted comment's text: at most 128 bytes, as nft allows.
 fn quoted(s: &str) -> Result<&str, String> {
-    s.strip_prefix('"')
+    let c = s
+        .strip_prefix('"')
         .and_then(|s| s.strip_suffix('"'))
-        .ok_or_else(|| format!("expected a quoted comment, found {s:?}"))
+        .ok_or_else(|| format!("expected a quoted comment, found {s:?}"))?;
+    if c.len() > 128 {
+        return Err(format!("a comment of {} bytes (128 at most)", c.len()));
+    }
+    Ok(c)
 }
 
 /// One command line.
@@ -166,7 +172,7 @@ fn add_chain(w: &mut Writer, table: &str, name: &str, tail: &str) -> Result<(), 
                 w.b.close();
             }
             ["comment", ..] => {
-                let c = quoted(o["comment ".len()..].trim())?;
+                let c = quoted(o.trim_start_matches("comment").trim())?;
                 w.b.bytes(12, &Udata::comment(0, c).0);
             }
             _ => return Err(format!("chain option {o:?}")),
@@ -435,37 +441,48 @@ fn anon_set(w: &mut Writer, table: &str, anon: &Anon) -> u32 {
     id
 }
 
-/// The elements of a rule's anonymous set.
+/// How many elements one message carries: a netlink attribute measures at most
+/// 65,535 bytes, and an element with a chain's name takes at most about 300.
+const PER_MESSAGE: usize = 128;
+
+/// The elements of a rule's anonymous set, in messages of [`PER_MESSAGE`].
 fn anon_elements(b: &mut Batch, table: &str, name: &str, id: u32, anon: &Anon) {
-    b.begin(Kind::NewSetElem, NLM_F_CREATE, table);
-    b.str(2, name);
-    b.u32(4, id);
-    b.nest(3);
-    match anon {
-        Anon::Map(picks) => {
-            for (i, (k, v)) in picks.iter().enumerate() {
-                b.nest(i as u16 + 1);
-                b.value(1, &k.to_ne_bytes());
-                v.write(b, 2);
-                b.close();
-            }
-        }
-        Anon::Ranges { ranges, .. } => {
-            for (i, (addr, end, open)) in range_elements(ranges).into_iter().enumerate() {
-                b.nest(i as u16 + 1);
-                if end {
-                    b.u32(3, 1); // NFT_SET_ELEM_INTERVAL_END
+    let count = match anon {
+        Anon::Map(picks) => picks.len(),
+        Anon::Ranges { ranges, .. } => range_elements(ranges).len(),
+    };
+    let ranges = match anon {
+        Anon::Ranges { ranges, .. } => range_elements(ranges),
+        Anon::Map(_) => Vec::new(),
+    };
+    for first in (0..count).step_by(PER_MESSAGE) {
+        b.begin(Kind::NewSetElem, NLM_F_CREATE, table);
+        b.str(2, name);
+        b.u32(4, id);
+        b.nest(3);
+        for i in first..count.min(first + PER_MESSAGE) {
+            b.nest((i - first) as u16 + 1);
+            match anon {
+                Anon::Map(picks) => {
+                    b.value(1, &picks[i].0.to_ne_bytes());
+                    picks[i].1.write(b, 2);
                 }
-                b.value(1, &addr.to_be_bytes());
-                if open {
-                    b.bytes(6, &[1, 4, 1, 0, 0, 0]); // NFTNL_SET_ELEM_F_INTERVAL_OPEN
+                Anon::Ranges { .. } => {
+                    let (addr, end, open) = ranges[i];
+                    if end {
+                        b.u32(3, 1); // NFT_SET_ELEM_INTERVAL_END
+                    }
+                    b.value(1, &addr.to_be_bytes());
+                    if open {
+                        b.bytes(6, &[1, 4, 1, 0, 0, 0]); // NFTNL_SET_ELEM_F_INTERVAL_OPEN
+                    }
                 }
-                b.close();
             }
+            b.close();
         }
+        b.close();
+        b.end_message();
     }
-    b.close();
-    b.end_message();
 }
 
 /// The elements of an interval set as nft sends them: an end at 0.0.0.0 unless a

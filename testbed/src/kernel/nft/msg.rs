@@ -131,9 +131,11 @@ impl Batch {
             .extend_from_slice(&(ty | NLA_F_NESTED).to_ne_bytes());
     }
 
+    /// Ends the open nested attribute. The writers keep each under 64 KiB (an
+    /// attribute's length is 16 bits).
     pub fn close(&mut self) {
         let start = self.open.pop().expect("a nested attribute is open");
-        let len = (self.buf.len() - start) as u16;
+        let len = u16::try_from(self.buf.len() - start).expect("a nested attribute under 64 KiB");
         self.buf[start..start + 2].copy_from_slice(&len.to_ne_bytes());
     }
 

@@ -62,6 +62,27 @@ add rule ip kube-proxy svc numgen random mod 1 vmap { 0 : goto ep-b }
 delete chain ip kube-proxy ep-a
 "#;
 
+/// A Service of `n` endpoints: its map takes several messages.
+fn many_endpoints(n: usize) -> String {
+    let mut text = String::new();
+    let chain = |i: usize| {
+        format!(
+            "endpoint-{i:08}-a-namespace/a-service-of-many-pods/tcp/http__10.244.{}.{}/8080",
+            i / 250,
+            i % 250
+        )
+    };
+    for i in 0..n {
+        text += &format!("add chain ip kube-proxy {}\n", chain(i));
+    }
+    let picks: Vec<String> = (0..n).map(|i| format!("{i} : goto {}", chain(i))).collect();
+    text += &format!(
+        "add chain ip kube-proxy big\nadd rule ip kube-proxy big numgen random mod {n} vmap {{ {} }}\n",
+        picks.join(" , ")
+    );
+    text
+}
+
 fn netns(name: &str) -> std::path::PathBuf {
     std::path::PathBuf::from(format!("/run/netns/{name}"))
 }
@@ -112,7 +133,7 @@ fn every_shape_lists_as_nft_writes_it() {
         sh(&["ip", "netns", "add", n], None);
     }
     let list = |n: &str| sh(&["ip", "netns", "exec", n, "nft", "list", "ruleset"], None);
-    for text in [SHAPES, CHANGES] {
+    for text in [SHAPES, CHANGES, &many_endpoints(300)] {
         sh(
             &["ip", "netns", "exec", &ns[0], "nft", "-f", "-"],
             Some(text),
@@ -131,6 +152,14 @@ fn every_shape_lists_as_nft_writes_it() {
         "the kernel refused line 2: No such file or directory (os error 2)"
     );
     assert_eq!(list(&ns[1]), before);
+}
+
+#[test]
+fn a_service_of_two_thousand_endpoints_fits_in_its_messages() {
+    let tx = compile(&many_endpoints(2000)).unwrap();
+    // 2,000 chains, then a chain and its rule (a map of 2,000 in 16 messages).
+    assert_eq!(tx.lines.len(), 2002);
+    assert!(tx.bytes.len() > 2000 * 150, "{}", tx.bytes.len());
 }
 
 #[test]

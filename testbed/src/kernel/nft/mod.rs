@@ -80,12 +80,17 @@ fn options(s: &str) -> Vec<&str> {
         .collect()
 }
 
-/// A quoted comment's text: at most 128 bytes, as nft allows.
+/// A quoted comment's text.
 fn quoted(s: &str) -> Result<&str, String> {
     let c = s
         .strip_prefix('"')
         .and_then(|s| s.strip_suffix('"'))
         .ok_or_else(|| format!("expected a quoted comment, found {s:?}"))?;
+    comment_text(c)
+}
+
+/// A comment's text: at most 128 bytes, as nft allows.
+fn comment_text(c: &str) -> Result<&str, String> {
     if c.len() > 128 {
         return Err(format!("a comment of {} bytes (128 at most)", c.len()));
     }
@@ -286,13 +291,20 @@ fn element(w: &mut Writer, add: bool, table: &str, set: &str, tail: &str) -> Res
         .trim_start_matches('{')
         .trim_end_matches('}')
         .trim();
-    let (rest, verdict) = match inner.split_once(" : ") {
-        Some((k, v)) => (k, Some(v)),
-        None => (inner, None),
-    };
-    let (k, comment) = match rest.split_once(" comment ") {
-        Some((k, c)) => (k, Some(quoted(c.trim())?)),
-        None => (rest, None),
+    // KEY [comment "C"] [: VERDICT]: the comment may hold anything but a quote.
+    let (k, comment, verdict) = match inner.split_once(" comment \"") {
+        Some((k, rest)) => {
+            let end = rest
+                .find('"')
+                .ok_or("a comment without its closing quote")?;
+            let c = comment_text(&rest[..end])?;
+            let after = rest[end + 1..].trim();
+            (k, Some(c), after.strip_prefix(':').map(str::trim))
+        }
+        None => match inner.split_once(" : ") {
+            Some((k, v)) => (k, None, Some(v)),
+            None => (inner, None, None),
+        },
     };
     let verdict = match verdict.map(|v| v.split_whitespace().collect::<Vec<_>>()) {
         None => None,

@@ -433,6 +433,9 @@ fn ip(t: &mut Tokens, e: &mut Vec<Expr>) -> Result<Option<Anon>, String> {
         word = t.next()?;
     }
     let prefixes: Vec<&str> = if word == "{" { t.braced()? } else { vec![word] };
+    if prefixes.is_empty() {
+        return Err("an empty set".into());
+    }
     let ranges = merge(
         prefixes
             .iter()

@@ -45,7 +45,7 @@ add rule ip kube-proxy ep-a meta l4proto tcp dnat to 10.180.0.1:80
 add rule ip kube-proxy ep-b meta l4proto sctp dnat to 10.180.0.2:9999
 add element ip kube-proxy cluster-ips { 172.30.0.41 }
 add element ip kube-proxy service-ips { 172.30.0.41 . tcp . 80 : goto svc }
-add element ip kube-proxy service-ips { 172.30.0.42 . udp . 53 comment "ns/name:dns" : drop }
+add element ip kube-proxy service-ips { 172.30.0.42 . udp . 53 comment "ns/name:dns : odd" : drop }
 add element ip kube-proxy service-ips { 172.30.0.43 . tcp . 8080 : jump reject-chain }
 add element ip kube-proxy service-nodeports { sctp . 30001 : goto svc }
 "#;
@@ -180,6 +180,16 @@ fn a_line_it_cannot_write_is_named() {
         .err()
         .unwrap();
     assert!(err.contains("element key field \"gre\""), "{err}");
+    let err = compile("add rule ip t c ip saddr != { } drop")
+        .err()
+        .unwrap();
+    assert!(err.contains("an empty set"), "{err}");
+    let long = format!("add chain ip t c {{ comment \"{}\" ; }}", "x".repeat(129));
+    assert!(compile(&long).err().unwrap().contains("129 bytes"));
+    // A comment may hold what separates a key from its verdict.
+    assert!(
+        compile("add element ip t m { 1.2.3.4 . tcp . 80 comment \"a : b\" : goto c }").is_ok()
+    );
 }
 
 #[test]

@@ -112,14 +112,6 @@ fn in_nftables_mode_a_service_for_another_proxy_gets_no_rules_until_the_label_go
 }
 
 /// The node's rules of kube-proxy in `mode`: the nat table or the nftables table.
-fn rules(tb: &Running, node: &str, mode: &str) -> String {
-    let cmd: &[&str] = match mode {
-        "nftables" => &["nft", "list", "table", "ip", "kube-proxy"],
-        _ => &["iptables-save", "-t", "nat"],
-    };
-    text(&tb.exec(&format!("node/{node}"), cmd))
-}
-
 fn another_proxy(tb: Running, mode: &str) {
     let svc = |labels: &str| {
         format!("apiVersion: v1\nkind: Service\nmetadata: {{name: elsewhere, labels: {{{labels}}}}}\nspec:\n  selector: {{app: web}}\n  ports: [{{port: 80, targetPort: 8080}}]\n")
@@ -132,7 +124,7 @@ fn another_proxy(tb: Running, mode: &str) {
     tb.wait_synced();
     // Both modes name a Service's rules by namespace/name (comments, chain names).
     for node in ["node-1", "node-2"] {
-        let held = rules(&tb, node, mode);
+        let held = tb.rules(node, mode);
         assert!(!held.contains("default/elsewhere"), "{node}:\n{held}");
         assert!(held.contains("default/kubernetes"), "{node}:\n{held}");
     }
@@ -145,7 +137,7 @@ fn another_proxy(tb: Running, mode: &str) {
     // Without the label, this node's kube-proxy takes it.
     apply(&tb, "svc", &svc("app: elsewhere"));
     tb.wait_synced();
-    assert!(rules(&tb, "node-1", mode).contains("default/elsewhere"));
+    assert!(tb.rules("node-1", mode).contains("default/elsewhere"));
     let out = tb.exec(
         "client-1",
         &["curl", "-s", "-m", "5", &format!("http://{ip}/hostname")],
@@ -222,8 +214,7 @@ fn node_ports_answer_on_every_node_and_a_local_policy_keeps_the_client_address()
         assert_eq!(text(&out), "np-server", "{url}: {out:?}");
     }
     // And the rules are upstream's.
-    let nat = tb.exec("node/node-1", &["iptables-save", "-t", "nat"]);
-    let nat = String::from_utf8_lossy(&nat.stdout);
+    let nat = tb.rules("node-1", "iptables");
     assert!(nat.contains("-A KUBE-NODEPORTS -p tcp -m comment --comment \"default/np-cluster\" -m tcp --dport 30080 -j KUBE-EXT-"), "{nat}");
     let filter = tb.exec("node/node-1", &["iptables-save", "-t", "filter"]);
     assert!(

@@ -61,8 +61,7 @@ fn cluster_ips_answer_and_what_has_no_endpoint_is_rejected_or_dropped() {
     let out = curl(&tb, "client-1", "http://10.96.0.250/", "1");
     assert_eq!(out.status.code(), Some(28), "{out:?}");
     // The table reads as upstream's, and the node has no iptables rules of ours.
-    let table = tb.exec("node/node-1", &["nft", "list", "table", "ip", "kube-proxy"]);
-    let table = text(&table);
+    let table = tb.rules("node-1", "nftables");
     for want in [
         "chain nat-prerouting {\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n\t\tjump services\n\t}",
         "comment \"default/nobody\" : goto reject-chain",
@@ -71,8 +70,8 @@ fn cluster_ips_answer_and_what_has_no_endpoint_is_rejected_or_dropped() {
     ] {
         assert!(table.contains(want), "{want:?} not in:\n{table}");
     }
-    let legacy = tb.exec("node/node-1", &["iptables-save", "-t", "nat"]);
-    assert!(!text(&legacy).contains("KUBE-SERVICES"), "{legacy:?}");
+    let legacy = tb.rules("node-1", "iptables");
+    assert!(!legacy.contains("KUBE-SERVICES"), "{legacy}");
 }
 
 #[test]

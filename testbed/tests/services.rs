@@ -49,11 +49,7 @@ fn deployment_service_probes_scaling_and_deletion() {
     );
 
     // kube-proxy's layout in node-1, and the tracer reads the kernel's own dump.
-    let nat = String::from_utf8(
-        tb.exec("node/node-1", &["iptables-save", "-t", "nat"])
-            .stdout,
-    )
-    .unwrap();
+    let nat = tb.rules("node-1", "iptables");
     for want in ["-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES", "\"default/web:http cluster IP\"", "-m statistic --mode random --probability 0.33333333349", "-j KUBE-MARK-MASQ", "-A KUBE-POSTROUTING -m comment --comment \"kubernetes service traffic requiring SNAT\" -j MASQUERADE"] {
         assert!(nat.contains(want), "missing {want:?} in\n{nat}");
     }
@@ -125,11 +121,7 @@ fn deployment_service_probes_scaling_and_deletion() {
     tb.ok(&["delete", "svc/web"]);
     let start = Instant::now();
     loop {
-        let nat = String::from_utf8(
-            tb.exec("node/node-2", &["iptables-save", "-t", "nat"])
-                .stdout,
-        )
-        .unwrap();
+        let nat = tb.rules("node-2", "iptables");
         if !nat.contains("default/web") {
             // The KUBE-SEP chains left are kube-dns's and the API server's, each
             // with its rules.

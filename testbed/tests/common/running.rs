@@ -171,6 +171,18 @@ impl Running {
         })
     }
 
+    /// kube-proxy's rules in node `node`, as its mode shows them: `nft list table ip
+    /// kube-proxy` in nftables mode, else `iptables-save -t nat`.
+    pub fn rules(&self, node: &str, mode: &str) -> String {
+        let cmd: &[&str] = match mode {
+            "nftables" => &["nft", "list", "table", "ip", "kube-proxy"],
+            _ => &["iptables-save", "-t", "nat"],
+        };
+        let out = self.exec(&format!("node/{node}"), cmd);
+        assert!(out.status.success(), "{cmd:?} in {node}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    }
+
     /// Pod name -> IP, for the pods of the Deployment `deployment`.
     pub fn pods(&self, deployment: &str) -> BTreeMap<String, String> {
         let list = self.json(&["get", "pods"]);

@@ -518,4 +518,4 @@ fn range_elements(ranges: &[(u32, u32)]) -> Vec<(u32, bool, bool)> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -87,7 +87,8 @@ fn netns(name: &str) -> std::path::PathBuf {
     std::path::PathBuf::from(format!("/run/netns/{name}"))
 }
 
-fn sh(args: &[&str], stdin: Option<&str>) -> String {
+/// Runs a command, feeding it `stdin`: its stdout; it must succeed.
+pub(crate) fn sh(args: &[&str], stdin: Option<&str>) -> String {
     use std::io::Write;
     let mut child = std::process::Command::new(args[0])
         .args(&args[1..])
@@ -105,33 +106,50 @@ fn sh(args: &[&str], stdin: Option<&str>) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-#[test]
-fn every_shape_lists_as_nft_writes_it() {
-    if !nix::unistd::geteuid().is_root() {
-        assert!(
-            std::env::var("CI").is_err(),
-            "needs root, and CI=true: may not be skipped"
+/// Namespaces made for a root test, removed when dropped.
+pub(crate) struct Scratch(pub Vec<String>);
+
+impl Scratch {
+    /// `tbunit-WHAT-PID-NAME` for each name; none when not root (outside CI only:
+    /// in CI a root test may not be skipped).
+    pub(crate) fn new(what: &str, names: &[&str]) -> Option<Scratch> {
+        if !nix::unistd::geteuid().is_root() {
+            assert!(
+                std::env::var("CI").is_err(),
+                "needs root, and CI=true: may not be skipped"
+            );
+            return None;
+        }
+        let pid = std::process::id();
+        let s = Scratch(
+            names
+                .iter()
+                .map(|n| format!("tbunit-{what}-{pid}-{n}"))
+                .collect(),
         );
-        return;
+        for n in &s.0 {
+            sh(&["ip", "netns", "add", n], None);
+        }
+        Some(s)
     }
-    let ns = [
-        format!("tbunit-nl-{}-nft", std::process::id()),
-        format!("tbunit-nl-{}-ours", std::process::id()),
-    ];
-    struct Gone<'a>(&'a [String; 2]);
-    impl Drop for Gone<'_> {
-        fn drop(&mut self) {
-            for n in self.0 {
-                let _ = std::process::Command::new("ip")
-                    .args(["netns", "del", n])
-                    .status();
-            }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        for n in &self.0 {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", n])
+                .status();
         }
     }
-    let _gone = Gone(&ns);
-    for n in &ns {
-        sh(&["ip", "netns", "add", n], None);
-    }
+}
+
+#[test]
+fn every_shape_lists_as_nft_writes_it() {
+    let Some(scratch) = Scratch::new("nl", &["nft", "ours"]) else {
+        return;
+    };
+    let ns = &scratch.0;
     let list = |n: &str| sh(&["ip", "netns", "exec", n, "nft", "list", "ruleset"], None);
     for text in [SHAPES, CHANGES, &many_endpoints(300)] {
         sh(

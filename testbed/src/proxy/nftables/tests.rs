@@ -473,7 +473,7 @@ fn netlink(ns: &str, text: &str) {
 /// `nft list table ip kube-proxy` reads the same in namespaces `a` and `b`.
 fn same_listing(step: usize, a: &str, b: &str) {
     let listed = |n: &str| {
-        run(&[
+        let list = [
             "ip",
             "netns",
             "exec",
@@ -483,7 +483,8 @@ fn same_listing(step: usize, a: &str, b: &str) {
             "table",
             "ip",
             "kube-proxy",
-        ])
+        ];
+        crate::kernel::nft::tests::sh(&list, None)
     };
     let (theirs, ours) = (listed(a), listed(b));
     assert!(
@@ -493,49 +494,14 @@ fn same_listing(step: usize, a: &str, b: &str) {
     );
 }
 
-/// A command's stdout; it must succeed.
-fn run(cmd: &[&str]) -> String {
-    let out = std::process::Command::new(cmd[0])
-        .args(&cmd[1..])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{cmd:?}: {out:?}");
-    String::from_utf8(out.stdout).unwrap()
-}
-
 #[test]
 fn real_nft_takes_every_partial_sync_and_ends_as_a_full_sync() {
+    use crate::kernel::nft::tests::Scratch;
     use std::time::Duration;
-    if !nix::unistd::geteuid().is_root() {
-        assert!(
-            std::env::var("CI").is_err(),
-            "needs root, and CI=true: may not be skipped"
-        );
+    let Some(scratch) = Scratch::new("nft", &["a", "b", "c"]) else {
         return;
-    }
-    let ns = [
-        format!("tbunit-nft-{}-a", std::process::id()),
-        format!("tbunit-nft-{}-b", std::process::id()),
-        format!("tbunit-nft-{}-c", std::process::id()),
-    ];
-    struct Gone<'a>(&'a [String; 3]);
-    impl Drop for Gone<'_> {
-        fn drop(&mut self) {
-            for n in self.0 {
-                let _ = std::process::Command::new("ip")
-                    .args(["netns", "del", n])
-                    .status();
-            }
-        }
-    }
-    for n in &ns {
-        assert!(std::process::Command::new("ip")
-            .args(["netns", "add", n])
-            .status()
-            .unwrap()
-            .success());
-    }
-    let _gone = Gone(&ns);
+    };
+    let ns = &scratch.0;
     let cfg = test_cfg();
     let mut rng = crate::proxy::node_tests::Rng(0x9E37_79B9_7F4A_7C15);
     let mut proxier = Proxier::new(cfg.clone()).with_stale_after(Duration::ZERO);

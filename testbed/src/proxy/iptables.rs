@@ -30,8 +30,8 @@ impl ProxyBackend for Backend {
         "iptables"
     }
 
-    fn command(&self) -> (&'static str, &'static [&'static str]) {
-        ("iptables-restore", &["-w", "--noflush"])
+    fn writer(&self) -> super::Writer {
+        super::Writer::Program("iptables-restore", &["-w", "--noflush"])
     }
 
     fn in_sync(&self) -> bool {

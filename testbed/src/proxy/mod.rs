@@ -80,15 +80,35 @@ impl Mode {
     }
 }
 
+/// How an update's texts reach a node's kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Writer {
+    /// A program fed each text on its standard input (`iptables-restore`).
+    Program(&'static str, &'static [&'static str]),
+    /// Each text an nf_tables transaction, written by the node's
+    /// [`crate::kernel::exec::NodeExec::nft`] (one netlink batch).
+    Nftables,
+}
+
+impl Writer {
+    /// What the node's sync event says the update went through.
+    pub fn name(self) -> &'static str {
+        match self {
+            Writer::Program(program, _) => program,
+            Writer::Nftables => "netlink",
+        }
+    }
+}
+
 /// What turns the tracker's changes into one update of a node's rules, and keeps
-/// what the node holds. An update is prepared, applied by running
-/// [`ProxyBackend::command`] with it as input, then committed or marked failed.
+/// what the node holds. An update is prepared, applied by its
+/// [`ProxyBackend::writer`], then committed or marked failed.
 pub trait ProxyBackend: Send {
     /// The mode's name, as kube-proxy's `--proxy-mode` says it.
     fn name(&self) -> &'static str;
 
-    /// The program that applies an update, and its arguments.
-    fn command(&self) -> (&'static str, &'static [&'static str]);
+    /// How an update is applied.
+    fn writer(&self) -> Writer;
 
     /// Whether the node is known to hold what was committed last. It is not at first
     /// and after a failure: the next update is then a full one.

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::tracker::{SvcKey, Tracker, UdpDest};
-use super::ProxyBackend;
+use super::{ProxyBackend, Writer};
 use crate::api::{Event, Kind, Store};
 use crate::informer::Reconcile;
 use crate::kernel::exec::{CommandError, NodeExec, Nsenter};
@@ -238,10 +238,9 @@ impl<E: NodeExec> Reconcile for NodeProxy<E> {
         let mut error = None;
         let t = Instant::now();
         for text in &texts {
-            let written = match self.backend.command() {
-                // nftables mode: one batch over netlink (see kernel::nft).
-                ("nft", _) => self.exec.nft(text).await,
-                (program, args) => self.exec.run(program, args, Some(text)).await,
+            let written = match self.backend.writer() {
+                Writer::Program(program, args) => self.exec.run(program, args, Some(text)).await,
+                Writer::Nftables => self.exec.nft(text).await,
             };
             if let Err(e) = written {
                 tracing::error!(node = self.node, "kube-proxy sync failed: {e}");
@@ -279,10 +278,7 @@ impl<E: NodeExec> Reconcile for NodeProxy<E> {
                         "{n} Service ports in {:.1} ms ({} lines through {} in {:.1} ms{})",
                         took.as_secs_f64() * 1e3,
                         texts.iter().map(|t| t.lines().count()).sum::<usize>(),
-                        match self.backend.command().0 {
-                            "nft" => "netlink",
-                            program => program,
-                        },
+                        self.backend.writer().name(),
                         restore.as_secs_f64() * 1e3,
                         match texts.len() {
                             1 => String::new(),

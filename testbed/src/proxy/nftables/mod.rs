@@ -57,8 +57,8 @@ impl ProxyBackend for Backend {
         "nftables"
     }
 
-    fn command(&self) -> (&'static str, &'static [&'static str]) {
-        ("nft", &["-f", "-"])
+    fn writer(&self) -> super::Writer {
+        super::Writer::Nftables
     }
 
     fn in_sync(&self) -> bool {

@@ -32,19 +32,12 @@ print("no answer in 20 s", flush=True)
 sys.exit(1)
 "#;
 
-#[test]
-fn a_udp_client_sending_before_its_service_exists_gets_answers_once_it_does() {
-    if root() {
-        udp_client_before_its_service(Running::up("udplate"), false);
-    }
-}
-
-#[test]
-fn in_nftables_mode_a_udp_client_sending_before_its_service_exists_gets_answers() {
-    if root() {
-        udp_client_before_its_service(Running::up_in_mode("nftudp", "nftables"), true);
-    }
-}
+in_both_modes!(
+    a_udp_client_sending_before_its_service_exists_gets_answers_once_it_does,
+    in_nftables_mode_a_udp_client_sending_before_its_service_exists_gets_answers,
+    "udplate",
+    |tb, mode| udp_client_before_its_service(tb, mode == "nftables")
+);
 
 /// A UDP client that sends to a ClusterIP before its Service exists gets answers
 /// once it does. In iptables mode its flow is in the node's conntrack, un-DNATed,
@@ -97,19 +90,12 @@ fn udp_client_before_its_service(tb: Running, nftables: bool) {
     assert_eq!(rest.trim(), "answer udp-server");
 }
 
-#[test]
-fn a_service_for_another_proxy_gets_no_rules_until_the_label_goes() {
-    if root() {
-        another_proxy(Running::up("optout"), "iptables");
-    }
-}
-
-#[test]
-fn in_nftables_mode_a_service_for_another_proxy_gets_no_rules_until_the_label_goes() {
-    if root() {
-        another_proxy(Running::up_in_mode("optoutnft", "nftables"), "nftables");
-    }
-}
+in_both_modes!(
+    a_service_for_another_proxy_gets_no_rules_until_the_label_goes,
+    in_nftables_mode_a_service_for_another_proxy_gets_no_rules_until_the_label_goes,
+    "optout",
+    another_proxy
+);
 
 /// The node's rules of kube-proxy in `mode`: the nat table or the nftables table.
 fn another_proxy(tb: Running, mode: &str) {
@@ -362,19 +348,12 @@ fn load_balancer(what: &str, mode: &str) {
     );
 }
 
-#[test]
-fn an_external_ip_answers_from_pods_and_from_outside() {
-    if root() {
-        external_ip(Running::up("extip"));
-    }
-}
-
-#[test]
-fn in_nftables_mode_an_external_ip_answers_from_pods_and_from_outside() {
-    if root() {
-        external_ip(Running::up_in_mode("extipnft", "nftables"));
-    }
-}
+in_both_modes!(
+    an_external_ip_answers_from_pods_and_from_outside,
+    in_nftables_mode_an_external_ip_answers_from_pods_and_from_outside,
+    "extip",
+    |tb, _| external_ip(tb)
+);
 
 /// A Service with external IP 203.0.113.10, an address of no network of the testbed:
 /// pods reach it through their node, and the machine outside once it routes the
@@ -436,19 +415,12 @@ fn conditions(tb: &Running, svc: &str, pod: &str) -> Option<(bool, bool, bool)> 
         })
 }
 
-#[test]
-fn a_terminating_endpoint_takes_traffic_only_when_no_ready_one_is_left() {
-    if root() {
-        terminating_fallback(Running::up("graceful"));
-    }
-}
-
-#[test]
-fn in_nftables_mode_a_terminating_endpoint_takes_traffic_only_when_no_ready_one_is_left() {
-    if root() {
-        terminating_fallback(Running::up_in_mode("nftgrace", "nftables"));
-    }
-}
+in_both_modes!(
+    a_terminating_endpoint_takes_traffic_only_when_no_ready_one_is_left,
+    in_nftables_mode_a_terminating_endpoint_takes_traffic_only_when_no_ready_one_is_left,
+    "graceful",
+    |tb, _| terminating_fallback(tb)
+);
 
 /// kube-proxy's fallback to serving terminating endpoints, in `tb`'s mode.
 fn terminating_fallback(tb: Running) {

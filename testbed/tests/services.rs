@@ -156,19 +156,12 @@ fn deployment_service_probes_scaling_and_deletion() {
     );
 }
 
-#[test]
-fn hairpin_udp_affinity_and_a_service_without_endpoints() {
-    if root() {
-        more_services(Running::up("more"));
-    }
-}
-
-#[test]
-fn in_nftables_mode_hairpin_udp_affinity_and_a_service_without_endpoints() {
-    if root() {
-        more_services(Running::up_in_mode("morenft", "nftables"));
-    }
-}
+in_both_modes!(
+    hairpin_udp_affinity_and_a_service_without_endpoints,
+    in_nftables_mode_hairpin_udp_affinity_and_a_service_without_endpoints,
+    "more",
+    |tb, _| more_services(tb)
+);
 
 // Long because it walks one cluster through several Service behaviours; split, each
 // would build its own.

@@ -29,6 +29,32 @@ pub fn root() -> bool {
     false
 }
 
+/// Two root tests of one body, each on a testbed of its own: `$name` in iptables mode
+/// (testbed `$tb`) and `$nft` in nftables mode (`$tb` + "nft"). The body takes the
+/// testbed and the mode's name.
+#[macro_export]
+macro_rules! in_both_modes {
+    ($name:ident, $nft:ident, $tb:literal, $body:expr) => {
+        #[test]
+        fn $name() {
+            if $crate::common::root() {
+                let body: fn($crate::common::running::Running, &str) = $body;
+                body($crate::common::running::Running::up($tb), "iptables");
+            }
+        }
+
+        #[test]
+        fn $nft() {
+            if $crate::common::root() {
+                let body: fn($crate::common::running::Running, &str) = $body;
+                let tb =
+                    $crate::common::running::Running::up_in_mode(concat!($tb, "nft"), "nftables");
+                body(tb, "nftables");
+            }
+        }
+    };
+}
+
 /// A testbed name no other test (or test run) uses at the same time.
 pub fn unique_name(what: &str) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);

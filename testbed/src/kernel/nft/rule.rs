@@ -30,6 +30,17 @@ pub struct Rule {
 pub const ANON_MAP: &str = "__map%d";
 pub const ANON_SET: &str = "__set%d";
 
+/// A lookup of register 1 in `set` (its verdict taken when `vmap`; a match when
+/// absent when `inv`).
+fn lookup(set: &str, vmap: bool, inv: bool) -> Expr {
+    Expr::Lookup {
+        set: set.to_string(),
+        id: None,
+        vmap,
+        inv,
+    }
+}
+
 fn payload(network: bool, offset: u32, len: u32, dreg: u32) -> Expr {
     Expr::Payload {
         base: if network { 1 } else { 2 },
@@ -331,12 +342,7 @@ fn numgen(t: &mut Tokens, e: &mut Vec<Expr>) -> Result<Anon, String> {
         picks.push((number(k)?, v));
     }
     e.push(Expr::Numgen { modulus });
-    e.push(Expr::Lookup {
-        set: ANON_MAP.into(),
-        id: None,
-        vmap: true,
-        inv: false,
-    });
+    e.push(lookup(ANON_MAP, true, false));
     Ok(Anon::Map(picks))
 }
 
@@ -352,12 +358,7 @@ fn protocol(p: &str) -> Result<u8, String> {
 /// `vmap @MAP`, the key already in registers.
 fn vmap(t: &mut Tokens, e: &mut Vec<Expr>) -> Result<(), String> {
     let set = t.next()?.strip_prefix('@').ok_or("vmap needs @MAP")?;
-    e.push(Expr::Lookup {
-        set: set.to_string(),
-        id: None,
-        vmap: true,
-        inv: false,
-    });
+    e.push(lookup(set, true, false));
     Ok(())
 }
 
@@ -420,12 +421,7 @@ fn ip(t: &mut Tokens, e: &mut Vec<Expr>) -> Result<Option<Anon>, String> {
     }
     if let Some(set) = word.strip_prefix('@') {
         e.push(payload(true, offset, 4, REG1));
-        e.push(Expr::Lookup {
-            set: set.to_string(),
-            id: None,
-            vmap: false,
-            inv: false,
-        });
+        e.push(lookup(set, false, false));
         return Ok(None);
     }
     let neq = word == "!=";
@@ -449,12 +445,7 @@ fn ip(t: &mut Tokens, e: &mut Vec<Expr>) -> Result<Option<Anon>, String> {
         }
         _ => {
             e.push(payload(true, offset, 4, REG1));
-            e.push(Expr::Lookup {
-                set: ANON_SET.into(),
-                id: None,
-                vmap: false,
-                inv: neq,
-            });
+            e.push(lookup(ANON_SET, false, neq));
             Ok(Some(Anon::Ranges { daddr, ranges }))
         }
     }

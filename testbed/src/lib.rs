@@ -28,4 +28,5 @@ pub mod scenario;
 pub mod state;
 pub mod tools;
 pub mod topology;
+pub mod trace;
 pub mod yaml;

@@ -30,6 +30,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         &["controllers", "dns", "proxy", "probe", "manifest"],
     ),
     ("the address plan", &["plan"]),
+    ("tracing and pictures of a cluster", &["trace"]),
     ("the machine", &["state", "topology", "clean"]),
     (
         "pods and the scenario format",

@@ -98,8 +98,8 @@ fn run_one(file: &Path, mode: Option<Mode>) -> Result<(), Failed> {
 }
 
 /// Whether a scenario runs in nftables mode too: one that does not look at iptables
-/// (its tables, `iptables-save` in a node, a flush of them) and is not an `err_`
-/// example. Its snapshots are the same in both modes: the same Services, endpoints,
+/// (its tables, `iptables-save` in a node, a flush of them, a trace of the chains a
+/// packet passes) and is not an `err_` example. Its snapshots are the same in both modes: the same Services, endpoints,
 /// answers and backends, which is what running it twice checks.
 fn in_both_modes(file: &Path) -> bool {
     let text = std::fs::read_to_string(file).unwrap();
@@ -110,6 +110,7 @@ fn in_both_modes(file: &Path) -> bool {
         "view: filter",
         "flush:",
         "kubeProxy",
+        "trace:",
     ];
     // udp-conntrack failed twice in nftables mode in clean-clone CI runs (2 or 1 of 3
     // UDP probes answered, at its first or its last connect step) and never in over

@@ -11,6 +11,7 @@ mod objects;
 mod ops;
 mod print;
 mod run;
+mod trace;
 mod up;
 
 pub use ops::render_plan;
@@ -101,6 +102,27 @@ enum Command {
         #[arg(long, short = 'w')]
         watch: bool,
     },
+    /// Follow one real connection from a pod, hop by hop: the names its resolver
+    /// tried, the chains and rules its first packet passed in each node, the DNAT,
+    /// conntrack, the way to the backend and the pod that answered, or where and
+    /// why it failed (exit 1)
+    Trace {
+        #[arg(long, short = 't')]
+        testbed: Option<String>,
+        /// The pod that connects (POD or NAMESPACE/POD)
+        pod: String,
+        /// A name, a ClusterIP, a pod IP or a node address, with :PORT (the
+        /// Service's first port when left out)
+        target: String,
+        /// UDP instead of TCP
+        #[arg(long)]
+        udp: bool,
+        /// How long the connection waits for an answer
+        #[arg(long, default_value = "2s", value_parser = duration_arg)]
+        timeout: std::time::Duration,
+        #[arg(long, short = 'o', value_enum, default_value = "text")]
+        output: trace::Output,
+    },
     /// Delete an object (KIND/NAME or KIND NAME)
     Delete {
         #[arg(long, short = 't')]
@@ -183,7 +205,18 @@ pub fn main() -> ExitCode {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         }
     }
-    let result = match cli.command {
+    match dispatch(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            report(&e);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the command.
+fn dispatch(command: Command) -> Result<ExitCode> {
+    match command {
         Command::Up { file, name } => need_root("up").and_then(|_| up::up(&file, name)),
         Command::Down { name } => need_root("down").and_then(|_| ops::down(name)),
         Command::Ls => ops::ls(),
@@ -215,6 +248,15 @@ pub fn main() -> ExitCode {
             output,
             watch,
         }),
+        Command::Trace {
+            testbed,
+            pod,
+            target,
+            udp,
+            timeout,
+            output,
+        } => need_root("trace")
+            .and_then(|_| trace::trace(testbed, &pod, &target, udp, timeout, output)),
         Command::Delete {
             testbed,
             kind,
@@ -240,13 +282,6 @@ pub fn main() -> ExitCode {
         Command::Doctor => ops::doctor(),
         Command::Bench { what } => need_root("bench").and_then(|_| bench::run(what)),
         Command::Daemon { file, name } => daemon::run(&file, &name),
-    };
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            report(&e);
-            ExitCode::FAILURE
-        }
     }
 }
 
@@ -303,4 +338,9 @@ fn namespace_arg(s: &str) -> std::result::Result<String, String> {
     crate::names::check_dns1123_label(s, 63)
         .map(|()| s.to_string())
         .map_err(|why| format!("namespace {s:?} {why}"))
+}
+
+/// A duration on the command line: `2s`, `500ms`.
+fn duration_arg(s: &str) -> std::result::Result<std::time::Duration, String> {
+    crate::scenario::steps::parse_duration(s)
 }

@@ -41,7 +41,8 @@ fn from_error(e: std::io::Error) -> Outcome {
     }
 }
 
-/// One connection from namespace `netns` to `to`, from `source_port` or a new port.
+/// One connection from namespace `netns` to `to`, from `source_port` or a new port,
+/// asking `hostname`.
 pub async fn once(
     netns: Option<&str>,
     to: SocketAddr,
@@ -49,12 +50,26 @@ pub async fn once(
     timeout: Duration,
     source_port: Option<u16>,
 ) -> Outcome {
+    ask(netns, to, udp, timeout, source_port, "hostname").await
+}
+
+/// One connection that sends the line `request` (`hostname`, `clientip`): the
+/// first line of the answer.
+pub async fn ask(
+    netns: Option<&str>,
+    to: SocketAddr,
+    udp: bool,
+    timeout: Duration,
+    source_port: Option<u16>,
+    request: &str,
+) -> Outcome {
     let from = SocketAddr::from(([0, 0, 0, 0], source_port.unwrap_or(0)));
+    let line = format!("{request}\n");
     let attempt = async {
         if udp {
-            udp_once(netns, from, to).await
+            udp_once(netns, from, to, &line).await
         } else {
-            tcp_once(netns, from, to).await
+            tcp_once(netns, from, to, &line).await
         }
     };
     match tokio::time::timeout(timeout, attempt).await {
@@ -75,6 +90,7 @@ async fn tcp_once(
     netns: Option<&str>,
     from: SocketAddr,
     to: SocketAddr,
+    line: &str,
 ) -> std::io::Result<String> {
     let socket = crate::netns::in_netns_or_here(netns, tokio::net::TcpSocket::new_v4)?;
     if from.port() != 0 {
@@ -82,7 +98,7 @@ async fn tcp_once(
         socket.bind(from)?;
     }
     let mut stream = socket.connect(to).await?;
-    stream.write_all(b"hostname\n").await?;
+    stream.write_all(line.as_bytes()).await?;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 512];
     loop {
@@ -103,6 +119,7 @@ async fn udp_once(
     netns: Option<&str>,
     from: SocketAddr,
     to: SocketAddr,
+    line: &str,
 ) -> std::io::Result<String> {
     let s = crate::netns::in_netns_or_here(netns, || {
         let s = std::net::UdpSocket::bind(from)?;
@@ -111,7 +128,7 @@ async fn udp_once(
     })?;
     let s = tokio::net::UdpSocket::from_std(s)?;
     s.connect(to).await?;
-    s.send(b"hostname\n").await?;
+    s.send(line.as_bytes()).await?;
     let mut buf = [0u8; 1500];
     let n = s.recv(&mut buf).await?;
     Ok(String::from_utf8_lossy(&buf[..n]).to_string())

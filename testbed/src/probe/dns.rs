@@ -74,6 +74,25 @@ impl Resolv {
     }
 }
 
+/// A file of the pod's `/etc` (`resolv.conf`, `hosts`), or why it cannot be read.
+pub fn pod_etc(netns_name: &str, file: &str) -> Result<String, String> {
+    let path = std::path::Path::new(crate::netns::ETC_NETNS_DIR)
+        .join(netns_name)
+        .join(file);
+    std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+/// The address `name` has in a hosts file, if any (as libc's `files` source).
+pub fn hosts_lookup(hosts: &str, name: &str) -> Option<Ipv4Addr> {
+    let name = name.trim_end_matches('.');
+    hosts.lines().find_map(|l| {
+        let l = l.split('#').next()?;
+        let mut words = l.split_whitespace();
+        let ip = words.next()?.parse().ok()?;
+        words.any(|w| w.eq_ignore_ascii_case(name)).then_some(ip)
+    })
+}
+
 /// The final answer, and the names tried on the way.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Answer {

@@ -39,7 +39,8 @@ macro_rules! registry {
 }
 
 registry!(
-    apply, delete, scale, wait, dns, connect, exec, snapshot, kill, readiness, node, link, flush
+    apply, delete, scale, wait, dns, connect, exec, snapshot, kill, readiness, node, link, flush,
+    trace
 );
 
 /// One kind of step: its key, its shape, and how a value of that shape becomes an action.

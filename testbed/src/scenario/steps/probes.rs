@@ -2,7 +2,6 @@
 //! a command in it. Probes run from inside the pod's namespace, as its processes would.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use hickory_proto::rr::RecordType;
@@ -62,11 +61,7 @@ pub fn pod_object(cx: &dyn Context, key: &PodKey) -> Option<Pod> {
     }
 }
 
-/// A file of the pod's `/etc` (`resolv.conf`, `hosts`), or why it cannot be read.
-pub fn pod_etc(netns_name: &str, file: &str) -> Result<String, String> {
-    let path = Path::new(netns::ETC_NETNS_DIR).join(netns_name).join(file);
-    std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))
-}
+pub use crate::probe::dns::pod_etc;
 
 /// Asks `q` from its pod, through the pod's resolv.conf.
 pub async fn dns(cx: &dyn Context, q: &DnsQuery) -> Result<Answer, String> {
@@ -81,7 +76,7 @@ pub async fn connect(cx: &dyn Context, c: &Connect) -> Result<(String, Vec<Outco
     let (_, netns_name) = pod(cx, &c.from)?;
     // As libc does (hosts: files dns): the pod's /etc/hosts first, then DNS.
     let hosts = pod_etc(&netns_name, "hosts").unwrap_or_default();
-    let from_hosts = hosts_lookup(&hosts, &c.to);
+    let from_hosts = crate::probe::dns::hosts_lookup(&hosts, &c.to);
     let ip: Ipv4Addr = match c.to.parse().ok().or(from_hosts) {
         Some(ip) => ip,
         None => {
@@ -148,15 +143,4 @@ pub async fn exec(
 pub async fn next_revision(revision: &mut tokio::sync::watch::Receiver<u64>, deadline: Instant) {
     let at = deadline.min(Instant::now() + Duration::from_secs(1));
     let _ = tokio::time::timeout_at(at.into(), revision.changed()).await;
-}
-
-/// The address `name` has in a hosts file, if any.
-fn hosts_lookup(hosts: &str, name: &str) -> Option<Ipv4Addr> {
-    let name = name.trim_end_matches('.');
-    hosts.lines().find_map(|l| {
-        let l = l.split('#').next()?;
-        let mut words = l.split_whitespace();
-        let ip = words.next()?.parse().ok()?;
-        words.any(|w| w.eq_ignore_ascii_case(name)).then_some(ip)
-    })
 }

@@ -10,6 +10,7 @@ pub mod controllers;
 pub mod dns;
 pub mod errors;
 pub mod exec;
+pub mod graph;
 pub mod informer;
 pub mod input;
 pub mod kernel;

@@ -30,7 +30,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         &["controllers", "dns", "proxy", "probe", "manifest"],
     ),
     ("the address plan", &["plan"]),
-    ("tracing and pictures of a cluster", &["trace"]),
+    ("tracing and pictures of a cluster", &["trace", "graph"]),
     ("the machine", &["state", "topology", "clean"]),
     (
         "pods and the scenario format",

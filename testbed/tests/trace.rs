@@ -242,3 +242,55 @@ fn in_nftables_mode_a_trace_passes_the_maps_and_leaves_the_table_as_it_was() {
         ],
     );
 }
+
+#[test]
+fn the_picture_of_service_discovery_is_svg_that_names_every_node_pod_and_service() {
+    if !common::root() {
+        return;
+    }
+    let tb = Running::up_scenario("graph", "service-discovery.yaml");
+    // The scenario's first step: the Service web.
+    let web = std::env::temp_dir().join(format!("{}-web.yaml", tb.0));
+    std::fs::write(
+        &web,
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  selector: {app: web}\n  ports: [{name: http, port: 80, targetPort: 8080}]\n",
+    )
+    .unwrap();
+    tb.ok(&["apply", "-f", &web.display().to_string()]);
+    std::fs::remove_file(&web).unwrap();
+    tb.wait_ready("web", 1);
+    let svg = tb.ok(&["graph"]);
+    let doc = roxmltree::Document::parse(&svg).expect("the picture is well-formed XML");
+    assert_eq!(doc.root_element().tag_name().name(), "svg");
+    let texts: Vec<&str> = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("text"))
+        .filter_map(|n| n.text())
+        .collect();
+    let mut names = vec!["node-1".to_string(), "node-2".to_string()];
+    for kind in ["pods", "services"] {
+        let list = tb.json(&["get", kind, "-A"]);
+        for o in list["items"].as_array().unwrap() {
+            let m = &o["metadata"];
+            names.push(format!(
+                "{}/{}",
+                m["namespace"].as_str().unwrap(),
+                m["name"].as_str().unwrap()
+            ));
+        }
+    }
+    assert!(names.len() >= 2 + 4 + 3, "{names:?}");
+    for n in &names {
+        assert!(
+            texts.iter().any(|t| t.contains(n.as_str())),
+            "the picture does not name {n}"
+        );
+    }
+    // web's arrow goes to pod-b, ready.
+    assert!(svg.contains(r#"class="endpoint""#));
+    let mermaid = tb.ok(&["graph", "-o", "mermaid"]);
+    assert!(
+        mermaid.contains("svc_default_web --> pod_default_pod_b"),
+        "{mermaid}"
+    );
+}

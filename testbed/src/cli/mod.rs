@@ -123,6 +123,14 @@ enum Command {
         #[arg(long, short = 'o', value_enum, default_value = "text")]
         output: trace::Output,
     },
+    /// Draw the cluster: nodes with their pods, Services with arrows to their
+    /// endpoints (SVG laid out by testbed itself, or Mermaid or Graphviz text)
+    Graph {
+        #[arg(long, short = 't')]
+        testbed: Option<String>,
+        #[arg(long, short = 'o', value_enum, default_value = "svg")]
+        output: trace::GraphOutput,
+    },
     /// Delete an object (KIND/NAME or KIND NAME)
     Delete {
         #[arg(long, short = 't')]
@@ -257,6 +265,7 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             output,
         } => need_root("trace")
             .and_then(|_| trace::trace(testbed, &pod, &target, udp, timeout, output)),
+        Command::Graph { testbed, output } => trace::graph(testbed, output),
         Command::Delete {
             testbed,
             kind,

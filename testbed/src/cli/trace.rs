@@ -1,5 +1,5 @@
 //! `testbed trace POD TARGET[:PORT]`: one real connection from a pod, hop by hop
-//! (see [`crate::trace`]). The cluster's objects come from its API; the trace runs
+//! (see [`crate::trace`]), and `testbed graph`, the cluster's picture ([`crate::graph`]). The cluster's objects come from its API; the trace runs
 //! here, in the testbed's namespaces, and removes what it added to them even when
 //! interrupted.
 
@@ -17,6 +17,29 @@ use crate::trace::{Request, World};
 pub enum Output {
     Text,
     Json,
+    /// The cluster's picture with the connection's path drawn on it
+    Svg,
+}
+
+/// The forms of `testbed graph`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum GraphOutput {
+    Svg,
+    Mermaid,
+    Dot,
+}
+
+/// `testbed graph`: the cluster's picture.
+pub fn graph(testbed: Option<String>, output: GraphOutput) -> Result<ExitCode> {
+    let name = super::pick_testbed(testbed)?;
+    let picture = crate::graph::Picture::of(&world(&name)?);
+    let text = match output {
+        GraphOutput::Svg => crate::graph::svg::render(&picture, &[]),
+        GraphOutput::Mermaid => crate::graph::text::mermaid(&picture),
+        GraphOutput::Dot => crate::graph::text::dot(&picture),
+    };
+    print!("{text}");
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The cluster as its API shows it now, with the testbed's plan.
@@ -75,6 +98,10 @@ pub fn trace(
     match output {
         Output::Text => print!("{}", t.text()),
         Output::Json => println!("{}", serde_json::to_string_pretty(&t)?),
+        Output::Svg => print!(
+            "{}",
+            crate::graph::svg::render(&crate::graph::Picture::of(&world), &t.path)
+        ),
     }
     Ok(if t.ok {
         ExitCode::SUCCESS

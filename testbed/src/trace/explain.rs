@@ -105,6 +105,7 @@ fn nodes_seen(
         }
         let rules = (i == 0).then_some(ev.rules.as_str());
         let hop = netfilter::node_hop(world, node, &passes, rules);
+        push_once(&mut t.path, format!("node/{node}"));
         if netfilter::dnat(&netfilter::steps(&passes)).is_some() {
             if let Some(s) = ev.destination.and_then(|d| match d {
                 SocketAddr::V4(v) => world.service_at(*v.ip()),
@@ -113,7 +114,6 @@ fn nodes_seen(
                 push_once(&mut t.path, format!("service/{}", key(&s.metadata)));
             }
         }
-        push_once(&mut t.path, format!("node/{node}"));
         t.hops.push(hop);
         if i == 0 {
             t.hops.append(&mut after_first);

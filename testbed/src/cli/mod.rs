@@ -157,20 +157,7 @@ enum Command {
         name: Option<String>,
     },
     /// Run scenarios: build each cluster, replay its steps, check expectations and snapshots
-    Run {
-        /// Scenario files
-        #[arg(required = true)]
-        files: Vec<PathBuf>,
-        /// Write new and changed snapshots instead of failing on them
-        #[arg(long)]
-        accept: bool,
-        /// The snapshot directory (default: snapshots/ beside the scenario's directory)
-        #[arg(long)]
-        snapshots: Option<PathBuf>,
-        /// Name of the testbed (default: the scenario's name)
-        #[arg(long)]
-        name: Option<String>,
-    },
+    Run(run::RunArgs),
     /// Check scenario files without building anything (no root needed)
     #[command(alias = "check")]
     Validate {
@@ -278,12 +265,7 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             replicas,
             namespace,
         } => objects::scale(testbed, &target, replicas, &namespace),
-        Command::Run {
-            files,
-            accept,
-            snapshots,
-            name,
-        } => need_root("run").and_then(|_| run::run(&files, accept, snapshots, name)),
+        Command::Run(args) => need_root("run").and_then(|_| run::run(args)),
         Command::Kubeconfig { name } => ops::kubeconfig(name),
         Command::Validate { files } => run::validate(&files),
         Command::Schema => run::schema(),

@@ -58,14 +58,36 @@ fn print_event(e: Event<'_>) {
     }
 }
 
-pub(super) fn run(
-    files: &[PathBuf],
+/// How `testbed run` runs its scenarios.
+#[derive(clap::Args)]
+pub(super) struct RunArgs {
+    /// Scenario files
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Write new and changed snapshots instead of failing on them
+    #[arg(long)]
     accept: bool,
+    /// The snapshot directory (default: snapshots/ beside the scenario's directory)
+    #[arg(long)]
     snapshots: Option<PathBuf>,
+    /// Name of the testbed (default: the scenario's name)
+    #[arg(long)]
     name: Option<String>,
-) -> Result<ExitCode> {
-    if name.is_some() && files.len() > 1 {
+    /// Write a self-contained HTML page of each run into this directory
+    /// (DIR/<scenario>.html): its steps, expectations, diffs, traces and the
+    /// cluster's picture before and after
+    #[arg(long, value_name = "DIR")]
+    report: Option<PathBuf>,
+}
+
+pub(super) fn run(args: RunArgs) -> Result<ExitCode> {
+    let files = &args.files;
+    if args.name.is_some() && files.len() > 1 {
         bail!("--name names one testbed: give one scenario file");
+    }
+    if let Some(dir) = &args.report {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot make the report directory {}", dir.display()))?;
     }
     // Everything is checked before anything is built.
     let mut scenarios = Vec::new();
@@ -93,36 +115,8 @@ pub(super) fn run(
     let exe = std::env::current_exe().context("find this program")?;
     let mut failed = Vec::new();
     for (file, s) in &scenarios {
-        println!("scenario {} ({})", s.name, file.display());
-        for l in s.description.lines() {
-            println!("  {l}");
-        }
-        let mut snaps = Files {
-            dir: snapshots.clone().unwrap_or_else(|| default_snapshots(file)),
-            accept,
-        };
-        let opts = Options {
-            exe: exe.clone(),
-            name: name.clone(),
-        };
-        let report = rt.block_on(run::run(file, s, &opts, &mut snaps, &mut print_event));
-        if let Some(e) = &report.setup_error {
-            println!("✗ {}: {e}", file.display());
-        }
-        let steps = report.steps.len();
-        if report.passed() {
-            println!(
-                "passed: {} ({steps} steps in {:.1} s)\n",
-                s.name,
-                report.took.as_secs_f64()
-            );
-        } else {
-            let not_run = if report.not_run > 0 {
-                format!(", {} steps not run", report.not_run)
-            } else {
-                String::new()
-            };
-            println!("FAILED: {}{not_run}\n", s.name);
+        let report = run_one(&rt, &args, &exe, file, s)?;
+        if !report.passed() {
             failed.push(report);
         }
     }
@@ -134,6 +128,57 @@ pub(super) fn run(
         bail!("{} of {} scenarios failed", failed.len(), scenarios.len());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs one scenario, telling its steps as they end, and writes its page.
+fn run_one(
+    rt: &tokio::runtime::Runtime,
+    args: &RunArgs,
+    exe: &Path,
+    file: &Path,
+    s: &crate::scenario::Scenario,
+) -> Result<run::Report> {
+    println!("scenario {} ({})", s.name, file.display());
+    for l in s.description.lines() {
+        println!("  {l}");
+    }
+    let mut snaps = Files {
+        dir: args
+            .snapshots
+            .clone()
+            .unwrap_or_else(|| default_snapshots(file)),
+        accept: args.accept,
+    };
+    let opts = Options {
+        exe: exe.to_path_buf(),
+        name: args.name.clone(),
+    };
+    let report = rt.block_on(run::run(file, s, &opts, &mut snaps, &mut print_event));
+    if let Some(dir) = &args.report {
+        let page = dir.join(format!("{}.html", s.name));
+        std::fs::write(&page, run::html::page(&report))
+            .with_context(|| format!("cannot write {}", page.display()))?;
+        println!("report: {}", page.display());
+    }
+    if let Some(e) = &report.setup_error {
+        println!("✗ {}: {e}", file.display());
+    }
+    if report.passed() {
+        println!(
+            "passed: {} ({} steps in {:.1} s)\n",
+            s.name,
+            report.steps.len(),
+            report.took.as_secs_f64()
+        );
+    } else {
+        let not_run = if report.not_run > 0 {
+            format!(", {} steps not run", report.not_run)
+        } else {
+            String::new()
+        };
+        println!("FAILED: {}{not_run}\n", s.name);
+    }
+    Ok(report)
 }
 
 pub(super) fn validate(files: &[PathBuf]) -> Result<ExitCode> {

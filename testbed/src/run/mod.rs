@@ -4,6 +4,7 @@
 //! down. Each step's report says what happened, what was expected and what was seen,
 //! at the step's file:line.
 
+pub mod html;
 pub mod snapshots;
 
 use std::path::{Path, PathBuf};
@@ -44,6 +45,9 @@ pub struct StepReport {
     /// The step could not do what it says.
     pub error: Option<String>,
     pub took: Duration,
+    /// What it saw in full, and a picture, for a report.
+    pub detail: Option<String>,
+    pub figure: Option<String>,
 }
 
 impl StepReport {
@@ -76,6 +80,7 @@ impl StepReport {
 #[derive(Debug, Clone)]
 pub struct Report {
     pub scenario: String,
+    pub description: String,
     pub file: PathBuf,
     /// How the cluster came up (or why it did not).
     pub setup: Vec<String>,
@@ -84,6 +89,9 @@ pub struct Report {
     /// Steps left after a failure.
     pub not_run: usize,
     pub took: Duration,
+    /// The cluster's picture (SVG) once it is up, and after the last step run.
+    pub before: Option<String>,
+    pub after: Option<String>,
 }
 
 impl Report {
@@ -122,12 +130,15 @@ pub async fn run(
     let start = Instant::now();
     let mut report = Report {
         scenario: scenario.name.clone(),
+        description: scenario.description.clone(),
         file: file.to_path_buf(),
         setup: Vec::new(),
         setup_error: None,
         steps: Vec::new(),
         not_run: 0,
         took: Duration::ZERO,
+        before: None,
+        after: None,
     };
     let name = opts.name.clone().unwrap_or_else(|| scenario.name.clone());
     let started = Cluster::start(
@@ -145,17 +156,8 @@ pub async fn run(
     let cluster = match started {
         Ok(c) => c,
         Err(failure) => {
+            report.setup_error = Some(setup_error(&failure.error));
             report.setup = failure.setup;
-            report.setup_error = Some(match &failure.error {
-                StartError::Topology(e) => format!("cannot build the cluster: {e}"),
-                StartError::ControlPlane(e) => {
-                    format!(
-                        "cannot start the control plane: {}",
-                        crate::errors::chain(e)
-                    )
-                }
-                e => e.to_string(),
-            });
             for l in &report.setup {
                 progress(Event::Setup(l));
             }
@@ -177,6 +179,7 @@ pub async fn run(
     for l in &report.setup {
         progress(Event::Setup(l));
     }
+    report.before = Some(runner.picture());
     for (i, step) in scenario.steps.iter().enumerate() {
         let r = runner.step(step).await;
         progress(Event::Step(&r));
@@ -187,9 +190,24 @@ pub async fn run(
             break;
         }
     }
+    report.after = Some(runner.picture());
     cluster.shutdown().await;
     report.took = start.elapsed();
     report
+}
+
+/// Why the cluster did not come up, in words.
+fn setup_error(e: &StartError) -> String {
+    match e {
+        StartError::Topology(e) => format!("cannot build the cluster: {e}"),
+        StartError::ControlPlane(e) => {
+            format!(
+                "cannot start the control plane: {}",
+                crate::errors::chain(e)
+            )
+        }
+        e => e.to_string(),
+    }
 }
 
 /// The cluster a scenario's steps run against.
@@ -215,19 +233,27 @@ impl Runner<'_> {
         if let (Some(n), false) = (&step.name, step.snapshot_name().is_some()) {
             title = format!("{n}: {title}");
         }
-        let (lines, mismatches, error) = match self.act(step).await {
-            Ok(seen) => (seen.lines, seen.mismatches, None),
-            Err(e) => (Vec::new(), Vec::new(), Some(e)),
+        let (seen, error) = match self.act(step).await {
+            Ok(seen) => (seen, None),
+            Err(e) => (Seen::default(), Some(e)),
         };
         StepReport {
             number: step.index + 1,
             at,
             title,
-            lines,
-            mismatches,
+            lines: seen.lines,
+            mismatches: seen.mismatches,
             error,
             took: start.elapsed(),
+            detail: seen.detail,
+            figure: seen.figure,
         }
+    }
+
+    /// The cluster's picture now (SVG).
+    fn picture(&self) -> String {
+        let world = crate::trace::World::from_store(self.plan.clone(), &self.cp.store);
+        crate::graph::svg::render(&crate::graph::Picture::of(&world), &[])
     }
 
     async fn act(&mut self, step: &Step) -> Result<Seen, String> {

@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use crate::api::labels::{pod_ready, SERVICE_NAME_LABEL};
-use crate::api::Object;
+use crate::api::{Kind, Object};
 use crate::plan::{NodePlan, Plan};
 
 /// The cluster as a trace sees it.
@@ -64,6 +64,12 @@ impl World {
         w.services.sort_by_key(|s| by_key(&s.metadata));
         w.slices.sort_by_key(|s| by_key(&s.metadata));
         w
+    }
+
+    /// The cluster as `store` has it now.
+    pub fn from_store(plan: Plan, store: &crate::api::Store) -> World {
+        let kinds = [Kind::Pod, Kind::Service, Kind::EndpointSlice];
+        World::new(plan, kinds.into_iter().flat_map(|k| store.list(k, None)))
     }
 
     /// The pod `NAME` (in `default`) or `NAMESPACE/NAME`.

@@ -114,6 +114,7 @@ impl Action for Connect {
                 expect::describe(&b, &errs)
             )],
             mismatches: expect::connect(e, &outcomes),
+            ..Default::default()
         })
     }
 }

@@ -49,6 +49,11 @@ pub trait Context {
 pub struct Seen {
     pub lines: Vec<String>,
     pub mismatches: Vec<Mismatch>,
+    /// More than a line can hold, for a report: a trace's every hop, a snapshot's
+    /// content.
+    pub detail: Option<String>,
+    /// A picture for a report (SVG): a trace's path over the cluster.
+    pub figure: Option<String>,
 }
 
 impl Seen {

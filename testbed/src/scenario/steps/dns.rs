@@ -74,6 +74,7 @@ impl Action for DnsQuery {
         Ok(Seen {
             lines: lines(&a),
             mismatches: expect::dns(e, &a),
+            ..Default::default()
         })
     }
 }

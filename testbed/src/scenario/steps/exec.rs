@@ -88,6 +88,7 @@ impl Action for Exec {
         Ok(Seen {
             lines: out,
             mismatches: expect::exec(e, code, &stdout),
+            ..Default::default()
         })
     }
 }

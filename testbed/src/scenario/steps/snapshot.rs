@@ -263,6 +263,10 @@ impl Action for Snapshot {
         let content = self.view.take(cx).await?;
         let full = format!("{}@{}", cx.scenario(), self.name);
         let description = format!("{}: {}", cx.scenario(), self.title());
-        cx.snapshot(&full, &description, &content).map(Seen::line)
+        let line = cx.snapshot(&full, &description, &content)?;
+        Ok(Seen {
+            detail: Some(content),
+            ..Seen::line(line)
+        })
     }
 }

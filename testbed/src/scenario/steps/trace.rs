@@ -10,7 +10,6 @@ use serde_json::Value;
 
 use super::expect::{list, Mismatch};
 use super::{schema_of, Action, At, Context, Ctx, Expect, Seen, StepKind};
-use crate::api::Kind;
 use crate::trace::{Request, World};
 
 pub const KIND: StepKind = StepKind {
@@ -116,11 +115,9 @@ impl Action for Trace {
     }
 
     async fn run(&self, cx: &mut dyn Context, e: &Expect) -> Result<Seen, String> {
-        let objects = [Kind::Pod, Kind::Service, Kind::EndpointSlice]
-            .into_iter()
-            .flat_map(|k| cx.store().list(k, None));
-        let world = World::new(cx.plan().clone(), objects);
+        let world = World::from_store(cx.plan().clone(), cx.store());
         let t = crate::trace::trace(&world, &self.req).await?;
+        let picture = crate::graph::Picture::of(&world);
         let mut lines = vec![t.result.clone()];
         if let Some(name) = &self.name {
             let full = format!("{}@{name}", cx.scenario());
@@ -130,6 +127,8 @@ impl Action for Trace {
         Ok(Seen {
             lines,
             mismatches: compare(e, &t),
+            detail: Some(t.text()),
+            figure: Some(crate::graph::svg::render(&picture, &t.path)),
         })
     }
 }

@@ -18,10 +18,7 @@ fn rulesets(tb: &Running) -> Vec<String> {
             String::from_utf8(out.stdout)
                 .unwrap()
                 .lines()
-                .map(|l| match l.find("counter packets") {
-                    Some(at) => &l[..at],
-                    None => l,
-                })
+                .map(testbed::trace::events::without_counters)
                 .collect::<Vec<_>>()
                 .join("\n")
         })
@@ -96,17 +93,23 @@ fn a_trace_from_client_to_web_tells_the_seed_flow_with_real_values() {
     );
 }
 
-#[test]
-fn a_service_without_endpoints_is_rejected_in_the_clients_node() {
+/// A trace from client to `target` on a testbed of its own fails, and says `parts`.
+fn fails_saying(what: &str, target: &str, parts: &[&str]) {
     if !common::root() {
         return;
     }
-    let tb = Running::up_scenario("tracenone", "trace.yaml");
+    let tb = Running::up_scenario(what, "trace.yaml");
     tb.wait_synced();
-    let (ok, text) = trace(&tb, &["client", "none"]);
-    assert!(!ok);
-    has(
-        &text,
+    let (ok, text) = trace(&tb, &["client", target]);
+    assert!(!ok, "{text}");
+    has(&text, parts);
+}
+
+#[test]
+fn a_service_without_endpoints_is_rejected_in_the_clients_node() {
+    fails_saying(
+        "tracenone",
+        "none",
         &[
             "rejected by filter KUBE-SERVICES: meta l4proto tcp ip daddr",
             "Service default/none has no endpoints: its selector \"app=nothing\"",
@@ -117,15 +120,9 @@ fn a_service_without_endpoints_is_rejected_in_the_clients_node() {
 
 #[test]
 fn an_external_name_is_only_a_cname() {
-    if !common::root() {
-        return;
-    }
-    let tb = Running::up_scenario("traceext", "trace.yaml");
-    tb.wait_synced();
-    let (ok, text) = trace(&tb, &["client", "ext"]);
-    assert!(!ok);
-    has(
-        &text,
+    fails_saying(
+        "traceext",
+        "ext",
         &[
             "answer: ext.default.svc.cluster.local. 5 CNAME www.example.com.",
             "Service default/ext is type ExternalName",
@@ -136,15 +133,9 @@ fn an_external_name_is_only_a_cname() {
 
 #[test]
 fn a_name_that_does_not_exist_lists_every_name_tried() {
-    if !common::root() {
-        return;
-    }
-    let tb = Running::up_scenario("tracenx", "trace.yaml");
-    tb.wait_synced();
-    let (ok, text) = trace(&tb, &["client", "nosuch"]);
-    assert!(!ok);
-    has(
-        &text,
+    fails_saying(
+        "tracenx",
+        "nosuch",
         &[
             "asked nosuch.default.svc.cluster.local. NXDOMAIN",
             "asked nosuch.svc.cluster.local. NXDOMAIN",

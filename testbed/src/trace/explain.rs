@@ -104,7 +104,7 @@ fn nodes_seen(
             continue;
         }
         let rules = (i == 0).then_some(ev.rules.as_str());
-        let hop = netfilter::node_hop(world, node, &passes, rules);
+        let mut hop = netfilter::node_hop(world, node, &passes, rules);
         push_once(&mut t.path, format!("node/{node}"));
         if netfilter::dnat(&netfilter::steps(&passes)).is_some() {
             if let Some(s) = ev.destination.and_then(|d| match d {
@@ -112,6 +112,9 @@ fn nodes_seen(
                 SocketAddr::V6(_) => None,
             }) {
                 push_once(&mut t.path, format!("service/{}", key(&s.metadata)));
+                for l in netfilter::service_lines(world, s) {
+                    hop.line(l);
+                }
             }
         }
         t.hops.push(hop);

@@ -172,6 +172,44 @@ fn masquerade(steps: &[&Step]) -> String {
     }
 }
 
+/// The Service's side of the choice: its endpoint set and the policies that narrow
+/// it, as the API has them.
+pub fn service_lines(world: &World, svc: &k8s_openapi::api::core::v1::Service) -> Vec<String> {
+    let spec = svc.spec.clone().unwrap_or_default();
+    let eps = world.endpoints(svc);
+    let set: Vec<String> = eps
+        .iter()
+        .filter(|e| e.ready)
+        .map(|e| format!("{} on {}", e.ip, e.node.as_deref().unwrap_or("?")))
+        .collect();
+    let mut out = vec![format!(
+        "Service {}: {} ready endpoints of {} ({})",
+        key(&svc.metadata),
+        set.len(),
+        eps.len(),
+        set.join(", ")
+    )];
+    if spec.session_affinity.as_deref() == Some("ClientIP") {
+        let secs = spec
+            .session_affinity_config
+            .and_then(|c| c.client_ip)
+            .and_then(|c| c.timeout_seconds)
+            .unwrap_or(10800);
+        out.push(format!(
+            "sessionAffinity ClientIP: a client keeps its endpoint for {secs} s (the `recent` match or the affinity set)"
+        ));
+    }
+    if spec.internal_traffic_policy.as_deref() == Some("Local") {
+        out.push(
+            "internalTrafficPolicy Local: only endpoints on the client's node are picked".into(),
+        );
+    }
+    if spec.external_traffic_policy.as_deref() == Some("Local") {
+        out.push("externalTrafficPolicy Local: traffic from outside goes only to endpoints on the node it arrived at".into());
+    }
+    out
+}
+
 /// A conntrack entry: `(original, reply, state)` as `A:P -> B:Q`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Conntrack {

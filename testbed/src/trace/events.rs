@@ -206,12 +206,12 @@ pub fn first_to(passes: &[Pass], from: Ipv4Addr, to: Ipv4Addr, port: u16) -> Vec
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Captured from node-1 of a two-node testbed (iptables mode): the DNS question,
     /// then the SYN of a connection to the Service web's ClusterIP.
-    const CAPTURED: &str = r#"trace id f917ec35 ip testbed-trace pre packet: iif "cbr0" ether saddr 02:42:0a:f4:01:02 ether daddr 02:42:0a:f4:01:01 ip saddr 10.244.1.2 ip daddr 10.96.0.10 ip dscp cs0 ip ecn not-ect ip ttl 64 ip id 6212 ip length 75 udp sport 41740 udp dport 53 udp length 55 @th,64,96 0xebf101000001000000000000
+    pub(crate) const CAPTURED: &str = r#"trace id f917ec35 ip testbed-trace pre packet: iif "cbr0" ether saddr 02:42:0a:f4:01:02 ether daddr 02:42:0a:f4:01:01 ip saddr 10.244.1.2 ip daddr 10.96.0.10 ip dscp cs0 ip ecn not-ect ip ttl 64 ip id 6212 ip length 75 udp sport 41740 udp dport 53 udp length 55 @th,64,96 0xebf101000001000000000000
 trace id f917ec35 ip testbed-trace pre rule ip saddr 10.244.1.2 meta nftrace set 1 (verdict continue)
 trace id f917ec35 ip testbed-trace pre policy accept
 trace id f917ec35 ip nat PREROUTING packet: iif "cbr0" ether saddr 02:42:0a:f4:01:02 ether daddr 02:42:0a:f4:01:01 ip saddr 10.244.1.2 ip daddr 10.96.0.10 ip dscp cs0 ip ecn not-ect ip ttl 64 ip id 6212 ip length 75 udp sport 41740 udp dport 53 udp length 55 @th,64,96 0xebf101000001000000000000

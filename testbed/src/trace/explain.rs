@@ -176,6 +176,19 @@ fn resolution(world: &World, src: &Source, ev: &Evidence) -> Hop {
     for r in &a.records {
         h.line(format!("answer: {r}"));
     }
+    for ip in a.data.iter().filter_map(|d| d.parse::<Ipv4Addr>().ok()) {
+        if let Some(s) = world.service_at(ip) {
+            h.line(format!(
+                "{ip} is the ClusterIP of Service {}: its A record in the cluster DNS",
+                key(&s.metadata)
+            ));
+        } else if let Some(p) = world.pod_at(ip) {
+            h.line(format!(
+                "{ip} is pod {}'s address: a headless Service's record names its pods",
+                key(&p.metadata)
+            ));
+        }
+    }
     for r in a.records.iter().filter(|r| r.contains(" CNAME ")) {
         let target = r.split_whitespace().last().unwrap_or_default();
         h.line(format!(

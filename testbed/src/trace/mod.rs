@@ -14,6 +14,9 @@ pub mod monitor;
 mod netfilter;
 pub mod world;
 
+#[cfg(test)]
+mod explain_tests;
+
 use serde::Serialize;
 
 pub use gather::Request;

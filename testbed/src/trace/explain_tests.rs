@@ -218,3 +218,15 @@ fn a_lost_packet_is_last_seen_where_it_left_and_links_down_are_named() {
         ]
     );
 }
+
+#[test]
+fn a_pod_that_is_not_there_is_named_in_the_error() {
+    let e = super::gather::source(&world(), "nosuch").unwrap_err();
+    assert_eq!(
+        e,
+        "there is no pod \"nosuch\" (`testbed get pods` lists them)"
+    );
+    // A pod the API has whose namespace was never made here is not running.
+    let e = super::gather::source(&world(), "default/client").unwrap_err();
+    assert_eq!(e, "pod default/client is not running");
+}

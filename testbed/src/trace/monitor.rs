@@ -22,7 +22,7 @@ pub const TABLE: &str = "testbed-trace";
 /// The marker packets' port (discard).
 const MARKER_PORT: u16 = 9;
 /// How long a monitor gets to show a marker.
-const MARKER_WAIT: Duration = Duration::from_secs(5);
+const MARKER_WAIT: Duration = Duration::from_secs(10);
 
 /// The nft text of the table that traces packets from `sources`; it first deletes a
 /// table left by a trace that was killed.
@@ -86,19 +86,18 @@ impl Tracing {
             exec.run("nft", &["-f", "-"], Some(&table_text(sources)))
                 .await
                 .map_err(|e| format!("cannot add the trace table in {node}: {e}"))?;
-            let mut w = Watch {
+            // Kept before the monitor starts, so a failure below still removes the table.
+            t.watches.push(Watch {
                 node: node.clone(),
                 netns: netns.clone(),
                 exec,
                 lines: Arc::default(),
                 child: None,
-            };
-            // Pushed before the monitor starts, so a failure below still removes the table.
-            w.child = Some(
-                spawn_monitor(&w.exec.netns, w.lines.clone())
-                    .map_err(|e| format!("cannot run `nft monitor trace` in {node}: {e}"))?,
-            );
-            t.watches.push(w);
+            });
+            let w = t.watches.last_mut().expect("just pushed");
+            let child = spawn_monitor(&w.exec.netns, w.lines.clone())
+                .map_err(|e| format!("cannot run `nft monitor trace` in {node}: {e}"))?;
+            w.child = Some(child);
         }
         for w in &t.watches {
             wait_marker(w, 0).await?;

@@ -11,6 +11,7 @@ pub mod dns;
 pub mod errors;
 pub mod exec;
 pub mod graph;
+pub mod impair;
 pub mod informer;
 pub mod input;
 pub mod kernel;

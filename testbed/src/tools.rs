@@ -62,9 +62,15 @@ pub const TOOLS: &[Tool] = &[
         true,
     ),
     tool(
+        "tc",
+        "iproute2",
+        "fault steps' rate limits and delays (qdiscs)",
+        false,
+    ),
+    tool(
         "nft",
         "nftables",
-        "the flush step (a node's tables flushed, for kube-proxy to restore)",
+        "the flush step, and fault steps' loss and partitions",
         false,
     ),
     tool("curl", "curl", "HTTP from inside pods", false),

@@ -31,7 +31,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     ("the address plan", &["plan"]),
     ("tracing and pictures of a cluster", &["trace", "graph"]),
-    ("the machine", &["state", "topology", "clean"]),
+    ("the machine", &["state", "topology", "clean", "impair"]),
     (
         "pods and the scenario format",
         &["kubelet", "exec", "scenario"],

@@ -75,12 +75,22 @@ fn percent_decode(s: &str) -> String {
 
 const METHODS: [&str; 6] = ["GET ", "HEAD ", "POST ", "PUT ", "DELETE ", "OPTIONS "];
 
-async fn serve_tcp_conn(pod: String, mut conn: tokio::net::TcpStream, client: SocketAddr) {
+/// How long a kept-alive HTTP connection may sit idle, as a Go server's clients see it.
+const IDLE: Duration = Duration::from_secs(120);
+
+/// Reads one request. The first of a connection: what the client sends within a
+/// moment (a client that sends nothing gets the name); a later one (HTTP keep-alive):
+/// `None` when the client closes or stays idle.
+async fn read_request(conn: &mut tokio::net::TcpStream, first: bool) -> Option<String> {
     let mut buf = vec![0u8; 4096];
     let mut got = 0;
-    // Read what the client sends first; a client that sends nothing gets the name.
     loop {
-        match tokio::time::timeout(Duration::from_millis(200), conn.read(&mut buf[got..])).await {
+        let wait = if first || got > 0 {
+            Duration::from_millis(200)
+        } else {
+            IDLE
+        };
+        match tokio::time::timeout(wait, conn.read(&mut buf[got..])).await {
             Ok(Ok(0)) | Err(_) => break,
             Ok(Ok(n)) => {
                 got += n;
@@ -93,30 +103,58 @@ async fn serve_tcp_conn(pod: String, mut conn: tokio::net::TcpStream, client: So
                     break;
                 }
             }
-            Ok(Err(_)) => return,
+            Ok(Err(_)) => return None,
         }
     }
-    let text = String::from_utf8_lossy(&buf[..got]).into_owned();
-    let reply = if METHODS.iter().any(|m| text.starts_with(m)) {
-        let line = text.lines().next().unwrap_or_default();
-        let (status, body) = http_answer(&pod, client, line);
-        let reason = if status == 200 { "OK" } else { "Not Found" };
-        let body = if text.starts_with("HEAD ") {
-            String::new()
+    (first || got > 0).then(|| String::from_utf8_lossy(&buf[..got]).into_owned())
+}
+
+/// Whether an HTTP request keeps its connection open: HTTP/1.1 without
+/// `Connection: close`, as Go's server (agnhost's) reads it.
+fn keep_alive(request: &str) -> bool {
+    let mut lines = request.lines();
+    let http11 = lines.next().is_some_and(|l| l.ends_with("HTTP/1.1"));
+    http11
+        && !lines.any(|l| {
+            l.split_once(':').is_some_and(|(k, v)| {
+                k.trim().eq_ignore_ascii_case("connection")
+                    && v.trim().eq_ignore_ascii_case("close")
+            })
+        })
+}
+
+/// A connection: one line answered, or HTTP requests until the client closes (or
+/// asks to).
+async fn serve_tcp_conn(pod: String, mut conn: tokio::net::TcpStream, client: SocketAddr) {
+    let mut first = true;
+    while let Some(text) = read_request(&mut conn, first).await {
+        first = false;
+        let http = METHODS.iter().any(|m| text.starts_with(m));
+        let keep = http && keep_alive(&text);
+        let reply = if http {
+            let line = text.lines().next().unwrap_or_default();
+            let (status, body) = http_answer(&pod, client, line);
+            let reason = if status == 200 { "OK" } else { "Not Found" };
+            let body = if text.starts_with("HEAD ") {
+                String::new()
+            } else {
+                body
+            };
+            let connection = if keep { "" } else { "Connection: close\r\n" };
+            format!(
+                "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n{connection}\r\n{body}",
+                body.len()
+            )
         } else {
-            body
+            format!(
+                "{}\n",
+                answer(&pod, client, text.lines().next().unwrap_or_default())
+            )
         };
-        format!(
-            "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
-    } else {
-        format!(
-            "{}\n",
-            answer(&pod, client, text.lines().next().unwrap_or_default())
-        )
-    };
-    let _ = conn.write_all(reply.as_bytes()).await;
+        if conn.write_all(reply.as_bytes()).await.is_err() || !keep {
+            break;
+        }
+    }
     let _ = conn.shutdown().await;
 }
 
@@ -152,11 +190,20 @@ pub async fn serve(pod: String, bound: Bound) -> std::io::Result<()> {
     }
 }
 
+/// Serves connections until dropped. The connections are this server's own: when
+/// the container stops (the future is dropped), they close with it, as a process's
+/// sockets do when it exits.
 async fn serve_tcp(pod: String, std_listener: std::net::TcpListener) -> std::io::Result<()> {
     let listener = TcpListener::from_std(std_listener)?;
+    let mut conns = tokio::task::JoinSet::new();
     loop {
-        let (conn, client) = listener.accept().await?;
-        tokio::spawn(serve_tcp_conn(pod.clone(), conn, client));
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (conn, client) = accepted?;
+                conns.spawn(serve_tcp_conn(pod.clone(), conn, client));
+            }
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
     }
 }
 

@@ -14,17 +14,24 @@ pub enum Outcome {
     /// A pod answered with its name.
     Answered(String),
     Refused,
+    /// The connection was made and then reset (its server went away mid-answer).
+    Reset,
     Timeout,
     Unreachable,
+    /// The name did not resolve: the DNS answer's rcode (`nxdomain`, `servfail`), or
+    /// `dns-timeout` when no nameserver answered.
+    NoName(String),
     Failed(String),
 }
 
 impl Outcome {
-    /// `refused`, `timeout`, `unreachable`, or the error's text.
+    /// `refused`, `reset`, `timeout`, `unreachable`, `nxdomain`, or the error's text.
     pub fn error(&self) -> Option<String> {
         match self {
             Outcome::Answered(_) => None,
             Outcome::Refused => Some("refused".into()),
+            Outcome::Reset => Some("reset".into()),
+            Outcome::NoName(rcode) => Some(rcode.clone()),
             Outcome::Timeout => Some("timeout".into()),
             Outcome::Unreachable => Some("unreachable".into()),
             Outcome::Failed(e) => Some(e.clone()),
@@ -32,9 +39,10 @@ impl Outcome {
     }
 }
 
-fn from_error(e: std::io::Error) -> Outcome {
+pub(super) fn from_error(e: std::io::Error) -> Outcome {
     match e.kind() {
-        ErrorKind::ConnectionRefused | ErrorKind::ConnectionReset => Outcome::Refused,
+        ErrorKind::ConnectionRefused => Outcome::Refused,
+        ErrorKind::ConnectionReset | ErrorKind::BrokenPipe => Outcome::Reset,
         ErrorKind::TimedOut => Outcome::Timeout,
         ErrorKind::HostUnreachable | ErrorKind::NetworkUnreachable => Outcome::Unreachable,
         _ => Outcome::Failed(e.to_string()),

@@ -175,6 +175,7 @@ pub async fn run(
         cp: cluster.control().clone(),
         links: Box::new(Netlink),
         snapshots,
+        background: Default::default(),
     };
     for l in &report.setup {
         progress(Event::Setup(l));
@@ -220,6 +221,8 @@ struct Runner<'a> {
     cp: Arc<ControlPlane>,
     links: Box<dyn Links>,
     snapshots: &'a mut dyn Snapshots,
+    /// Traffic across steps, and when each step ran.
+    background: crate::scenario::steps::Background,
 }
 
 impl Runner<'_> {
@@ -237,6 +240,15 @@ impl Runner<'_> {
             Ok(seen) => (seen, None),
             Err(e) => (Seen::default(), Some(e)),
         };
+        self.background
+            .steps
+            .push(crate::scenario::steps::StepMark {
+                number: step.index + 1,
+                name: step.name.clone(),
+                title: step.action.title(),
+                start,
+                end: Instant::now(),
+            });
         StepReport {
             number: step.index + 1,
             at,
@@ -257,7 +269,7 @@ impl Runner<'_> {
     }
 
     async fn act(&mut self, step: &Step) -> Result<Seen, String> {
-        if step.action.probes() {
+        if step.action.probes() && !step.immediately {
             // Probes see every change made before them: the records and rules are
             // given the moment they take (milliseconds), so runs repeat exactly.
             let rev = *self.cp.store.subscribe().borrow();
@@ -309,6 +321,10 @@ impl Context for Runner<'_> {
 
     fn behind(&self, rev: u64) -> String {
         self.cp.behind(rev)
+    }
+
+    fn background(&mut self) -> &mut crate::scenario::steps::Background {
+        &mut self.background
     }
 
     fn snapshot(&mut self, full: &str, description: &str, content: &str) -> Result<String, String> {

@@ -254,11 +254,11 @@ fn steps_are_checked_with_their_lines() {
             "s.yaml:3:12: steps[0].wait.ready: endpoints needs ready: N, the number of ready addresses",
             "s.yaml:4:37: steps[1].dns.type: \"AAAAX\" is not a DNS record type like A, SRV or PTR",
             "s.yaml:5:24: steps[1].expect.backends: backends is expected of connect steps, and this is a dns step",
-            "s.yaml:6:5: steps[2].conect: unknown field `conect`, expected one of `name`, `apply`, `delete`, `scale`, `wait`, `dns`, `connect`, `exec`, `snapshot`, `kill`, `readiness`, `node`, `link`, `flush`, `trace`, `expect`",
+            "s.yaml:6:5: steps[2].conect: unknown field `conect`, expected one of `name`, `immediately`, `apply`, `delete`, `scale`, `wait`, `dns`, `connect`, `exec`, `snapshot`, `kill`, `readiness`, `node`, `link`, `flush`, `trace`, `fault`, `heal`, `traffic`, `stop`, `sleep`, `expect`",
             "s.yaml:7:5: steps[3]: a step has one action, this one has connect, exec; make them separate steps",
             "s.yaml:9:16: steps[4].snapshot: the nat view needs node",
             "s.yaml:10:29: steps[5].wait.timeout: \"5 minutes\" is not a duration like 30s, 500ms or 2m",
-            "s.yaml:11:5: steps[6]: a step needs one action: apply, delete, scale, wait, dns, connect, exec, snapshot, kill, readiness, node, link, flush, trace",
+            "s.yaml:11:5: steps[6]: a step needs one action: apply, delete, scale, wait, dns, connect, exec, snapshot, kill, readiness, node, link, flush, trace, fault, heal, traffic, stop, sleep",
         ]
     );
 }

@@ -79,13 +79,26 @@ pub fn failure(
             why.push(format!("no route: {}", ev.pod_route));
             "the pod".to_string()
         }
-        Outcome::Failed(e) => {
-            why.push(e.clone());
-            "the connection".to_string()
+        Outcome::Reset | Outcome::NoName(_) | Outcome::Failed(_) => {
+            let (at, what) = plain(outcome);
+            why.push(what);
+            at.to_string()
         }
         Outcome::Answered(_) => unreachable!("failure() of a connection that was answered"),
     };
     (at, why)
+}
+
+/// Where a failure the kernel's trace cannot place happened, and what it was.
+fn plain(outcome: &Outcome) -> (&'static str, String) {
+    match outcome {
+        Outcome::Reset => (
+            "the connection",
+            "the connection was made, then reset before an answer came".into(),
+        ),
+        Outcome::NoName(rcode) => ("the resolver", format!("the name did not resolve: {rcode}")),
+        other => ("the connection", other.error().unwrap_or_default()),
+    }
 }
 
 /// An endpoint that answered with a reset: nothing listens there.

@@ -38,10 +38,33 @@ pub trait Context {
     /// Checks `content` against the stored snapshot `name` (`<scenario>@<step>`),
     /// described as `description`: the line to report, or why it failed.
     fn snapshot(&mut self, name: &str, description: &str, content: &str) -> Result<String, String>;
+    /// What runs across steps (traffic), and when each step ran.
+    fn background(&mut self) -> &mut Background;
 
     fn store(&self) -> &Store {
         &self.api().store
     }
+}
+
+/// What runs across steps, and when each step ran: a `stop` step's report places
+/// the steps in its traffic's timeline.
+#[derive(Debug, Default)]
+pub struct Background {
+    /// Traffic under way, by its step's name: how it is sent, and its records.
+    pub traffic: std::collections::HashMap<String, (String, crate::probe::traffic::Running)>,
+    /// Every step run so far.
+    pub steps: Vec<StepMark>,
+}
+
+/// When a step ran.
+#[derive(Debug, Clone)]
+pub struct StepMark {
+    /// 1-based.
+    pub number: usize,
+    pub name: Option<String>,
+    pub title: String,
+    pub start: Instant,
+    pub end: Instant,
 }
 
 /// What a step's action saw, with its expectations compared.

@@ -27,7 +27,7 @@ pub struct Expect {
     pub backend_count: Option<u32>,
     /// connect: this many connections got an answer.
     pub ok: Option<u32>,
-    /// connect: every connection failed this way: `refused`, `timeout`, `unreachable`.
+    /// connect: every connection failed this way: `refused`, `reset`, `timeout`, `unreachable`.
     pub error: Option<String>,
     /// exec: the exit code.
     pub exit_code: Option<i32>,
@@ -35,6 +35,57 @@ pub struct Expect {
     pub stdout: Option<String>,
     /// exec: text the standard output contains.
     pub contains: Option<String>,
+    /// stop: how many requests failed: `0`, `<= 3`, `>= 1`.
+    pub failures: Option<Count>,
+    /// stop: after each named step (its name or number) ended, only these pods
+    /// answered: `{web-1-gone: [web-2]}`.
+    pub backends_after: Option<BTreeMap<String, Vec<String>>>,
+}
+
+/// A count as expected: a number (exactly), or `<= N`, `>= N`, `< N`, `> N`.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Count {
+    Exactly(u32),
+    Compared(String),
+}
+
+impl std::fmt::Display for Count {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Count::Exactly(n) => write!(f, "{n}"),
+            Count::Compared(t) => f.write_str(t.trim()),
+        }
+    }
+}
+
+/// The comparison and number of a count, or why it is not one.
+fn count_parts(c: &Count) -> Result<(&'static str, u32), String> {
+    let text = match c {
+        Count::Exactly(n) => return Ok(("=", *n)),
+        Count::Compared(t) => t.trim(),
+    };
+    let op = ["<=", ">=", "<", ">", "="]
+        .into_iter()
+        .find(|op| text.starts_with(op))
+        .unwrap_or("=");
+    text[op.len().min(text.len())..]
+        .trim()
+        .parse::<u32>()
+        .map(|n| (op, n))
+        .map_err(|_| format!("{text:?} is not a count like 0, \"<= 3\" or \">= 1\""))
+}
+
+/// Whether `n` is as `c` says (a count that does not parse holds for nothing).
+pub fn count_holds(c: &Count, n: u32) -> bool {
+    match count_parts(c) {
+        Ok(("<=", m)) => n <= m,
+        Ok((">=", m)) => n >= m,
+        Ok(("<", m)) => n < m,
+        Ok((">", m)) => n > m,
+        Ok((_, m)) => n == m,
+        Err(_) => false,
+    }
 }
 
 /// Checks the `expect` of step `path`, of kind `kind`: every key is one its kind
@@ -55,6 +106,8 @@ pub(super) fn check(cx: &mut Ctx, path: &str, kind: &StepKind, e: Option<Expect>
         ("exitCode", e.exit_code.is_some()),
         ("stdout", e.stdout.is_some()),
         ("contains", e.contains.is_some()),
+        ("failures", e.failures.is_some()),
+        ("backendsAfter", e.backends_after.is_some()),
     ];
     for (key, present) in given {
         if present && !kind.expects.contains(&key) {
@@ -80,12 +133,15 @@ pub(super) fn check(cx: &mut Ctx, path: &str, kind: &StepKind, e: Option<Expect>
         }
     }
     if let Some(err) = &e.error {
-        if !["refused", "timeout", "unreachable"].contains(&err.as_str()) {
+        if !["refused", "reset", "timeout", "unreachable"].contains(&err.as_str()) {
             cx.fail(
                 &at("error"),
-                format!("{err:?} is not refused, timeout or unreachable"),
+                format!("{err:?} is not refused, reset, timeout or unreachable"),
             );
         }
+    }
+    if let Some(Err(why)) = e.failures.as_ref().map(count_parts) {
+        cx.fail(&at("failures"), why);
     }
     Expect {
         rcode: e.rcode.map(|r| r.to_ascii_uppercase()),
@@ -101,7 +157,7 @@ pub struct Mismatch {
     pub seen: String,
 }
 
-fn mismatch(what: &str, expected: impl Into<String>, seen: impl Into<String>) -> Mismatch {
+pub fn mismatch(what: &str, expected: impl Into<String>, seen: impl Into<String>) -> Mismatch {
     Mismatch {
         what: what.into(),
         expected: expected.into(),

@@ -24,7 +24,7 @@ use crate::api::server::Api;
 use crate::yaml::{child_key, Pos, Spans};
 
 pub use connect::Connect;
-pub use context::{Context, Seen};
+pub use context::{Background, Context, Seen, StepMark};
 pub use dns::DnsQuery;
 pub use expect::{Expect, Mismatch};
 pub use probes::{next_revision, pod};
@@ -40,7 +40,7 @@ macro_rules! registry {
 
 registry!(
     apply, delete, scale, wait, dns, connect, exec, snapshot, kill, readiness, node, link, flush,
-    trace
+    trace, fault, heal, traffic, stop, sleep
 );
 
 /// One kind of step: its key, its shape, and how a value of that shape becomes an action.
@@ -143,6 +143,14 @@ impl JsonSchema for StepFile {
             properties.insert(k.key.into(), described((k.schema)(g), k.about).into());
         }
         properties.insert(
+            "immediately".into(),
+            described(
+                schema_of::<bool>(g),
+                "A probing step starts at once, without waiting for the DNS and the nodes' rules to catch up.",
+            )
+            .into(),
+        );
+        properties.insert(
             "expect".into(),
             described(schema_of::<Expect>(g), "What the step must see.").into(),
         );
@@ -157,7 +165,7 @@ impl JsonSchema for StepFile {
 
 /// The keys a step may have: `name`, every kind's, `expect`.
 fn step_keys() -> Vec<&'static str> {
-    let mut keys = vec!["name"];
+    let mut keys = vec!["name", "immediately"];
     keys.extend(KINDS.iter().map(|k| k.key));
     keys.push("expect");
     keys
@@ -211,6 +219,9 @@ pub struct Step {
     pub name: Option<String>,
     pub action: Arc<dyn Action>,
     pub expect: Expect,
+    /// A probing step that starts at once, without waiting for the DNS and the
+    /// nodes' rules to catch up: to see the propagation delay itself.
+    pub immediately: bool,
 }
 
 impl Step {
@@ -255,6 +266,10 @@ pub struct Ctx<'a> {
     /// The scenario's directory, for manifest files named relative to it.
     dir: &'a Path,
     problems: Vec<Located>,
+    /// The faults declared so far, by id, and whether a `heal` undid them.
+    faults: Vec<(Arc<fault::Declared>, bool)>,
+    /// The traffic steps so far, and whether a `stop` ended them.
+    traffics: Vec<(traffic::Declared, bool)>,
 }
 
 impl Ctx<'_> {
@@ -316,6 +331,76 @@ impl Ctx<'_> {
         }
     }
 
+    /// Declares a fault step's fault: refused when its id is taken, or when it would
+    /// put a second qdisc on a link that has one in force.
+    pub(super) fn declare_fault(&mut self, d: Arc<fault::Declared>) -> Result<(), String> {
+        use crate::impair::{Effect, Scope};
+        let shapes = |f: &crate::impair::Fault| !matches!(f.effect, Effect::Loss(_));
+        for (other, healed) in &self.faults {
+            if other.fault.id == d.fault.id {
+                return Err(format!("a fault named {:?} is declared before", d.fault.id));
+            }
+            let same_link = matches!((&other.fault.scope, &d.fault.scope), (Scope::Link(a), Scope::Link(b)) if a == b);
+            if !healed && same_link && shapes(&other.fault) && shapes(&d.fault) {
+                return Err(format!(
+                    "fault {:?} already shapes this link ({}); heal it first",
+                    other.fault.id,
+                    other.fault.describe()
+                ));
+            }
+        }
+        self.faults.push((d, false));
+        Ok(())
+    }
+
+    /// The fault a `heal` step names, now healed.
+    pub(super) fn heal_fault(&mut self, id: &str) -> Result<Arc<fault::Declared>, String> {
+        let known: Vec<String> = self
+            .faults
+            .iter()
+            .map(|(d, _)| d.fault.id.clone())
+            .collect();
+        match self.faults.iter_mut().find(|(d, _)| d.fault.id == id) {
+            Some((_, true)) => Err(format!("fault {id:?} is healed by an earlier step")),
+            Some((d, healed)) => {
+                *healed = true;
+                Ok(d.clone())
+            }
+            None => Err(format!(
+                "no fault step before this one is named {id:?} (faults: {})",
+                if known.is_empty() {
+                    "none".into()
+                } else {
+                    known.join(", ")
+                }
+            )),
+        }
+    }
+
+    pub(super) fn declare_traffic(&mut self, d: traffic::Declared) {
+        self.traffics.push((d, false));
+    }
+
+    /// The traffic a `stop` step names, now stopped.
+    pub(super) fn stop_traffic(&mut self, id: &str) -> Result<traffic::Declared, String> {
+        let known: Vec<String> = self.traffics.iter().map(|(d, _)| d.id.clone()).collect();
+        match self.traffics.iter_mut().rev().find(|(d, _)| d.id == id) {
+            Some((_, true)) => Err(format!("traffic {id:?} is stopped by an earlier step")),
+            Some((d, stopped)) => {
+                *stopped = true;
+                Ok(d.clone())
+            }
+            None => Err(format!(
+                "no traffic step before this one is named {id:?} (traffic: {})",
+                if known.is_empty() {
+                    "none".into()
+                } else {
+                    known.join(", ")
+                }
+            )),
+        }
+    }
+
     /// `up` (true) or `down`.
     pub fn state(&mut self, path: &str, text: &str) -> bool {
         match text {
@@ -339,6 +424,8 @@ pub(super) fn steps_from(
         spans,
         dir,
         problems: Vec::new(),
+        faults: Vec::new(),
+        traffics: Vec::new(),
     };
     let mut out = Vec::new();
     let mut names = std::collections::HashMap::new();
@@ -359,6 +446,18 @@ pub(super) fn steps_from(
             out.push(step);
         }
     }
+    let unstopped: Vec<String> = cx
+        .traffics
+        .iter()
+        .filter(|(_, stopped)| !stopped)
+        .map(|(t, _)| t.id.clone())
+        .collect();
+    for id in unstopped {
+        cx.fail(
+            "steps",
+            format!("traffic {id:?} is never stopped: add a step `stop: {id}` to report it"),
+        );
+    }
     if cx.problems.is_empty() {
         Ok(out)
     } else {
@@ -376,6 +475,10 @@ fn step_from(
     let name: Option<String> = match fields.remove("name") {
         Some(v) => Some(cx.value(v, &at("name"))?),
         None => None,
+    };
+    let immediately: bool = match fields.remove("immediately") {
+        Some(v) => cx.value(v, &at("immediately"))?,
+        None => false,
     };
     let expect_file: Option<Expect> = match fields.remove("expect") {
         Some(v) => Some(cx.value(v, &at("expect"))?),
@@ -430,6 +533,7 @@ fn step_from(
         name,
         action: Arc::from(action),
         expect,
+        immediately,
     })
 }
 

@@ -21,6 +21,7 @@ struct Fake {
     links: Recorder,
     file: PathBuf,
     snapshots: Vec<(String, String)>,
+    background: super::context::Background,
 }
 
 #[async_trait::async_trait(?Send)]
@@ -55,6 +56,9 @@ impl Context for Fake {
     fn behind(&self, _: u64) -> String {
         "nobody".into()
     }
+    fn background(&mut self) -> &mut super::context::Background {
+        &mut self.background
+    }
     fn snapshot(&mut self, name: &str, _: &str, content: &str) -> Result<String, String> {
         self.snapshots.push((name.into(), content.into()));
         Ok(format!("{name}: as stored"))
@@ -75,6 +79,7 @@ fn scenario(steps: &str) -> (Scenario, Fake) {
         links: Recorder::default(),
         file: "demo.yaml".into(),
         snapshots: Vec::new(),
+        background: Default::default(),
     };
     (s, fake)
 }

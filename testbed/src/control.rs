@@ -177,6 +177,11 @@ impl ControlPlane {
                     dns: Some(dns.clone()),
                     exe,
                     faults: faults.clone(),
+                    backoff: scenario
+                        .cluster
+                        .max_restart_period
+                        .map(kubelet::restart::BackOffSpec::with_max)
+                        .unwrap_or_default(),
                     owner_uid: crate::state::owner_uid(),
                     service_accounts,
                 });

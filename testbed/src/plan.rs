@@ -27,6 +27,8 @@ pub struct ClusterSpec {
     /// The addresses the load balancer gives, first to last; `None` is
     /// [`default_load_balancer_pool`].
     pub load_balancer_pool: Option<(Ipv4Addr, Ipv4Addr)>,
+    /// The kubelets' cap on the crash-loop back-off (`None`: upstream's 300 s).
+    pub max_restart_period: Option<std::time::Duration>,
 }
 
 /// How the cluster DNS is set up.
@@ -75,6 +77,7 @@ impl ClusterSpec {
             proxy_mode: Default::default(),
             hosts: Vec::new(),
             load_balancer_pool: None,
+            max_restart_period: None,
         }
     }
 }

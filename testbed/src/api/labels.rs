@@ -39,3 +39,51 @@ pub fn selects(sel: &BTreeMap<String, String>, pod: &Pod) -> bool {
             .iter()
             .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
 }
+
+/// The pod's STATUS and READY columns as `kubectl get pods` prints them (upstream's
+/// `printPod`): a waiting container's reason (`CrashLoopBackOff`), a terminated one's
+/// (`Error`, `Completed`), else the phase; `Terminating` while it is deleted.
+pub fn pod_status_column(pod: &Pod) -> (String, usize) {
+    let st = pod.status.clone().unwrap_or_default();
+    let mut reason = st
+        .reason
+        .clone()
+        .or(st.phase.clone())
+        .unwrap_or_else(|| "Pending".into());
+    let statuses = st.container_statuses.clone().unwrap_or_default();
+    let (mut ready, mut running) = (0, false);
+    for c in statuses.iter().rev() {
+        let state = c.state.clone().unwrap_or_default();
+        if let Some(r) = state
+            .waiting
+            .and_then(|w| w.reason)
+            .filter(|r| !r.is_empty())
+        {
+            reason = r;
+        } else if let Some(t) = state.terminated {
+            reason = match (t.reason.filter(|r| !r.is_empty()), t.signal) {
+                (Some(r), _) => r,
+                (None, Some(s)) if s != 0 => format!("Signal:{s}"),
+                (None, _) => format!("ExitCode:{}", t.exit_code),
+            };
+        } else if c.ready && state.running.is_some() {
+            running = true;
+            ready += 1;
+        }
+    }
+    if statuses.is_empty() && pod_ready(pod) {
+        ready = pod.spec.as_ref().map_or(0, |s| s.containers.len());
+    }
+    if reason == "Completed" && running {
+        reason = if ready_condition(pod) {
+            "Running"
+        } else {
+            "NotReady"
+        }
+        .into();
+    }
+    if pod.metadata.deletion_timestamp.is_some() {
+        reason = "Terminating".into();
+    }
+    (reason, ready)
+}

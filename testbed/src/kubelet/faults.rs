@@ -1,9 +1,9 @@
-//! Faults a scenario injects into the kubelets: a pod killed (its processes die and
-//! are not restarted), a pod whose readiness fails whatever its probes say, a node
+//! Faults a scenario injects into the kubelets: a pod killed (its processes die;
+//! its `restartPolicy` says whether they start again), a pod whose readiness fails whatever its probes say, a node
 //! down (the node lifecycle controller marks its pods not ready). The kubelets watch
 //! this state and act on every change.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use tokio::sync::watch;
@@ -13,7 +13,8 @@ pub type PodKey = (String, String);
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct State {
-    pub killed: HashSet<PodKey>,
+    /// How many times each pod's processes were killed.
+    pub kills: HashMap<PodKey, u32>,
     pub unready: HashSet<PodKey>,
     pub nodes_down: HashSet<String>,
 }
@@ -21,7 +22,7 @@ pub struct State {
 impl State {
     /// Whether the pod on `node` must be reported not ready.
     pub fn forced_unready(&self, key: &PodKey, node: &str) -> bool {
-        self.killed.contains(key) || self.unready.contains(key) || self.nodes_down.contains(node)
+        self.unready.contains(key) || self.nodes_down.contains(node)
     }
 }
 

@@ -3,18 +3,22 @@
 //! containers (the [`netexec`] server on their ports, or their `command` as a real
 //! process inside the pod) and its readiness probes, and report its status.
 
+mod container;
 pub mod env;
 pub mod faults;
 pub mod identity;
+#[cfg(test)]
+mod lifecycle_tests;
 pub mod logs;
 pub mod netexec;
 pub mod probe;
+pub mod restart;
 pub mod runtime;
 mod sync;
 #[cfg(test)]
 mod tests;
 
-pub use runtime::{Containers, PodRuntime, Processes};
+pub use runtime::{PodRuntime, Processes};
 pub use sync::{run, run_on};
 
 use std::net::Ipv4Addr;
@@ -55,6 +59,8 @@ pub struct Config {
     pub exe: PathBuf,
     /// Faults injected by a scenario.
     pub faults: Arc<faults::Faults>,
+    /// The crash-loop back-off's bounds.
+    pub backoff: restart::BackOffSpec,
     /// The testbed's owner: pods may run as root only when it is root.
     pub owner_uid: u32,
     /// Tokens and the CA for pods, when the API server serves pods.
@@ -134,11 +140,12 @@ struct Life {
     previous: Option<watch::Receiver<()>>,
 }
 
-/// A pod's life: its sandbox made, its containers started, its readiness reported
-/// (what the probes say, unless a fault says otherwise) until `stop`, then torn down.
-// Long because it is the pod's life as one state machine (made, started, readiness reported
-// until stopped, torn down); its states share the runtime, the faults and the probe
-// channel.
+/// A pod's life: its sandbox made, its containers run (each restarted as its policy
+/// says), its status and readiness reported (what the containers say, unless a fault
+/// says otherwise) until `stop`, then torn down.
+// Long because it is the pod's life as one state machine (made, its containers run,
+// status reported until stopped or deleted, torn down); its states share the
+// containers' watches.
 async fn pod_life(
     life: Life,
     mut stop: oneshot::Receiver<()>,
@@ -175,33 +182,20 @@ async fn pod_life(
         }
     }
     let spec = pod.spec.clone().unwrap_or_default();
-    let Containers {
-        problems,
-        mut running,
-    } = runtime.start_containers(&plan, &spec).await;
-    let probes: Vec<probe::ProbeSpec> = spec
-        .containers
-        .iter()
-        .filter_map(probe::readiness)
-        .collect();
-    report_running(&store, &key, ip, info.ip, problems, probes.is_empty());
-    let event = |type_, reason: &str, message: String, component: &str| {
-        pod_event(&store, &key, type_, reason, message, component, &info.name)
+    let problems = runtime.prepare(&plan, &spec).await;
+    report_running(&store, &key, ip, info.ip, problems);
+    let event = |type_, reason: &str, message: String| {
+        pod_event(&store, &key, type_, reason, message, "kubelet", &info.name)
     };
-    event(
+    pod_event(
+        &store,
+        &key,
         Type::Normal,
         "Scheduled",
         format!("Successfully assigned {ns}/{name} to {}", info.name),
         "default-scheduler",
+        &info.name,
     );
-    for c in &spec.containers {
-        event(
-            Type::Normal,
-            "Started",
-            format!("Started container {} at {ip}", c.name),
-            "kubelet",
-        );
-    }
     let target = probe::Target {
         testbed: cfg.testbed.clone(),
         node_netns: info.netns.clone(),
@@ -211,41 +205,44 @@ async fn pod_life(
         exe: cfg.exe.clone(),
         user: identity::of(&spec, None, cfg.owner_uid).ok(),
     };
-    // Ready is what the probes say (ready at once without probes), unless a fault
-    // says otherwise; a killed pod's processes stop for good.
-    let (probe_tx, mut probe_rx) = tokio::sync::watch::channel(probes.is_empty());
-    let mut probing: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> =
-        if probes.is_empty() {
-            Box::pin(std::future::pending())
-        } else {
-            Box::pin(probe_loop(&*runtime, &key, &target, &probes, probe_tx))
-        };
+    let statuses = watch::Sender::new(
+        spec.containers
+            .iter()
+            .map(|c| restart::Status::creating(&c.name, c.image.as_deref().unwrap_or_default()))
+            .collect::<Vec<_>>(),
+    );
+    let orders = watch::Sender::new(container::Orders::default());
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let shared = container::Pod {
+        runtime: &*runtime,
+        plan: &plan,
+        spec: &spec,
+        target: &target,
+        backoff: cfg.backoff,
+        full_name: format!("{name}_{ns}({uid})"),
+        statuses: &statuses,
+        event: &event,
+    };
+    let lives = (0..spec.containers.len()).map(|i| container::life(&shared, i, orders.subscribe()));
+    let mut lives = std::pin::pin!(futures::future::join_all(lives));
+    let (mut lives_done, mut terminating) = (spec.containers.is_empty(), false);
+    let mut told_terminate = false;
     let mut faults_rx = cfg.faults.subscribe();
-    let mut reported = probes.is_empty();
-    let mut killed = false;
-    let mut terminated = false;
+    let mut statuses_rx = statuses.subscribe();
+    let policy = restart::Policy::of(&spec);
+    let mut reported = false;
     loop {
         let f = cfg.faults.get();
-        if f.killed.contains(&key) && !killed {
-            killed = true;
-            running.kill().await;
-            probing = Box::pin(std::future::pending());
-            event(
-                Type::Warning,
-                "Killing",
-                "its processes were killed (a scenario's fault)".into(),
-                "kubelet",
-            );
-            set_status(&store, &key, |st| {
-                st.phase = Some("Failed".into());
-                st.reason = Some("Killed".into());
-                st.message =
-                    Some("its processes were killed (containers are not restarted)".into());
-            });
-        }
-        let ready = !f.forced_unready(&key, &info.name) && *probe_rx.borrow_and_update();
+        let kills = f.kills.get(&key).copied().unwrap_or(0);
+        orders.send_if_modified(|o| std::mem::replace(&mut o.kills, kills) != kills);
+        let now = statuses_rx.borrow_and_update().clone();
+        let ready = !f.forced_unready(&key, &info.name) && now.iter().all(restart::Status::ready);
+        set_status(&store, &key, |st| {
+            st.phase = Some(restart::phase(policy, &now).into());
+            st.container_statuses = Some(now.iter().map(restart::Status::to_api).collect());
+            set_ready(st, ready);
+        });
         if ready != reported {
-            set_status(&store, &key, |s| set_ready(s, ready));
             let (type_, reason, message) = if ready {
                 (
                     Type::Normal,
@@ -259,43 +256,37 @@ async fn pod_life(
                     "the pod is not Ready: it leaves its Services' endpoints",
                 )
             };
-            event(type_, reason, message.into(), "kubelet");
+            event(type_, reason, message.into());
             reported = ready;
         }
         tokio::select! {
             _ = &mut stop => break,
-            Ok(grace) = &mut terminate => {
-                // Deleted: its containers get SIGTERM and the grace period, then
-                // SIGKILL; meanwhile its endpoints are terminating (and serving
-                // while it is Ready); then the pod object goes.
-                drop(probing);
-                probing = Box::pin(std::future::pending());
-                for c in &spec.containers {
-                    let msg = format!("Stopping container {} (grace period {grace} s)", c.name);
-                    event(Type::Normal, "Killing", msg, "kubelet");
+            told = &mut terminate, if !told_terminate => {
+                told_terminate = true;
+                // Deleted: each container gets its preStop hook, SIGTERM and the
+                // grace period, then SIGKILL; meanwhile its endpoints are
+                // terminating (and serving while it is Ready); then the pod goes.
+                if let Ok(grace) = told {
+                    let grace = std::time::Duration::from_secs(grace.clamp(0, 3600) as u64);
+                    let deadline = tokio::time::Instant::now() + grace;
+                    orders.send_modify(|o| o.terminate = Some(deadline));
+                    terminating = true;
                 }
-                let grace = std::time::Duration::from_secs(grace.clamp(0, 3600) as u64);
-                running.terminate(grace).await;
-                sync::delete_pod(&store, &pod);
-                terminated = true;
-                let _ = (&mut stop).await;
-                break;
             }
+            _ = &mut lives, if !lives_done => lives_done = true,
             r = faults_rx.changed() => if r.is_err() { let _ = (&mut stop).await; break; },
-            _ = probe_rx.changed() => {}
-            _ = &mut probing => {}
+            _ = statuses_rx.changed() => {}
+        }
+        if terminating && lives_done {
+            sync::delete_pod(&store, &pod);
+            let _ = (&mut stop).await;
+            break;
         }
     }
-    drop(probing);
-    for c in spec.containers.iter().filter(|_| !terminated) {
-        event(
-            Type::Normal,
-            "Killing",
-            format!("Stopping container {}", c.name),
-            "kubelet",
-        );
+    if !lives_done {
+        orders.send_modify(|o| o.stop = true);
+        lives.await;
     }
-    running.kill().await;
     runtime.remove_sandbox(&plan).await;
 }
 
@@ -355,18 +346,17 @@ fn pod_plan(testbed: &str, info: &NodeInfo, pod: &Pod, ip: Ipv4Addr) -> PodPlan 
 }
 
 /// Reports the pod started: Running at `ip` on the node at `node_ip`, with the
-/// containers that could not start, and Ready at once if it has no probes.
+/// problems of its files.
 fn report_running(
     store: &Store,
     key: &PodKey,
     ip: Ipv4Addr,
     node_ip: Ipv4Addr,
     problems: Vec<String>,
-    ready: bool,
 ) {
     let started = now();
     set_status(store, key, |st| {
-        st.phase = Some("Running".into());
+        st.phase = Some("Pending".into());
         st.pod_ip = Some(ip.to_string());
         st.pod_ips = Some(vec![k8s_openapi::api::core::v1::PodIP {
             ip: ip.to_string(),
@@ -382,64 +372,6 @@ fn report_running(
             condition("PodScheduled", true),
             condition("Initialized", true),
         ]);
-        set_ready(st, ready);
+        set_ready(st, false);
     });
-}
-
-/// Runs every readiness probe on its period and sends whether all of them pass.
-async fn probe_loop(
-    runtime: &dyn PodRuntime,
-    key: &PodKey,
-    target: &probe::Target,
-    probes: &[probe::ProbeSpec],
-    ready_tx: tokio::sync::watch::Sender<bool>,
-) {
-    // Per probe: ready, consecutive successes, consecutive failures.
-    let mut st: Vec<(bool, u32, u32)> = vec![(false, 0, 0); probes.len()];
-    let mut next: Vec<tokio::time::Instant> = probes
-        .iter()
-        .map(|p| tokio::time::Instant::now() + p.initial_delay)
-        .collect();
-    let mut was_ready = false;
-    loop {
-        let at = *next.iter().min().expect("at least one probe");
-        tokio::time::sleep_until(at).await;
-        for (i, p) in probes.iter().enumerate() {
-            if next[i] > tokio::time::Instant::now() {
-                continue;
-            }
-            next[i] += p.period;
-            let ok = runtime.probe(target, p).await;
-            let s = &mut st[i];
-            match ok {
-                Ok(()) => {
-                    s.1 += 1;
-                    s.2 = 0;
-                    if s.1 >= p.success_threshold {
-                        s.0 = true;
-                    }
-                }
-                Err(e) => {
-                    s.2 += 1;
-                    s.1 = 0;
-                    if s.2 >= p.failure_threshold || !s.0 {
-                        if s.0 {
-                            tracing::info!(
-                                "pod {}/{}: readiness probe of {} failed: {e}",
-                                key.0,
-                                key.1,
-                                p.container
-                            );
-                        }
-                        s.0 = false;
-                    }
-                }
-            }
-        }
-        let ready = st.iter().all(|s| s.0);
-        if ready != was_ready {
-            ready_tx.send_replace(ready);
-            was_ready = ready;
-        }
-    }
 }

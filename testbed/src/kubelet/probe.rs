@@ -15,9 +15,18 @@ use crate::netns;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Check {
-    Tcp { port: u16 },
-    Http { port: u16, path: String },
-    Exec { command: Vec<String> },
+    Tcp {
+        port: u16,
+    },
+    Http {
+        port: u16,
+        path: String,
+    },
+    Exec {
+        command: Vec<String>,
+    },
+    /// A `preStop` hook's `sleep`.
+    Sleep(Duration),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -58,7 +67,49 @@ fn port_of(port: &IntOrString, c: &Container) -> Option<u16> {
 
 /// The readiness probe of `c`, if it has one admission accepted.
 pub fn readiness(c: &Container) -> Option<ProbeSpec> {
-    let p: &Probe = c.readiness_probe.as_ref()?;
+    of(c.readiness_probe.as_ref()?, c)
+}
+
+/// The liveness probe of `c`.
+pub fn liveness(c: &Container) -> Option<ProbeSpec> {
+    of(c.liveness_probe.as_ref()?, c)
+}
+
+/// The startup probe of `c`.
+pub fn startup(c: &Container) -> Option<ProbeSpec> {
+    of(c.startup_probe.as_ref()?, c)
+}
+
+/// What `c`'s `preStop` hook runs (`exec` or `httpGet`; a `sleep` is [`Check::Sleep`]),
+/// within `grace`.
+pub fn pre_stop(c: &Container, grace: Duration) -> Option<ProbeSpec> {
+    let h = c.lifecycle.as_ref()?.pre_stop.as_ref()?;
+    let check = if let Some(e) = &h.exec {
+        Check::Exec {
+            command: e.command.clone().unwrap_or_default(),
+        }
+    } else if let Some(g) = &h.http_get {
+        Check::Http {
+            port: port_of(&g.port, c)?,
+            path: g.path.clone().unwrap_or_else(|| "/".into()),
+        }
+    } else if let Some(s) = &h.sleep {
+        Check::Sleep(Duration::from_secs(s.seconds.max(0) as u64))
+    } else {
+        return None;
+    };
+    Some(ProbeSpec {
+        container: c.name.clone(),
+        check,
+        initial_delay: Duration::ZERO,
+        period: grace,
+        timeout: grace,
+        success_threshold: 1,
+        failure_threshold: 1,
+    })
+}
+
+fn of(p: &Probe, c: &Container) -> Option<ProbeSpec> {
     let check = if let Some(t) = &p.tcp_socket {
         Check::Tcp {
             port: port_of(&t.port, c)?,
@@ -85,6 +136,60 @@ pub fn readiness(c: &Container) -> Option<ProbeSpec> {
         success_threshold: p.success_threshold.unwrap_or(1).max(1) as u32,
         failure_threshold: p.failure_threshold.unwrap_or(3).max(1) as u32,
     })
+}
+
+/// What a probe is for, which decides when running it ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Ends when it passes (`Ok`) or fails its threshold (`Err`).
+    Startup,
+    /// Ends when it fails its threshold; it passes until then.
+    Liveness,
+    /// Never ends; it reports each change.
+    Readiness,
+}
+
+/// Runs probe `p` on its period from its initial delay, as kubelet's prober worker:
+/// `report` is told each change of its result (`successThreshold` passes in a row
+/// make it pass, `failureThreshold` failures fail it; a readiness probe fails until it
+/// first passes). Returns as its [`Kind`] says, with the last error.
+pub async fn run(
+    runtime: &dyn super::PodRuntime,
+    target: &Target,
+    p: &ProbeSpec,
+    kind: Kind,
+    report: &mut (dyn FnMut(bool) + Send),
+) -> Result<(), String> {
+    let (mut passing, mut successes, mut failures) = (kind == Kind::Liveness, 0, 0);
+    let mut next = tokio::time::Instant::now() + p.initial_delay;
+    loop {
+        tokio::time::sleep_until(next).await;
+        next += p.period;
+        match runtime.probe(target, p).await {
+            Ok(()) => {
+                (successes, failures) = (successes + 1, 0);
+                if successes >= p.success_threshold && !passing {
+                    passing = true;
+                    report(true);
+                }
+                if passing && kind == Kind::Startup {
+                    return Ok(());
+                }
+            }
+            Err(e) => {
+                (successes, failures) = (0, failures + 1);
+                if failures >= p.failure_threshold {
+                    if passing {
+                        passing = false;
+                        report(false);
+                    }
+                    if kind != Kind::Readiness {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+    }
 }
 
 async fn connect(t: &Target, port: u16) -> std::io::Result<tokio::net::TcpStream> {
@@ -120,6 +225,10 @@ async fn check(t: &Target, c: &Check) -> Result<(), String> {
             } else {
                 Err(format!("HTTP probe failed with statuscode: {code}"))
             }
+        }
+        Check::Sleep(d) => {
+            tokio::time::sleep(*d).await;
+            Ok(())
         }
         Check::Exec { command } => {
             let user = t

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::PodSpec;
+use k8s_openapi::api::core::v1::{Container, PodSpec};
 use tokio::task::JoinHandle;
 
 use super::{env, identity, logs, netexec, probe, Config};
@@ -23,9 +23,17 @@ pub trait PodRuntime: Send + Sync + 'static {
     /// Makes the pod's sandbox on node `node` (an index into [`Config::nodes`]).
     async fn create_sandbox(&self, node: usize, pod: &PodPlan) -> Result<(), SandboxError>;
 
-    /// Starts the pod's containers in its sandbox: what runs, and the containers
-    /// that could not start.
-    async fn start_containers(&self, pod: &PodPlan, spec: &PodSpec) -> Containers;
+    /// Readies the pod's files for its containers (its /tmp, its ServiceAccount
+    /// token): a line per problem.
+    async fn prepare(&self, pod: &PodPlan, spec: &PodSpec) -> Vec<String>;
+
+    /// Starts container `c` of the pod in its sandbox.
+    async fn start_container(
+        &self,
+        pod: &PodPlan,
+        spec: &PodSpec,
+        c: &Container,
+    ) -> Result<Box<dyn Processes>, String>;
 
     /// Runs one probe once.
     async fn probe(&self, target: &probe::Target, spec: &probe::ProbeSpec) -> Result<(), String>;
@@ -39,26 +47,30 @@ pub trait PodRuntime: Send + Sync + 'static {
 #[error(transparent)]
 pub struct SandboxError(pub Box<dyn std::error::Error + Send + Sync>);
 
-/// A pod's started containers.
-pub struct Containers {
-    /// One line per container that did not start.
-    pub problems: Vec<String>,
-    pub running: Box<dyn Processes>,
-}
-
-/// What runs of a pod's containers; dropping it stops them too.
+/// What runs of one container; dropping it stops it too.
 #[async_trait::async_trait]
 pub trait Processes: Send {
-    /// Stops them all and waits until they have ended.
+    /// Stops it (SIGKILL) and waits until it has ended.
     async fn kill(&mut self);
 
-    /// Stops them as a kubelet stops a deleted pod's containers: SIGTERM, then up
-    /// to `grace` for them to end, then SIGKILL.
-    async fn terminate(&mut self, grace: std::time::Duration) {
+    /// Stops it as a kubelet stops a container: SIGTERM, then up to `grace` for it
+    /// to end, then SIGKILL. Its exit code.
+    async fn terminate(&mut self, grace: std::time::Duration) -> i32 {
         let _ = grace;
         self.kill().await;
+        KILLED
+    }
+
+    /// Waits until it ends by itself: its exit code. A server runs until stopped.
+    async fn wait(&mut self) -> i32 {
+        std::future::pending().await
     }
 }
+
+/// The exit code of a process ended by SIGKILL, as runtimes report it.
+pub const KILLED: i32 = 137;
+/// ... and by SIGTERM.
+pub const TERMINATED: i32 = 143;
 
 /// The real runtime: netlink handles in each node's namespace.
 pub struct Machine {
@@ -137,7 +149,7 @@ impl PodRuntime for Machine {
             .map_err(|e| SandboxError(Box::new(e)))
     }
 
-    async fn start_containers(&self, pod: &PodPlan, spec: &PodSpec) -> Containers {
+    async fn prepare(&self, pod: &PodPlan, spec: &PodSpec) -> Vec<String> {
         let pod_dir = state::pod_dir(&self.cfg.testbed, &pod.namespace, &pod.name);
         let _ = std::fs::create_dir_all(pod_dir.join("tmp"));
         // Its /tmp, as a container's: anyone may write, no one may remove another's files.
@@ -148,20 +160,21 @@ impl PodRuntime for Machine {
                 std::fs::Permissions::from_mode(0o1777),
             );
         }
+        match self.mount_service_account(pod, spec, &pod_dir) {
+            Ok(()) => Vec::new(),
+            Err(e) => vec![format!("the ServiceAccount token: {e}")],
+        }
+    }
+
+    async fn start_container(
+        &self,
+        pod: &PodPlan,
+        spec: &PodSpec,
+        c: &Container,
+    ) -> Result<Box<dyn Processes>, String> {
         let mut running = Running::default();
-        let mut problems = Vec::new();
-        if let Err(e) = self.mount_service_account(pod, spec, &pod_dir) {
-            problems.push(format!("the ServiceAccount token: {e}"));
-        }
-        for c in &spec.containers {
-            if let Err(e) = self.start_one(pod, spec, c, &mut running).await {
-                problems.push(format!("container {}: {e}", c.name));
-            }
-        }
-        Containers {
-            problems,
-            running: Box::new(running),
-        }
+        self.start_one(pod, spec, c, &mut running).await?;
+        Ok(Box::new(running))
     }
 
     async fn probe(&self, target: &probe::Target, spec: &probe::ProbeSpec) -> Result<(), String> {
@@ -286,14 +299,15 @@ impl Machine {
                         tracing::error!("{what}: {e}");
                     }
                 })),
-                Err(e) => tracing::error!("{what}: {e}"),
+                // agnhost exits when it cannot listen: the container fails to start.
+                Err(e) => return Err(format!("{what}: {e}")),
             }
         }
         Ok(())
     }
 }
 
-/// A pod's containers on this machine: netexec servers, DNS servers, processes.
+/// A container on this machine: netexec servers, a DNS server, or its process.
 #[derive(Default)]
 struct Running {
     servers: Vec<JoinHandle<()>>,
@@ -307,8 +321,10 @@ struct Running {
 #[async_trait::async_trait]
 impl Processes for Running {
     async fn kill(&mut self) {
-        for s in &self.servers {
+        // Their sockets are closed when this returns: a restart can listen again.
+        for s in self.servers.drain(..) {
             s.abort();
+            let _ = s.await;
         }
         self.dns.clear();
         for c in &mut self.children {
@@ -317,7 +333,7 @@ impl Processes for Running {
         }
     }
 
-    async fn terminate(&mut self, grace: std::time::Duration) {
+    async fn terminate(&mut self, grace: std::time::Duration) -> i32 {
         let deadline = tokio::time::Instant::now() + grace;
         for c in &self.children {
             if let Some(pid) = c.id() {
@@ -325,18 +341,45 @@ impl Processes for Running {
                 let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
             }
         }
-        // agnhost netexec ends at SIGTERM, or serves on for its --delay-shutdown.
+        // agnhost netexec ends at SIGTERM, or serves on for its --delay-shutdown
+        // and then exits 0.
         let servers = tokio::time::sleep_until(
             deadline.min(tokio::time::Instant::now() + self.delay_shutdown),
         );
         let children = async {
+            let mut code = None;
             for c in &mut self.children {
-                let _ = c.wait().await;
+                if let Ok(status) = c.wait().await {
+                    code = code.or(Some(exit_code(status)));
+                }
             }
+            code
         };
-        let _ = tokio::join!(servers, tokio::time::timeout_at(deadline, children));
+        let (_, ended) = tokio::join!(servers, tokio::time::timeout_at(deadline, children));
         self.kill().await;
+        match ended {
+            Ok(Some(code)) => code,
+            Err(_) => KILLED,
+            Ok(None) if self.delay_shutdown > std::time::Duration::ZERO => 0,
+            Ok(None) => TERMINATED,
+        }
     }
+
+    async fn wait(&mut self) -> i32 {
+        match self.children.first_mut() {
+            Some(c) => c.wait().await.map_or(KILLED, exit_code),
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// A process's exit code as runtimes report it: its own, or 128 + the signal.
+fn exit_code(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .or(status.signal().map(|s| 128 + s))
+        .unwrap_or(KILLED)
 }
 
 impl Drop for Running {

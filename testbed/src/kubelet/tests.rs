@@ -8,11 +8,11 @@ use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Pod, PodSpec};
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use tokio::sync::watch;
 
-use super::probe::{ProbeSpec, Target};
-use super::runtime::{Containers, PodRuntime, Processes, SandboxError};
+use super::probe::{Check, ProbeSpec, Target};
+use super::runtime::{PodRuntime, Processes, SandboxError};
 use super::{faults::Faults, Config, NodeInfo};
 use crate::api::labels::pod_ready;
 use crate::api::{Key, Kind, Object, Store};
@@ -20,40 +20,44 @@ use crate::plan::PodPlan;
 
 /// What the fake is told to do, and what it saw.
 #[derive(Default)]
-struct Script {
+pub(super) struct Script {
     /// `create node-2 default/web 10.244.2.2`, `start default/web`, `kill
     /// default/web`, `remove default/web`, in order (probes are counted apart).
-    calls: Vec<String>,
-    probes: usize,
+    pub(super) calls: Vec<String>,
+    pub(super) probes: usize,
     /// Whether probes pass.
-    probe_ok: bool,
+    pub(super) probe_ok: bool,
     /// Pods whose sandbox cannot be made.
-    broken: HashSet<String>,
+    pub(super) broken: HashSet<String>,
     /// Pods whose sandbox exists already.
-    existing: HashSet<String>,
+    pub(super) existing: HashSet<String>,
     /// Pods whose removal waits until the gate opens.
-    slow: HashSet<String>,
+    pub(super) slow: HashSet<String>,
+    /// Pods whose container exits by itself: after how long, with which code.
+    pub(super) exits: std::collections::HashMap<String, (Duration, i32)>,
+    /// Containers started, restarts included.
+    pub(super) runs: usize,
 }
 
 #[derive(Clone)]
-struct Fake {
+pub(super) struct Fake {
     script: Arc<Mutex<Script>>,
     gate: watch::Sender<bool>,
 }
 
 impl Fake {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Fake {
             script: Arc::default(),
             gate: watch::Sender::new(false),
         }
     }
 
-    fn with<R>(&self, f: impl FnOnce(&mut Script) -> R) -> R {
+    pub(super) fn with<R>(&self, f: impl FnOnce(&mut Script) -> R) -> R {
         f(&mut self.script.lock().unwrap())
     }
 
-    fn calls(&self) -> Vec<String> {
+    pub(super) fn calls(&self) -> Vec<String> {
         self.with(|s| s.calls.clone())
     }
 
@@ -70,12 +74,23 @@ struct Veth(String, #[source] std::io::Error);
 struct FakeProcesses {
     fake: Fake,
     pod: String,
+    exit: Option<(Duration, i32)>,
 }
 
 #[async_trait::async_trait]
 impl Processes for FakeProcesses {
     async fn kill(&mut self) {
         self.fake.log(format!("kill {}", self.pod));
+    }
+
+    async fn wait(&mut self) -> i32 {
+        match self.exit {
+            Some((after, code)) => {
+                tokio::time::sleep(after).await;
+                code
+            }
+            None => std::future::pending().await,
+        }
     }
 }
 
@@ -98,18 +113,33 @@ impl PodRuntime for Fake {
         Ok(())
     }
 
-    async fn start_containers(&self, pod: &PodPlan, _: &PodSpec) -> Containers {
+    async fn prepare(&self, pod: &PodPlan, _: &PodSpec) -> Vec<String> {
         self.log(format!("start {}", id(pod)));
-        Containers {
-            problems: Vec::new(),
-            running: Box::new(FakeProcesses {
-                fake: self.clone(),
-                pod: id(pod),
-            }),
-        }
+        Vec::new()
     }
 
-    async fn probe(&self, _: &Target, _: &ProbeSpec) -> Result<(), String> {
+    async fn start_container(
+        &self,
+        pod: &PodPlan,
+        _: &PodSpec,
+        _: &Container,
+    ) -> Result<Box<dyn Processes>, String> {
+        let exit = self.with(|s| {
+            s.runs += 1;
+            s.exits.get(&id(pod)).copied()
+        });
+        Ok(Box::new(FakeProcesses {
+            fake: self.clone(),
+            pod: id(pod),
+            exit,
+        }))
+    }
+
+    async fn probe(&self, _: &Target, p: &ProbeSpec) -> Result<(), String> {
+        if let Check::Exec { command } = &p.check {
+            self.log(format!("exec {}", command.join(" ")));
+            return Ok(());
+        }
         let ok = self.with(|s| {
             s.probes += 1;
             s.probe_ok
@@ -136,15 +166,15 @@ fn node(i: u8) -> NodeInfo {
     }
 }
 
-struct Kubelets {
-    store: Arc<Store>,
-    fake: Fake,
-    faults: Arc<Faults>,
-    _task: tokio::task::JoinHandle<()>,
+pub(super) struct Kubelets {
+    pub(super) store: Arc<Store>,
+    pub(super) fake: Fake,
+    pub(super) faults: Arc<Faults>,
+    pub(super) _task: tokio::task::JoinHandle<()>,
 }
 
 /// The kubelets of two nodes over a fake runtime.
-fn start(fake: &Fake) -> Kubelets {
+pub(super) fn start(fake: &Fake) -> Kubelets {
     let store = Arc::new(Store::default());
     let faults = Arc::new(Faults::default());
     let cfg = Arc::new(Config {
@@ -158,6 +188,7 @@ fn start(fake: &Fake) -> Kubelets {
         dns: None,
         exe: "/nonexistent/testbed".into(),
         faults: faults.clone(),
+        backoff: Default::default(),
         owner_uid: 0,
         service_accounts: None,
     });
@@ -175,7 +206,7 @@ fn start(fake: &Fake) -> Kubelets {
 }
 
 /// Pod `default/NAME`, on `node` if given, with a TCP readiness probe if `probed`.
-fn pod(name: &str, node: Option<&str>, probed: bool) -> Object {
+pub(super) fn pod(name: &str, node: Option<&str>, probed: bool) -> Object {
     let probe =
         serde_json::json!({"tcpSocket": {"port": 80}, "periodSeconds": 1, "failureThreshold": 3});
     let mut container = serde_json::json!({"name": "main", "ports": [{"containerPort": 80}]});
@@ -192,16 +223,16 @@ fn pod(name: &str, node: Option<&str>, probed: bool) -> Object {
 }
 
 impl Kubelets {
-    fn put(&self, obj: Object) {
+    pub(super) fn put(&self, obj: Object) {
         self.store.write(|tx| tx.put(obj));
     }
 
-    fn delete(&self, name: &str) {
+    pub(super) fn delete(&self, name: &str) {
         self.store
             .write(|tx| tx.delete(&Key::new(Kind::Pod, "default", name)));
     }
 
-    fn get(&self, name: &str) -> Option<Pod> {
+    pub(super) fn get(&self, name: &str) -> Option<Pod> {
         match self.store.get(&Key::new(Kind::Pod, "default", name)) {
             Some(Object::Pod(p)) => Some(p),
             _ => None,
@@ -209,7 +240,7 @@ impl Kubelets {
     }
 
     /// Waits (in the test's paused time) until `done` holds.
-    async fn until(&self, what: &str, done: impl Fn(&Self) -> bool) {
+    pub(super) async fn until(&self, what: &str, done: impl Fn(&Self) -> bool) {
         let wait = async {
             while !done(self) {
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -223,12 +254,22 @@ impl Kubelets {
         }
     }
 
-    fn phase(&self, name: &str) -> Option<String> {
+    pub(super) fn phase(&self, name: &str) -> Option<String> {
         self.get(name)?.status?.phase
     }
 
-    fn ready(&self, name: &str) -> bool {
+    pub(super) fn ready(&self, name: &str) -> bool {
         self.get(name).is_some_and(|p| pod_ready(&p))
+    }
+
+    /// The pod's RESTARTS.
+    pub(super) fn restarts(&self, name: &str) -> i32 {
+        let st = self.get(name).and_then(|p| p.status);
+        st.and_then(|s| s.container_statuses)
+            .into_iter()
+            .flatten()
+            .map(|c| c.restart_count)
+            .sum()
     }
 }
 
@@ -373,28 +414,48 @@ async fn a_sandbox_that_cannot_be_made_fails_the_pod_with_why() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_killed_pod_fails_and_a_deleted_one_is_torn_down() {
+async fn a_killed_pod_restarts_or_fails_by_its_policy_and_a_deleted_one_is_torn_down() {
     let k = start(&Fake::new());
     k.put(pod("web", Some("node-1"), false));
-    k.until("web ready", |k| k.ready("web")).await;
+    let mut never = pod("once", Some("node-2"), false);
+    if let Object::Pod(p) = &mut never {
+        p.spec.as_mut().unwrap().restart_policy = Some("Never".into());
+    }
+    k.put(never);
+    k.until("both ready", |k| k.ready("web") && k.ready("once"))
+        .await;
 
-    k.faults.update(|s| {
-        s.killed.insert(("default".into(), "web".into()));
-    });
-    k.until("web failed", |k| {
-        k.phase("web").as_deref() == Some("Failed")
+    for name in ["web", "once"] {
+        k.faults.update(|s| {
+            *s.kills.entry(("default".into(), name.into())).or_default() += 1;
+        });
+    }
+    // Always (the default): started again at once, RESTARTS 1, the last state the kill.
+    k.until("web restarted", |k| k.restarts("web") == 1).await;
+    k.until("web ready again", |k| k.ready("web")).await;
+    let st = k.get("web").unwrap().status.unwrap();
+    let c = &st.container_statuses.unwrap()[0];
+    let last = c.last_state.clone().unwrap().terminated.unwrap();
+    assert_eq!(
+        (last.exit_code, last.reason.as_deref()),
+        (137, Some("Error"))
+    );
+    assert_eq!(st.phase.as_deref(), Some("Running"));
+    // Never: it stays terminated, the pod Failed and not ready.
+    k.until("once failed", |k| {
+        k.phase("once").as_deref() == Some("Failed")
     })
     .await;
-    let st = k.get("web").unwrap().status.unwrap();
-    assert_eq!(st.reason.as_deref(), Some("Killed"));
-    assert!(!k.ready("web"));
+    assert!(!k.ready("once"));
+    assert_eq!(k.restarts("once"), 0);
+    assert_eq!(k.fake.with(|s| s.runs), 3, "web twice, once once");
     assert_eq!(
-        k.fake.calls(),
-        [
-            "create node-1 default/web 10.244.1.2",
-            "start default/web",
-            "kill default/web"
-        ]
+        k.fake
+            .calls()
+            .iter()
+            .filter(|c| c.starts_with("kill"))
+            .count(),
+        2
     );
 
     k.delete("web");

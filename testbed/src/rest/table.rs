@@ -237,25 +237,25 @@ fn cells(o: &Object, now: i64) -> Vec<Value> {
             let spec = p.spec.clone().unwrap_or_default();
             let status = p.status.clone().unwrap_or_default();
             let total = spec.containers.len();
-            let ready = if crate::api::labels::pod_ready(p) {
-                total
-            } else {
-                0
+            let (reason, ready) = crate::api::labels::pod_status_column(p);
+            let statuses = status.container_statuses.iter().flatten();
+            let count: i32 = statuses.clone().map(|c| c.restart_count).sum();
+            // As printPod: "3 (25s ago)", from the last container's end.
+            let last = statuses
+                .filter_map(|c| {
+                    c.last_state
+                        .as_ref()?
+                        .terminated
+                        .as_ref()?
+                        .finished_at
+                        .clone()
+                })
+                .map(|t| t.0.as_second())
+                .max();
+            let restarts = match last {
+                Some(t) if count > 0 => format!("{count} ({} ago)", human_duration(now - t)),
+                _ => count.to_string(),
             };
-            let mut reason = status
-                .reason
-                .clone()
-                .or(status.phase.clone())
-                .unwrap_or_else(|| "Pending".into());
-            if p.metadata.deletion_timestamp.is_some() {
-                reason = "Terminating".into();
-            }
-            let restarts: i32 = status
-                .container_statuses
-                .iter()
-                .flatten()
-                .map(|c| c.restart_count)
-                .sum();
             let gates = spec.readiness_gates.as_ref().map_or(0, Vec::len);
             vec![
                 name,

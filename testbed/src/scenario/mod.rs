@@ -147,6 +147,9 @@ struct ClusterFile {
     /// kube-proxy's configuration on every node (its KubeProxyConfiguration).
     #[serde(default)]
     kube_proxy: KubeProxyFile,
+    /// The kubelets' configuration (part of their KubeletConfiguration).
+    #[serde(default)]
+    kubelet: KubeletFile,
     /// Hosts outside the cluster, each a namespace with an address on the node
     /// network after the nodes' (`host/NAME` in exec steps), as machines on kind's
     /// Docker network. `host/outside`, the underlay router, is always there.
@@ -163,6 +166,23 @@ struct KubeProxyFile {
     /// The proxy mode: `iptables` (the default). `ipvs` needs a kernel with IPVS,
     /// `nftables` is not run yet.
     mode: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct KubeletFile {
+    /// The crash-loop back-off (KubeletConfiguration's `crashLoopBackOff`).
+    #[serde(default)]
+    crash_loop_back_off: CrashLoopFile,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct CrashLoopFile {
+    /// The longest wait before a crashed container starts again: `300s` (the
+    /// default); below `10s` the first wait is this too (upstream's
+    /// KubeletCrashLoopBackOffMax).
+    max_container_restart_period: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]
@@ -189,6 +209,7 @@ impl Default for ClusterFile {
             service_cidr: default_service_cidr(),
             dns: ClusterDnsFile::default(),
             kube_proxy: KubeProxyFile::default(),
+            kubelet: KubeletFile::default(),
             hosts: Vec::new(),
             load_balancer_pool: None,
         }
@@ -374,6 +395,7 @@ fn cluster_from(raw: ClusterFile, spans: &Spans, problems: &mut Vec<Located>) ->
         }
     };
     let load_balancer_pool = pool_from(raw.load_balancer_pool, spans, problems);
+    let max_restart_period = backoff_from(raw.kubelet.crash_loop_back_off, spans, problems);
     ClusterSpec {
         nodes,
         pod_cidr,
@@ -384,6 +406,38 @@ fn cluster_from(raw: ClusterFile, spans: &Spans, problems: &mut Vec<Located>) ->
         proxy_mode,
         hosts: raw.hosts,
         load_balancer_pool,
+        max_restart_period,
+    }
+}
+
+/// `cluster.kubelet.crashLoopBackOff`, read: upstream's bounds unless a cap (1 s to
+/// 300 s) is given.
+fn backoff_from(
+    raw: CrashLoopFile,
+    spans: &Spans,
+    problems: &mut Vec<Located>,
+) -> Option<std::time::Duration> {
+    let text = raw.max_container_restart_period?;
+    let path = "cluster.kubelet.crashLoopBackOff.maxContainerRestartPeriod";
+    let max = steps::parse_duration(&text).and_then(|d| {
+        if (std::time::Duration::from_secs(1)..=std::time::Duration::from_secs(300)).contains(&d) {
+            Ok(d)
+        } else {
+            Err(format!(
+                "{text} is outside 1s..300s, the range kubelet accepts"
+            ))
+        }
+    });
+    match max {
+        Ok(d) => Some(d),
+        Err(why) => {
+            problems.push(Located {
+                file: None,
+                pos: spans.find(path),
+                message: format!("{path}: {why}"),
+            });
+            None
+        }
     }
 }
 

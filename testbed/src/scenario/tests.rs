@@ -71,7 +71,7 @@ fn bad_yaml_names_the_line() {
 fn unknown_fields_name_the_line() {
     assert_eq!(
         errors("name: demo\ncluster:\n  nodes: 2\n  podCidr: 10.0.0.0/16\n"),
-        ["s.yaml:4:3: cluster.podCidr: unknown field `podCidr`, expected one of `nodes`, `podCIDR`, `nodeCIDRMaskSize`, `nodeNetwork`, `serviceCIDR`, `dns`, `kubeProxy`, `hosts`, `loadBalancerPool`"]
+        ["s.yaml:4:3: cluster.podCidr: unknown field `podCidr`, expected one of `nodes`, `podCIDR`, `nodeCIDRMaskSize`, `nodeNetwork`, `serviceCIDR`, `dns`, `kubeProxy`, `kubelet`, `hosts`, `loadBalancerPool`"]
     );
     assert_eq!(
         errors("name: demo\nstpes: []\n"),

@@ -90,14 +90,11 @@ impl Action for Node {
                 s.nodes_down.insert(name.to_string());
             }
         });
-        let killed = cx.faults().get().killed;
+        // Pods that ended for good (killed, restartPolicy Never) are not ready again.
         let settled = |cx: &dyn Context| {
             pods_of_node(cx, name).iter().all(|p| {
-                let key = (
-                    p.metadata.namespace.clone().unwrap_or_default(),
-                    p.metadata.name.clone().unwrap_or_default(),
-                );
-                killed.contains(&key) || pod_ready(p) == up
+                let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+                matches!(phase, Some("Failed" | "Succeeded")) || pod_ready(p) == up
             })
         };
         let pods = pods_of_node(cx, name).len();

@@ -30,6 +30,11 @@ pub struct WaitFile {
     pub pod: Option<String>,
     /// With `endpoints`: the number of ready addresses. With `pod`: true or false.
     pub ready: Option<Value>,
+    /// With `pod`: its STATUS as `kubectl get pods` shows it (`Running`,
+    /// `CrashLoopBackOff`, `Error`, `Completed`) instead of its readiness.
+    pub status: Option<String>,
+    /// With `pod`: at least this many RESTARTS.
+    pub restarts: Option<u32>,
     /// With `endpoints`: the number of not-ready addresses, too.
     pub not_ready: Option<u32>,
     /// Every node's kube-proxy has synced the latest changes.
@@ -54,6 +59,11 @@ pub enum Until {
     Pod {
         pod: String,
         ready: bool,
+    },
+    PodStatus {
+        pod: String,
+        status: Option<String>,
+        restarts: u32,
     },
     Synced,
     Rollout((String, String)),
@@ -110,6 +120,15 @@ fn parse(cx: &mut Ctx, at: &At, value: Value) -> Option<Box<dyn Action>> {
             ready,
             not_ready: w.not_ready,
         }
+    } else if let (Some(pod), true) = (&w.pod, w.status.is_some() || w.restarts.is_some()) {
+        if w.ready.is_some() {
+            cx.fail(&at.key("ready"), "with status or restarts, ready is not given");
+        }
+        Until::PodStatus {
+            pod: pod.clone(),
+            status: w.status,
+            restarts: w.restarts.unwrap_or(0),
+        }
     } else if let Some(pod) = w.pod {
         let ready = match &w.ready {
             None => true,
@@ -158,6 +177,14 @@ impl Action for Wait {
                 Some(nr) => format!("endpoints {ns}/{n}: {ready} ready, {nr} not ready"),
                 None => format!("endpoints {ns}/{n}: {ready} ready"),
             },
+            Until::PodStatus {
+                pod,
+                status,
+                restarts,
+            } => {
+                let status = status.as_deref().map(|s| format!(" {s}")).unwrap_or_default();
+                format!("pod {pod}{status}, at least {restarts} restarts")
+            }
             Until::Pod { pod, ready } => {
                 format!("pod {pod} {}", if *ready { "ready" } else { "not ready" })
             }
@@ -170,7 +197,7 @@ impl Action for Wait {
 
     fn targets(&self) -> Vec<(&'static str, &str)> {
         match &self.until {
-            Until::Pod { pod, .. } | Until::Resolves { from: pod, .. } => vec![("pod", pod)],
+            Until::Pod { pod, .. } | Until::PodStatus { pod, .. } | Until::Resolves { from: pod, .. } => vec![("pod", pod)],
             _ => Vec::new(),
         }
     }
@@ -256,6 +283,11 @@ async fn check(cx: &dyn Context, until: &Until) -> (bool, String) {
                 ),
             )
         }
+        Until::PodStatus {
+            pod,
+            status,
+            restarts,
+        } => pod_status(cx, pod, status.as_deref(), *restarts),
         Until::Synced => (true, "every node's rules are in sync".into()),
         Until::Rollout((ns, name)) => rollout(cx, ns, name),
         Until::Resolves { name, from } => {
@@ -275,6 +307,25 @@ async fn check(cx: &dyn Context, until: &Until) -> (bool, String) {
             }
         }
     }
+}
+
+/// Whether the pod shows `status` (if given) and at least `restarts` RESTARTS.
+fn pod_status(cx: &dyn Context, pod: &str, status: Option<&str>, restarts: u32) -> (bool, String) {
+    let (ns, name) = ns_name(pod);
+    let Some(Object::Pod(p)) = cx.store().get(&Key::new(Kind::Pod, &ns, &name)) else {
+        return (false, format!("pod {ns}/{name} does not exist"));
+    };
+    let (is, _) = crate::api::labels::pod_status_column(&p);
+    let count: i32 = p
+        .status
+        .iter()
+        .flat_map(|s| s.container_statuses.iter().flatten())
+        .map(|c| c.restart_count)
+        .sum();
+    (
+        status.is_none_or(|s| s == is) && count >= restarts as i32,
+        format!("pod {ns}/{name} is {is}, RESTARTS {count}"),
+    )
 }
 
 /// Whether a Deployment's pods are all of its current template, ready, as many as

@@ -393,6 +393,8 @@ fn a_pod_of_a_non_root_owner_cannot_read_shadow_or_write_roots_files() {
     run(testbed_bin()
         .args(["up", &two_nodes(), "--name", &name])
         .env("SUDO_UID", "65534"));
+    // Brought down when the test ends, whether it passes or not.
+    let testbed_up = common::running::Running(name.clone());
     let dir = shared_dir("priv");
     let d = dir.display();
     let forbidden = Path::new("/etc").join(format!("tb-written-by-a-pod-{}", std::process::id()));
@@ -447,23 +449,32 @@ fn a_pod_of_a_non_root_owner_cannot_read_shadow_or_write_roots_files() {
     assert_eq!(read("as-1234.uid").trim(), "1234");
     assert_eq!(read("as-1234.groups").trim(), "5678");
 
-    // runAsUser 0 is refused for this owner: the pod says why, and ran nothing.
+    // runAsUser 0 is refused for this owner: the container waits, as kubelet's
+    // CreateContainerConfigError, saying why, and ran nothing.
     let deadline = Instant::now() + Duration::from_secs(20);
-    let message = loop {
+    let (reason, message, phase) = loop {
         let out = testbed(&["get", "pod", "as-root", "-t", &name, "-o", "json"]);
         let pod: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        if let Some(m) = pod["status"]["message"].as_str() {
-            break m.to_string();
+        let waiting = &pod["status"]["containerStatuses"][0]["state"]["waiting"];
+        if let Some(m) = waiting["message"].as_str() {
+            let reason = waiting["reason"].as_str().unwrap_or_default().to_string();
+            let phase = pod["status"]["phase"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            break (reason, m.to_string(), phase);
         }
         assert!(Instant::now() < deadline, "as-root has no message: {pod}");
         std::thread::sleep(Duration::from_millis(50));
     };
+    assert_eq!(reason, "CreateContainerConfigError");
+    assert_eq!(phase, "Pending");
     assert!(
         message.contains("runAsUser 0 is refused: this testbed's owner (uid 65534) is not root"),
         "{message}"
     );
     assert!(!dir.join("as-root.uid").exists());
-    run(testbed_bin().args(["down", &name]));
+    drop(testbed_up);
     let _ = std::fs::remove_file(&forbidden);
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::probe::{self, Kind};
 use super::restart::{BackOff, BackOffSpec, Ended, Policy, State, Status};
-use super::runtime::{Processes, KILLED};
+use super::runtime::{Processes, StartError, KILLED};
 use super::PodRuntime;
 use crate::api::events::Type;
 use crate::plan::PodPlan;
@@ -57,6 +57,30 @@ enum Stopped {
     Stop,
 }
 
+/// Container `i` may not run as its spec says: it waits, as kubelet's
+/// `CreateContainerConfigError`.
+fn config_error(pod: &Pod<'_>, i: usize, e: String) {
+    (pod.event)(Type::Warning, "Failed", format!("Error: {e}"));
+    pod.set(i, |s| {
+        s.state = State::Waiting {
+            reason: "CreateContainerConfigError".into(),
+            message: Some(e),
+        }
+    });
+}
+
+/// A container that failed to start ends as `StartError`, exit code 128.
+fn start_error(pod: &Pod<'_>, e: String) -> Ended {
+    (pod.event)(Type::Warning, "Failed", format!("Error: {e}"));
+    Ended {
+        exit_code: 128,
+        reason: "StartError".into(),
+        message: Some(e),
+        started: None,
+        finished: super::now(),
+    }
+}
+
 /// Runs container `i` until the pod goes or it ends for good.
 pub async fn life(pod: &Pod<'_>, i: usize, mut orders: watch::Receiver<Orders>) {
     let c = &pod.spec.containers[i];
@@ -89,17 +113,13 @@ pub async fn life(pod: &Pod<'_>, i: usize, mut orders: watch::Receiver<Orders>) 
                 };
                 end(pod, c, proc.as_mut(), stopped).await
             }
-            Err(e) => {
-                (pod.event)(Type::Warning, "Failed", format!("Error: {e}"));
-                let ended = Ended {
-                    exit_code: 128,
-                    reason: "StartError".into(),
-                    message: Some(e),
-                    started: None,
-                    finished: super::now(),
-                };
-                Err(ended)
+            Err(StartError::Config(e)) => {
+                // It cannot start until the spec changes, which it cannot.
+                config_error(pod, i, e);
+                wait_end(&mut orders).await;
+                return;
             }
+            Err(StartError::Start(e)) => Err(start_error(pod, e)),
         };
         let ended = match stopped {
             Ok(ended) => ended,

@@ -1,6 +1,7 @@
 //! Containers' lives over the recording fake, in paused time: restarts by policy
 //! with the crash-loop back-off, the phase an exit gives, liveness and startup probes
-//! that restart, a deleted pod's `preStop` hook before SIGTERM.
+//! that restart, a deleted pod's `preStop` hook before SIGTERM, a container its spec
+//! forbids.
 
 use std::time::Duration;
 
@@ -222,5 +223,31 @@ async fn a_deleted_pod_runs_its_pre_stop_hook_then_stops_its_containers() {
     assert_eq!(
         k.events("Killing"),
         ["Stopping container main (grace period 5 s)"]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_container_its_spec_forbids_waits_with_a_config_error_and_never_runs() {
+    let k = start(&Fake::new());
+    let root = json!({"securityContext": {"runAsUser": 0, "runAsNonRoot": true}});
+    k.put(pod_with("web", json!({}), root));
+    k.until("web waits", |k| {
+        k.status_column("web") == "CreateContainerConfigError"
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let st = k.get("web").unwrap().status.unwrap();
+    let c = &st.container_statuses.unwrap()[0];
+    let waiting = c.state.clone().unwrap().waiting.unwrap();
+    assert_eq!(
+        waiting.message.as_deref(),
+        Some("container has runAsNonRoot and image will run as root")
+    );
+    // It is not retried: nothing ran, no restarts, still Pending.
+    assert_eq!(k.fake.with(|s| s.runs), 0);
+    assert_eq!((c.restart_count, st.phase.as_deref()), (0, Some("Pending")));
+    assert_eq!(
+        k.events("Failed"),
+        ["Error: container has runAsNonRoot and image will run as root"]
     );
 }

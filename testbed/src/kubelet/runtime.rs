@@ -33,7 +33,7 @@ pub trait PodRuntime: Send + Sync + 'static {
         pod: &PodPlan,
         spec: &PodSpec,
         c: &Container,
-    ) -> Result<Box<dyn Processes>, String>;
+    ) -> Result<Box<dyn Processes>, StartError>;
 
     /// Runs one probe once.
     async fn probe(&self, target: &probe::Target, spec: &probe::ProbeSpec) -> Result<(), String>;
@@ -67,6 +67,22 @@ pub trait Processes: Send {
     }
 }
 
+/// Why a container did not start.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StartError {
+    /// Its configuration may not run (kubelet's `CreateContainerConfigError`): it
+    /// waits, and is not tried again, as the pod's spec cannot change.
+    Config(String),
+    /// It was tried and failed (`StartError`, exit code 128).
+    Start(String),
+}
+
+impl From<String> for StartError {
+    fn from(e: String) -> Self {
+        StartError::Start(e)
+    }
+}
+
 /// The exit code of a process ended by SIGKILL, as runtimes report it.
 pub const KILLED: i32 = 137;
 /// ... and by SIGTERM.
@@ -87,9 +103,9 @@ impl Machine {
         spec: &PodSpec,
         c: &k8s_openapi::api::core::v1::Container,
         log: &logs::Log,
-    ) -> Result<tokio::process::Child, String> {
+    ) -> Result<tokio::process::Child, StartError> {
         let cfg = &self.cfg;
-        let who = identity::of(spec, Some(c), cfg.owner_uid)?;
+        let who = identity::of(spec, Some(c), cfg.owner_uid).map_err(StartError::Config)?;
         let env = env::container(c, who.uid, cfg.api_service_ip());
         let argv: Vec<String> = c
             .command
@@ -171,7 +187,7 @@ impl PodRuntime for Machine {
         pod: &PodPlan,
         spec: &PodSpec,
         c: &Container,
-    ) -> Result<Box<dyn Processes>, String> {
+    ) -> Result<Box<dyn Processes>, StartError> {
         let mut running = Running::default();
         self.start_one(pod, spec, c, &mut running).await?;
         Ok(Box::new(running))
@@ -238,7 +254,7 @@ impl Machine {
         spec: &PodSpec,
         c: &k8s_openapi::api::core::v1::Container,
         running: &mut Running,
-    ) -> Result<(), String> {
+    ) -> Result<(), StartError> {
         let cfg = &self.cfg;
         let log = logs::Log::open(logs::path(&cfg.testbed, &pod.namespace, &pod.name, &c.name));
         if c.command.as_ref().is_some_and(|c| !c.is_empty()) {
@@ -256,7 +272,7 @@ impl Machine {
             let tcp = ports.clone().any(|p| p.protocol.as_deref() != Some("UDP"));
             let server = crate::dns::serve::serve(&pod.netns, 53, udp, tcp, dns.handler())
                 .await
-                .map_err(|e| format!("DNS server: {e}"))?;
+                .map_err(|e| StartError::Start(format!("DNS server: {e}")))?;
             log.line(
                 "stdout",
                 &format!(
@@ -300,7 +316,7 @@ impl Machine {
                     }
                 })),
                 // agnhost exits when it cannot listen: the container fails to start.
-                Err(e) => return Err(format!("{what}: {e}")),
+                Err(e) => return Err(StartError::Start(format!("{what}: {e}"))),
             }
         }
         Ok(())

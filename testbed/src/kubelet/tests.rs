@@ -121,9 +121,11 @@ impl PodRuntime for Fake {
     async fn start_container(
         &self,
         pod: &PodPlan,
-        _: &PodSpec,
-        _: &Container,
-    ) -> Result<Box<dyn Processes>, String> {
+        spec: &PodSpec,
+        c: &Container,
+    ) -> Result<Box<dyn Processes>, super::runtime::StartError> {
+        // As the machine's runtime checks a container's user before it starts.
+        super::identity::of(spec, Some(c), 0).map_err(super::runtime::StartError::Config)?;
         let exit = self.with(|s| {
             s.runs += 1;
             s.exits.get(&id(pod)).copied()

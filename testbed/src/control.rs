@@ -130,11 +130,13 @@ impl ControlPlane {
         let faults = Arc::new(kubelet::faults::Faults::default());
         let (endpoints_synced, endpoints_rx) = watch::channel(0);
         let (deployments_synced, deployments_rx) = watch::channel(0);
+        let (replicasets_synced, replicasets_rx) = watch::channel(0);
         let (kubelets_synced, kubelets_rx) = watch::channel(0);
         let (lb_synced, lb_rx) = watch::channel(0);
         let controllers = vec![
             ("the endpoints controller", endpoints_rx),
             ("the Deployment controller", deployments_rx),
+            ("the ReplicaSet controller", replicasets_rx),
             ("the kubelets", kubelets_rx),
             ("the load balancer", lb_rx),
         ];
@@ -159,6 +161,10 @@ impl ControlPlane {
             tokio::spawn({
                 let store = store.clone();
                 async move { controllers::deployment::run(store, &deployments_synced).await }
+            }),
+            tokio::spawn({
+                let store = store.clone();
+                async move { controllers::replicaset::run(store, &replicasets_synced).await }
             }),
             tokio::spawn(dns::run(store.clone(), dns.clone())),
             tokio::spawn({

@@ -218,22 +218,9 @@ fn more_services(tb: Running) {
     // (The NATed entry to the ClusterIP, in the client's node, is what matters; the
     // backend's node may hold a plain entry for the pod's address, which steers
     // nothing.)
-    // Scaling down removes the pod with the highest ordinal; find a source port whose
-    // flow that pod answers.
-    let newest = tb.json(&["get", "pods"])["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|p| p["metadata"]["ownerReferences"][0]["name"] == "echo")
-        .max_by_key(|p| {
-            p["metadata"]["annotations"]["testbed/ordinal"]
-                .as_str()
-                .unwrap()
-                .parse::<u32>()
-                .unwrap()
-        })
-        .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
-        .unwrap();
+    // Scaling down removes a pod the ReplicaSet ranks first (on the node with more
+    // of them, the most recently ready): find, for each pod, a source port whose flow
+    // it answers, so that the one that goes has one.
     let ask = |sport: u16| {
         let out = tb.exec(
             "client-1",
@@ -245,11 +232,18 @@ fn more_services(tb: Running) {
         );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
-    let sport = (41000..41040)
-        .find(|p| ask(*p) == newest)
-        .expect("one of 40 flows reaches the newest pod");
-    let gone_ip = pods[&newest].clone();
-    let tracked = || {
+    let mut sports: BTreeMap<String, u16> = BTreeMap::new();
+    for sport in 41000..41060 {
+        sports.entry(ask(sport)).or_insert(sport);
+        if pods.keys().all(|p| sports.contains_key(p)) {
+            break;
+        }
+    }
+    assert!(
+        pods.keys().all(|p| sports.contains_key(p)),
+        "60 flows reach every pod: {sports:?}"
+    );
+    let tracked = |sport: u16, ip: &str| {
         ["node-1", "node-2"].iter().any(|n| {
             let out = tb.exec(
                 &format!("node/{n}"),
@@ -264,14 +258,22 @@ fn more_services(tb: Running) {
                     &udp,
                 ],
             );
-            String::from_utf8_lossy(&out.stdout).contains(&format!("src={gone_ip} "))
+            String::from_utf8_lossy(&out.stdout).contains(&format!("src={ip} "))
         })
     };
-    assert!(tracked(), "the flow to {gone_ip} is in conntrack");
+    for (pod, ip) in &pods {
+        assert!(
+            tracked(sports[pod], ip),
+            "the flow to {pod} is in conntrack"
+        );
+    }
     tb.ok(&["scale", "deployment/echo", "--replicas", "2"]);
     let left = tb.wait_ready("echo-udp", 2);
-    assert!(!left.contains(&gone_ip), "{left:?}");
-    if tracked() {
+    let gone: Vec<&String> = pods.keys().filter(|p| !left.contains(&pods[*p])).collect();
+    assert_eq!(gone.len(), 1, "{left:?}");
+    let (gone, gone_ip) = (gone[0].clone(), pods[gone[0]].clone());
+    let sport = sports[&gone];
+    if tracked(sport, &gone_ip) {
         let dump: Vec<String> = ["node-1", "node-2"]
             .iter()
             .map(|n| {
@@ -286,7 +288,7 @@ fn more_services(tb: Running) {
     }
     let now = ask(sport);
     assert!(
-        now != newest && pods.contains_key(&now),
+        now != gone && pods.contains_key(&now),
         "the same flow now reaches {now:?}"
     );
 

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Endpoints, Event, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -17,16 +17,18 @@ pub enum Kind {
     Endpoints,
     EndpointSlice,
     Deployment,
+    ReplicaSet,
     Event,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
         Kind::Pod,
         Kind::Service,
         Kind::Endpoints,
         Kind::EndpointSlice,
         Kind::Deployment,
+        Kind::ReplicaSet,
         Kind::Event,
     ];
 
@@ -40,6 +42,7 @@ impl Kind {
             "endpoints" | "ep" => Kind::Endpoints,
             "endpointslice" | "endpointslices" => Kind::EndpointSlice,
             "deployment" | "deployments" | "deploy" => Kind::Deployment,
+            "replicaset" | "replicasets" | "rs" => Kind::ReplicaSet,
             "event" | "events" | "ev" => Kind::Event,
             _ => return None,
         })
@@ -49,7 +52,7 @@ impl Kind {
         match self {
             Kind::Pod | Kind::Service | Kind::Endpoints | Kind::Event => "v1",
             Kind::EndpointSlice => "discovery.k8s.io/v1",
-            Kind::Deployment => "apps/v1",
+            Kind::Deployment | Kind::ReplicaSet => "apps/v1",
         }
     }
 
@@ -61,6 +64,7 @@ impl Kind {
             Kind::Endpoints => "endpoints",
             Kind::EndpointSlice => "endpointslice",
             Kind::Deployment => "deployment",
+            Kind::ReplicaSet => "replicaset",
             Kind::Event => "event",
         }
     }
@@ -73,6 +77,7 @@ impl Kind {
             Kind::Endpoints => "endpoints",
             Kind::EndpointSlice => "endpointslices",
             Kind::Deployment => "deployments",
+            Kind::ReplicaSet => "replicasets",
             Kind::Event => "events",
         }
     }
@@ -124,6 +129,7 @@ pub enum Object {
     Endpoints(Endpoints),
     EndpointSlice(EndpointSlice),
     Deployment(Deployment),
+    ReplicaSet(ReplicaSet),
     Event(Event),
 }
 
@@ -135,6 +141,7 @@ impl Object {
             Object::Endpoints(_) => Kind::Endpoints,
             Object::EndpointSlice(_) => Kind::EndpointSlice,
             Object::Deployment(_) => Kind::Deployment,
+            Object::ReplicaSet(_) => Kind::ReplicaSet,
             Object::Event(_) => Kind::Event,
         }
     }
@@ -146,6 +153,7 @@ impl Object {
             Object::Endpoints(o) => &o.metadata,
             Object::EndpointSlice(o) => &o.metadata,
             Object::Deployment(o) => &o.metadata,
+            Object::ReplicaSet(o) => &o.metadata,
             Object::Event(o) => &o.metadata,
         }
     }
@@ -157,6 +165,7 @@ impl Object {
             Object::Endpoints(o) => &mut o.metadata,
             Object::EndpointSlice(o) => &mut o.metadata,
             Object::Deployment(o) => &mut o.metadata,
+            Object::ReplicaSet(o) => &mut o.metadata,
             Object::Event(o) => &mut o.metadata,
         }
     }
@@ -189,6 +198,7 @@ impl Object {
             Object::Endpoints(o) => serde_json::to_value(o),
             Object::EndpointSlice(o) => serde_json::to_value(o),
             Object::Deployment(o) => serde_json::to_value(o),
+            Object::ReplicaSet(o) => serde_json::to_value(o),
             Object::Event(o) => serde_json::to_value(o),
         };
         v.expect("Kubernetes objects serialize")
@@ -212,6 +222,7 @@ impl Object {
             Kind::Endpoints => Object::Endpoints(de(v)?),
             Kind::EndpointSlice => Object::EndpointSlice(de(v)?),
             Kind::Deployment => Object::Deployment(de(v)?),
+            Kind::ReplicaSet => Object::ReplicaSet(de(v)?),
             Kind::Event => Object::Event(de(v)?),
         })
     }

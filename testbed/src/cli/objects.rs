@@ -14,6 +14,7 @@ use crate::rest::resources::Resource;
 pub(super) fn kind_label(kind: Kind) -> &'static str {
     match kind {
         Kind::Deployment => "deployment.apps",
+        Kind::ReplicaSet => "replicaset.apps",
         Kind::Event => "event",
         Kind::EndpointSlice => "endpointslice.discovery.k8s.io",
         Kind::Pod => "pod",

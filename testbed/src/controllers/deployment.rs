@@ -1,176 +1,40 @@
-//! The Deployment controller: keeps `replicas` pods of the current template, named
-//! `<deployment>-<template hash>-<suffix>` with suffixes that repeat from run to run
-//! (Kubernetes picks them at random). A changed template rolls: pods of the new
-//! template are made first, the old ones go once enough new ones are Ready. Pods are
-//! owned by the Deployment directly (there are no ReplicaSet objects here).
+//! The Deployment controller: owns ReplicaSets named `<deployment>-<template hash>`,
+//! one per template it has had, and sizes them as [`super::rollout`] says; the
+//! ReplicaSet controller makes their pods. A deleted Deployment's ReplicaSets go
+//! too (the garbage collector's cascade), and their pods with them.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
-use crate::api::graceful;
-use crate::api::labels::pod_ready;
+use super::replicaset::{controlled_by, controller_of};
+use super::rollout::{self, Plan, DESIRED_REPLICAS, MAX_REPLICAS, REVISION};
+use crate::api::events::{self, Type};
 use crate::api::{Event, EventType, Key, Kind, Object, Store};
 use crate::informer::Reconcile;
 
-pub const TEMPLATE_HASH_LABEL: &str = "pod-template-hash";
-pub const ORDINAL_ANNOTATION: &str = "testbed/ordinal";
-/// A short hash of the pod template, as the `pod-template-hash` label.
-pub fn template_hash(d: &Deployment) -> String {
-    let template = d
-        .spec
-        .as_ref()
-        .map(|s| serde_json::to_string(&s.template).unwrap_or_default());
-    crate::names::k8s_suffix(&Sha256::digest(template.unwrap_or_default().as_bytes()), 10)
-}
+pub use super::replicaset::TEMPLATE_HASH_LABEL;
+pub use super::rollout::template_hash;
 
-/// The name of the `ordinal`th pod of a template.
-pub fn pod_name(deployment: &str, hash: &str, ordinal: u32) -> String {
-    let h = Sha256::digest(format!("{deployment}/{hash}/{ordinal}").as_bytes());
-    format!("{deployment}-{hash}-{}", crate::names::k8s_suffix(&h, 5))
-}
-
-fn ordinal(p: &Pod) -> u32 {
-    p.metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(ORDINAL_ANNOTATION))
-        .and_then(|o| o.parse().ok())
-        .unwrap_or(u32::MAX)
-}
-
-fn hash_of(p: &Pod) -> Option<&str> {
-    p.metadata
-        .labels
-        .as_ref()?
-        .get(TEMPLATE_HASH_LABEL)
-        .map(String::as_str)
-}
-
-/// Whether `pod` belongs to the Deployment `name`.
+/// Whether `pod` belongs to Deployment `name`: its ReplicaSet is the Deployment's
+/// `<name>-<hash>`, as the pod's `pod-template-hash` label says.
 pub fn owned_by(pod: &Pod, name: &str) -> bool {
-    pod.metadata
-        .owner_references
-        .iter()
-        .flatten()
-        .any(|o| o.kind == "Deployment" && o.name == name)
-}
-
-/// What to do to reach the Deployment's wish from the pods it owns.
-#[derive(Debug, Default, PartialEq)]
-pub struct Step {
-    pub create: Vec<Pod>,
-    pub delete: Vec<String>,
-    pub status: DeploymentStatus,
-}
-
-/// A pod that counts (the ReplicaSet controller's `FilterActivePods`): not being
-/// deleted, not finished.
-fn active(p: &Pod) -> bool {
-    let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
-    p.metadata.deletion_timestamp.is_none() && !matches!(phase, Some("Succeeded" | "Failed"))
-}
-
-// Long because it is the ReplicaSet controller's one pass: count the active pods, scale
-// down, create at free ordinals, retire the old template, and the status.
-pub fn reconcile(d: &Deployment, all: &[&Pod]) -> Step {
-    let Some(spec) = &d.spec else {
-        return Step::default();
+    let Some(owner) = controller_of(&pod.metadata).filter(|o| o.kind == "ReplicaSet") else {
+        return false;
     };
-    let name = d.metadata.name.clone().unwrap_or_default();
-    let want = spec.replicas.unwrap_or(1).max(0) as usize;
-    let hash = template_hash(d);
-    // Terminating pods are not counted (a deleted one is replaced at once), but they
-    // keep their names until they are gone.
-    let owned: Vec<&Pod> = all.iter().copied().filter(|p| active(p)).collect();
-    let (mut current, old): (Vec<&Pod>, Vec<&Pod>) = owned
-        .iter()
-        .partition(|p| hash_of(p) == Some(hash.as_str()));
-    current.sort_by_key(|p| ordinal(p));
-    let mut step = Step::default();
-    // Too many: the newest go first.
-    while current.len() > want {
-        let p = current.pop().expect("non-empty");
-        step.delete
-            .push(p.metadata.name.clone().unwrap_or_default());
-    }
-    // Too few: the lowest ordinals no pod of this template has.
-    let used: HashSet<u32> = all
-        .iter()
-        .filter(|p| hash_of(p) == Some(hash.as_str()))
-        .map(|p| ordinal(p))
-        .collect();
-    let mut next = 0;
-    for _ in current.len()..want {
-        while used.contains(&next) {
-            next += 1;
-        }
-        let mut labels = spec
-            .template
-            .metadata
-            .as_ref()
-            .and_then(|m| m.labels.clone())
-            .unwrap_or_default();
-        labels.insert(TEMPLATE_HASH_LABEL.into(), hash.clone());
-        let mut annotations = spec
-            .template
-            .metadata
-            .as_ref()
-            .and_then(|m| m.annotations.clone())
-            .unwrap_or_default();
-        annotations.insert(ORDINAL_ANNOTATION.into(), next.to_string());
-        step.create.push(Pod {
-            metadata: ObjectMeta {
-                name: Some(pod_name(&name, &hash, next)),
-                namespace: d.metadata.namespace.clone(),
-                labels: Some(labels),
-                annotations: Some(annotations),
-                owner_references: Some(vec![OwnerReference {
-                    api_version: "apps/v1".into(),
-                    kind: "Deployment".into(),
-                    name: name.clone(),
-                    uid: d.metadata.uid.clone().unwrap_or_default(),
-                    controller: Some(true),
-                    block_owner_deletion: Some(true),
-                }]),
-                ..Default::default()
-            },
-            spec: spec.template.spec.clone(),
-            status: None,
-        });
-        next += 1;
-    }
-    let ready_new = current.iter().filter(|p| pod_ready(p)).count();
-    // The old template's pods go once the new ones can take over.
-    if ready_new >= want {
-        step.delete.extend(
-            old.iter()
-                .map(|p| p.metadata.name.clone().unwrap_or_default()),
-        );
-    }
-    let ready_all = owned.iter().filter(|p| pod_ready(p)).count() as i32;
-    step.status = DeploymentStatus {
-        observed_generation: d.metadata.generation,
-        replicas: Some(owned.len() as i32),
-        updated_replicas: Some(current.len() as i32),
-        ready_replicas: Some(ready_all),
-        available_replicas: Some(ready_all),
-        unavailable_replicas: Some((want as i32 - ready_new as i32).max(0)),
-        ..Default::default()
-    };
-    step
+    super::replicaset::hash_of(&pod.metadata)
+        .is_some_and(|hash| owner.name == format!("{name}-{hash}"))
 }
 
 /// Runs the controller until the store's watch ends.
 pub async fn run(store: Arc<Store>, synced: &watch::Sender<u64>) {
-    let controller = DeploymentController {
+    let controller = Controller {
         store: store.clone(),
         deployments: BTreeMap::new(),
+        sets: BTreeMap::new(),
         pods: HashMap::new(),
     };
     crate::informer::run(store, controller, synced).await
@@ -178,27 +42,27 @@ pub async fn run(store: Arc<Store>, synced: &watch::Sender<u64>) {
 
 type NsName = (String, String);
 
-struct DeploymentController {
+struct Controller {
     store: Arc<Store>,
     deployments: BTreeMap<NsName, Deployment>,
-    pods: HashMap<NsName, Pod>,
+    sets: BTreeMap<NsName, ReplicaSet>,
+    /// Each pod's ReplicaSet and whether it has not finished.
+    pods: HashMap<NsName, (String, bool)>,
 }
 
 #[async_trait::async_trait]
-impl Reconcile for DeploymentController {
+impl Reconcile for Controller {
     /// A Deployment.
     type Key = NsName;
 
     fn kinds(&self) -> &'static [Kind] {
-        &[Kind::Deployment, Kind::Pod]
+        &[Kind::Deployment, Kind::ReplicaSet, Kind::Pod]
     }
 
     fn observe(&mut self, event: Event, dirty: &mut BTreeSet<NsName>) {
         let deleted = event.kind == EventType::Deleted;
-        let key = (
-            event.object.namespace().to_string(),
-            event.object.name().to_string(),
-        );
+        let ns = event.object.namespace().to_string();
+        let key = (ns.clone(), event.object.name().to_string());
         match event.object {
             Object::Deployment(d) => {
                 dirty.insert(key.clone());
@@ -208,16 +72,34 @@ impl Reconcile for DeploymentController {
                     self.deployments.insert(key, d);
                 }
             }
+            Object::ReplicaSet(rs) => {
+                if let Some(o) = controller_of(&rs.metadata).filter(|o| o.kind == "Deployment") {
+                    dirty.insert((ns, o.name.clone()));
+                }
+                if deleted {
+                    self.sets.remove(&key);
+                } else {
+                    self.sets.insert(key, rs);
+                }
+            }
             Object::Pod(p) => {
-                for o in p.metadata.owner_references.iter().flatten() {
-                    if o.kind == "Deployment" {
-                        dirty.insert((key.0.clone(), o.name.clone()));
-                    }
+                let Some(rs) = controller_of(&p.metadata).filter(|o| o.kind == "ReplicaSet") else {
+                    return;
+                };
+                let owner = self
+                    .sets
+                    .get(&(ns.clone(), rs.name.clone()))
+                    .and_then(|s| controller_of(&s.metadata))
+                    .filter(|o| o.kind == "Deployment");
+                if let Some(o) = owner {
+                    dirty.insert((ns, o.name.clone()));
                 }
                 if deleted {
                     self.pods.remove(&key);
                 } else {
-                    self.pods.insert(key, p);
+                    let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+                    let running = !matches!(phase, Some("Succeeded" | "Failed"));
+                    self.pods.insert(key, (rs.name.clone(), running));
                 }
             }
             _ => {}
@@ -232,53 +114,126 @@ impl Reconcile for DeploymentController {
     }
 }
 
-impl DeploymentController {
-    /// Makes the pods of Deployment `ns/name` what its spec asks, and its status
-    /// what they are; a deleted Deployment's pods go too.
+impl Controller {
+    /// Sizes the ReplicaSets of Deployment `ns/name` and writes its status; a
+    /// deleted Deployment's ReplicaSets go.
     fn sync(&self, ns: &str, name: &str) {
-        let store = &self.store;
-        let owned: Vec<&Pod> = self
-            .pods
+        let owned: Vec<ReplicaSet> = self
+            .sets
             .iter()
-            .filter(|((pns, _), p)| pns == ns && owned_by(p, name))
-            .map(|(_, p)| p)
+            .filter(|((sns, _), rs)| sns == ns && controlled_by(&rs.metadata, "Deployment", name))
+            .map(|(_, rs)| rs.clone())
             .collect();
         let Some(d) = self.deployments.get(&(ns.to_string(), name.to_string())) else {
-            // Deleted: its pods go too (Kubernetes' garbage collector).
             let doomed: Vec<Key> = owned
                 .iter()
-                .map(|p| {
+                .map(|rs| {
                     Key::new(
-                        Kind::Pod,
+                        Kind::ReplicaSet,
                         ns,
-                        p.metadata.name.as_deref().unwrap_or_default(),
+                        rs.metadata.name.as_deref().unwrap_or_default(),
                     )
                 })
                 .collect();
-            store.write(|tx| doomed.iter().for_each(|k| graceful::delete_pod(tx, k)));
+            if !doomed.is_empty() {
+                self.store.write(|tx| {
+                    for k in &doomed {
+                        tx.delete(k);
+                    }
+                });
+            }
             return;
         };
-        let step = reconcile(d, &owned);
-        let status_changed = d.status.as_ref() != Some(&step.status);
-        if step.create.is_empty() && step.delete.is_empty() && !status_changed {
-            return;
+        let running = |rs: &str| {
+            self.pods
+                .iter()
+                .filter(|((pns, _), (of, running))| pns == ns && of == rs && *running)
+                .count()
+        };
+        let plan = rollout::sync(d, &owned, &running, &crate::api::store::now());
+        let revision_changed = plan.revision.is_some()
+            && d.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(REVISION))
+                != plan.revision.as_ref();
+        let nothing = plan.create.is_none()
+            && plan.update.is_empty()
+            && plan.delete.is_empty()
+            && d.status.as_ref() == Some(&plan.status)
+            && !revision_changed;
+        if !nothing {
+            self.write(ns, name, plan);
         }
+    }
+
+    fn write(&self, ns: &str, name: &str, plan: Plan) {
         let key = Key::new(Kind::Deployment, ns, name);
-        store.write(|tx| {
-            // Pods go as the API server deletes them: gracefully, when they run.
-            for n in &step.delete {
-                graceful::delete_pod(tx, &Key::new(Kind::Pod, ns, n));
-            }
-            for p in step.create {
-                tx.put(Object::Pod(p));
-            }
-            // The status goes on the Deployment as it is now: a user's change
-            // may be newer than what this controller has seen.
-            if let Some(Object::Deployment(mut now)) = tx.get(&key).cloned() {
-                if status_changed && now.status.as_ref() != Some(&step.status) {
-                    now.status = Some(step.status);
-                    tx.put(Object::Deployment(now));
+        self.store.write(|tx| {
+            if let Some(rs) = plan.create {
+                let k = Key::new(
+                    Kind::ReplicaSet,
+                    ns,
+                    rs.metadata.name.as_deref().unwrap_or_default(),
+                );
+                if tx.get(&k).is_none() {
+                    tx.put(Object::ReplicaSet(rs));
                 }
+            }
+            for rs in plan.update {
+                // Onto the ReplicaSet as it is now: its status may be newer.
+                let k = Key::new(
+                    Kind::ReplicaSet,
+                    ns,
+                    rs.metadata.name.as_deref().unwrap_or_default(),
+                );
+                if let Some(Object::ReplicaSet(mut now)) = tx.get(&k).cloned() {
+                    now.spec = rs.spec;
+                    let notes = now
+                        .metadata
+                        .annotations
+                        .get_or_insert_with(Default::default);
+                    for a in [REVISION, DESIRED_REPLICAS, MAX_REPLICAS] {
+                        if let Some(v) = rs.metadata.annotations.as_ref().and_then(|m| m.get(a)) {
+                            notes.insert(a.into(), v.clone());
+                        }
+                    }
+                    tx.put(Object::ReplicaSet(now));
+                }
+            }
+            for n in &plan.delete {
+                tx.delete(&Key::new(Kind::ReplicaSet, ns, n));
+            }
+            let Some(Object::Deployment(mut now)) = tx.get(&key).cloned() else {
+                return;
+            };
+            for message in plan.events {
+                let record = events::Record {
+                    about: events::reference(&Object::Deployment(now.clone())),
+                    type_: Type::Normal,
+                    reason: "ScalingReplicaSet",
+                    message,
+                    source: events::Source {
+                        component: "deployment-controller",
+                        host: None,
+                    },
+                };
+                events::record_in(tx, record, false);
+            }
+            let mut changed = false;
+            if let Some(r) = plan.revision {
+                let notes = now
+                    .metadata
+                    .annotations
+                    .get_or_insert_with(Default::default);
+                changed |= notes.insert(REVISION.into(), r.clone()).as_ref() != Some(&r);
+            }
+            if now.status.as_ref() != Some(&plan.status) {
+                now.status = Some(plan.status);
+                changed = true;
+            }
+            if changed {
+                tx.put(Object::Deployment(now));
             }
         });
     }

@@ -4,8 +4,14 @@
 pub mod deployment;
 pub mod endpoints;
 pub mod loadbalancer;
+pub mod pod_rank;
+pub mod replicaset;
+pub mod rollout;
+pub mod rollout_status;
 
 #[cfg(test)]
 mod endpoints_tests;
+#[cfg(test)]
+mod rollout_tests;
 #[cfg(test)]
 mod tests;

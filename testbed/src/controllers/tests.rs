@@ -2,7 +2,6 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Pod, PodCondition, PodStatus};
 
-use super::deployment::{self, reconcile};
 use super::endpoints::endpoints_for;
 use crate::api::server::{Action, Api, Expect};
 use crate::api::{Key, Kind, Object, Store};
@@ -206,68 +205,6 @@ fn endpoints_split_ready_and_resolve_named_ports() {
     svc2.spec.as_mut().unwrap().publish_not_ready_addresses = Some(true);
     let (ep, _) = endpoints_for(&svc2, &pods).unwrap();
     assert_eq!(ep.subsets.unwrap()[0].addresses.as_ref().unwrap().len(), 2);
-}
-
-#[test]
-fn deployment_scales_with_stable_names_and_rolls_templates() {
-    let api = api();
-    let d = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 3\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec: {containers: [{name: main, image: agnhost}]}\n";
-    api.apply(objects(d)).unwrap();
-    let Some(Object::Deployment(dep)) =
-        api.store.get(&Key::new(Kind::Deployment, "default", "web"))
-    else {
-        panic!()
-    };
-    let step = reconcile(&dep, &[]);
-    let names: Vec<String> = step
-        .create
-        .iter()
-        .map(|p| p.metadata.name.clone().unwrap())
-        .collect();
-    assert_eq!(names.len(), 3);
-    let hash = deployment::template_hash(&dep);
-    assert_eq!(names[0], deployment::pod_name("web", &hash, 0));
-    assert!(names.iter().all(|n| n.starts_with(&format!("web-{hash}-"))));
-    assert_eq!(
-        reconcile(&dep, &[]).create,
-        step.create,
-        "the same names every time"
-    );
-    // Scale to 1: the two newest go.
-    let mut one = dep.clone();
-    one.spec.as_mut().unwrap().replicas = Some(1);
-    let owned: Vec<&Pod> = step.create.iter().collect();
-    let down = reconcile(&one, &owned);
-    assert_eq!(down.delete, [names[2].clone(), names[1].clone()]);
-    // A new template: new pods first, old ones stay until the new are Ready.
-    let mut rolled = dep.clone();
-    rolled
-        .spec
-        .as_mut()
-        .unwrap()
-        .template
-        .spec
-        .as_mut()
-        .unwrap()
-        .containers[0]
-        .image = Some("v2".into());
-    let roll = reconcile(&rolled, &owned);
-    assert_eq!(roll.create.len(), 3);
-    assert!(roll.delete.is_empty());
-    // A terminating pod does not count (the ReplicaSet controller's active pods):
-    // it is replaced at once, under a name it does not hold, and is not counted.
-    let mut pods = step.create.clone();
-    pods[1].metadata.deletion_timestamp = Some(crate::api::store::now());
-    let owned: Vec<&Pod> = pods.iter().collect();
-    let again = reconcile(&dep, &owned);
-    let made: Vec<String> = again
-        .create
-        .iter()
-        .map(|p| p.metadata.name.clone().unwrap())
-        .collect();
-    assert_eq!(made, [deployment::pod_name("web", &hash, 3)]);
-    assert!(again.delete.is_empty());
-    assert_eq!(again.status.replicas, Some(2));
 }
 
 #[test]
@@ -522,4 +459,47 @@ fn node_ports_are_given_kept_released_and_not_taken_by_a_dry_run() {
         Some(30000),
         "released"
     );
+}
+
+#[test]
+fn a_deployment_strategy_is_checked_as_upstream_checks_it() {
+    let api = api();
+    let with = |strategy: &str| {
+        format!("apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web}}\nspec:\n  selector: {{matchLabels: {{app: web}}}}\n  strategy: {strategy}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    spec: {{containers: [{{name: c, image: x}}]}}\n")
+    };
+    for (strategy, path, message) in [
+        (
+            "{rollingUpdate: {maxSurge: 0, maxUnavailable: 0}}",
+            "spec.strategy.rollingUpdate.maxUnavailable",
+            "Invalid value: 0: may not be 0 when `maxSurge` is 0",
+        ),
+        (
+            "{rollingUpdate: {maxSurge: \"ten\"}}",
+            "spec.strategy.rollingUpdate.maxSurge",
+            "a valid percent string must be a numeric string followed by an ending '%'",
+        ),
+        (
+            "{rollingUpdate: {maxUnavailable: \"150%\"}}",
+            "spec.strategy.rollingUpdate.maxUnavailable",
+            "must not be greater than 100%",
+        ),
+        (
+            "{type: Recreate, rollingUpdate: {maxSurge: 1}}",
+            "spec.strategy.rollingUpdate",
+            "Forbidden: may not be specified when strategy `type` is 'Recreate'",
+        ),
+        (
+            "{type: Blue}",
+            "spec.strategy.type",
+            "Unsupported value: \"Blue\"",
+        ),
+    ] {
+        let err = api.apply(objects(&with(strategy))).unwrap_err();
+        assert_eq!(err[0].path, path, "{strategy}");
+        assert!(err[0].message.contains(message), "{strategy}: {err:?}");
+    }
+    api.apply(objects(&with(
+        "{rollingUpdate: {maxSurge: 0, maxUnavailable: \"50%\"}}",
+    )))
+    .unwrap();
 }

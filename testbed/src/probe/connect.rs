@@ -73,11 +73,27 @@ pub async fn ask(
 ) -> Outcome {
     let from = SocketAddr::from(([0, 0, 0, 0], source_port.unwrap_or(0)));
     let line = format!("{request}\n");
+    let began = std::time::Instant::now();
     let attempt = async {
-        if udp {
-            udp_once(netns, from, to, &line).await
-        } else {
-            tcp_once(netns, from, to, &line).await
+        loop {
+            let r = if udp {
+                udp_once(netns, from, to, &line).await
+            } else {
+                tcp_once(netns, from, to, &line).await
+            };
+            // A fixed source port the last attempt closed can still be held for a
+            // moment by a process forked meanwhile (until it execs): bind again, for
+            // half a second, before saying the port is taken.
+            match r {
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::AddrInUse
+                        && from.port() != 0
+                        && began.elapsed() < Duration::from_millis(500) =>
+                {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                r => break r,
+            }
         }
     };
     match tokio::time::timeout(timeout, attempt).await {

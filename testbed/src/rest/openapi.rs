@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Endpoints, Event, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use schemars::generate::SchemaSettings;
@@ -166,6 +166,7 @@ pub fn schemas() -> &'static Map<String, Value> {
         generator.subschema_for::<Endpoints>();
         generator.subschema_for::<EndpointSlice>();
         generator.subschema_for::<Deployment>();
+        generator.subschema_for::<ReplicaSet>();
         generator.subschema_for::<Event>();
         let mut defs = generator.take_definitions(true);
         for (schema, field, strategy, key) in PATCH_META {
@@ -204,6 +205,7 @@ pub fn schema_name(kind: Kind) -> String {
         Kind::Endpoints => Endpoints::schema_name(),
         Kind::EndpointSlice => EndpointSlice::schema_name(),
         Kind::Deployment => Deployment::schema_name(),
+        Kind::ReplicaSet => ReplicaSet::schema_name(),
         Kind::Event => Event::schema_name(),
     }
     .into_owned()

@@ -112,6 +112,18 @@ pub const RESOURCES: &[Resource] = &[
         verbs: WRITE,
         subresources: &[STATUS, ("scale", "Scale", &["get", "patch", "update"])],
     },
+    Resource {
+        kind: Kind::ReplicaSet,
+        kind_name: "ReplicaSet",
+        group: "apps",
+        version: "v1",
+        plural: "replicasets",
+        singular: "replicaset",
+        short_names: &["rs"],
+        in_all: true,
+        verbs: &["get", "list", "watch"],
+        subresources: &[],
+    },
 ];
 
 impl Resource {

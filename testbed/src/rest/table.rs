@@ -14,6 +14,7 @@ pub fn blank(kind: Kind) -> Object {
         Kind::Endpoints => Object::Endpoints(Default::default()),
         Kind::EndpointSlice => Object::EndpointSlice(Default::default()),
         Kind::Deployment => Object::Deployment(Default::default()),
+        Kind::ReplicaSet => Object::ReplicaSet(Default::default()),
         Kind::Event => Object::Event(Default::default()),
     }
 }
@@ -77,6 +78,16 @@ fn columns(kind: Kind) -> Vec<Column> {
             ("Containers", "string", 1, "Names of each container in the template."),
             ("Images", "string", 1, "Images referenced by each container in the template."),
             ("Selector", "string", 1, "Label selector for pods. Existing ReplicaSets whose pods are selected by this will be the ones affected by this deployment."),
+        ],
+        Kind::ReplicaSet => vec![
+            NAME,
+            ("Desired", "integer", 0, "Number of desired pods. This is a pointer to distinguish between explicit zero and not specified. Defaults to 1."),
+            ("Current", "integer", 0, "Replicas is the most recently observed number of replicas."),
+            ("Ready", "integer", 0, "The number of ready replicas for this replica set."),
+            AGE,
+            ("Containers", "string", 1, "Names of each container in the template."),
+            ("Images", "string", 1, "Images referenced by each container in the template."),
+            ("Selector", "string", 1, "Selector is a label query over pods that should match the replica count."),
         ],
         Kind::Event => vec![
             ("Last Seen", "string", 0, "The time at which the most recent occurrence of this event was recorded."),
@@ -397,12 +408,7 @@ fn cells(o: &Object, now: i64) -> Vec<Value> {
         Object::Deployment(d) => {
             let spec = d.spec.clone().unwrap_or_default();
             let status = d.status.clone().unwrap_or_default();
-            let containers = spec.template.spec.clone().unwrap_or_default().containers;
-            let names: Vec<String> = containers.iter().map(|c| c.name.clone()).collect();
-            let images: Vec<String> = containers
-                .iter()
-                .map(|c| c.image.clone().unwrap_or_default())
-                .collect();
+            let (names, images) = containers_and_images(&spec.template);
             vec![
                 name,
                 json!(format!(
@@ -413,12 +419,41 @@ fn cells(o: &Object, now: i64) -> Vec<Value> {
                 json!(status.updated_replicas.unwrap_or(0)),
                 json!(status.available_replicas.unwrap_or(0)),
                 age,
-                json!(names.join(",")),
-                json!(images.join(",")),
+                json!(names),
+                json!(images),
+                json!(selector_text(spec.selector.match_labels.as_ref())),
+            ]
+        }
+        Object::ReplicaSet(rs) => {
+            let spec = rs.spec.clone().unwrap_or_default();
+            let status = rs.status.clone().unwrap_or_default();
+            let template = spec.template.clone().unwrap_or_default();
+            let (names, images) = containers_and_images(&template);
+            vec![
+                name,
+                json!(spec.replicas.unwrap_or(1)),
+                json!(status.replicas),
+                json!(status.ready_replicas.unwrap_or(0)),
+                age,
+                json!(names),
+                json!(images),
                 json!(selector_text(spec.selector.match_labels.as_ref())),
             ]
         }
     }
+}
+
+/// A template's container names and images, comma-joined, as the wide columns show.
+fn containers_and_images(
+    template: &k8s_openapi::api::core::v1::PodTemplateSpec,
+) -> (String, String) {
+    let containers = template.spec.clone().unwrap_or_default().containers;
+    let names: Vec<String> = containers.iter().map(|c| c.name.clone()).collect();
+    let images: Vec<String> = containers
+        .iter()
+        .map(|c| c.image.clone().unwrap_or_default())
+        .collect();
+    (names.join(","), images.join(","))
 }
 
 #[cfg(test)]

@@ -190,7 +190,13 @@ impl Running {
             .as_array()
             .unwrap()
             .iter()
-            .filter(|p| p["metadata"]["ownerReferences"][0]["name"] == deployment)
+            // Owned by the Deployment's ReplicaSet, `<deployment>-<pod-template-hash>`.
+            .filter(|p| {
+                let hash = p["metadata"]["labels"]["pod-template-hash"].as_str();
+                let owner = &p["metadata"]["ownerReferences"][0];
+                owner["kind"] == "ReplicaSet"
+                    && hash.is_some_and(|h| owner["name"] == format!("{deployment}-{h}"))
+            })
             .map(|p| {
                 (
                     p["metadata"]["name"].as_str().unwrap().to_string(),

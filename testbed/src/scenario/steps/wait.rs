@@ -328,53 +328,30 @@ fn pod_status(cx: &dyn Context, pod: &str, status: Option<&str>, restarts: u32) 
     )
 }
 
-/// Whether a Deployment's pods are all of its current template, ready, as many as
-/// it wants.
+/// Whether a Deployment has rolled out, in `kubectl rollout status`'s words
+/// (kubectl's `DeploymentStatusViewer`), and none of its pods is still terminating
+/// (kubectl does not wait for those; a scenario's next step may).
 fn rollout(cx: &dyn Context, ns: &str, name: &str) -> (bool, String) {
-    use crate::controllers::deployment::{template_hash, TEMPLATE_HASH_LABEL};
     let Some(Object::Deployment(d)) = cx.store().get(&Key::new(Kind::Deployment, ns, name))
     else {
         return (false, format!("deployment {ns}/{name} does not exist"));
     };
-    let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1).max(0) as usize;
-    let hash = template_hash(&d);
-    let selector = d
-        .spec
-        .as_ref()
-        .and_then(|s| s.selector.match_labels.clone())
-        .unwrap_or_default();
-    let pods: Vec<_> = cx
+    let (done, said) = crate::controllers::rollout::status(&d);
+    let terminating = cx
         .store()
         .list(Kind::Pod, Some(ns))
         .into_iter()
-        .filter_map(|o| match o {
-            Object::Pod(p) => Some(p),
-            _ => None,
-        })
-        .filter(|p| {
-            let labels = p.metadata.labels.clone().unwrap_or_default();
-            selector.iter().all(|(k, v)| labels.get(k) == Some(v))
-        })
-        .collect();
-    let current = pods
-        .iter()
-        .filter(|p| {
-            p.metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(TEMPLATE_HASH_LABEL))
-                == Some(&hash)
+        .filter(|o| match o {
+            Object::Pod(p) => {
+                crate::controllers::deployment::owned_by(p, name)
+                    && p.metadata.deletion_timestamp.is_some()
+            }
+            _ => false,
         })
         .count();
-    let ready = pods
-        .iter()
-        .filter(|p| crate::api::labels::pod_ready(p))
-        .count();
-    let old = pods.len() - current;
-    (
-        current == want && old == 0 && ready == want,
-        format!(
-            "deployment {ns}/{name}: {current} of {want} pods of the current template, {old} old, {ready} ready"
-        ),
-    )
+    if done && terminating > 0 {
+        return (false, format!("{said}; {terminating} of its pods still terminating"));
+    }
+    (done, said)
 }
+

@@ -4,11 +4,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, Probe, Service};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::object::Object;
+
+mod deployment;
 use crate::names;
 
 /// One thing wrong with an object, at a field path such as `spec.ports[1].name`.
@@ -18,7 +19,7 @@ pub struct Problem {
     pub message: String,
 }
 
-fn problem(path: impl Into<String>, message: impl Into<String>) -> Problem {
+pub(super) fn problem(path: impl Into<String>, message: impl Into<String>) -> Problem {
     Problem {
         path: path.into(),
         message: message.into(),
@@ -45,7 +46,7 @@ pub fn admit(obj: Object, old: Option<&Object>) -> Result<Admitted, Vec<Problem>
     let object = match obj {
         Object::Service(s) => Object::Service(service(s, old, &mut problems)),
         Object::Pod(p) => Object::Pod(pod(p, old, &mut problems)),
-        Object::Deployment(d) => Object::Deployment(deployment(d, &mut problems)),
+        Object::Deployment(d) => Object::Deployment(deployment::deployment(d, &mut problems)),
         Object::Event(e) => Object::Event(e),
         other => {
             problems.push(problem(
@@ -174,7 +175,11 @@ fn check_protocol(path: &str, proto: &mut Option<String>, problems: &mut Vec<Pro
     }
 }
 
-fn check_selector(path: &str, sel: &BTreeMap<String, String>, problems: &mut Vec<Problem>) {
+pub(super) fn check_selector(
+    path: &str,
+    sel: &BTreeMap<String, String>,
+    problems: &mut Vec<Problem>,
+) {
     for (k, v) in sel {
         if let Err(why) = names::check_label(k, v) {
             problems.push(problem(format!("{path}.{k}"), why));
@@ -481,7 +486,7 @@ fn container(path: &str, c: &mut Container, problems: &mut Vec<Problem>) {
     }
 }
 
-fn pod_spec(path: &str, spec: &mut PodSpec, problems: &mut Vec<Problem>) {
+pub(super) fn pod_spec(path: &str, spec: &mut PodSpec, problems: &mut Vec<Problem>) {
     if spec.containers.is_empty() {
         problems.push(problem(
             format!("{path}.containers"),
@@ -527,52 +532,4 @@ fn pod(mut p: Pod, old: Option<&Object>, problems: &mut Vec<Problem>) -> Pod {
         p.status = None;
     }
     p
-}
-
-fn deployment(mut d: Deployment, problems: &mut Vec<Problem>) -> Deployment {
-    let Some(spec) = &mut d.spec else {
-        problems.push(problem("spec", "Required value"));
-        return d;
-    };
-    let replicas = *spec.replicas.get_or_insert(1);
-    if replicas < 0 {
-        problems.push(problem("spec.replicas", format!("{replicas} is negative")));
-    }
-    let sel = spec.selector.match_labels.clone().unwrap_or_default();
-    if spec
-        .selector
-        .match_expressions
-        .as_ref()
-        .is_some_and(|e| !e.is_empty())
-    {
-        problems.push(problem(
-            "spec.selector.matchExpressions",
-            "are not emulated: use matchLabels",
-        ));
-    }
-    if sel.is_empty() {
-        problems.push(problem(
-            "spec.selector.matchLabels",
-            "Required value: may not be empty",
-        ));
-    }
-    check_selector("spec.selector.matchLabels", &sel, problems);
-    let labels = spec
-        .template
-        .metadata
-        .as_ref()
-        .and_then(|m| m.labels.clone())
-        .unwrap_or_default();
-    if !sel.iter().all(|(k, v)| labels.get(k) == Some(v)) {
-        problems.push(problem(
-            "spec.template.metadata.labels",
-            "`selector` does not match template `labels`",
-        ));
-    }
-    match &mut spec.template.spec {
-        None => problems.push(problem("spec.template.spec", "Required value")),
-        Some(ps) => pod_spec("spec.template.spec", ps, problems),
-    }
-    d.status = None;
-    d
 }

@@ -69,6 +69,7 @@ fn run_one(file: &Path, mode: Option<Mode>) -> Result<(), Failed> {
     let opts = Options {
         exe: PathBuf::from(env!("CARGO_BIN_EXE_testbed")),
         name: Some(name),
+        interrupt: None,
     };
     let report = common::runtime().block_on(run::run(rel, &s, &opts, &mut Insta, &mut |_| {}));
     if stem.starts_with("err_") {

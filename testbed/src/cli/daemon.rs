@@ -21,9 +21,7 @@ pub(super) fn run(file: &Path, name: &str) -> Result<ExitCode> {
         .build()
         .context("start the runtime")?;
     rt.block_on(async {
-        let term = signal(SignalKind::terminate())?;
-        let int = signal(SignalKind::interrupt())?;
-        let hup = signal(SignalKind::hangup())?;
+        let mut signals = Signals::new()?;
         let pods = scenario.pods.len();
         let step = (pods / 50).max(1);
         let progress = move |wired: usize| {
@@ -33,7 +31,6 @@ pub(super) fn run(file: &Path, name: &str) -> Result<ExitCode> {
         };
         // A signal during the bring-up stops it: what was made is removed and `up`
         // hears that the testbed did not come up (never "ready").
-        let mut signals = Signals { term, int, hup };
         let opts = cluster::Options {
             exe: std::env::current_exe().context("find the testbed executable")?,
             file: Some(file),
@@ -69,15 +66,25 @@ pub(super) fn run(file: &Path, name: &str) -> Result<ExitCode> {
     })
 }
 
-struct Signals {
+/// SIGTERM, SIGINT and SIGHUP, caught: they end a testbed's life by taking it down.
+pub(super) struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
     hup: tokio::signal::unix::Signal,
 }
 
 impl Signals {
+    /// Catches them from now on (within a tokio runtime).
+    pub(super) fn new() -> std::io::Result<Signals> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
     /// The next of SIGTERM, SIGINT and SIGHUP, by name.
-    async fn recv(&mut self) -> &'static str {
+    pub(super) async fn recv(&mut self) -> &'static str {
         tokio::select! {
             _ = self.term.recv() => "SIGTERM",
             _ = self.int.recv() => "SIGINT",

@@ -113,9 +113,19 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode> {
         .build()
         .context("start the runtime")?;
     let exe = std::env::current_exe().context("find this program")?;
+    // A signal interrupts the run: the testbed comes down before the program ends.
+    let (tell, interrupt) = tokio::sync::watch::channel(None);
+    let mut signals = rt.block_on(async { super::daemon::Signals::new() })?;
+    rt.spawn(async move {
+        let why = signals.recv().await;
+        let _ = tell.send(Some(why));
+    });
     let mut failed = Vec::new();
     for (file, s) in &scenarios {
-        let report = run_one(&rt, &args, &exe, file, s)?;
+        if let Some(why) = *interrupt.borrow() {
+            bail!("interrupted by {why}: {} was not run", file.display());
+        }
+        let report = run_one(&rt, &args, &exe, file, s, &interrupt)?;
         if !report.passed() {
             failed.push(report);
         }
@@ -137,6 +147,7 @@ fn run_one(
     exe: &Path,
     file: &Path,
     s: &crate::scenario::Scenario,
+    interrupt: &tokio::sync::watch::Receiver<Option<&'static str>>,
 ) -> Result<run::Report> {
     println!("scenario {} ({})", s.name, file.display());
     for l in s.description.lines() {
@@ -152,6 +163,7 @@ fn run_one(
     let opts = Options {
         exe: exe.to_path_buf(),
         name: args.name.clone(),
+        interrupt: Some(interrupt.clone()),
     };
     let report = rt.block_on(run::run(file, s, &opts, &mut snaps, &mut print_event));
     if let Some(dir) = &args.report {

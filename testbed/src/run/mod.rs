@@ -29,6 +29,24 @@ pub struct Options {
     pub exe: PathBuf,
     /// The testbed's name (default: the scenario's).
     pub name: Option<String>,
+    /// Becomes the name of a signal that interrupts the run (`testbed run` watches
+    /// SIGINT, SIGTERM and SIGHUP): the bring-up stops, or the step under way and the
+    /// rest are not run, and the testbed is taken down, its faults with it.
+    pub interrupt: Option<tokio::sync::watch::Receiver<Option<&'static str>>>,
+}
+
+/// When `interrupt` says a signal came: its name (never, without one).
+async fn interrupted(
+    interrupt: Option<tokio::sync::watch::Receiver<Option<&'static str>>>,
+) -> &'static str {
+    let Some(mut rx) = interrupt else {
+        return std::future::pending().await;
+    };
+    let why = match rx.wait_for(Option::is_some).await {
+        Ok(why) => why.unwrap_or("a signal"),
+        Err(_) => return std::future::pending().await,
+    };
+    why
 }
 
 /// What one step did.
@@ -150,7 +168,7 @@ pub async fn run(
             serve_api: true,
             progress: &|_| {},
         },
-        std::future::pending(),
+        interrupted(opts.interrupt.clone()),
     )
     .await;
     let cluster = match started {
@@ -181,16 +199,7 @@ pub async fn run(
         progress(Event::Setup(l));
     }
     report.before = Some(runner.picture());
-    for (i, step) in scenario.steps.iter().enumerate() {
-        let r = runner.step(step).await;
-        progress(Event::Step(&r));
-        let failed = !r.passed();
-        report.steps.push(r);
-        if failed {
-            report.not_run = scenario.steps.len() - i - 1;
-            break;
-        }
-    }
+    runner.steps(opts, progress, &mut report).await;
     report.after = Some(runner.picture());
     cluster.shutdown().await;
     report.took = start.elapsed();
@@ -226,6 +235,55 @@ struct Runner<'a> {
 }
 
 impl Runner<'_> {
+    /// Runs the scenario's steps until one fails or a signal comes.
+    async fn steps(
+        &mut self,
+        opts: &Options,
+        progress: &mut (dyn FnMut(Event<'_>) + Send),
+        report: &mut Report,
+    ) {
+        let scenario = self.scenario;
+        let stop = interrupted(opts.interrupt.clone());
+        tokio::pin!(stop);
+        for (i, step) in scenario.steps.iter().enumerate() {
+            let began = Instant::now();
+            let done = tokio::select! {
+                r = self.step(step) => Ok(r),
+                why = &mut stop => Err(why),
+            };
+            let r = done.unwrap_or_else(|why| self.interrupted(step, why, began.elapsed()));
+            progress(Event::Step(&r));
+            let failed = !r.passed();
+            report.steps.push(r);
+            if failed {
+                report.not_run = scenario.steps.len() - i - 1;
+                break;
+            }
+        }
+    }
+
+    /// The report of `step`, cut short by signal `why`.
+    fn interrupted(&self, step: &Step, why: &str, took: Duration) -> StepReport {
+        let at = match step.pos {
+            Some(p) => format!("{}:{}:{}", self.file.display(), p.line, p.col),
+            None => self.file.display().to_string(),
+        };
+        StepReport {
+            number: step.index + 1,
+            at,
+            title: step.action.title(),
+            lines: Vec::new(),
+            mismatches: Vec::new(),
+            error: Some(format!(
+                "interrupted by {why}: the steps after it are not run, and testbed {} is taken down",
+                self.name
+            )),
+            took,
+            detail: None,
+            figure: None,
+        }
+    }
+
     async fn step(&mut self, step: &Step) -> StepReport {
         let start = Instant::now();
         let at = match step.pos {

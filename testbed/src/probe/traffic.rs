@@ -55,6 +55,8 @@ pub struct Record {
 pub struct Running {
     pub started: Instant,
     records: Arc<Mutex<Vec<Record>>>,
+    /// Tells the sender to stop starting requests.
+    stop: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -67,20 +69,20 @@ impl std::fmt::Debug for Running {
 }
 
 impl Drop for Running {
+    /// Dropped unstopped: the sender and every request in flight end at once.
     fn drop(&mut self) {
         self.task.abort();
     }
 }
 
 impl Running {
-    /// Stops sending, waits for the requests in flight (their timeout at most), and
-    /// gives every record in the order they started.
-    pub async fn stop(self, timeout: Duration) -> Vec<Record> {
-        self.task.abort();
-        let deadline = Instant::now() + timeout + Duration::from_millis(200);
-        // In-flight requests hold a clone of the records; wait for them to finish.
-        while Arc::strong_count(&self.records) > 1 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+    /// Stops sending, waits for the requests in flight (their timeout at most, then
+    /// they are cut off), and gives every record in the order they started.
+    pub async fn stop(mut self, timeout: Duration) -> Vec<Record> {
+        let _ = self.stop.send(true);
+        let grace = timeout + Duration::from_millis(200);
+        if tokio::time::timeout(grace, &mut self.task).await.is_err() {
+            self.task.abort();
         }
         let mut out = self.records.lock().expect("records").clone();
         out.sort_by_key(|r| r.at);
@@ -92,15 +94,28 @@ impl Running {
 pub fn start(spec: Spec) -> Running {
     let records = Arc::new(Mutex::new(Vec::new()));
     let started = Instant::now();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
     let task = if spec.long {
-        tokio::spawn(long(spec, records.clone(), started))
+        tokio::spawn(long(spec, records.clone(), started, stopped))
     } else {
-        tokio::spawn(each_new(spec, records.clone(), started))
+        tokio::spawn(each_new(spec, records.clone(), started, stopped))
     };
     Running {
         started,
         records,
+        stop,
         task,
+    }
+}
+
+/// The next tick, or None once told to stop.
+async fn next_tick(
+    tick: &mut tokio::time::Interval,
+    stopped: &mut tokio::sync::watch::Receiver<bool>,
+) -> Option<()> {
+    tokio::select! {
+        _ = stopped.wait_for(|s| *s) => None,
+        _ = tick.tick() => Some(()),
     }
 }
 
@@ -131,20 +146,25 @@ async fn address(spec: &Spec) -> Result<SocketAddr, Outcome> {
     }
 }
 
-/// A new connection (or datagram) for each request.
-async fn each_new(spec: Spec, records: Arc<Mutex<Vec<Record>>>, started: Instant) {
+/// A new connection (or datagram) for each request, at most [`IN_FLIGHT`] at once;
+/// when told to stop, it waits for the ones in flight (cut off if it is aborted).
+async fn each_new(
+    spec: Spec,
+    records: Arc<Mutex<Vec<Record>>>,
+    started: Instant,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
     let spec = Arc::new(spec);
-    let slots = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
+    let mut in_flight = tokio::task::JoinSet::new();
     let mut tick = tokio::time::interval(period(spec.rate));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
-        };
+    while next_tick(&mut tick, &mut stopped).await.is_some() {
+        while in_flight.try_join_next().is_some() {}
+        // As many as it keeps open: the schedule waits for one to end.
+        while in_flight.len() >= IN_FLIGHT && in_flight.join_next().await.is_some() {}
         let (spec, records) = (spec.clone(), records.clone());
         let at = started.elapsed();
-        tokio::spawn(async move {
+        in_flight.spawn(async move {
             let outcome = match address(&spec).await {
                 Ok(to) => {
                     ask(
@@ -163,19 +183,23 @@ async fn each_new(spec: Spec, records: Arc<Mutex<Vec<Record>>>, started: Instant
                 .lock()
                 .expect("records")
                 .push(Record { at, outcome });
-            drop(slot);
         });
     }
+    while in_flight.join_next().await.is_some() {}
 }
 
 /// Every request over one HTTP/1.1 connection, kept alive; after a failure the next
 /// request opens a new one.
-async fn long(spec: Spec, records: Arc<Mutex<Vec<Record>>>, started: Instant) {
+async fn long(
+    spec: Spec,
+    records: Arc<Mutex<Vec<Record>>>,
+    started: Instant,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
     let mut tick = tokio::time::interval(period(spec.rate));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut conn: Option<tokio::net::TcpStream> = None;
-    loop {
-        tick.tick().await;
+    while next_tick(&mut tick, &mut stopped).await.is_some() {
         let at = started.elapsed();
         let outcome = match tokio::time::timeout(spec.timeout, request(&spec, &mut conn)).await {
             Ok(Ok(name)) => Outcome::Answered(name),

@@ -355,26 +355,8 @@ impl Ctx<'_> {
 
     /// The fault a `heal` step names, now healed.
     pub(super) fn heal_fault(&mut self, id: &str) -> Result<Arc<fault::Declared>, String> {
-        let known: Vec<String> = self
-            .faults
-            .iter()
-            .map(|(d, _)| d.fault.id.clone())
-            .collect();
-        match self.faults.iter_mut().find(|(d, _)| d.fault.id == id) {
-            Some((_, true)) => Err(format!("fault {id:?} is healed by an earlier step")),
-            Some((d, healed)) => {
-                *healed = true;
-                Ok(d.clone())
-            }
-            None => Err(format!(
-                "no fault step before this one is named {id:?} (faults: {})",
-                if known.is_empty() {
-                    "none".into()
-                } else {
-                    known.join(", ")
-                }
-            )),
-        }
+        let names = ["fault", "healed", "faults"];
+        end_named(&mut self.faults, id, |d| &d.fault.id, names)
     }
 
     pub(super) fn declare_traffic(&mut self, d: traffic::Declared) {
@@ -383,22 +365,8 @@ impl Ctx<'_> {
 
     /// The traffic a `stop` step names, now stopped.
     pub(super) fn stop_traffic(&mut self, id: &str) -> Result<traffic::Declared, String> {
-        let known: Vec<String> = self.traffics.iter().map(|(d, _)| d.id.clone()).collect();
-        match self.traffics.iter_mut().rev().find(|(d, _)| d.id == id) {
-            Some((_, true)) => Err(format!("traffic {id:?} is stopped by an earlier step")),
-            Some((d, stopped)) => {
-                *stopped = true;
-                Ok(d.clone())
-            }
-            None => Err(format!(
-                "no traffic step before this one is named {id:?} (traffic: {})",
-                if known.is_empty() {
-                    "none".into()
-                } else {
-                    known.join(", ")
-                }
-            )),
-        }
+        let names = ["traffic", "stopped", "traffic"];
+        end_named(&mut self.traffics, id, |d| &d.id, names)
     }
 
     /// `up` (true) or `down`.
@@ -535,6 +503,33 @@ fn step_from(
         expect,
         immediately,
     })
+}
+
+/// The latest of `list` named `id`, marked ended: what a `heal` or a `stop` step
+/// names. `[kind, ended, list]` word the errors: a second end, an unknown name
+/// (with the names there are).
+fn end_named<T: Clone>(
+    list: &mut [(T, bool)],
+    id: &str,
+    name: impl Fn(&T) -> &str,
+    [kind, ended, listed]: [&str; 3],
+) -> Result<T, String> {
+    let known: Vec<String> = list.iter().map(|(d, _)| name(d).to_string()).collect();
+    match list.iter_mut().rev().find(|(d, _)| name(d) == id) {
+        Some((_, true)) => Err(format!("{kind} {id:?} is {ended} by an earlier step")),
+        Some((d, done)) => {
+            *done = true;
+            Ok(d.clone())
+        }
+        None => Err(format!(
+            "no {kind} step before this one is named {id:?} ({listed}: {})",
+            if known.is_empty() {
+                "none".into()
+            } else {
+                known.join(", ")
+            }
+        )),
+    }
 }
 
 #[cfg(test)]

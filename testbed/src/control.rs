@@ -133,12 +133,14 @@ impl ControlPlane {
         let (replicasets_synced, replicasets_rx) = watch::channel(0);
         let (kubelets_synced, kubelets_rx) = watch::channel(0);
         let (lb_synced, lb_rx) = watch::channel(0);
+        let (nodes_synced, nodes_rx) = watch::channel(0);
         let controllers = vec![
             ("the endpoints controller", endpoints_rx),
             ("the Deployment controller", deployments_rx),
             ("the ReplicaSet controller", replicasets_rx),
             ("the kubelets", kubelets_rx),
             ("the load balancer", lb_rx),
+            ("the node lifecycle controller", nodes_rx),
         ];
         let node_ips: Vec<(String, std::net::Ipv4Addr)> =
             plan.nodes.iter().map(|n| (n.name.clone(), n.ip)).collect();
@@ -153,6 +155,26 @@ impl ControlPlane {
                 netns: crate::netns::netns_path(netns),
             })
             .collect();
+        // Each kubelet registers its node and its Lease before it runs pods.
+        let node_health = scenario.cluster.node_health;
+        let kubelet_cfg = Arc::new(kubelet::Config {
+            testbed: plan.testbed.clone(),
+            nodes: nodes.clone(),
+            shared_etc,
+            cluster_dns: plan.cluster_dns(),
+            dns: Some(dns.clone()),
+            exe,
+            faults: faults.clone(),
+            backoff: scenario
+                .cluster
+                .max_restart_period
+                .map(kubelet::restart::BackOffSpec::with_max)
+                .unwrap_or_default(),
+            owner_uid: crate::state::owner_uid(),
+            service_accounts,
+            node_health,
+        });
+        kubelet::node_status::register(&kubelet_cfg, &store);
         let mut tasks = vec![
             tokio::spawn({
                 let store = store.clone();
@@ -175,24 +197,16 @@ impl ControlPlane {
                 }
             }),
             tokio::spawn({
-                let cfg = Arc::new(kubelet::Config {
-                    testbed: plan.testbed.clone(),
-                    nodes: nodes.clone(),
-                    shared_etc,
-                    cluster_dns: plan.cluster_dns(),
-                    dns: Some(dns.clone()),
-                    exe,
-                    faults: faults.clone(),
-                    backoff: scenario
-                        .cluster
-                        .max_restart_period
-                        .map(kubelet::restart::BackOffSpec::with_max)
-                        .unwrap_or_default(),
-                    owner_uid: crate::state::owner_uid(),
-                    service_accounts,
-                });
-                let store = store.clone();
+                let (cfg, store) = (kubelet_cfg.clone(), store.clone());
                 async move { kubelet::run(cfg, store, &kubelets_synced).await }
+            }),
+            tokio::spawn(kubelet::node_status::heartbeat(
+                kubelet_cfg.clone(),
+                store.clone(),
+            )),
+            tokio::spawn({
+                let store = store.clone();
+                async move { controllers::node_lifecycle::run(store, node_health, &nodes_synced).await }
             }),
         ];
         let mut proxies = Vec::new();

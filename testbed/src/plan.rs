@@ -29,6 +29,8 @@ pub struct ClusterSpec {
     pub load_balancer_pool: Option<(Ipv4Addr, Ipv4Addr)>,
     /// The kubelets' cap on the crash-loop back-off (`None`: upstream's 300 s).
     pub max_restart_period: Option<std::time::Duration>,
+    /// The kubelets' Lease duration and the node lifecycle controller's grace period.
+    pub node_health: crate::controllers::node_lifecycle::Timing,
 }
 
 /// How the cluster DNS is set up.
@@ -78,6 +80,7 @@ impl ClusterSpec {
             hosts: Vec::new(),
             load_balancer_pool: None,
             max_restart_period: None,
+            node_health: Default::default(),
         }
     }
 }
@@ -164,7 +167,14 @@ impl NodeAllocator {
 
     /// The node the next pod that names none goes to.
     pub fn schedule(&self) -> Option<usize> {
-        (0..self.pods.len()).min_by_key(|i| (self.pods[*i], *i))
+        self.schedule_among(|_| true)
+    }
+
+    /// The node the next pod goes to among those that `fit` it (its taints tolerated).
+    pub fn schedule_among(&self, fit: impl Fn(usize) -> bool) -> Option<usize> {
+        (0..self.pods.len())
+            .filter(|i| fit(*i))
+            .min_by_key(|i| (self.pods[*i], *i))
     }
 
     /// The lowest free address of `node`'s pod CIDR, now taken; `None` when full.

@@ -44,6 +44,7 @@ pub(super) fn fields(obj: &Object) -> Vec<String> {
         "automountServiceAccountToken",
         "serviceAccountName",
         "serviceAccount",
+        "tolerations",
     ];
     // Of a securityContext, who runs (see kubelet::identity); the rest is reported.
     let security_known: &[&str] = &["runAsUser", "runAsGroup", "runAsNonRoot"];

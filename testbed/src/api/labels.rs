@@ -87,3 +87,23 @@ pub fn pod_status_column(pod: &Pod) -> (String, usize) {
     }
     (reason, ready)
 }
+
+/// A node's STATUS as `kubectl get nodes` shows it (printNode): Ready or NotReady
+/// from its Ready condition (Unknown without one), then SchedulingDisabled when
+/// it is cordoned.
+pub fn node_status_column(n: &k8s_openapi::api::core::v1::Node) -> String {
+    let conditions = n.status.as_ref().and_then(|s| s.conditions.as_ref());
+    let ready = conditions
+        .into_iter()
+        .flatten()
+        .find(|c| c.type_ == "Ready");
+    let mut state = match ready {
+        Some(c) if c.status == "True" => "Ready".to_string(),
+        Some(_) => "NotReady".to_string(),
+        None => "Unknown".to_string(),
+    };
+    if n.spec.as_ref().and_then(|s| s.unschedulable) == Some(true) {
+        state.push_str(",SchedulingDisabled");
+    }
+    state
+}

@@ -14,6 +14,7 @@ pub mod refusals;
 pub mod server;
 pub mod service_slices;
 pub mod store;
+pub mod taints;
 pub mod tokens;
 
 pub use object::{Key, Kind, Object};

@@ -4,7 +4,8 @@
 use std::fmt;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{Endpoints, Event, Pod, Service};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Endpoints, Event, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Serialize};
@@ -19,10 +20,12 @@ pub enum Kind {
     Deployment,
     ReplicaSet,
     Event,
+    Node,
+    Lease,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Pod,
         Kind::Service,
         Kind::Endpoints,
@@ -30,6 +33,8 @@ impl Kind {
         Kind::Deployment,
         Kind::ReplicaSet,
         Kind::Event,
+        Kind::Node,
+        Kind::Lease,
     ];
 
     /// The names `kubectl` takes for a kind: singular, plural and short, any case.
@@ -44,13 +49,16 @@ impl Kind {
             "deployment" | "deployments" | "deploy" => Kind::Deployment,
             "replicaset" | "replicasets" | "rs" => Kind::ReplicaSet,
             "event" | "events" | "ev" => Kind::Event,
+            "node" | "nodes" | "no" => Kind::Node,
+            "lease" | "leases" => Kind::Lease,
             _ => return None,
         })
     }
 
     pub fn api_version(self) -> &'static str {
         match self {
-            Kind::Pod | Kind::Service | Kind::Endpoints | Kind::Event => "v1",
+            Kind::Pod | Kind::Service | Kind::Endpoints | Kind::Event | Kind::Node => "v1",
+            Kind::Lease => "coordination.k8s.io/v1",
             Kind::EndpointSlice => "discovery.k8s.io/v1",
             Kind::Deployment | Kind::ReplicaSet => "apps/v1",
         }
@@ -66,6 +74,8 @@ impl Kind {
             Kind::Deployment => "deployment",
             Kind::ReplicaSet => "replicaset",
             Kind::Event => "event",
+            Kind::Node => "node",
+            Kind::Lease => "lease",
         }
     }
 
@@ -79,7 +89,14 @@ impl Kind {
             Kind::Deployment => "deployments",
             Kind::ReplicaSet => "replicasets",
             Kind::Event => "events",
+            Kind::Node => "nodes",
+            Kind::Lease => "leases",
         }
+    }
+
+    /// Whether objects of this kind live in a namespace (a Node does not).
+    pub fn namespaced(self) -> bool {
+        self != Kind::Node
     }
 
     /// Whether users write this kind (the others are the control plane's output).
@@ -131,6 +148,8 @@ pub enum Object {
     Deployment(Deployment),
     ReplicaSet(ReplicaSet),
     Event(Event),
+    Node(Node),
+    Lease(Lease),
 }
 
 impl Object {
@@ -143,6 +162,8 @@ impl Object {
             Object::Deployment(_) => Kind::Deployment,
             Object::ReplicaSet(_) => Kind::ReplicaSet,
             Object::Event(_) => Kind::Event,
+            Object::Node(_) => Kind::Node,
+            Object::Lease(_) => Kind::Lease,
         }
     }
 
@@ -155,6 +176,8 @@ impl Object {
             Object::Deployment(o) => &o.metadata,
             Object::ReplicaSet(o) => &o.metadata,
             Object::Event(o) => &o.metadata,
+            Object::Node(o) => &o.metadata,
+            Object::Lease(o) => &o.metadata,
         }
     }
 
@@ -167,6 +190,8 @@ impl Object {
             Object::Deployment(o) => &mut o.metadata,
             Object::ReplicaSet(o) => &mut o.metadata,
             Object::Event(o) => &mut o.metadata,
+            Object::Node(o) => &mut o.metadata,
+            Object::Lease(o) => &mut o.metadata,
         }
     }
 
@@ -174,7 +199,11 @@ impl Object {
         self.meta().name.as_deref().unwrap_or_default()
     }
 
+    /// Its namespace; `""` for a kind that has none.
     pub fn namespace(&self) -> &str {
+        if !self.kind().namespaced() {
+            return "";
+        }
         self.meta().namespace.as_deref().unwrap_or("default")
     }
 
@@ -200,6 +229,8 @@ impl Object {
             Object::Deployment(o) => serde_json::to_value(o),
             Object::ReplicaSet(o) => serde_json::to_value(o),
             Object::Event(o) => serde_json::to_value(o),
+            Object::Node(o) => serde_json::to_value(o),
+            Object::Lease(o) => serde_json::to_value(o),
         };
         v.expect("Kubernetes objects serialize")
     }
@@ -224,6 +255,8 @@ impl Object {
             Kind::Deployment => Object::Deployment(de(v)?),
             Kind::ReplicaSet => Object::ReplicaSet(de(v)?),
             Kind::Event => Object::Event(de(v)?),
+            Kind::Node => Object::Node(de(v)?),
+            Kind::Lease => Object::Lease(de(v)?),
         })
     }
 }

@@ -128,7 +128,7 @@ impl Tx<'_> {
                 meta.uid = Some(format!("00000000-0000-4000-8000-{:012x}", self.inner.uid));
                 meta.creation_timestamp = Some(now());
             }
-            meta.namespace = Some(key.namespace.clone());
+            meta.namespace = key.kind.namespaced().then(|| key.namespace.clone());
             meta.resource_version = Some(rv.to_string());
         }
         self.inner.objects.insert(key, obj.clone());

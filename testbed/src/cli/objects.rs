@@ -20,6 +20,8 @@ pub(super) fn kind_label(kind: Kind) -> &'static str {
         Kind::Pod => "pod",
         Kind::Service => "service",
         Kind::Endpoints => "endpoints",
+        Kind::Node => "node",
+        Kind::Lease => "lease.coordination.k8s.io",
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod deployment;
 pub mod endpoints;
 pub mod loadbalancer;
+pub mod node_lifecycle;
 pub mod pod_rank;
 pub mod replicaset;
 pub mod rollout;

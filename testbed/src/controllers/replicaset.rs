@@ -133,6 +133,11 @@ fn new_pod(rs: &ReplicaSet, ordinal: u32) -> Pod {
     let meta = template.metadata.unwrap_or_default();
     let mut annotations = meta.annotations.unwrap_or_default();
     annotations.insert(ORDINAL_ANNOTATION.into(), ordinal.to_string());
+    // What admission gives every pod the API server creates.
+    let mut spec = template.spec;
+    if let Some(spec) = &mut spec {
+        crate::api::taints::add_default_tolerations(spec);
+    }
     Pod {
         metadata: ObjectMeta {
             name: Some(pod_name(rs, ordinal)),
@@ -150,7 +155,7 @@ fn new_pod(rs: &ReplicaSet, ordinal: u32) -> Pod {
             }]),
             ..Default::default()
         },
-        spec: template.spec,
+        spec,
         status: None,
     }
 }

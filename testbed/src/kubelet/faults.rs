@@ -1,6 +1,7 @@
 //! Faults a scenario injects into the kubelets: a pod killed (its processes die;
 //! its `restartPolicy` says whether they start again), a pod whose readiness fails whatever its probes say, a node
-//! down (the node lifecycle controller marks its pods not ready). The kubelets watch
+//! down (the node lifecycle controller marks its pods not ready), a node whose
+//! kubelet is silent. The kubelets watch
 //! this state and act on every change.
 
 use std::collections::{HashMap, HashSet};
@@ -17,6 +18,9 @@ pub struct State {
     pub kills: HashMap<PodKey, u32>,
     pub unready: HashSet<PodKey>,
     pub nodes_down: HashSet<String>,
+    /// Nodes whose kubelet has lost the API server: it neither reports nor acts on
+    /// changes; its pods keep running.
+    pub silent: HashSet<String>,
 }
 
 impl State {

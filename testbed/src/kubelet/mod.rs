@@ -11,6 +11,7 @@ pub mod identity;
 mod lifecycle_tests;
 pub mod logs;
 pub mod netexec;
+pub mod node_status;
 pub mod probe;
 pub mod restart;
 pub mod runtime;
@@ -65,6 +66,8 @@ pub struct Config {
     pub owner_uid: u32,
     /// Tokens and the CA for pods, when the API server serves pods.
     pub service_accounts: Option<Arc<crate::api::tokens::ServiceAccounts>>,
+    /// How often the kubelets renew their nodes' Leases.
+    pub node_health: crate::controllers::node_lifecycle::Timing,
 }
 
 impl Config {
@@ -237,12 +240,16 @@ async fn pod_life(
         orders.send_if_modified(|o| std::mem::replace(&mut o.kills, kills) != kills);
         let now = statuses_rx.borrow_and_update().clone();
         let ready = !f.forced_unready(&key, &info.name) && now.iter().all(restart::Status::ready);
-        set_status(&store, &key, |st| {
-            st.phase = Some(restart::phase(policy, &now).into());
-            st.container_statuses = Some(now.iter().map(restart::Status::to_api).collect());
-            set_ready(st, ready);
-        });
-        if ready != reported {
+        // A silent kubelet reports nothing (its containers run on).
+        let silent = f.silent.contains(&info.name);
+        if !silent {
+            set_status(&store, &key, |st| {
+                st.phase = Some(restart::phase(policy, &now).into());
+                st.container_statuses = Some(now.iter().map(restart::Status::to_api).collect());
+                set_ready(st, ready);
+            });
+        }
+        if ready != reported && !silent {
             let (type_, reason, message) = if ready {
                 (
                     Type::Normal,
@@ -276,6 +283,9 @@ async fn pod_life(
             _ = &mut lives, if !lives_done => lives_done = true,
             r = faults_rx.changed() => if r.is_err() { let _ = (&mut stop).await; break; },
             _ = statuses_rx.changed() => {}
+            // The status manager's periodic sync: what the API shows is put right
+            // (the node lifecycle controller may have marked the pod not ready).
+            _ = tokio::time::sleep(cfg.node_health.renew_interval()) => {}
         }
         if terminating && lives_done {
             sync::delete_pod(&store, &pod);

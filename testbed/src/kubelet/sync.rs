@@ -9,7 +9,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, PodCondition, Taint};
 use tokio::sync::{oneshot, watch};
 
 use super::runtime::{Machine, PodRuntime};
@@ -62,6 +62,7 @@ pub async fn run_on(
             .map(|(i, n)| (n.name.clone(), i))
             .collect(),
         alloc: NodeAllocator::new(cfg.nodes.iter().map(|n| n.pod_cidr).collect()),
+        taints: vec![Vec::new(); cfg.nodes.len()],
         cfg,
         store: store.clone(),
         runtime,
@@ -83,6 +84,9 @@ struct Kubelets {
     /// Pods per node (kept as pods come and go, so scheduling one is O(nodes)) and
     /// the addresses taken: the one rule the plan placed the scenario's pods by.
     alloc: NodeAllocator,
+    /// Each node's taints, as its Node shows them: the scheduler places a pod only
+    /// where it tolerates them.
+    taints: Vec<Vec<Taint>>,
     running: HashMap<PodKey, Running>,
     stopping: HashMap<PodKey, Vec<Stopping>>,
     /// The dirty pods in the order their changes came: pods are scheduled in that
@@ -95,12 +99,14 @@ impl Reconcile for Kubelets {
     type Key = PodKey;
 
     fn kinds(&self) -> &'static [Kind] {
-        &[Kind::Pod]
+        &[Kind::Pod, Kind::Node]
     }
 
     fn observe(&mut self, event: Event, dirty: &mut BTreeSet<PodKey>) {
-        let Object::Pod(pod) = event.object else {
-            return;
+        let pod = match event.object {
+            Object::Pod(pod) => pod,
+            Object::Node(node) => return self.observe_node(node, dirty),
+            _ => return,
         };
         let key = (
             pod.metadata
@@ -144,6 +150,26 @@ impl Reconcile for Kubelets {
 }
 
 impl Kubelets {
+    /// Takes a node's taints; its pods and the pods waiting for a node are looked at
+    /// again (a node that reports again acts on what it missed while silent).
+    fn observe_node(
+        &mut self,
+        node: k8s_openapi::api::core::v1::Node,
+        dirty: &mut BTreeSet<PodKey>,
+    ) {
+        let name = node.metadata.name.unwrap_or_default();
+        let Some(&i) = self.index.get(&name) else {
+            return;
+        };
+        self.taints[i] = node.spec.and_then(|s| s.taints).unwrap_or_default();
+        for (key, pod) in &self.pods {
+            let on = pod.spec.as_ref().and_then(|s| s.node_name.as_deref());
+            if (on.is_none() || on == Some(name.as_str())) && dirty.insert(key.clone()) {
+                self.arrival.push(key.clone());
+            }
+        }
+    }
+
     /// Counts `pod` on its node (`by` is 1 or -1); a pod with no node counts nowhere.
     fn bind(&mut self, pod: &Pod, by: isize) {
         let node = pod.spec.as_ref().and_then(|s| s.node_name.as_deref());
@@ -189,6 +215,14 @@ impl Kubelets {
                 });
         }
         let Some(pod) = pod.cloned() else { return };
+        let node_name = pod.spec.as_ref().and_then(|s| s.node_name.clone());
+        if node_name
+            .as_ref()
+            .is_some_and(|n| self.cfg.faults.get().silent.contains(n))
+        {
+            // Its kubelet has lost the API server: it acts when it reports again.
+            return;
+        }
         if let Some(r) = self.running.get_mut(&key) {
             // Deleted gracefully: its containers are told to stop.
             if pod.metadata.deletion_timestamp.is_some() {
@@ -204,17 +238,20 @@ impl Kubelets {
             delete_pod(&self.store, &pod);
             return;
         }
-        let node_name = pod.spec.as_ref().and_then(|s| s.node_name.clone());
         let Some(node_name) = node_name else {
-            if let Some(node) = self.alloc.schedule() {
-                bind_to(&self.store, &key, &self.cfg.nodes[node].name);
-                // Counted at once, so the next pod of a batch sees it.
-                if let Some(p) = self.pods.get_mut(&key) {
-                    if let Some(spec) = p.spec.as_mut() {
-                        spec.node_name = Some(self.cfg.nodes[node].name.clone());
-                    }
-                    self.alloc.bind(node, 1);
+            let taints = &self.taints;
+            let fit = |i: usize| crate::api::taints::schedulable(&pod, &taints[i]);
+            let Some(node) = self.alloc.schedule_among(fit) else {
+                unschedulable(&self.store, &key, &self.taints);
+                return;
+            };
+            bind_to(&self.store, &key, &self.cfg.nodes[node].name);
+            // Counted at once, so the next pod of a batch sees it.
+            if let Some(p) = self.pods.get_mut(&key) {
+                if let Some(spec) = p.spec.as_mut() {
+                    spec.node_name = Some(self.cfg.nodes[node].name.clone());
                 }
+                self.alloc.bind(node, 1);
             }
             return;
         };
@@ -309,6 +346,42 @@ pub(super) fn delete_pod(store: &Store, pod: &Pod) {
         if tx.get(&k).is_some_and(|o| o.meta().uid == pod.metadata.uid) {
             tx.delete(&k);
         }
+    });
+}
+
+/// Reports pod `key` unschedulable, as the scheduler does when no node fits it.
+fn unschedulable(store: &Store, key: &PodKey, taints: &[Vec<Taint>]) {
+    let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+    for t in taints
+        .iter()
+        .flat_map(|ts| ts.iter().filter(|t| t.effect != "PreferNoSchedule").take(1))
+    {
+        *counts
+            .entry(format!(
+                "{{{}: {}}}",
+                t.key,
+                t.value.as_deref().unwrap_or_default()
+            ))
+            .or_default() += 1;
+    }
+    let why: Vec<String> = counts
+        .iter()
+        .map(|(t, n)| format!("{n} node(s) had untolerated taint {t}"))
+        .collect();
+    let message = format!(
+        "0/{} nodes are available: {}.",
+        taints.len(),
+        why.join(", ")
+    );
+    set_status(store, key, |st| {
+        st.phase = Some("Pending".into());
+        st.conditions = Some(vec![PodCondition {
+            type_: "PodScheduled".into(),
+            status: "False".into(),
+            reason: Some("Unschedulable".into()),
+            message: Some(message),
+            ..Default::default()
+        }]);
     });
 }
 

@@ -192,6 +192,7 @@ pub(super) fn start(fake: &Fake) -> Kubelets {
         faults: faults.clone(),
         backoff: Default::default(),
         owner_uid: 0,
+        node_health: Default::default(),
         service_accounts: None,
     });
     let (s, f) = (store.clone(), fake.clone());

@@ -125,11 +125,18 @@ fn parse_resource(group: &str, version: &str, rest: &[&str]) -> Option<ResourceP
     };
     let (plural, name, sub) = match rest {
         [p] => (*p, None, None),
-        [p, n] if namespace.is_some() => (*p, Some(segment(n)), None),
-        [p, n, s] if namespace.is_some() => (*p, Some(segment(n)), Some(s.to_string())),
+        [p, n] => (*p, Some(segment(n)), None),
+        [p, n, s] => (*p, Some(segment(n)), Some(s.to_string())),
         _ => return None,
     };
     let res = Resource::find(group, version, plural)?;
+    // A kind with no namespace (a Node) is asked for outside any, and is kept in "".
+    let namespace = match (res.kind.namespaced(), namespace) {
+        (true, None) if name.is_some() => return None,
+        (true, namespace) => namespace,
+        (false, None) => Some(String::new()),
+        (false, Some(_)) => return None,
+    };
     Some(ResourcePath {
         res,
         namespace,
@@ -463,5 +470,10 @@ mod tests {
         assert!(all.namespace.is_none() && all.name.is_none());
         assert!(parse_resource("", "v1", &["pods", "web"]).is_none());
         assert!(parse_resource("", "v1", &["namespaces", "default", "nodes"]).is_none());
+        let node = parse_resource("", "v1", &["nodes", "node-1"]).unwrap();
+        assert_eq!(
+            (node.namespace.as_deref(), node.name.as_deref()),
+            (Some(""), Some("node-1"))
+        );
     }
 }

@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{Endpoints, Event, Pod, Service};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Endpoints, Event, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use schemars::generate::SchemaSettings;
 use serde_json::{json, Map, Value};
@@ -168,6 +169,8 @@ pub fn schemas() -> &'static Map<String, Value> {
         generator.subschema_for::<Deployment>();
         generator.subschema_for::<ReplicaSet>();
         generator.subschema_for::<Event>();
+        generator.subschema_for::<Node>();
+        generator.subschema_for::<Lease>();
         let mut defs = generator.take_definitions(true);
         for (schema, field, strategy, key) in PATCH_META {
             if let Some(p) = defs
@@ -207,6 +210,8 @@ pub fn schema_name(kind: Kind) -> String {
         Kind::Deployment => Deployment::schema_name(),
         Kind::ReplicaSet => ReplicaSet::schema_name(),
         Kind::Event => Event::schema_name(),
+        Kind::Node => Node::schema_name(),
+        Kind::Lease => Lease::schema_name(),
     }
     .into_owned()
 }
@@ -350,13 +355,22 @@ fn group_version_doc(group: &str, version: &str) -> Value {
         let id = |verb: &str| format!("{verb}{}", r.kind_name);
         let ns = param("namespace", "path", "object name and auth scope");
         let name = param("name", "path", "name of the object");
+        let (scope, item_params, params) = if r.kind.namespaced() {
+            (
+                "/namespaces/{namespace}",
+                json!([name, ns.clone()]),
+                json!([ns]),
+            )
+        } else {
+            ("", json!([name]), json!([]))
+        };
         let mut item = json!({
             "get": operation(r, &id("read"), "get", &schema, false),
-            "parameters": [name, ns.clone()],
+            "parameters": item_params,
         });
         let mut collection = json!({
             "get": operation(r, &id("list"), "list", &schema, false),
-            "parameters": [ns],
+            "parameters": params,
         });
         if r.writable() {
             item["put"] = operation(r, &id("replace"), "put", &schema, true);
@@ -364,14 +378,8 @@ fn group_version_doc(group: &str, version: &str) -> Value {
             item["delete"] = operation(r, &id("delete"), "delete", &schema, false);
             collection["post"] = operation(r, &id("create"), "post", &schema, true);
         }
-        paths.insert(
-            format!("{base}/namespaces/{{namespace}}/{}/{{name}}", r.plural),
-            item,
-        );
-        paths.insert(
-            format!("{base}/namespaces/{{namespace}}/{}", r.plural),
-            collection,
-        );
+        paths.insert(format!("{base}{scope}/{}/{{name}}", r.plural), item);
+        paths.insert(format!("{base}{scope}/{}", r.plural), collection);
     }
     json!({
         "openapi": "3.0.0",

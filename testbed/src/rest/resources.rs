@@ -89,6 +89,18 @@ pub const RESOURCES: &[Resource] = &[
         subresources: &[],
     },
     Resource {
+        kind: Kind::Node,
+        kind_name: "Node",
+        group: "",
+        version: "v1",
+        plural: "nodes",
+        singular: "node",
+        short_names: &["no"],
+        in_all: false,
+        verbs: &["get", "list", "watch"],
+        subresources: &[],
+    },
+    Resource {
         kind: Kind::EndpointSlice,
         kind_name: "EndpointSlice",
         group: "discovery.k8s.io",
@@ -121,6 +133,18 @@ pub const RESOURCES: &[Resource] = &[
         singular: "replicaset",
         short_names: &["rs"],
         in_all: true,
+        verbs: &["get", "list", "watch"],
+        subresources: &[],
+    },
+    Resource {
+        kind: Kind::Lease,
+        kind_name: "Lease",
+        group: "coordination.k8s.io",
+        version: "v1",
+        plural: "leases",
+        singular: "lease",
+        short_names: &[],
+        in_all: false,
         verbs: &["get", "list", "watch"],
         subresources: &[],
     },
@@ -224,7 +248,7 @@ pub fn api_resource_list(group: &str, version: &str) -> Option<Value> {
         let mut doc = json!({
             "name": r.plural,
             "singularName": r.singular,
-            "namespaced": true,
+            "namespaced": r.kind.namespaced(),
             "kind": r.kind_name,
             "verbs": r.verbs,
         });
@@ -239,7 +263,7 @@ pub fn api_resource_list(group: &str, version: &str) -> Option<Value> {
             let mut doc = json!({
                 "name": format!("{}/{sub}", r.plural),
                 "singularName": "",
-                "namespaced": true,
+                "namespaced": r.kind.namespaced(),
                 "kind": if kind.is_empty() { r.kind_name } else { kind },
                 "verbs": verbs,
             });
@@ -269,7 +293,10 @@ mod tests {
         for k in Kind::ALL {
             assert_eq!(RESOURCES.iter().filter(|r| r.kind == k).count(), 1, "{k}");
         }
-        assert_eq!(groups(), vec!["discovery.k8s.io", "apps"]);
+        assert_eq!(
+            groups(),
+            vec!["discovery.k8s.io", "apps", "coordination.k8s.io"]
+        );
     }
 
     #[test]

@@ -16,6 +16,8 @@ pub fn blank(kind: Kind) -> Object {
         Kind::Deployment => Object::Deployment(Default::default()),
         Kind::ReplicaSet => Object::ReplicaSet(Default::default()),
         Kind::Event => Object::Event(Default::default()),
+        Kind::Node => Object::Node(Default::default()),
+        Kind::Lease => Object::Lease(Default::default()),
     }
 }
 
@@ -101,6 +103,31 @@ fn columns(kind: Kind) -> Vec<Column> {
             ("Count", "string", 1, "The number of times this event has occurred."),
             ("Name", "string", 1, "Name must be unique within a namespace."),
         ],
+        Kind::Node | Kind::Lease => node_and_lease_columns(kind),
+    }
+}
+
+/// The columns of a Node and of a Lease.
+fn node_and_lease_columns(kind: Kind) -> Vec<Column> {
+    match kind {
+        Kind::Node => vec![
+            NAME,
+            ("Status", "string", 0, "The status of the node"),
+            ("Roles", "string", 0, "The roles of the node"),
+            AGE,
+            ("Version", "string", 0, "Kubelet Version reported by the node."),
+            ("Internal-IP", "string", 1, "List of addresses reachable to the node."),
+            ("External-IP", "string", 1, "List of addresses reachable to the node."),
+            ("OS-Image", "string", 1, "OS Image reported by the node from /etc/os-release (e.g. Debian GNU/Linux 7 (wheezy))."),
+            ("Kernel-Version", "string", 1, "Kernel Version reported by the node from 'uname -r' (e.g. 3.16.0-0.bpo.4-amd64)."),
+            ("Container-Runtime", "string", 1, "ContainerRuntime Version reported by the node through runtime remote API (e.g. containerd://1.4.2)."),
+        ],
+        Kind::Lease => vec![
+            NAME,
+            ("Holder", "string", 0, "holderIdentity contains the identity of the holder of a current lease."),
+            AGE,
+        ],
+        _ => Vec::new(),
     }
 }
 
@@ -367,6 +394,11 @@ fn cells(o: &Object, now: i64) -> Vec<Value> {
                 age,
             ]
         }
+        Object::Node(n) => node_cells(n, name, age),
+        Object::Lease(l) => {
+            let holder = l.spec.as_ref().and_then(|s| s.holder_identity.clone());
+            vec![name, json!(holder.unwrap_or_default()), age]
+        }
         Object::Event(e) => {
             let since = |t: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| {
                 t.map_or("<unknown>".to_string(), |t| {
@@ -441,6 +473,42 @@ fn cells(o: &Object, now: i64) -> Vec<Value> {
             ]
         }
     }
+}
+
+/// A node's row, as printNode: Ready or NotReady (Unknown with no Ready
+/// condition), the roles its `node-role.kubernetes.io/` labels name.
+fn node_cells(n: &k8s_openapi::api::core::v1::Node, name: Value, age: Value) -> Vec<Value> {
+    let status = n.status.clone().unwrap_or_default();
+    let state = crate::api::labels::node_status_column(n);
+    let mut roles: Vec<&str> = n
+        .metadata
+        .labels
+        .iter()
+        .flatten()
+        .filter_map(|(k, _)| k.strip_prefix("node-role.kubernetes.io/"))
+        .collect();
+    roles.sort_unstable();
+    let address = |type_: &str| {
+        let a = status.addresses.iter().flatten().find(|a| a.type_ == type_);
+        a.map_or("<none>".to_string(), |a| a.address.clone())
+    };
+    let info = status.node_info.clone().unwrap_or_default();
+    vec![
+        name,
+        json!(state),
+        json!(if roles.is_empty() {
+            "<none>".to_string()
+        } else {
+            roles.join(",")
+        }),
+        age,
+        json!(info.kubelet_version),
+        json!(address("InternalIP")),
+        json!(address("ExternalIP")),
+        json!(info.os_image),
+        json!(info.kernel_version),
+        json!(info.container_runtime_version),
+    ]
 }
 
 /// A template's container names and images, comma-joined, as the wide columns show.

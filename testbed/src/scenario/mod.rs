@@ -150,6 +150,9 @@ struct ClusterFile {
     /// The kubelets' configuration (part of their KubeletConfiguration).
     #[serde(default)]
     kubelet: KubeletFile,
+    /// kube-controller-manager's flags the testbed acts on.
+    #[serde(default)]
+    controller_manager: ControllerManagerFile,
     /// Hosts outside the cluster, each a namespace with an address on the node
     /// network after the nodes' (`host/NAME` in exec steps), as machines on kind's
     /// Docker network. `host/outside`, the underlay router, is always there.
@@ -174,6 +177,17 @@ struct KubeletFile {
     /// The crash-loop back-off (KubeletConfiguration's `crashLoopBackOff`).
     #[serde(default)]
     crash_loop_back_off: CrashLoopFile,
+    /// How long a node's Lease lasts, in seconds (40, the default; 1 to 3600): its
+    /// kubelet renews it every quarter of that.
+    node_lease_duration_seconds: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ControllerManagerFile {
+    /// How long a node may go unheard before it is marked NotReady (Unknown):
+    /// `50s` (the default since Kubernetes 1.32), `500ms` to `10m`.
+    node_monitor_grace_period: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]
@@ -210,6 +224,7 @@ impl Default for ClusterFile {
             dns: ClusterDnsFile::default(),
             kube_proxy: KubeProxyFile::default(),
             kubelet: KubeletFile::default(),
+            controller_manager: ControllerManagerFile::default(),
             hosts: Vec::new(),
             load_balancer_pool: None,
         }
@@ -395,6 +410,7 @@ fn cluster_from(raw: ClusterFile, spans: &Spans, problems: &mut Vec<Located>) ->
         }
     };
     let load_balancer_pool = pool_from(raw.load_balancer_pool, spans, problems);
+    let node_health = node_health_from(&raw.kubelet, &raw.controller_manager, spans, problems);
     let max_restart_period = backoff_from(raw.kubelet.crash_loop_back_off, spans, problems);
     ClusterSpec {
         nodes,
@@ -407,7 +423,46 @@ fn cluster_from(raw: ClusterFile, spans: &Spans, problems: &mut Vec<Located>) ->
         hosts: raw.hosts,
         load_balancer_pool,
         max_restart_period,
+        node_health,
     }
+}
+
+/// `cluster.kubelet.nodeLeaseDurationSeconds` and
+/// `cluster.controllerManager.nodeMonitorGracePeriod`, read.
+fn node_health_from(
+    kubelet: &KubeletFile,
+    cm: &ControllerManagerFile,
+    spans: &Spans,
+    problems: &mut Vec<Located>,
+) -> crate::controllers::node_lifecycle::Timing {
+    use std::time::Duration;
+    let mut timing = crate::controllers::node_lifecycle::Timing::default();
+    let mut fail = |path: &str, message: String| {
+        problems.push(Located {
+            file: None,
+            pos: spans.find(path),
+            message: format!("{path}: {message}"),
+        })
+    };
+    match kubelet.node_lease_duration_seconds {
+        Some(s @ 1..=3600) => timing.lease_duration = Duration::from_secs(s),
+        Some(s) => fail(
+            "cluster.kubelet.nodeLeaseDurationSeconds",
+            format!("{s} is outside 1..3600"),
+        ),
+        None => {}
+    }
+    if let Some(text) = &cm.node_monitor_grace_period {
+        let path = "cluster.controllerManager.nodeMonitorGracePeriod";
+        match steps::parse_duration(text) {
+            Ok(d) if (Duration::from_millis(500)..=Duration::from_secs(600)).contains(&d) => {
+                timing.grace_period = d
+            }
+            Ok(_) => fail(path, format!("{text} is outside 500ms..10m")),
+            Err(why) => fail(path, why),
+        }
+    }
+    timing
 }
 
 /// `cluster.kubelet.crashLoopBackOff`, read: upstream's bounds unless a cap (1 s to

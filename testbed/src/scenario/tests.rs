@@ -71,7 +71,7 @@ fn bad_yaml_names_the_line() {
 fn unknown_fields_name_the_line() {
     assert_eq!(
         errors("name: demo\ncluster:\n  nodes: 2\n  podCidr: 10.0.0.0/16\n"),
-        ["s.yaml:4:3: cluster.podCidr: unknown field `podCidr`, expected one of `nodes`, `podCIDR`, `nodeCIDRMaskSize`, `nodeNetwork`, `serviceCIDR`, `dns`, `kubeProxy`, `kubelet`, `hosts`, `loadBalancerPool`"]
+        ["s.yaml:4:3: cluster.podCidr: unknown field `podCidr`, expected one of `nodes`, `podCIDR`, `nodeCIDRMaskSize`, `nodeNetwork`, `serviceCIDR`, `dns`, `kubeProxy`, `kubelet`, `controllerManager`, `hosts`, `loadBalancerPool`"]
     );
     assert_eq!(
         errors("name: demo\nstpes: []\n"),
@@ -414,4 +414,29 @@ fn hosts_outside_the_cluster_and_the_load_balancer_pool() {
         ));
         assert!(e.len() == 1 && e[0].contains(why), "{pool}: {e:?}");
     }
+}
+
+#[test]
+fn node_health_settings_are_checked_with_their_lines() {
+    let s = parse_str(
+        "name: demo\ncluster:\n  kubelet: {nodeLeaseDurationSeconds: 4}\n  controllerManager: {nodeMonitorGracePeriod: 3s}\n",
+    )
+    .unwrap();
+    let t = s.cluster.node_health;
+    assert_eq!(t.lease_duration, std::time::Duration::from_secs(4));
+    assert_eq!(t.renew_interval(), std::time::Duration::from_secs(1));
+    assert_eq!(t.grace_period, std::time::Duration::from_secs(3));
+    let d = parse_str("name: demo\n").unwrap().cluster.node_health;
+    assert_eq!(
+        (d.lease_duration.as_secs(), d.grace_period.as_secs()),
+        (40, 50),
+        "upstream's defaults"
+    );
+    assert_eq!(
+        errors("name: demo\ncluster:\n  kubelet: {nodeLeaseDurationSeconds: 0}\n  controllerManager: {nodeMonitorGracePeriod: 11m}\n"),
+        [
+            "s.yaml:3:39: cluster.kubelet.nodeLeaseDurationSeconds: 0 is outside 1..3600",
+            "s.yaml:4:47: cluster.controllerManager.nodeMonitorGracePeriod: 11m is outside 500ms..10m",
+        ]
+    );
 }

@@ -510,7 +510,10 @@ pub(super) fn pod_spec(path: &str, spec: &mut PodSpec, problems: &mut Vec<Proble
 fn pod(mut p: Pod, old: Option<&Object>, problems: &mut Vec<Problem>) -> Pod {
     match &mut p.spec {
         None => problems.push(problem("spec", "Required value")),
-        Some(spec) => pod_spec("spec", spec, problems),
+        Some(spec) => {
+            pod_spec("spec", spec, problems);
+            super::taints::add_default_tolerations(spec);
+        }
     }
     if let Some(Object::Pod(o)) = old {
         // Like Kubernetes: a pod's spec does not change once it exists (labels may).

@@ -1,6 +1,10 @@
-//! `node`: take a node down or bring it up. Its port on the underlay and its cbr0
-//! go down (or up) for real, and the node lifecycle controller's part is played by
-//! the kubelets: the node's pods become not ready (or ready again).
+//! `node`: take a node down, make its kubelet silent, or bring it up. Down: its
+//! port on the underlay and its cbr0 go down for real, and its pods are marked not
+//! ready at once (the node lifecycle controller's part, played without its grace
+//! period). Silent: its kubelet loses the API server (it stops renewing its Lease
+//! and reporting; its pods keep running and serving), and the node lifecycle
+//! controller does the rest after its grace period: the node NotReady, its pods
+//! not ready, evicted when their tolerations run out. Up undoes either.
 
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -8,12 +12,12 @@ use serde_json::Value;
 
 use super::context::settle;
 use super::{schema_of, Action, At, Context, Ctx, Expect, Seen, StepKind};
-use crate::api::labels::pod_ready;
-use crate::api::{Kind, Object};
+use crate::api::labels::{node_status_column, pod_ready};
+use crate::api::{Key, Kind, Object};
 
 pub const KIND: StepKind = StepKind {
     key: "node",
-    about: "Take a node down or bring it up (its links; its pods become not ready).",
+    about: "Take a node down (its links; its pods not ready), make its kubelet silent, or bring it up.",
     schema: schema_of::<NodeFile>,
     expects: &[],
     parse,
@@ -23,7 +27,7 @@ pub const KIND: StepKind = StepKind {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct NodeFile {
     pub name: String,
-    /// `down` or `up`.
+    /// `down`, `silent` or `up`.
     pub state: String,
 }
 
@@ -31,12 +35,20 @@ pub struct NodeFile {
 struct Node {
     name: String,
     up: bool,
+    /// Silent rather than down: the links stay up.
+    silent: bool,
 }
 
 fn parse(cx: &mut Ctx, at: &At, value: Value) -> Option<Box<dyn Action>> {
     let n: NodeFile = cx.value(value, at.path)?;
+    let silent = n.state == "silent";
+    if !matches!(n.state.as_str(), "up" | "down" | "silent") {
+        cx.fail(&at.key("state"), format!("{:?} is not up, down or silent", n.state));
+        return None;
+    }
     Some(Box::new(Node {
-        up: cx.state(&at.key("state"), &n.state),
+        up: silent || n.state == "up",
+        silent,
         name: n.name,
     }))
 }
@@ -58,6 +70,9 @@ fn pods_of_node(cx: &dyn Context, node: &str) -> Vec<k8s_openapi::api::core::v1:
 #[async_trait::async_trait(?Send)]
 impl Action for Node {
     fn title(&self) -> String {
+        if self.silent {
+            return format!("make node {}'s kubelet silent", self.name);
+        }
         format!(
             "take node {} {}",
             self.name,
@@ -76,6 +91,15 @@ impl Action for Node {
             let known: Vec<&str> = plan.nodes.iter().map(|n| n.name.as_str()).collect();
             format!("there is no node {name:?} (nodes: {})", known.join(", "))
         })?;
+        if self.silent {
+            cx.faults().update(|s| {
+                s.silent.insert(name.to_string());
+            });
+            return Ok(Seen::line(format!(
+                "node {name}'s kubelet is silent: no Lease renewals, no status; its {} pods run on",
+                pods_of_node(cx, name).len()
+            )));
+        }
         // Its port on the underlay (the node's eth0 loses its carrier) and its cbr0.
         for (netns, link) in [(&plan.fabric.netns, &*node.fabric_port), (&node.netns, "cbr0")] {
             cx.links()
@@ -86,18 +110,31 @@ impl Action for Node {
         cx.faults().update(|s| {
             if up {
                 s.nodes_down.remove(name);
+                s.silent.remove(name);
             } else {
                 s.nodes_down.insert(name.to_string());
             }
         });
-        // Pods that ended for good (killed, restartPolicy Never) are not ready again.
+        // Pods that ended for good (killed, restartPolicy Never) are not ready again,
+        // nor are pods on their way out (evicted while the node was silent); the
+        // node is Ready again once its kubelet has reported.
         let settled = |cx: &dyn Context| {
-            pods_of_node(cx, name).iter().all(|p| {
-                let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
-                matches!(phase, Some("Failed" | "Succeeded")) || pod_ready(p) == up
-            })
+            let node_ready = match cx.store().get(&Key::new(Kind::Node, "", name)) {
+                Some(Object::Node(n)) => node_status_column(&n) == "Ready",
+                _ => true,
+            };
+            (node_ready || !up)
+                && pods_of_node(cx, name).iter().all(|p| {
+                    let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+                    matches!(phase, Some("Failed" | "Succeeded"))
+                        || p.metadata.deletion_timestamp.is_some()
+                        || pod_ready(p) == up
+                })
         };
-        let pods = pods_of_node(cx, name).len();
+        let pods = pods_of_node(cx, name)
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .count();
         if up {
             settle(cx, &format!("node {name}'s pods becoming ready"), settled).await?;
             Ok(Seen::line(format!(

@@ -23,7 +23,8 @@ pub const KIND: StepKind = StepKind {
 
 /// A view: `services`, `endpoints` (of `service`), `dns` (a question), `nat` and
 /// `filter` (a node's iptables table), `nftables` (a node's table `ip kube-proxy`),
-/// `pod` (routes and resolv.conf), `backends` (who answers).
+/// `pod` (routes and resolv.conf), `backends` (who answers), `nodes` (each node's
+/// STATUS and taints, and its pods' STATUS).
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SnapshotFile {
@@ -54,6 +55,7 @@ pub struct SnapshotFile {
 #[derive(Debug, Clone, PartialEq)]
 pub enum View {
     Services,
+    Nodes,
     Endpoints((String, String)),
     Dns(DnsQuery),
     Nat(String),
@@ -92,6 +94,7 @@ fn view(cx: &mut Ctx, path: &str, s: SnapshotFile) -> Option<View> {
     };
     let (view, allowed): (View, &[&str]) = match s.view.as_str() {
         "services" => (View::Services, &[]),
+        "nodes" => (View::Nodes, &[]),
         "endpoints" => (
             View::Endpoints(ns_name(&need(cx, "service", &s.service))),
             &["service"],
@@ -131,7 +134,7 @@ fn view(cx: &mut Ctx, path: &str, s: SnapshotFile) -> Option<View> {
         other => {
             cx.fail(
                 &at("view"),
-                format!("{other:?} is not a view: services, endpoints, dns, nat, filter, nftables, pod, backends"),
+                format!("{other:?} is not a view: services, endpoints, dns, nat, filter, nftables, pod, backends, nodes"),
             );
             return None;
         }
@@ -160,6 +163,7 @@ impl View {
     fn kind(&self) -> &'static str {
         match self {
             View::Services => "services",
+            View::Nodes => "nodes",
             View::Endpoints(_) => "endpoints",
             View::Dns(_) => "dns",
             View::Nat(_) => "nat",
@@ -185,6 +189,10 @@ impl View {
                     .collect();
                 Ok(views::services(&list))
             }
+            View::Nodes => Ok(views::nodes(
+                &cx.store().list(Kind::Node, None),
+                &cx.store().list(Kind::Pod, None),
+            )),
             View::Endpoints((ns, name)) => {
                 let ep = match cx.store().get(&Key::new(Kind::Endpoints, ns, name)) {
                     Some(Object::Endpoints(e)) => Some(e),
@@ -230,6 +238,7 @@ impl Action for Snapshot {
     fn title(&self) -> String {
         let what = match &self.view {
             View::Services => "services".to_string(),
+            View::Nodes => "nodes and their pods".to_string(),
             View::Endpoints((ns, n)) => format!("endpoints {ns}/{n}"),
             View::Dns(q) => format!("dns {} {} from {}", q.rtype, q.name, q.from),
             View::Nat(n) => format!("nat table of {n}"),

@@ -191,3 +191,50 @@ async fn a_node_step_on_a_node_the_plan_lacks_names_the_nodes() {
     assert_eq!(err, "there is no node \"node-1\" (nodes: node-2)");
     assert!(cx.links.calls().is_empty(), "nothing was set");
 }
+
+#[tokio::test]
+async fn a_silent_node_keeps_its_links_and_tells_the_kubelets_and_up_undoes_it() {
+    let (s, mut cx) = scenario(
+        "  - node: {name: node-2, state: silent}\n  - wait: {node: node-2, status: NotReady, timeout: 1s}\n",
+    );
+    assert_eq!(
+        s.steps[0].action.title(),
+        "make node node-2's kubelet silent"
+    );
+    assert_eq!(
+        s.steps[1].action.title(),
+        "wait for node node-2 NotReady (timeout 1s)"
+    );
+    let seen = run(&s.steps[0], &mut cx).await;
+    assert_eq!(
+        seen.lines,
+        ["node node-2's kubelet is silent: no Lease renewals, no status; its 0 pods run on"]
+    );
+    assert!(cx.links.calls().is_empty(), "its links stay up");
+    assert!(cx.faults.get().silent.contains("node-2"));
+    // No Node object here: the wait says so when it times out.
+    let err = s.steps[1]
+        .action
+        .run(&mut cx, &s.steps[1].expect)
+        .await
+        .unwrap_err();
+    assert!(err.contains("node node-2 does not exist"), "{err}");
+}
+
+#[test]
+fn node_states_and_node_waits_are_checked() {
+    let text =
+        "name: demo\nsteps:\n  - node: {name: node-2, state: sleepy}\n  - wait: {node: node-2}\n";
+    let problems = match parse(Path::new("s.yaml"), text) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("accepted"),
+    };
+    assert!(
+        problems.contains("steps[0].node.state: \"sleepy\" is not up, down or silent"),
+        "{problems}"
+    );
+    assert!(
+        problems.contains("steps[1].wait: node needs status: Ready or NotReady"),
+        "{problems}"
+    );
+}

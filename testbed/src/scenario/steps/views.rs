@@ -321,6 +321,53 @@ pub fn backends(c: &Connect, target: &str, outcomes: &[Outcome]) -> String {
     out
 }
 
+/// Each node's STATUS and taints, as `kubectl get nodes` and `kubectl describe
+/// node` show them, then the pods bound to it with their STATUS, by name.
+pub fn nodes(nodes: &[crate::api::Object], pods: &[crate::api::Object]) -> String {
+    use crate::api::labels::{node_status_column, pod_status_column};
+    use crate::api::Object;
+    let mut out = String::new();
+    for o in nodes {
+        let Object::Node(n) = o else { continue };
+        let name = n.metadata.name.as_deref().unwrap_or_default();
+        let taints: Vec<String> = n
+            .spec
+            .iter()
+            .flat_map(|s| s.taints.iter().flatten())
+            .map(|t| format!("{}:{}", t.key, t.effect))
+            .collect();
+        let taints = if taints.is_empty() {
+            "<none>".to_string()
+        } else {
+            taints.join(",")
+        };
+        out += &format!("{name} {} taints={taints}\n", node_status_column(n));
+        let mut rows: Vec<String> = pods
+            .iter()
+            .filter_map(|o| match o {
+                Object::Pod(p)
+                    if p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(name) =>
+                {
+                    let (status, ready) = pod_status_column(p);
+                    let total = p.spec.as_ref().map_or(0, |s| s.containers.len());
+                    Some(format!(
+                        "  {}/{} {ready}/{total} {status}",
+                        p.metadata.namespace.as_deref().unwrap_or("default"),
+                        p.metadata.name.as_deref().unwrap_or_default()
+                    ))
+                }
+                _ => None,
+            })
+            .collect();
+        rows.sort();
+        for r in rows {
+            out += &r;
+            out.push('\n');
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,7 +31,8 @@ pub struct WaitFile {
     /// With `endpoints`: the number of ready addresses. With `pod`: true or false.
     pub ready: Option<Value>,
     /// With `pod`: its STATUS as `kubectl get pods` shows it (`Running`,
-    /// `CrashLoopBackOff`, `Error`, `Completed`) instead of its readiness.
+    /// `CrashLoopBackOff`, `Error`, `Completed`) instead of its readiness. With
+    /// `node`: its STATUS (`Ready`, `NotReady`).
     pub status: Option<String>,
     /// With `pod`: at least this many RESTARTS.
     pub restarts: Option<u32>,
@@ -41,6 +42,8 @@ pub struct WaitFile {
     pub synced: Option<bool>,
     /// A Deployment (`web` or `NAMESPACE/web`) whose pods are all of its current template, as many as it wants, and Ready.
     pub rollout: Option<String>,
+    /// A node whose STATUS is `status` (`Ready`, `NotReady`), as `kubectl get nodes` shows it.
+    pub node: Option<String>,
     /// A name that resolves from `from` (through its resolv.conf).
     pub resolves: Option<String>,
     /// With `resolves`: the pod that asks.
@@ -66,6 +69,10 @@ pub enum Until {
         restarts: u32,
     },
     Synced,
+    Node {
+        name: String,
+        status: String,
+    },
     Rollout((String, String)),
     Resolves {
         name: String,
@@ -80,7 +87,7 @@ struct Wait {
 }
 
 fn parse(cx: &mut Ctx, at: &At, value: Value) -> Option<Box<dyn Action>> {
-    let w: WaitFile = cx.value(value, at.path)?;
+    let mut w: WaitFile = cx.value(value, at.path)?;
     let path = at.path;
     let timeout = cx.duration(
         &at.key("timeout"),
@@ -93,6 +100,7 @@ fn parse(cx: &mut Ctx, at: &At, value: Value) -> Option<Box<dyn Action>> {
         w.synced.is_some(),
         w.resolves.is_some(),
         w.rollout.is_some(),
+        w.node.is_some(),
     ]
     .iter()
     .filter(|p| **p)
@@ -100,7 +108,7 @@ fn parse(cx: &mut Ctx, at: &At, value: Value) -> Option<Box<dyn Action>> {
     if conditions != 1 {
         cx.fail(
             path,
-            "a wait has one condition: endpoints (with ready), pod, rollout, synced or resolves (with from)",
+            "a wait has one condition: endpoints (with ready), pod, node (with status), rollout, synced or resolves (with from)",
         );
         return None;
     }
@@ -120,25 +128,8 @@ fn parse(cx: &mut Ctx, at: &At, value: Value) -> Option<Box<dyn Action>> {
             ready,
             not_ready: w.not_ready,
         }
-    } else if let (Some(pod), true) = (&w.pod, w.status.is_some() || w.restarts.is_some()) {
-        if w.ready.is_some() {
-            cx.fail(&at.key("ready"), "with status or restarts, ready is not given");
-        }
-        Until::PodStatus {
-            pod: pod.clone(),
-            status: w.status,
-            restarts: w.restarts.unwrap_or(0),
-        }
-    } else if let Some(pod) = w.pod {
-        let ready = match &w.ready {
-            None => true,
-            Some(Value::Bool(b)) => *b,
-            Some(_) => {
-                cx.fail(&at.key("ready"), "with pod, ready is true or false");
-                true
-            }
-        };
-        Until::Pod { pod, ready }
+    } else if let Some(until) = pod_or_node(cx, at, &mut w).ok()? {
+        until
     } else if let Some(d) = w.rollout {
         Until::Rollout(ns_name(&d))
     } else if let Some(name) = w.resolves {
@@ -154,6 +145,39 @@ fn parse(cx: &mut Ctx, at: &At, value: Value) -> Option<Box<dyn Action>> {
         Until::Synced
     };
     Some(Box::new(Wait { until, timeout }))
+}
+
+/// The pod or node condition of a wait, if it has one; `Err` when it is wrong.
+fn pod_or_node(cx: &mut Ctx, at: &At, w: &mut WaitFile) -> Result<Option<Until>, ()> {
+    if let Some(pod) = w.pod.take() {
+        if w.status.is_some() || w.restarts.is_some() {
+            if w.ready.is_some() {
+                cx.fail(&at.key("ready"), "with status or restarts, ready is not given");
+            }
+            return Ok(Some(Until::PodStatus {
+                pod,
+                status: w.status.take(),
+                restarts: w.restarts.unwrap_or(0),
+            }));
+        }
+        let ready = match &w.ready {
+            None => true,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => {
+                cx.fail(&at.key("ready"), "with pod, ready is true or false");
+                true
+            }
+        };
+        return Ok(Some(Until::Pod { pod, ready }));
+    }
+    let Some(name) = w.node.take() else {
+        return Ok(None);
+    };
+    let Some(status) = w.status.take() else {
+        cx.fail(at.path, "node needs status: Ready or NotReady, as kubectl get nodes shows it");
+        return Err(());
+    };
+    Ok(Some(Until::Node { name, status }))
 }
 
 /// `5s`, or `500ms` below a whole second.
@@ -189,6 +213,7 @@ impl Action for Wait {
                 format!("pod {pod} {}", if *ready { "ready" } else { "not ready" })
             }
             Until::Synced => "every node's rules in sync".into(),
+            Until::Node { name, status } => format!("node {name} {status}"),
             Until::Rollout((ns, n)) => format!("deployment {ns}/{n} to roll out"),
             Until::Resolves { name, from } => format!("{name} to resolve from {from}"),
         };
@@ -198,6 +223,7 @@ impl Action for Wait {
     fn targets(&self) -> Vec<(&'static str, &str)> {
         match &self.until {
             Until::Pod { pod, .. } | Until::PodStatus { pod, .. } | Until::Resolves { from: pod, .. } => vec![("pod", pod)],
+            Until::Node { name, .. } => vec![("node", name)],
             _ => Vec::new(),
         }
     }
@@ -289,6 +315,13 @@ async fn check(cx: &dyn Context, until: &Until) -> (bool, String) {
             restarts,
         } => pod_status(cx, pod, status.as_deref(), *restarts),
         Until::Synced => (true, "every node's rules are in sync".into()),
+        Until::Node { name, status } => {
+            let Some(Object::Node(n)) = cx.store().get(&Key::new(Kind::Node, "", name)) else {
+                return (false, format!("node {name} does not exist"));
+            };
+            let is = crate::api::labels::node_status_column(&n);
+            (is == *status, format!("node {name} is {is}"))
+        }
         Until::Rollout((ns, name)) => rollout(cx, ns, name),
         Until::Resolves { name, from } => {
             let q = DnsQuery {

@@ -172,8 +172,8 @@ pub(super) struct GetArgs {
     pub watch: bool,
 }
 
-/// `testbed get nodes`: each node and its kube-proxy's state (the testbed's own
-/// path: there are no Node objects yet).
+/// `testbed get nodes`: each node, its STATUS (from its Node object, as `kubectl
+/// get nodes`) and its kube-proxy's state (the testbed's own path).
 fn nodes(client: &mut Client, output: Option<Output>) -> Result<ExitCode> {
     let reply = client.call(&Call::get("/testbed/v1/nodes"))?;
     if !reply.ok() {
@@ -184,8 +184,19 @@ fn nodes(client: &mut Client, output: Option<Output>) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let nodes: Vec<crate::proxy::node::NodeStatus> = serde_json::from_value(reply.body)?;
+    let objects = client.call(&Call::get("/api/v1/nodes"))?;
+    let status = |name: &str| {
+        items(&objects.body, Kind::Node)
+            .into_iter()
+            .filter_map(|v| serde_json::from_value::<k8s_openapi::api::core::v1::Node>(v).ok())
+            .find(|n| n.metadata.name.as_deref() == Some(name))
+            .map_or("Unknown".to_string(), |n| {
+                crate::api::labels::node_status_column(&n)
+            })
+    };
     let mut rows = vec![vec![
         "NAME".to_string(),
+        "STATUS".into(),
         "INTERNAL-IP".into(),
         "POD-CIDR".into(),
         "MODE".into(),
@@ -200,7 +211,8 @@ fn nodes(client: &mut Client, output: Option<Output>) -> Result<ExitCode> {
             (None, false) => format!("behind ({} < {})", n.synced_revision, n.store_revision),
         };
         rows.push(vec![
-            n.name,
+            n.name.clone(),
+            status(&n.name),
             n.ip,
             n.pod_cidr,
             n.mode,

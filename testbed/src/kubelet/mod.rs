@@ -287,7 +287,8 @@ async fn pod_life(
             // (the node lifecycle controller may have marked the pod not ready).
             _ = tokio::time::sleep(cfg.node_health.renew_interval()) => {}
         }
-        if terminating && lives_done {
+        // A silent kubelet confirms nothing: the pod goes once it reports again.
+        if terminating && lives_done && !cfg.faults.get().silent.contains(&info.name) {
             sync::delete_pod(&store, &pod);
             let _ = (&mut stop).await;
             break;

@@ -107,3 +107,12 @@ pub fn node_status_column(n: &k8s_openapi::api::core::v1::Node) -> String {
     }
     state
 }
+
+/// The annotation `key` of an object, parsed; `None` when it is missing or does not
+/// parse.
+pub fn annotation<T: std::str::FromStr>(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    key: &str,
+) -> Option<T> {
+    meta.annotations.as_ref()?.get(key)?.parse().ok()
+}

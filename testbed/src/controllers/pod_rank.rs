@@ -52,12 +52,7 @@ fn phase_ordinal(p: &Pod) -> u8 {
 }
 
 fn cost(p: &Pod) -> i32 {
-    p.metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(DELETION_COST))
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
+    crate::api::labels::annotation(&p.metadata, DELETION_COST).unwrap_or(0)
 }
 
 fn ready_since(p: &Pod) -> Option<&Time> {

@@ -60,12 +60,7 @@ pub fn hash_of(meta: &ObjectMeta) -> Option<&str> {
 }
 
 fn ordinal(p: &Pod) -> u32 {
-    p.metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(ORDINAL_ANNOTATION))
-        .and_then(|o| o.parse().ok())
-        .unwrap_or(u32::MAX)
+    crate::api::labels::annotation(&p.metadata, ORDINAL_ANNOTATION).unwrap_or(u32::MAX)
 }
 
 /// What to do to reach the ReplicaSet's wish from the pods it owns.

@@ -60,7 +60,7 @@ fn available_of(rs: &ReplicaSet) -> i32 {
 }
 
 fn annotation(rs: &ReplicaSet, key: &str) -> Option<i64> {
-    rs.metadata.annotations.as_ref()?.get(key)?.parse().ok()
+    crate::api::labels::annotation(&rs.metadata, key)
 }
 
 fn name_of(rs: &ReplicaSet) -> &str {

@@ -187,8 +187,11 @@ async fn pod_life(
     let spec = pod.spec.clone().unwrap_or_default();
     let problems = runtime.prepare(&plan, &spec).await;
     report_running(&store, &key, ip, info.ip, problems);
+    // A silent kubelet records nothing either.
     let event = |type_, reason: &str, message: String| {
-        pod_event(&store, &key, type_, reason, message, "kubelet", &info.name)
+        if !cfg.faults.get().silent.contains(&info.name) {
+            pod_event(&store, &key, type_, reason, message, "kubelet", &info.name)
+        }
     };
     pod_event(
         &store,

@@ -157,12 +157,21 @@ impl crate::informer::Reconcile for Controller {
             for (name, node) in &nodes {
                 monitor(tx, name, node, stale.contains(name));
             }
+            // Only the pods of nodes that are not Ready or have NoExecute taints
+            // need anything: a healthy cluster's pass reads no pod.
             for name in nodes.keys() {
+                let Some(Object::Node(n)) = tx.get(&Key::new(Kind::Node, "", name)).cloned() else {
+                    continue;
+                };
+                let since = tainted.get(name).copied();
+                if readiness(&n) == "True" && since.is_none() {
+                    continue;
+                }
                 let on_node = pods
                     .values()
                     .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(name));
                 for pod in on_node {
-                    act_on_pod(tx, name, pod, tainted.get(name).copied());
+                    act_on_pod(tx, &n, pod, since);
                 }
             }
         });
@@ -262,13 +271,10 @@ fn monitor(tx: &mut Tx, name: &str, node: &Node, stale: bool) {
     }
 }
 
-/// A pod on node `name`: not ready while its node is not (MarkPodsNotReady), and
+/// A pod on node `n`: not ready while its node is not (MarkPodsNotReady), and
 /// deleted when the node's NoExecute taints (there since `tainted`) outlast its
 /// tolerations.
-fn act_on_pod(tx: &mut Tx, name: &str, pod: &Pod, tainted: Option<Instant>) {
-    let Some(Object::Node(n)) = tx.get(&Key::new(Kind::Node, "", name)).cloned() else {
-        return;
-    };
+fn act_on_pod(tx: &mut Tx, n: &Node, pod: &Pod, tainted: Option<Instant>) {
     let key = Key::new(
         Kind::Pod,
         pod.metadata.namespace.as_deref().unwrap_or("default"),
@@ -284,7 +290,7 @@ fn act_on_pod(tx: &mut Tx, name: &str, pod: &Pod, tainted: Option<Instant>) {
     if matches!(phase, Some("Succeeded" | "Failed")) {
         return;
     }
-    if readiness(&n) != "True" && mark_not_ready(&mut p) {
+    if readiness(n) != "True" && mark_not_ready(&mut p) {
         tx.put(Object::Pod(p.clone()));
         pod_event(
             tx,

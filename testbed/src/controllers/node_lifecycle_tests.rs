@@ -115,7 +115,8 @@ fn pods_on_an_unreachable_node_go_not_ready_then_are_evicted_when_tolerations_ru
     let n = stored_node(&store);
     store.write(|tx| monitor(tx, "node-2", &n, true));
     let p = stored_pod(&store);
-    store.write(|tx| act_on_pod(tx, "node-2", &p, Some(Instant::now())));
+    let n = stored_node(&store);
+    store.write(|tx| act_on_pod(tx, &n, &p, Some(Instant::now())));
     let p = stored_pod(&store);
     assert!(!crate::api::labels::pod_ready(&p), "marked not ready");
     assert!(
@@ -124,7 +125,8 @@ fn pods_on_an_unreachable_node_go_not_ready_then_are_evicted_when_tolerations_ru
     );
     // 60 s later (by the controller's clock): evicted, gracefully.
     let long_ago = Instant::now().checked_sub(Duration::from_secs(61)).unwrap();
-    store.write(|tx| act_on_pod(tx, "node-2", &p, Some(long_ago)));
+    let n = stored_node(&store);
+    store.write(|tx| act_on_pod(tx, &n, &p, Some(long_ago)));
     let p = stored_pod(&store);
     assert_eq!(p.metadata.deletion_grace_period_seconds, Some(30));
     let conds = p.status.as_ref().unwrap().conditions.as_ref().unwrap();
@@ -148,7 +150,8 @@ fn a_pod_that_tolerates_for_ever_stays_and_one_that_does_not_goes_at_once() {
         let n = stored_node(&store);
         store.write(|tx| monitor(tx, "node-2", &n, true));
         let p = stored_pod(&store);
-        store.write(|tx| act_on_pod(tx, "node-2", &p, Some(Instant::now())));
+        let n = stored_node(&store);
+        store.write(|tx| act_on_pod(tx, &n, &p, Some(Instant::now())));
         let p = stored_pod(&store);
         assert_eq!(
             p.metadata.deletion_timestamp.is_some(),

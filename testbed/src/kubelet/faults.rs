@@ -56,6 +56,15 @@ impl Faults {
         self.changed.send_modify(|n| *n += 1);
     }
 
+    /// Whether node `node`'s kubelet is silent (without copying the state).
+    pub fn silent(&self, node: &str) -> bool {
+        self.state
+            .lock()
+            .expect("faults lock")
+            .silent
+            .contains(node)
+    }
+
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()
     }

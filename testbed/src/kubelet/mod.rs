@@ -189,7 +189,7 @@ async fn pod_life(
     report_running(&store, &key, ip, info.ip, problems);
     // A silent kubelet records nothing either.
     let event = |type_, reason: &str, message: String| {
-        if !cfg.faults.get().silent.contains(&info.name) {
+        if !cfg.faults.silent(&info.name) {
             pod_event(&store, &key, type_, reason, message, "kubelet", &info.name)
         }
     };
@@ -291,7 +291,7 @@ async fn pod_life(
             _ = tokio::time::sleep(cfg.node_health.renew_interval()) => {}
         }
         // A silent kubelet confirms nothing: the pod goes once it reports again.
-        if terminating && lives_done && !cfg.faults.get().silent.contains(&info.name) {
+        if terminating && lives_done && !cfg.faults.silent(&info.name) {
             sync::delete_pod(&store, &pod);
             let _ = (&mut stop).await;
             break;

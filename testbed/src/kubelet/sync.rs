@@ -218,7 +218,7 @@ impl Kubelets {
         let node_name = pod.spec.as_ref().and_then(|s| s.node_name.clone());
         if node_name
             .as_ref()
-            .is_some_and(|n| self.cfg.faults.get().silent.contains(n))
+            .is_some_and(|n| self.cfg.faults.silent(n))
         {
             // Its kubelet has lost the API server: it acts when it reports again.
             return;
@@ -242,7 +242,7 @@ impl Kubelets {
             let taints = &self.taints;
             let fit = |i: usize| crate::api::taints::schedulable(&pod, &taints[i]);
             let Some(node) = self.alloc.schedule_among(fit) else {
-                unschedulable(&self.store, &key, &self.taints);
+                unschedulable(&self.store, &key, &pod, &self.taints);
                 return;
             };
             bind_to(&self.store, &key, &self.cfg.nodes[node].name);
@@ -350,11 +350,15 @@ pub(super) fn delete_pod(store: &Store, pod: &Pod) {
 }
 
 /// Reports pod `key` unschedulable, as the scheduler does when no node fits it.
-fn unschedulable(store: &Store, key: &PodKey, taints: &[Vec<Taint>]) {
+fn unschedulable(store: &Store, key: &PodKey, pod: &Pod, taints: &[Vec<Taint>]) {
     let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+    // Each node counted once, by the first taint the pod does not tolerate.
+    let untolerated = |t: &&Taint| {
+        t.effect != "PreferNoSchedule" && !crate::api::taints::schedulable(pod, &[(*t).clone()])
+    };
     for t in taints
         .iter()
-        .flat_map(|ts| ts.iter().filter(|t| t.effect != "PreferNoSchedule").take(1))
+        .flat_map(|ts| ts.iter().filter(untolerated).take(1))
     {
         *counts
             .entry(format!(
@@ -401,4 +405,49 @@ fn bind_to(store: &Store, key: &PodKey, node: &str) {
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unschedulable_pod_says_which_taints_no_node_lets_it_past() {
+        let store = Store::default();
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"containers": [], "tolerations": [{"key": "a", "operator": "Exists"}]},
+        }))
+        .unwrap();
+        store.write(|tx| {
+            tx.put(Object::Pod(pod.clone()));
+        });
+        let taint = |key: &str, effect: &str| Taint {
+            key: key.into(),
+            effect: effect.into(),
+            ..Default::default()
+        };
+        let unreachable = crate::api::taints::UNREACHABLE;
+        let taints = [
+            vec![taint("a", "NoSchedule"), taint("b", "NoSchedule")],
+            vec![
+                taint(unreachable, "NoSchedule"),
+                taint(unreachable, "NoExecute"),
+            ],
+        ];
+        let key = ("default".to_string(), "web".to_string());
+        unschedulable(&store, &key, &pod, &taints);
+        let Some(Object::Pod(p)) = store.get(&Key::new(Kind::Pod, "default", "web")) else {
+            panic!("the pod is gone");
+        };
+        let c = &p.status.unwrap().conditions.unwrap()[0];
+        assert_eq!(
+            (c.type_.as_str(), c.reason.as_deref()),
+            ("PodScheduled", Some("Unschedulable"))
+        );
+        assert_eq!(
+            c.message.as_deref(),
+            Some("0/2 nodes are available: 1 node(s) had untolerated taint {b: }, 1 node(s) had untolerated taint {node.kubernetes.io/unreachable: }.")
+        );
+    }
 }

@@ -125,6 +125,36 @@ fn every_pod_and_node_has_exactly_the_planned_routes_and_settings() {
     );
 }
 
+/// A pod removed leaves its node's bridge at once, even while its namespace lives
+/// on. The kernel destroys an unmounted namespace later, by seconds when many go at
+/// once; meanwhile a new pod given the same address (and so the same MAC) had its
+/// frames sent to the old port, which answered with resets.
+#[test]
+fn a_removed_pod_leaves_cbr0_at_once_even_while_its_namespace_lives_on() {
+    if !root() {
+        return;
+    }
+    let rt = runtime();
+    let name = unique_name("unplug");
+    let tb = up(&rt, &name, &scenario("two-nodes.yaml"));
+    let web = tb.plan().pod("web-1").unwrap().clone();
+    let node = tb.plan().node(&web.node).unwrap().netns.clone();
+    let ports = || {
+        let args = ["-n", &node, "-o", "link", "show", "master", "cbr0"];
+        run(Command::new("ip").args(args))
+    };
+    assert!(ports().contains(&web.host_veth), "{}", ports());
+    // Held open, the namespace outlives its unmounting, as it does while the
+    // kernel's clean-up lags.
+    let held = std::fs::File::open(testbed::netns::netns_path(&web.netns)).unwrap();
+    let nl = testbed::netns::open_netlink(&node, rt.handle()).unwrap();
+    rt.block_on(testbed::topology::remove_pod(&web, &nl));
+    assert!(!testbed::netns::netns_path(&web.netns).exists());
+    assert!(!ports().contains(&web.host_veth), "{}", ports());
+    drop(held);
+    tb.down();
+}
+
 #[test]
 fn teardown_leaves_nothing_and_never_touches_the_host() {
     if !root() {

@@ -301,7 +301,7 @@ async fn pod_life(
         orders.send_modify(|o| o.stop = true);
         lives.await;
     }
-    runtime.remove_sandbox(&plan).await;
+    runtime.remove_sandbox(node, &plan).await;
 }
 
 /// An event about pod `key` from `component` on node `host`.

@@ -38,8 +38,8 @@ pub trait PodRuntime: Send + Sync + 'static {
     /// Runs one probe once.
     async fn probe(&self, target: &probe::Target, spec: &probe::ProbeSpec) -> Result<(), String>;
 
-    /// Removes the pod's sandbox and its files.
-    async fn remove_sandbox(&self, pod: &PodPlan);
+    /// Removes the pod's sandbox on node `node` (an index into the nodes) and its files.
+    async fn remove_sandbox(&self, node: usize, pod: &PodPlan);
 }
 
 /// Why a pod's sandbox could not be made: the runtime's own error, its causes kept.
@@ -197,8 +197,8 @@ impl PodRuntime for Machine {
         probe::run_once(target, spec).await
     }
 
-    async fn remove_sandbox(&self, pod: &PodPlan) {
-        topology::remove_pod(pod);
+    async fn remove_sandbox(&self, node: usize, pod: &PodPlan) {
+        topology::remove_pod(pod, &self.netlink[node]).await;
         let _ =
             std::fs::remove_dir_all(state::pod_dir(&self.cfg.testbed, &pod.namespace, &pod.name));
         let _ = std::fs::remove_dir_all(self.cfg.shared_etc.join(&pod.namespace).join(&pod.name));

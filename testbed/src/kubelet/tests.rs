@@ -149,7 +149,7 @@ impl PodRuntime for Fake {
         ok.then_some(()).ok_or_else(|| "connection refused".into())
     }
 
-    async fn remove_sandbox(&self, pod: &PodPlan) {
+    async fn remove_sandbox(&self, _: usize, pod: &PodPlan) {
         if self.with(|s| s.slow.contains(&id(pod))) {
             let mut gate = self.gate.subscribe();
             let _ = gate.wait_for(|open| *open).await;

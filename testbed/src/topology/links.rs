@@ -102,6 +102,17 @@ pub async fn index_of(nl: &Handle, name: &str) -> Result<u32, LinkError> {
     }
 }
 
+/// `ip link del NAME`: gone when this returns, a veth with its peer, and a bridge
+/// port with the bridge's entries for it.
+pub async fn delete(nl: &Handle, name: &str) -> Result<(), LinkError> {
+    let index = index_of(nl, name).await?;
+    nl.link()
+        .del(index)
+        .execute()
+        .await
+        .map_err(err(format!("delete interface {name}")))
+}
+
 /// `ip link set dev INDEX up`.
 pub async fn set_up(nl: &Handle, index: u32, what: &str) -> Result<(), LinkError> {
     nl.link()

@@ -493,13 +493,23 @@ pub async fn add_pod(
     }
     .await;
     if wired.is_err() {
-        remove_pod(pod);
+        remove_pod(pod, node).await;
     }
     wired
 }
 
-/// Removes one pod's namespace (its veth goes with it) and its `/etc/netns` entry.
-pub fn remove_pod(pod: &PodPlan) {
+/// Removes one pod: its veth first, from the side of the node whose netlink handle
+/// is `node`, then its namespace and its `/etc/netns` entry.
+///
+/// The veth goes first because a namespace unmounted is destroyed later, by the
+/// kernel's cleanup work, which lags by seconds when many namespaces go at once.
+/// Until then its veth would stay on `cbr0` with the pod's address behind it, and
+/// a new pod given that address (and so the same MAC) would have its frames sent
+/// to the old port, which answers with resets: a pod deleted a moment ago would
+/// refuse the new pod's connections.
+pub async fn remove_pod(pod: &PodPlan, node: &rtnetlink::Handle) {
+    // Absent when the pod was never wired (or the node is gone): nothing to do.
+    let _ = links::delete(node, &pod.host_veth).await;
     netns::remove(&pod.netns);
     netns::remove_etc(&pod.netns);
 }

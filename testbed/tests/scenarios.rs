@@ -94,8 +94,27 @@ fn run_one(file: &Path, mode: Option<Mode>) -> Result<(), Failed> {
     if report.passed() {
         Ok(())
     } else {
-        Err(portable(&report.failures()).into())
+        let text = format!("{}\n\n{}", report.failures(), steps_run(&report));
+        Err(portable(&text).into())
     }
+}
+
+/// The steps a failed run ran, with what each saw and how long it took: when a run
+/// fails on a loaded machine, the timing is often the story.
+fn steps_run(report: &run::Report) -> String {
+    let mut out = format!("the steps run ({:.1} s in all):", report.took.as_secs_f64());
+    for s in &report.steps {
+        out += &format!(
+            "\n  {:>2} {} ({:.0} ms)",
+            s.number,
+            s.title,
+            s.took.as_secs_f64() * 1e3
+        );
+        for l in &s.lines {
+            out += &format!("\n       {l}");
+        }
+    }
+    out
 }
 
 /// Whether a scenario runs in nftables mode too: one that does not look at iptables

@@ -207,6 +207,35 @@ pub fn service_written(tx: &mut Tx, stored: &Object, created: bool) {
     );
 }
 
+/// The cluster's Warning events, oldest first, as one line each: `REASON
+/// kind/name: message`, with `(×N)` for a repeated one; the last `most` of them.
+pub fn warnings(store: &Store, most: usize) -> Vec<String> {
+    let mut all: Vec<(u64, String)> = store
+        .list(Kind::Event, None)
+        .into_iter()
+        .filter_map(|o| {
+            let rv = o.resource_version();
+            let Object::Event(e) = o else { return None };
+            if e.type_.as_deref() != Some("Warning") {
+                return None;
+            }
+            let about = &e.involved_object;
+            let kind = about.kind.as_deref().unwrap_or("object").to_lowercase();
+            let name = about.name.as_deref().unwrap_or("?");
+            let times = match e.count {
+                Some(n) if n > 1 => format!(" (\u{d7}{n})"),
+                _ => String::new(),
+            };
+            let reason = e.reason.as_deref().unwrap_or("");
+            let message = e.message.as_deref().unwrap_or("");
+            Some((rv, format!("{reason} {kind}/{name}: {message}{times}")))
+        })
+        .collect();
+    all.sort();
+    let skip = all.len().saturating_sub(most);
+    all.into_iter().skip(skip).map(|(_, l)| l).collect()
+}
+
 /// Records events through a store.
 #[derive(Clone)]
 pub struct Recorder {
@@ -254,6 +283,30 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn warnings_are_the_latest_warning_events_one_line_each() {
+        let store = std::sync::Arc::new(Store::default());
+        let r = Recorder::new(store.clone());
+        let warn = |reason, message: &str| Record {
+            type_: Type::Warning,
+            reason,
+            ..rec(message)
+        };
+        r.record(warn("First", "one"));
+        r.record(rec("normal events are left out"));
+        r.record(warn("Second", "two"));
+        r.record(warn("Second", "two"));
+        r.record(warn("Third", "three"));
+        assert_eq!(
+            warnings(&store, 2),
+            [
+                "Second service/web: two (\u{d7}2)",
+                "Third service/web: three"
+            ]
+        );
+        assert_eq!(warnings(&store, 8).len(), 3);
     }
 
     #[test]

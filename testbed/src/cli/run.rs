@@ -56,6 +56,12 @@ fn print_event(e: Event<'_>) {
         println!("      !   expected: {}", m.expected);
         println!("      !   seen:     {}", m.seen);
     }
+    if !r.warnings.is_empty() {
+        println!("      ! warning events in the cluster (latest last):");
+        for w in &r.warnings {
+            println!("      !   {w}");
+        }
+    }
 }
 
 /// How `testbed run` runs its scenarios.

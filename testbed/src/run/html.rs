@@ -133,6 +133,13 @@ fn step(out: &mut String, s: &StepReport) {
     if let Some(e) = &s.error {
         let _ = writeln!(out, "<pre class=\"error\">{}</pre>", diff_lines(e));
     }
+    if !s.warnings.is_empty() {
+        let _ = writeln!(
+            out,
+            "<p>Warning events in the cluster (latest last):</p><pre class=\"error\">{}</pre>",
+            escape(&s.warnings.join("\n"))
+        );
+    }
     if let Some(d) = &s.detail {
         let _ = writeln!(
             out,
@@ -180,6 +187,7 @@ mod tests {
             took: Duration::from_millis(300),
             detail: Some("trace default/client -> web:80/TCP\n 1. <pod>".into()),
             figure: Some("<svg xmlns=\"http://www.w3.org/2000/svg\"></svg>".into()),
+            warnings: Vec::new(),
         };
         let bad = StepReport {
             number: 2,
@@ -193,6 +201,7 @@ mod tests {
             error: Some("snapshot differs\n  same\n- old\n+ new".into()),
             detail: None,
             figure: None,
+            warnings: vec!["BackOff pod/web: Back-off restarting failed container".into()],
             ..ok.clone()
         };
         Report {
@@ -224,6 +233,13 @@ mod tests {
         assert!(html.contains("<span class=\"del\">- old</span>\n<span class=\"add\">+ new</span>"));
         assert!(html.contains(" 1. &lt;pod&gt;"));
         assert!(html.contains("<text>before</text>"));
+        assert!(html.contains("BackOff pod/web: Back-off restarting failed container"));
+        assert_eq!(html.matches("Warning events in the cluster").count(), 1);
+        let text = report().steps[1].failure().expect("a failure");
+        assert!(text.ends_with(
+            "warning events in the cluster (latest last):\n    BackOff pod/web: Back-off restarting failed container"
+        ));
+        assert_eq!(report().steps[0].failure(), None);
         // Nothing is fetched: no src= or href= to anything.
         assert!(!html.contains("src=") && !html.contains("href="));
     }

@@ -66,6 +66,9 @@ pub struct StepReport {
     /// What it saw in full, and a picture, for a report.
     pub detail: Option<String>,
     pub figure: Option<String>,
+    /// The cluster's latest Warning events, kept when the step fails: what
+    /// `kubectl get events` would show someone finding out why.
+    pub warnings: Vec<String>,
 }
 
 impl StepReport {
@@ -90,9 +93,18 @@ impl StepReport {
                 m.seen.replace('\n', "\n              ")
             );
         }
+        if !self.warnings.is_empty() {
+            out += "\n  warning events in the cluster (latest last):";
+            for w in &self.warnings {
+                out += &format!("\n    {w}");
+            }
+        }
         Some(out)
     }
 }
+
+/// How many of the cluster's Warning events a failed step shows.
+const WARNINGS_SHOWN: usize = 8;
 
 /// A whole run.
 #[derive(Debug, Clone)]
@@ -281,6 +293,7 @@ impl Runner<'_> {
             took,
             detail: None,
             figure: None,
+            warnings: Vec::new(),
         }
     }
 
@@ -307,6 +320,11 @@ impl Runner<'_> {
                 start,
                 end: Instant::now(),
             });
+        let failed = error.is_some() || !seen.mismatches.is_empty();
+        let warnings = match failed {
+            true => crate::api::events::warnings(&self.cp.store, WARNINGS_SHOWN),
+            false => Vec::new(),
+        };
         StepReport {
             number: step.index + 1,
             at,
@@ -317,6 +335,7 @@ impl Runner<'_> {
             took: start.elapsed(),
             detail: seen.detail,
             figure: seen.figure,
+            warnings,
         }
     }
 

@@ -438,7 +438,7 @@ impl Reconcile for EndpointsController {
                 }
             });
             if let Some(svc) = self.services.get(&key) {
-                record_change(&self.store, svc, want.as_ref().map(|(e, _)| e));
+                record_change(&self.store, svc, want.as_ref());
             }
             match want {
                 Some(w) => {
@@ -453,38 +453,10 @@ impl Reconcile for EndpointsController {
     }
 }
 
-/// A Service's endpoints changed, as an event: the ready and not-ready addresses.
-fn record_change(store: &Store, svc: &Service, endpoints: Option<&Endpoints>) {
+/// A Service's endpoints changed, as an event (see [`change_message`]).
+fn record_change(store: &Store, svc: &Service, want: Option<&(Endpoints, Vec<EndpointSlice>)>) {
     use crate::api::events::{record_in, reference, Record, Source, Type};
-    let (mut ready, mut not_ready) = (Vec::new(), 0);
-    for ss in endpoints.iter().flat_map(|e| e.subsets.iter().flatten()) {
-        let ports: Vec<i32> = ss.ports.iter().flatten().map(|p| p.port).collect();
-        for a in ss.addresses.iter().flatten() {
-            match ports.as_slice() {
-                [] => ready.push(a.ip.clone()),
-                ps => ready.extend(ps.iter().map(|p| format!("{}:{p}", a.ip))),
-            }
-        }
-        not_ready += ss.not_ready_addresses.as_ref().map_or(0, Vec::len);
-    }
-    let message = if ready.is_empty() && not_ready == 0 {
-        "no endpoints: no pod matches the selector".to_string()
-    } else {
-        format!(
-            "{} ready{}{}",
-            ready.len(),
-            if ready.is_empty() {
-                String::new()
-            } else {
-                format!(" ({})", ready.join(", "))
-            },
-            if not_ready > 0 {
-                format!(", {not_ready} not ready")
-            } else {
-                String::new()
-            }
-        )
-    };
+    let message = change_message(want.map(|(e, _)| e), want.map_or(&[][..], |(_, s)| s));
     let about = reference(&Object::Service(svc.clone()));
     store.write(|tx| {
         record_in(
@@ -502,4 +474,45 @@ fn record_change(store: &Store, svc: &Service, endpoints: Option<&Endpoints>) {
             false,
         )
     });
+}
+
+/// What the endpoints are now, in words: the ready addresses (from the Endpoints),
+/// how many are not ready, and how many pods are terminating and how many of those
+/// still serve (from the slices: Endpoints leave terminating pods out).
+pub(super) fn change_message(endpoints: Option<&Endpoints>, slices: &[EndpointSlice]) -> String {
+    let (mut ready, mut not_ready) = (Vec::new(), 0);
+    for ss in endpoints.iter().flat_map(|e| e.subsets.iter().flatten()) {
+        let ports: Vec<i32> = ss.ports.iter().flatten().map(|p| p.port).collect();
+        for a in ss.addresses.iter().flatten() {
+            match ports.as_slice() {
+                [] => ready.push(a.ip.clone()),
+                ps => ready.extend(ps.iter().map(|p| format!("{}:{p}", a.ip))),
+            }
+        }
+        not_ready += ss.not_ready_addresses.as_ref().map_or(0, Vec::len);
+    }
+    // An address is in one slice per set of ports: counted once.
+    let mut terminating = BTreeMap::new();
+    for e in slices.iter().flat_map(|s| &s.endpoints) {
+        let c = e.conditions.as_ref();
+        if c.and_then(|c| c.terminating) == Some(true) {
+            let serving = c.and_then(|c| c.serving) == Some(true);
+            terminating.insert(e.addresses.join(","), serving);
+        }
+    }
+    if ready.is_empty() && not_ready == 0 && terminating.is_empty() {
+        return "no endpoints: no pod matches the selector".to_string();
+    }
+    let mut out = format!("{} ready", ready.len());
+    if !ready.is_empty() {
+        out += &format!(" ({})", ready.join(", "));
+    }
+    if not_ready > 0 {
+        out += &format!(", {not_ready} not ready");
+    }
+    if !terminating.is_empty() {
+        let serving = terminating.values().filter(|s| **s).count();
+        out += &format!(", {} terminating ({serving} serving)", terminating.len());
+    }
+    out
 }

@@ -5,7 +5,7 @@
 use k8s_openapi::api::core::v1::{ContainerPort, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
-use super::endpoints::{endpoints_for, MAX_PER_SLICE};
+use super::endpoints::{change_message, endpoints_for, MAX_PER_SLICE};
 use super::tests::{objects, pod};
 use crate::api::Object;
 
@@ -201,4 +201,32 @@ fn a_service_without_pods_has_one_empty_slice() {
     assert_eq!(slices.len(), 1);
     assert_eq!(shape(&slices[0]), " | ");
     assert!(ep.subsets.is_none());
+}
+
+#[test]
+fn the_change_event_counts_terminating_pods_that_endpoints_leave_out() {
+    let svc = service(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  selector: {app: web}\n  ports:\n  - {name: a, port: 80, targetPort: 8080}\n  - {name: b, port: 81, targetPort: 8080, protocol: UDP}\n",
+    );
+    let web = r#"{"app":"web"}"#;
+    let message = |pods: &[k8s_openapi::api::core::v1::Pod]| {
+        let (ep, slices) = endpoints_for(&svc, pods).unwrap();
+        change_message(Some(&ep), &slices)
+    };
+    assert_eq!(message(&[]), "no endpoints: no pod matches the selector");
+    let mut serving = pod("web-1", "10.244.1.2", web, true);
+    serving.metadata.deletion_timestamp = Some(crate::api::store::now());
+    let mut stopped = pod("web-2", "10.244.1.3", web, false);
+    stopped.metadata.deletion_timestamp = Some(crate::api::store::now());
+    // Two slices (TCP and UDP): each pod counted once.
+    assert_eq!(
+        message(&[serving.clone()]),
+        "0 ready, 1 terminating (1 serving)"
+    );
+    let ready = pod("web-3", "10.244.1.4", web, true);
+    let unready = pod("web-4", "10.244.1.5", web, false);
+    assert_eq!(
+        message(&[serving, stopped, ready, unready]),
+        "2 ready (10.244.1.4:8080, 10.244.1.4:8080), 1 not ready, 2 terminating (1 serving)"
+    );
 }

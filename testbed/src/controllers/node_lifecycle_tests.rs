@@ -45,6 +45,22 @@ fn stored_pod(store: &Store) -> Pod {
     }
 }
 
+/// A store with node-2 unheard (Unknown, tainted unreachable) and pod `p` on it,
+/// the controller having acted on the pod once, at `since`: the pod as stored then.
+fn unreachable_with(p: Pod, since: Instant) -> (Store, Pod) {
+    let store = Store::default();
+    store.write(|tx| {
+        tx.put(Object::Node(node("True")));
+        tx.put(Object::Pod(p));
+    });
+    let n = stored_node(&store);
+    store.write(|tx| monitor(tx, "node-2", &n, true));
+    let (p, n) = (stored_pod(&store), stored_node(&store));
+    store.write(|tx| act_on_pod(tx, &n, &p, Some(since)));
+    let p = stored_pod(&store);
+    (store, p)
+}
+
 fn taints(n: &Node) -> Vec<String> {
     let all = n.spec.iter().flat_map(|s| s.taints.iter().flatten());
     all.map(|t| format!("{}:{}", t.key, t.effect)).collect()
@@ -104,20 +120,10 @@ fn an_unheard_node_goes_unknown_and_tainted_and_a_ready_one_is_untainted() {
 
 #[test]
 fn pods_on_an_unreachable_node_go_not_ready_then_are_evicted_when_tolerations_run_out() {
-    let store = Store::default();
     let p = pod(
         json!([{"key": UNREACHABLE, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 60}]),
     );
-    store.write(|tx| {
-        tx.put(Object::Node(node("True")));
-        tx.put(Object::Pod(p.clone()));
-    });
-    let n = stored_node(&store);
-    store.write(|tx| monitor(tx, "node-2", &n, true));
-    let p = stored_pod(&store);
-    let n = stored_node(&store);
-    store.write(|tx| act_on_pod(tx, &n, &p, Some(Instant::now())));
-    let p = stored_pod(&store);
+    let (store, p) = unreachable_with(p, Instant::now());
     assert!(!crate::api::labels::pod_ready(&p), "marked not ready");
     assert!(
         p.metadata.deletion_timestamp.is_none(),
@@ -142,17 +148,7 @@ fn a_pod_that_tolerates_for_ever_stays_and_one_that_does_not_goes_at_once() {
         (json!([{"key": UNREACHABLE, "operator": "Exists"}]), false),
         (json!([]), true),
     ] {
-        let store = Store::default();
-        store.write(|tx| {
-            tx.put(Object::Node(node("True")));
-            tx.put(Object::Pod(pod(tolerations.clone())));
-        });
-        let n = stored_node(&store);
-        store.write(|tx| monitor(tx, "node-2", &n, true));
-        let p = stored_pod(&store);
-        let n = stored_node(&store);
-        store.write(|tx| act_on_pod(tx, &n, &p, Some(Instant::now())));
-        let p = stored_pod(&store);
+        let (_, p) = unreachable_with(pod(tolerations.clone()), Instant::now());
         assert_eq!(
             p.metadata.deletion_timestamp.is_some(),
             evicted,

@@ -320,12 +320,7 @@ impl Runner<'_> {
                 start,
                 end: Instant::now(),
             });
-        let failed = error.is_some() || !seen.mismatches.is_empty();
-        let warnings = match failed {
-            true => crate::api::events::warnings(&self.cp.store, WARNINGS_SHOWN),
-            false => Vec::new(),
-        };
-        StepReport {
+        let mut report = StepReport {
             number: step.index + 1,
             at,
             title,
@@ -335,8 +330,12 @@ impl Runner<'_> {
             took: start.elapsed(),
             detail: seen.detail,
             figure: seen.figure,
-            warnings,
+            warnings: Vec::new(),
+        };
+        if !report.passed() {
+            report.warnings = crate::api::events::warnings(&self.cp.store, WARNINGS_SHOWN);
         }
+        report
     }
 
     /// The cluster's picture now (SVG).
